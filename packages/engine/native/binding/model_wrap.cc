@@ -1,0 +1,312 @@
+// NativeModel: one ObjectWrap per loaded model. Every slow call (load, step, adapter upload, close)
+// runs on a libuv worker thread as an AsyncWorker and returns a Promise; failures reject with an
+// Error whose message starts with "[CODE]" and whose `code` property holds CODE.
+#include <napi.h>
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+
+#include "../core/backend.h"
+#include "js_convert.h"
+
+namespace lp {
+
+namespace {
+
+struct SlotState {
+  bool bound = false, loading = false;
+  int in_use = 0;
+  std::vector<int> pages;
+};
+
+struct ModelState {
+  std::mutex mu;        // guards slots, free_pages, closed
+  std::mutex step_mu;   // one step at a time
+  std::shared_mutex life_mu;  // shared by calls that use the backend, exclusive for close
+  LoadedSpec loaded;
+  std::unique_ptr<Backend> backend;
+  std::vector<SlotState> slots;
+  std::vector<int> free_pages;
+  bool closed = false;
+};
+
+class PromiseWorker : public Napi::AsyncWorker {
+ public:
+  PromiseWorker(Napi::Env env, std::function<void()> work, std::function<Napi::Value(Napi::Env)> done)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)), done_(std::move(done)) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+  void Execute() override {
+    try {
+      work_();
+    } catch (const EngineFailure& e) {
+      code_ = e.code;
+      SetError(e.what());
+    } catch (const std::bad_alloc&) {
+      code_ = "OUT_OF_MEMORY";
+      SetError("[OUT_OF_MEMORY] the engine could not allocate memory");
+    } catch (const std::exception& e) {
+      code_ = "NATIVE";
+      SetError(std::string("[NATIVE] ") + e.what());
+    }
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    try {
+      deferred_.Resolve(done_ ? done_(env) : env.Undefined());
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(e.Value());
+    }
+  }
+  void OnError(const Napi::Error& e) override {
+    Napi::Error err = Napi::Error::New(Env(), e.Message());
+    err.Set("code", Napi::String::New(Env(), code_));
+    deferred_.Reject(err.Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::function<void()> work_;
+  std::function<Napi::Value(Napi::Env)> done_;
+  std::string code_ = "NATIVE";
+};
+
+Napi::Value reject_now(Napi::Env env, const EngineFailure& f) {
+  auto d = Napi::Promise::Deferred::New(env);
+  Napi::Error err = Napi::Error::New(env, f.what());
+  err.Set("code", Napi::String::New(env, f.code));
+  d.Reject(err.Value());
+  return d.Promise();
+}
+
+void throw_js(Napi::Env env, const EngineFailure& f) {
+  Napi::Error err = Napi::Error::New(env, f.what());
+  err.Set("code", Napi::String::New(env, f.code));
+  err.ThrowAsJavaScriptException();
+}
+
+}  // namespace
+
+class NativeModel : public Napi::ObjectWrap<NativeModel> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "NativeModel",
+                       {InstanceMethod("load", &NativeModel::Load), InstanceMethod("step", &NativeModel::Step),
+                        InstanceMethod("loadAdapter", &NativeModel::LoadAdapter),
+                        InstanceMethod("unloadAdapter", &NativeModel::UnloadAdapter), InstanceMethod("info", &NativeModel::Info),
+                        InstanceMethod("close", &NativeModel::Close)});
+  }
+  explicit NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeModel>(info), st_(std::make_shared<ModelState>()) {}
+
+ private:
+  // Ensures the model is loaded and open; throws EngineFailure otherwise.
+  void require_open() {
+    if (!st_->backend) throw EngineFailure("ENGINE_CLOSED", "the model is not loaded");
+    if (st_->closed) throw EngineFailure("ENGINE_CLOSED", "the model has been closed");
+  }
+
+  Napi::Value Load(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    try {
+      if (st_->backend || loading_) throw EngineFailure("INVALID_ARGUMENT", "load() may be called once");
+      if (info.Length() < 1 || !info[0].IsObject()) throw EngineFailure("INVALID_ARGUMENT", "load(spec) needs an object");
+      auto req = std::make_shared<ModelRequest>(parse_model_request(info[0].As<Napi::Object>()));
+      loading_ = true;
+      auto st = st_;
+      auto* w = new PromiseWorker(
+          env,
+          [st, req] {
+            map_weights(*req, st->loaded);
+            const ModelSpec& s = st->loaded.spec;
+            if (req->backend == "cpu") {
+              st->backend = make_cpu_backend(s);
+            } else if (req->backend == "cuda") {
+#ifdef LORAPLEX_WITH_CUDA
+              st->backend = make_cuda_backend(s);
+#else
+              throw EngineFailure("BACKEND_UNAVAILABLE", "this build of the engine has no CUDA backend");
+#endif
+            } else {
+              throw EngineFailure("INVALID_ARGUMENT", "unknown backend " + req->backend);
+            }
+            st->slots.assign(size_t(s.max_adapters), SlotState{});
+            for (int p = s.lora_pages - 1; p >= 0; p--) st->free_pages.push_back(p);
+          },
+          [st](Napi::Env e) -> Napi::Value { return Napi::String::New(e, st->backend->name()); });
+      auto p = w->promise();
+      w->Queue();
+      return p;
+    } catch (const EngineFailure& f) {
+      return reject_now(env, f);
+    }
+  }
+
+  Napi::Value Step(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    try {
+      require_open();
+      if (info.Length() < 1 || !info[0].IsObject()) throw EngineFailure("INVALID_ARGUMENT", "step(input) needs an object");
+      std::vector<bool> bound;
+      {
+        std::lock_guard<std::mutex> lock(st_->mu);
+        for (auto& s : st_->slots) bound.push_back(s.bound);
+      }
+      auto in = std::make_shared<StepInput>(parse_step(info[0].As<Napi::Object>(), st_->loaded.spec, bound));
+      // Pin the slots this step reads so they cannot be unloaded while it runs.
+      std::vector<int> used;
+      {
+        std::lock_guard<std::mutex> lock(st_->mu);
+        for (int32_t s : in->seg_slot)
+          if (s >= 0) {
+            st_->slots[size_t(s)].in_use++;
+            used.push_back(s);
+          }
+      }
+      auto out = std::make_shared<StepOutput>();
+      auto st = st_;
+      auto release = [st, used] {
+        std::lock_guard<std::mutex> lock(st->mu);
+        for (int s : used) st->slots[size_t(s)].in_use--;
+      };
+      auto* w = new PromiseWorker(
+          env,
+          [st, in, out, release] {
+            struct Guard { std::function<void()> f; ~Guard() { f(); } } g{release};
+            std::shared_lock<std::shared_mutex> life(st->life_mu);
+            std::lock_guard<std::mutex> lock(st->step_mu);
+            if (!st->backend) throw EngineFailure("ENGINE_CLOSED", "the model has been closed");
+            st->backend->step(*in, *out);
+          },
+          [out, in](Napi::Env e) -> Napi::Value { return step_output_to_js(e, *out, in->max_top_logprobs); });
+      auto p = w->promise();
+      w->Queue();
+      return p;
+    } catch (const EngineFailure& f) {
+      return reject_now(env, f);
+    }
+  }
+
+  Napi::Value LoadAdapter(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    try {
+      require_open();
+      if (info.Length() < 1 || !info[0].IsObject()) throw EngineFailure("INVALID_ARGUMENT", "loadAdapter(spec) needs an object");
+      auto spec = std::make_shared<AdapterSpec>(parse_adapter(info[0].As<Napi::Object>(), st_->loaded.spec));
+      int slot = -1;
+      std::vector<int> pages;
+      {
+        std::lock_guard<std::mutex> lock(st_->mu);
+        for (size_t i = 0; i < st_->slots.size(); i++)
+          if (!st_->slots[i].bound && !st_->slots[i].loading) { slot = int(i); break; }
+        if (slot < 0) throw EngineFailure("ADAPTER_POOL_FULL", "all " + std::to_string(st_->slots.size()) + " adapter slots are taken");
+        if (int(st_->free_pages.size()) < spec->max_rank)
+          throw EngineFailure("ADAPTER_POOL_FULL", "the LoRA pool has " + std::to_string(st_->free_pages.size()) + " free rank pages, the adapter needs " + std::to_string(spec->max_rank));
+        for (int j = 0; j < spec->max_rank; j++) {
+          pages.push_back(st_->free_pages.back());
+          st_->free_pages.pop_back();
+        }
+        st_->slots[size_t(slot)].loading = true;
+        st_->slots[size_t(slot)].pages = pages;
+      }
+      auto st = st_;
+      auto* w = new PromiseWorker(
+          env,
+          [st, spec, slot, pages] {
+            try {
+              std::shared_lock<std::shared_mutex> life(st->life_mu);
+              if (!st->backend) throw EngineFailure("ENGINE_CLOSED", "the model has been closed");
+              st->backend->write_adapter(slot, pages, *spec);
+            } catch (...) {
+              std::lock_guard<std::mutex> lock(st->mu);
+              st->slots[size_t(slot)] = SlotState{};
+              for (int p : pages) st->free_pages.push_back(p);
+              throw;
+            }
+            std::lock_guard<std::mutex> lock(st->mu);
+            st->slots[size_t(slot)].loading = false;
+            st->slots[size_t(slot)].bound = true;
+          },
+          [slot](Napi::Env e) -> Napi::Value { return Napi::Number::New(e, slot); });
+      auto p = w->promise();
+      w->Queue();
+      return p;
+    } catch (const EngineFailure& f) {
+      return reject_now(env, f);
+    }
+  }
+
+  Napi::Value UnloadAdapter(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    try {
+      require_open();
+      if (info.Length() < 1 || !info[0].IsNumber()) throw EngineFailure("INVALID_ARGUMENT", "unloadAdapter(slot) needs a slot number");
+      int slot = info[0].As<Napi::Number>().Int32Value();
+      std::lock_guard<std::mutex> lock(st_->mu);
+      if (slot < 0 || slot >= int(st_->slots.size()) || !st_->slots[size_t(slot)].bound)
+        throw EngineFailure("ADAPTER_NOT_FOUND", "slot " + std::to_string(slot) + " holds no adapter");
+      SlotState& s = st_->slots[size_t(slot)];
+      if (s.in_use > 0) throw EngineFailure("ADAPTER_IN_USE", "slot " + std::to_string(slot) + " is used by a running step");
+      st_->backend->clear_slot(slot);
+      for (int p : s.pages) st_->free_pages.push_back(p);
+      s = SlotState{};
+    } catch (const EngineFailure& f) {
+      throw_js(env, f);
+    }
+    return env.Undefined();
+  }
+
+  Napi::Value Info(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    std::lock_guard<std::mutex> lock(st_->mu);
+    o.Set("backend", st_->backend ? Napi::Value(Napi::String::New(env, st_->backend->name())) : env.Null());
+    o.Set("bytesAllocated", Napi::Number::New(env, st_->backend ? double(st_->backend->bytes_allocated()) : 0));
+    o.Set("freeLoraPages", Napi::Number::New(env, double(st_->free_pages.size())));
+    int free_slots = 0;
+    for (auto& s : st_->slots) free_slots += (!s.bound && !s.loading);
+    o.Set("freeSlots", Napi::Number::New(env, free_slots));
+    o.Set("closed", Napi::Boolean::New(env, st_->closed));
+    return o;
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    {
+      std::lock_guard<std::mutex> lock(st_->mu);
+      st_->closed = true;
+    }
+    auto st = st_;
+    // Waits for a running step (step_mu) before freeing the backend and unmapping the weights.
+    auto* w = new PromiseWorker(
+        env,
+        [st] {
+          std::unique_lock<std::shared_mutex> life(st->life_mu);
+          st->backend.reset();
+          st->loaded.files.clear();
+        },
+        nullptr);
+    auto p = w->promise();
+    w->Queue();
+    return p;
+  }
+
+  std::shared_ptr<ModelState> st_;
+  bool loading_ = false;
+};
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("NativeModel", NativeModel::Define(env));
+#ifdef LORAPLEX_WITH_CUDA
+  exports.Set("cudaDeviceCount", Napi::Function::New(env, [](const Napi::CallbackInfo& i) { return Napi::Number::New(i.Env(), cuda_device_count()); }));
+  exports.Set("hasCuda", Napi::Boolean::New(env, true));
+#else
+  exports.Set("cudaDeviceCount", Napi::Function::New(env, [](const Napi::CallbackInfo& i) { return Napi::Number::New(i.Env(), 0); }));
+  exports.Set("hasCuda", Napi::Boolean::New(env, false));
+#endif
+  return exports;
+}
+
+NODE_API_MODULE(loraplex_native, Init)
+
+}  // namespace lp

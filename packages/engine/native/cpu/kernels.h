@@ -1,0 +1,40 @@
+// CPU compute kernels. All activations are float32; weights may be float32, float16 or bfloat16
+// and are widened to float32 in registers (the weights stay in their file's dtype in memory).
+#pragma once
+#include <cstdint>
+
+#include "../core/backend.h"
+#include "thread_pool.h"
+
+namespace lp {
+
+// y[T, out] = x[T, in] @ W[out, in]^T. Parallel over output rows.
+void matmul(ThreadPool& pool, const float* x, int64_t T, const WeightRef& W, float* y);
+
+// Same as matmul but for a subset of x rows (rows[i] indexes x); y is [n_rows, out].
+void matmul_rows(ThreadPool& pool, const float* x, const int32_t* rows, int64_t n_rows, const WeightRef& W, float* y);
+
+// out[t] = x[t] / rms(x[t]) * w, x and out [T, n].
+void rmsnorm(ThreadPool& pool, const float* x, const WeightRef& w, float* out, int64_t T, int64_t n, float eps);
+
+// Copies row `id` of an embedding table into dst (widening to float32).
+void embed_row(const WeightRef& table, int64_t id, float* dst);
+
+// Widens n values of a weight vector to float32.
+void load_vector(const WeightRef& v, float* dst);
+
+// x[i] = silu(gate[i]) * up[i] for n values.
+void silu_mul(float* gate, const float* up, int64_t n);
+
+float dot_f32(const float* a, const float* b, int64_t n);
+void axpy_f32(float a, const float* x, float* y, int64_t n);  // y += a * x
+
+inline float bf16_to_f32(uint16_t h) {
+  uint32_t u = uint32_t(h) << 16;
+  float f;
+  __builtin_memcpy(&f, &u, 4);
+  return f;
+}
+float f16_to_f32(uint16_t h);
+
+}  // namespace lp

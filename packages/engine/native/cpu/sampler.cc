@@ -1,0 +1,123 @@
+#include "sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <unordered_map>
+
+namespace lp {
+
+static uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+double uniform01(uint64_t seed, uint64_t draw) {
+  uint64_t r = splitmix64(splitmix64(seed) ^ (draw * 0xd1b54a32d192ed03ULL));
+  return double(r >> 11) * (1.0 / 9007199254740992.0);
+}
+
+static void log_softmax(const float* logits, int vocab, std::vector<float>& out) {
+  out.resize(vocab);
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int i = 0; i < vocab; i++) mx = std::max(mx, logits[i]);
+  double sum = 0;
+  for (int i = 0; i < vocab; i++) sum += std::exp(double(logits[i]) - mx);
+  const float lse = mx + float(std::log(sum));
+  for (int i = 0; i < vocab; i++) out[i] = logits[i] - lse;
+}
+
+SampleResult sample_token(float* logits, int vocab, const SamplingParams& p, const int32_t* history, int hist_len,
+                          int gen_start, const uint32_t* mask) {
+  SampleResult res;
+  std::vector<float> raw_lp;
+  log_softmax(logits, vocab, raw_lp);
+  const float NEG_INF = -std::numeric_limits<float>::infinity();
+
+  // Repetition penalty (HF/vLLM convention): over prompt and generated tokens, divide positive
+  // logits, multiply negative ones. Presence/frequency (OpenAI convention): generated tokens only.
+  if (p.repetition_penalty != 1.f || p.presence_penalty != 0.f || p.frequency_penalty != 0.f) {
+    std::unordered_map<int32_t, int> gen_counts;
+    std::vector<uint8_t> seen(vocab, 0);
+    for (int i = 0; i < hist_len; i++) {
+      int32_t t = history[i];
+      seen[t] = 1;
+      if (i >= gen_start) gen_counts[t]++;
+    }
+    if (p.repetition_penalty != 1.f)
+      for (int t = 0; t < vocab; t++)
+        if (seen[t]) logits[t] = logits[t] > 0 ? logits[t] / p.repetition_penalty : logits[t] * p.repetition_penalty;
+    for (auto& kv : gen_counts) logits[kv.first] -= p.frequency_penalty * float(kv.second) + p.presence_penalty;
+  }
+  if (mask) {
+    bool any = false;
+    for (int t = 0; t < vocab; t++) {
+      if (!((mask[t >> 5] >> (t & 31)) & 1u)) logits[t] = NEG_INF;
+      else any = true;
+    }
+    if (!any) throw EngineFailure("INVALID_ARGUMENT", "the allowed-token mask allows no token");
+  }
+
+  int32_t chosen = 0;
+  if (p.temperature <= 0.f) {
+    chosen = int32_t(std::max_element(logits, logits + vocab) - logits);  // first maximum, as torch.argmax
+  } else {
+    // Candidates sorted by logit, then truncated by top-k, min-p and top-p (vLLM's order).
+    std::vector<int32_t> idx(vocab);
+    std::iota(idx.begin(), idx.end(), 0);
+    int k = (p.top_k > 0 && p.top_k < vocab) ? p.top_k : vocab;
+    std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int32_t a, int32_t b) {
+      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+    });
+    idx.resize(k);
+    while (!idx.empty() && logits[idx.back()] == NEG_INF) idx.pop_back();
+    std::vector<double> prob(idx.size());
+    const double mx = logits[idx[0]] / p.temperature;
+    double sum = 0;
+    for (size_t i = 0; i < idx.size(); i++) sum += prob[i] = std::exp(double(logits[idx[i]]) / p.temperature - mx);
+    for (auto& v : prob) v /= sum;
+    size_t keep = idx.size();
+    if (p.min_p > 0.f) {
+      const double thresh = prob[0] * p.min_p;
+      keep = 1;
+      while (keep < idx.size() && prob[keep] >= thresh) keep++;
+    }
+    if (p.top_p < 1.f) {
+      double cum = 0;
+      size_t n = 0;
+      while (n < keep) {
+        cum += prob[n++];
+        if (cum >= p.top_p) break;
+      }
+      keep = std::max<size_t>(n, 1);
+    }
+    double total = 0;
+    for (size_t i = 0; i < keep; i++) total += prob[i];
+    double u = uniform01(p.seed, uint64_t(p.draw)) * total, acc = 0;
+    chosen = idx[keep - 1];
+    for (size_t i = 0; i < keep; i++) {
+      acc += prob[i];
+      if (u < acc) { chosen = idx[i]; break; }
+    }
+  }
+  res.token = chosen;
+  res.logprob = raw_lp[chosen];
+  if (p.top_logprobs > 0) {
+    int n = std::min(p.top_logprobs, vocab);
+    std::vector<int32_t> idx(vocab);
+    std::iota(idx.begin(), idx.end(), 0);
+    std::partial_sort(idx.begin(), idx.begin() + n, idx.end(), [&](int32_t a, int32_t b) {
+      return raw_lp[a] > raw_lp[b] || (raw_lp[a] == raw_lp[b] && a < b);
+    });
+    for (int i = 0; i < n; i++) {
+      res.top_ids.push_back(idx[i]);
+      res.top_logprobs.push_back(raw_lp[idx[i]]);
+    }
+  }
+  return res;
+}
+
+}  // namespace lp

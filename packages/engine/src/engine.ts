@@ -1,0 +1,249 @@
+// The in-process engine: one base model, many LoRA adapters in slots, and generate() / runStep()
+// over mixed batches. The counterpart of vLLM's LLM class.
+import { resolve } from 'node:path';
+import { loadAdapterDir, type LoadedAdapter } from './adapter/load-adapter.js';
+import { readModelConfig, type ModelConfig } from './config.js';
+import { EngineError, toEngineError } from './errors.js';
+import { runGeneration, type FinishReason, type TokenConstraint, type TokenLogprob } from './generate.js';
+import { BlockAllocator } from './kv-cache.js';
+import { loadAddon, type NativeModel } from './native.js';
+import { resolveSampling, type SamplingOptions } from './sampling.js';
+import { buildStepInput, splitStepOutput, type StepItem, type StepItemResult } from './step.js';
+import { TextTokenizer } from './tokenizer.js';
+import { readModelWeights } from './weights.js';
+
+export interface EngineOptions {
+  /** 'auto' picks CUDA when the addon was built with it and a GPU is present. Default 'auto'. */
+  backend?: 'cpu' | 'cuda' | 'auto';
+  /** Adapter slots resident at once. Default 8. */
+  maxAdapters?: number;
+  /** Largest LoRA rank accepted. Default 64. */
+  maxLoraRank?: number;
+  /** Rank-rows in the LoRA pool shared by all slots. Default maxAdapters * maxLoraRank. */
+  loraPoolRanks?: number;
+  /** KV cache capacity in tokens. Default 8192 (rounded up to whole blocks). */
+  kvCacheTokens?: number;
+  /** Tokens per KV block. Default 16. */
+  blockSize?: number;
+  /** CPU threads. Default: all cores. */
+  threads?: number;
+  /** Token budget of one step (decode tokens plus prefill chunks). Default 512. */
+  maxBatchTokens?: number;
+}
+
+export interface GenerateRequest {
+  prompt: string | number[];
+  adapter?: string;
+  sampling?: SamplingOptions;
+  returnPromptLogits?: boolean;
+  constraint?: TokenConstraint;
+}
+
+export interface GenerateOutput {
+  tokens: number[];
+  text: string;
+  finishReason: FinishReason;
+  promptTokens: number[];
+  /** [promptLength x vocab] when returnPromptLogits was set. */
+  promptLogits?: Float32Array;
+  logprobs?: TokenLogprob[];
+}
+
+export interface AdapterInfo { name: string; slot: number; rank: number; path: string; bytes: number; modules: number }
+
+interface AdapterEntry extends AdapterInfo { active: number; loaded: LoadedAdapter }
+
+export class Engine {
+  readonly config: ModelConfig;
+  readonly tokenizer: TextTokenizer | undefined;
+  readonly backend: string;
+  readonly blocks: BlockAllocator;
+  readonly eosTokenIds: Set<number>;
+  readonly options: Required<EngineOptions>;
+  private readonly native: NativeModel;
+  private readonly adapters = new Map<string, AdapterEntry>();
+  private readonly pendingAdapters = new Set<string>();
+  private stepChain: Promise<unknown> = Promise.resolve();
+  private closed = false;
+
+  private constructor(config: ModelConfig, tokenizer: TextTokenizer | undefined, native: NativeModel, backend: string, options: Required<EngineOptions>) {
+    this.config = config;
+    this.tokenizer = tokenizer;
+    this.native = native;
+    this.backend = backend;
+    this.options = options;
+    this.blocks = new BlockAllocator(Math.ceil(options.kvCacheTokens / options.blockSize), options.blockSize);
+    this.eosTokenIds = new Set(config.eosTokenIds);
+    // Serving chat, stop on the tokenizer's eos token too (as vLLM does).
+    const tkEos = tokenizer?.eosToken !== undefined ? tokenizer.tokenId(tokenizer.eosToken) : undefined;
+    if (tkEos !== undefined) this.eosTokenIds.add(tkEos);
+  }
+
+  static async load(modelDir: string, opts: EngineOptions = {}): Promise<Engine> {
+    const options: Required<EngineOptions> = {
+      backend: opts.backend ?? 'auto',
+      maxAdapters: opts.maxAdapters ?? 8,
+      maxLoraRank: opts.maxLoraRank ?? 64,
+      loraPoolRanks: opts.loraPoolRanks ?? (opts.maxAdapters ?? 8) * (opts.maxLoraRank ?? 64),
+      kvCacheTokens: opts.kvCacheTokens ?? 8192,
+      blockSize: opts.blockSize ?? 16,
+      threads: opts.threads ?? 0,
+      maxBatchTokens: opts.maxBatchTokens ?? 512,
+    };
+    const intOpt = (k: keyof EngineOptions, lo: number, hi: number): void => {
+      const v = options[k] as number;
+      if (!Number.isInteger(v) || v < lo || v > hi) throw new EngineError('INVALID_ARGUMENT', `option ${k} must be an integer in [${lo}, ${hi}], got ${String(v)}`);
+    };
+    intOpt('maxAdapters', 0, 65536);
+    intOpt('maxLoraRank', 1, 1024);
+    intOpt('loraPoolRanks', 0, 1 << 24);
+    intOpt('kvCacheTokens', 1, 1 << 26);
+    intOpt('blockSize', 1, 4096);
+    intOpt('threads', 0, 1024);
+    intOpt('maxBatchTokens', 1, 1 << 20);
+    if (!['cpu', 'cuda', 'auto'].includes(options.backend)) throw new EngineError('INVALID_ARGUMENT', `backend must be cpu, cuda or auto, got ${String(options.backend)}`);
+    const dir = resolve(modelDir);
+    const config = await readModelConfig(dir);
+    const [weights, tokenizer] = await Promise.all([readModelWeights(dir, config), TextTokenizer.fromDir(dir)]);
+    const addon = loadAddon();
+    const backend = options.backend === 'auto' ? (addon.hasCuda && addon.cudaDeviceCount() > 0 ? 'cuda' : 'cpu') : options.backend;
+    const native = new addon.NativeModel();
+    try {
+      const name = await native.load({
+        backend,
+        config: {
+          vocab: config.vocab, hidden: config.hidden, intermediate: config.intermediate, layers: config.layers, heads: config.heads,
+          kvHeads: config.kvHeads, headDim: config.headDim, rmsEps: config.rmsEps, slidingWindow: config.slidingWindow, invFreq: config.invFreq,
+        },
+        files: weights.files,
+        tensors: weights.tensors,
+        kvBlocks: Math.ceil(options.kvCacheTokens / options.blockSize),
+        blockSize: options.blockSize,
+        maxAdapters: options.maxAdapters,
+        maxRank: options.maxLoraRank,
+        loraPages: options.loraPoolRanks,
+        threads: options.threads,
+      });
+      return new Engine(config, tokenizer, native, name, options);
+    } catch (e) {
+      throw toEngineError(e);
+    }
+  }
+
+  private ensureOpen(): void {
+    if (this.closed) throw new EngineError('ENGINE_CLOSED', 'the engine has been closed');
+  }
+
+  /** Loads a PEFT adapter directory into a free slot under `name`. */
+  async loadAdapter(name: string, adapterDir: string): Promise<AdapterInfo> {
+    this.ensureOpen();
+    if (typeof name !== 'string' || name.length === 0) throw new EngineError('INVALID_ARGUMENT', 'adapter name must be a non-empty string');
+    if (this.adapters.has(name) || this.pendingAdapters.has(name)) throw new EngineError('ADAPTER_EXISTS', `adapter ${name} is already loaded`);
+    this.pendingAdapters.add(name);
+    try {
+      const path = resolve(adapterDir);
+      const loaded = await loadAdapterDir(path, this.config, this.options.maxLoraRank);
+      const slot = await this.native.loadAdapter(loaded.spec).catch((e: unknown) => { throw toEngineError(e); });
+      const entry: AdapterEntry = { name, slot, rank: loaded.maxRank, path, bytes: loaded.bytes, modules: loaded.modules.length, active: 0, loaded };
+      this.adapters.set(name, entry);
+      return this.describe(entry);
+    } finally {
+      this.pendingAdapters.delete(name);
+    }
+  }
+
+  /** Frees an adapter's slot; refused while a generate() call uses it. */
+  async unloadAdapter(name: string): Promise<void> {
+    this.ensureOpen();
+    const a = this.adapters.get(name);
+    if (!a) throw new EngineError('ADAPTER_NOT_FOUND', `adapter ${name} is not loaded`);
+    if (a.active > 0) throw new EngineError('ADAPTER_IN_USE', `adapter ${name} is used by ${a.active} running request(s)`);
+    try {
+      this.native.unloadAdapter(a.slot);
+    } catch (e) {
+      throw toEngineError(e);
+    }
+    this.adapters.delete(name);
+  }
+
+  listAdapters(): AdapterInfo[] {
+    return [...this.adapters.values()].map((a) => this.describe(a));
+  }
+
+  adapterSlot(name: string): number {
+    const a = this.adapters.get(name);
+    if (!a) throw new EngineError('ADAPTER_NOT_FOUND', `adapter ${name} is not loaded`);
+    return a.slot;
+  }
+
+  private describe(a: AdapterEntry): AdapterInfo {
+    return { name: a.name, slot: a.slot, rank: a.rank, path: a.path, bytes: a.bytes, modules: a.modules };
+  }
+
+  info(): ReturnType<NativeModel['info']> & { freeKvBlocks: number; kvBlocks: number } {
+    return { ...this.native.info(), freeKvBlocks: this.blocks.freeBlocks, kvBlocks: this.blocks.numBlocks };
+  }
+
+  /** One forward step over a mixed batch (the API the worker's scheduler drives). Steps run one at a time. */
+  runStep(items: StepItem[]): Promise<StepItemResult[]> {
+    this.ensureOpen();
+    const input = buildStepInput(items, this.config.vocab);
+    const run = this.stepChain.then(() => this.native.step(input));
+    this.stepChain = run.catch(() => undefined);
+    return run.then((out) => splitStepOutput(items, out, this.config.vocab), (e: unknown) => { throw toEngineError(e); });
+  }
+
+  async tokenize(prompt: string | number[]): Promise<number[]> {
+    if (Array.isArray(prompt)) {
+      for (const t of prompt) {
+        if (!Number.isInteger(t) || t < 0 || t >= this.config.vocab) throw new EngineError('INVALID_ARGUMENT', `token id ${String(t)} is outside the vocabulary of ${this.config.vocab}`);
+      }
+      return prompt;
+    }
+    if (typeof prompt !== 'string') throw new EngineError('INVALID_ARGUMENT', 'prompt must be a string or an array of token ids');
+    if (!this.tokenizer) throw new EngineError('TOKENIZER', 'the model directory has no tokenizer.json; pass token ids');
+    return this.tokenizer.encode(prompt);
+  }
+
+  /** Generates for every request; all requests are decoded together in mixed batches. */
+  async generate(requests: GenerateRequest[]): Promise<GenerateOutput[]> {
+    this.ensureOpen();
+    if (!Array.isArray(requests)) throw new EngineError('INVALID_ARGUMENT', 'generate() takes an array of requests');
+    const prepared = await Promise.all(
+      requests.map(async (r) => {
+        const adapter = r.adapter === undefined ? undefined : this.adapters.get(r.adapter);
+        if (r.adapter !== undefined && !adapter) throw new EngineError('ADAPTER_NOT_FOUND', `adapter ${r.adapter} is not loaded`);
+        return { prompt: await this.tokenize(r.prompt), adapter, sampling: resolveSampling(r.sampling, this.config.vocab), r };
+      }),
+    );
+    for (const p of prepared) if (p.adapter) p.adapter.active++;
+    try {
+      const results = await runGeneration(
+        prepared.map((p) => ({ prompt: p.prompt, adapterSlot: p.adapter?.slot ?? -1, sampling: p.sampling, returnPromptLogits: p.r.returnPromptLogits === true, constraint: p.r.constraint })),
+        {
+          vocab: this.config.vocab, maxPositions: this.config.maxPositions, eos: this.eosTokenIds, blocks: this.blocks,
+          maxBatchTokens: this.options.maxBatchTokens, runStep: (items) => this.runStep(items),
+        },
+      );
+      return await Promise.all(
+        results.map(async (res, i) => ({
+          tokens: res.tokens,
+          text: this.tokenizer ? await this.tokenizer.decode(res.tokens) : '',
+          finishReason: res.finishReason,
+          promptTokens: prepared[i]!.prompt,
+          ...(res.promptLogits ? { promptLogits: res.promptLogits } : {}),
+          ...(res.logprobs ? { logprobs: res.logprobs } : {}),
+        })),
+      );
+    } finally {
+      for (const p of prepared) if (p.adapter) p.adapter.active--;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.stepChain;
+    await this.native.close();
+  }
+}

@@ -1,0 +1,13 @@
+export { Engine } from './engine.js';
+export type { EngineOptions, GenerateRequest, GenerateOutput, AdapterInfo } from './engine.js';
+export { EngineError, type EngineErrorCode } from './errors.js';
+export type { SamplingOptions, ResolvedSampling } from './sampling.js';
+export { resolveSampling } from './sampling.js';
+export type { StepItem, StepItemResult, TopLogprob } from './step.js';
+export type { FinishReason, TokenConstraint, TokenLogprob } from './generate.js';
+export { BlockAllocator } from './kv-cache.js';
+export { readModelConfig, type ModelConfig } from './config.js';
+export { TextTokenizer, type ChatMessage } from './tokenizer.js';
+export { readAdapterDir, buildAdapter, loadAdapterDir, type LoadedAdapter } from './adapter/load-adapter.js';
+export { parsePeftConfig, resolveAdapterModules, MODULES } from './adapter/peft-config.js';
+export { readSafetensorsHeader, writeSafetensors, encodeSafetensors, f32ToBf16, bf16ToF32 } from './io/safetensors.js';

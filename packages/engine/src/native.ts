@@ -1,0 +1,92 @@
+// Loads the native addon and describes its interface. The addon is built by cmake-js into
+// build/Release; everything the engine does natively goes through NativeModel.
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { EngineError } from './errors.js';
+
+export interface NativeTensorRef { key: string; file: number; offset: number; dtype: 'F32' | 'F16' | 'BF16'; shape: number[] }
+
+export interface NativeModelSpec {
+  backend: 'cpu' | 'cuda';
+  config: {
+    vocab: number; hidden: number; intermediate: number; layers: number; heads: number; kvHeads: number; headDim: number;
+    rmsEps: number; slidingWindow: number; invFreq: Float32Array;
+  };
+  files: string[];
+  tensors: NativeTensorRef[];
+  kvBlocks: number;
+  blockSize: number;
+  maxAdapters: number;
+  maxRank: number;
+  loraPages: number;
+  threads: number;
+}
+
+/** One adapter, per (layer, module) in layer-major order of the seven modules. */
+export interface NativeAdapterSpec {
+  maxRank: number;
+  rank: Int32Array;
+  scale: Float32Array;
+  a: Array<Float32Array | null>; // A [rank, in]
+  b: Array<Float32Array | null>; // B [out, rank]
+}
+
+/** The lower-level step: one forward pass over segments (one per sequence) of a mixed batch. */
+export interface NativeStepInput {
+  tokens: Int32Array;           // [T]
+  positions: Int32Array;        // [T]
+  segOffsets: Int32Array;       // [S + 1]
+  segSlot: Int32Array;          // [S] adapter slot or -1
+  blockOffsets: Int32Array;     // [S + 1]
+  blockTable: Int32Array;       // concatenated block tables
+  segSample: Uint8Array;        // [S]
+  segAllLogits: Uint8Array;     // [S]
+  histOffsets: Int32Array;      // [S + 1]
+  histTokens: Int32Array;
+  histGeneratedStart: Int32Array; // [S]
+  segMask: Int32Array;          // [S] -1 or mask index
+  masks: Uint32Array;           // [numMasks * ceil(vocab / 32)]
+  sampling: {
+    temperature: Float32Array; topK: Int32Array; topP: Float32Array; minP: Float32Array;
+    repetitionPenalty: Float32Array; presencePenalty: Float32Array; frequencyPenalty: Float32Array;
+    seed: Float64Array; draw: Int32Array; topLogprobs: Int32Array;
+  };
+}
+
+export interface NativeStepOutput {
+  token: Int32Array;        // [S], -1 where the segment does not sample
+  logprob: Float32Array;    // [S]
+  topIds: Int32Array;       // [S * maxTop]
+  topLogprobs: Float32Array;// [S * maxTop]
+  maxTop: number;
+  logits: Float32Array;     // [rows of all-logits segments, vocab]
+}
+
+export interface NativeModel {
+  load(spec: NativeModelSpec): Promise<string>;
+  step(input: NativeStepInput): Promise<NativeStepOutput>;
+  loadAdapter(spec: NativeAdapterSpec): Promise<number>;
+  unloadAdapter(slot: number): void;
+  info(): { backend: string | null; bytesAllocated: number; freeLoraPages: number; freeSlots: number; closed: boolean };
+  close(): Promise<void>;
+}
+
+interface NativeAddon {
+  NativeModel: new () => NativeModel;
+  hasCuda: boolean;
+  cudaDeviceCount(): number;
+}
+
+let addon: NativeAddon | undefined;
+
+export function loadAddon(): NativeAddon {
+  if (addon) return addon;
+  const here = dirname(fileURLToPath(import.meta.url));
+  const candidates = [join(here, '..', 'build', 'Release', 'loraplex_native.node'), join(here, '..', 'build', 'Debug', 'loraplex_native.node')];
+  const path = candidates.find((p) => existsSync(p));
+  if (!path) throw new EngineError('BACKEND_UNAVAILABLE', `the native addon is not built (looked for ${candidates[0]}); run \`pnpm --filter @loraplex/engine build\``);
+  addon = createRequire(import.meta.url)(path) as NativeAddon;
+  return addon;
+}

@@ -1,0 +1,114 @@
+// The step API: one forward pass over a mixed batch. Each item is one sequence's slice for this
+// step (a prompt chunk or one decode token) with its own adapter slot, block table and sampling.
+// This is what Engine.generate and the worker's scheduler both drive.
+import type { NativeStepInput, NativeStepOutput } from './native.js';
+import type { ResolvedSampling } from './sampling.js';
+
+export interface StepItem {
+  /** Tokens whose keys/values this step computes, at positions startPosition... */
+  tokens: ArrayLike<number>;
+  startPosition: number;
+  /** Block table covering at least startPosition + tokens.length positions. */
+  blockTable: ArrayLike<number>;
+  /** Adapter slot, or -1 for the base model. */
+  adapterSlot: number;
+  /** Sample one token after the last position. */
+  sample: boolean;
+  /** Return the logits of every position of this item. */
+  allLogits: boolean;
+  sampling?: ResolvedSampling;
+  /** Index of this draw in the sequence (with the seed, it fixes the random number). */
+  draw?: number;
+  /** Penalty history: prompt then generated tokens; generated tokens start at generatedStart. */
+  history?: { tokens: ArrayLike<number>; generatedStart: number };
+  /** Allowed-token bitmask (ceil(vocab/32) words), or null for all tokens. */
+  mask?: Uint32Array | null;
+}
+
+export interface TopLogprob { token: number; logprob: number }
+
+export interface StepItemResult {
+  token?: number;
+  logprob?: number;
+  top?: TopLogprob[];
+  /** [tokens.length, vocab] when allLogits was set. */
+  logits?: Float32Array;
+}
+
+export function buildStepInput(items: StepItem[], vocab: number): NativeStepInput {
+  const S = items.length;
+  let T = 0, B = 0, Hn = 0;
+  const words = Math.ceil(vocab / 32);
+  let numMasks = 0;
+  for (const it of items) {
+    T += it.tokens.length;
+    B += it.blockTable.length;
+    Hn += it.history?.tokens.length ?? 0;
+    if (it.mask) numMasks++;
+  }
+  const inp: NativeStepInput = {
+    tokens: new Int32Array(T), positions: new Int32Array(T), segOffsets: new Int32Array(S + 1), segSlot: new Int32Array(S),
+    blockOffsets: new Int32Array(S + 1), blockTable: new Int32Array(B), segSample: new Uint8Array(S), segAllLogits: new Uint8Array(S),
+    histOffsets: new Int32Array(S + 1), histTokens: new Int32Array(Hn), histGeneratedStart: new Int32Array(S), segMask: new Int32Array(S),
+    masks: new Uint32Array(numMasks * words),
+    sampling: {
+      temperature: new Float32Array(S), topK: new Int32Array(S), topP: new Float32Array(S).fill(1), minP: new Float32Array(S),
+      repetitionPenalty: new Float32Array(S).fill(1), presencePenalty: new Float32Array(S), frequencyPenalty: new Float32Array(S),
+      seed: new Float64Array(S), draw: new Int32Array(S), topLogprobs: new Int32Array(S),
+    },
+  };
+  let t = 0, b = 0, h = 0, mi = 0;
+  items.forEach((it, s) => {
+    for (let i = 0; i < it.tokens.length; i++, t++) {
+      inp.tokens[t] = it.tokens[i]!;
+      inp.positions[t] = it.startPosition + i;
+    }
+    inp.segOffsets[s + 1] = t;
+    for (let i = 0; i < it.blockTable.length; i++) inp.blockTable[b++] = it.blockTable[i]!;
+    inp.blockOffsets[s + 1] = b;
+    inp.segSlot[s] = it.adapterSlot;
+    inp.segSample[s] = it.sample ? 1 : 0;
+    inp.segAllLogits[s] = it.allLogits ? 1 : 0;
+    if (it.history) {
+      for (let i = 0; i < it.history.tokens.length; i++) inp.histTokens[h++] = it.history.tokens[i]!;
+      inp.histGeneratedStart[s] = it.history.generatedStart;
+    }
+    inp.histOffsets[s + 1] = h;
+    if (it.mask) {
+      inp.masks.set(it.mask.subarray(0, words), mi * words);
+      inp.segMask[s] = mi++;
+    } else {
+      inp.segMask[s] = -1;
+    }
+    const p = it.sampling;
+    if (p) {
+      const sp = inp.sampling;
+      sp.temperature[s] = p.temperature; sp.topK[s] = p.topK; sp.topP[s] = p.topP; sp.minP[s] = p.minP;
+      sp.repetitionPenalty[s] = p.repetitionPenalty; sp.presencePenalty[s] = p.presencePenalty; sp.frequencyPenalty[s] = p.frequencyPenalty;
+      sp.seed[s] = p.seed; sp.draw[s] = it.draw ?? 0; sp.topLogprobs[s] = p.logprobs ?? 0;
+    }
+  });
+  return inp;
+}
+
+export function splitStepOutput(items: StepItem[], out: NativeStepOutput, vocab: number): StepItemResult[] {
+  let row = 0;
+  return items.map((it, s) => {
+    const r: StepItemResult = {};
+    if (it.allLogits) {
+      const n = it.tokens.length;
+      r.logits = out.logits.slice(row * vocab, (row + n) * vocab);
+      row += n;
+    }
+    if (it.sample) {
+      r.token = out.token[s]!;
+      r.logprob = out.logprob[s]!;
+      const n = it.sampling?.logprobs ?? 0;
+      if (n > 0) {
+        r.top = [];
+        for (let i = 0; i < n; i++) r.top.push({ token: out.topIds[s * out.maxTop + i]!, logprob: out.topLogprobs[s * out.maxTop + i]! });
+      }
+    }
+    return r;
+  });
+}

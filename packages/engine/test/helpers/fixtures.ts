@@ -1,0 +1,48 @@
+// Access to the hf-tiny reference fixtures (real transformers + PEFT outputs) shipped in the repo.
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseSafetensorsHeader } from '../../src/io/safetensors.js';
+
+export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'hf-tiny');
+export const MODELS = ['llama', 'qwen2'] as const;
+export const ADAPTERS = ['lora_all_r8', 'lora_qv_r4', 'lora_qkvo_r16_rslora'] as const;
+export type FixtureModel = (typeof MODELS)[number];
+
+export const modelDir = (m: FixtureModel): string => join(FIXTURES, m, 'base');
+export const adapterDir = (m: FixtureModel, a: string): string => join(FIXTURES, m, 'adapters', a);
+
+export interface VariantPrompt { prompt_index: number; greedy_tokens: number[]; greedy_top1_top2_margins: number[] }
+export interface HeteroRow { row: number; prompt_index: number; adapter: string; greedy_tokens: number[] }
+export interface Reference {
+  prompts: number[][];
+  n_new_tokens: number;
+  variants: Record<string, VariantPrompt[]>;
+  merged: Record<string, Array<{ prompt_index: number; greedy_tokens: number[] }>>;
+  hetero_batch: { rows: HeteroRow[] };
+}
+
+export function reference(m: FixtureModel): Reference {
+  return JSON.parse(readFileSync(join(FIXTURES, m, 'reference.json'), 'utf8')) as Reference;
+}
+
+/** Reads every tensor of reference_logits.safetensors as float32 with its shape. */
+export function referenceLogits(m: FixtureModel): Map<string, { shape: number[]; data: Float32Array }> {
+  const buf = readFileSync(join(FIXTURES, m, 'reference_logits.safetensors'));
+  const len = Number(buf.readBigUInt64LE(0));
+  const header = parseSafetensorsHeader('reference_logits', buf.subarray(8, 8 + len), buf.length);
+  const out = new Map<string, { shape: number[]; data: Float32Array }>();
+  for (const [name, t] of header.tensors) {
+    if (t.dtype !== 'F32') continue;
+    const bytes = buf.subarray(t.offset, t.offset + t.byteLength);
+    out.set(name, { shape: t.shape, data: new Float32Array(new Uint8Array(bytes).buffer) });
+  }
+  return out;
+}
+
+export function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} != ${b.length}`);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
