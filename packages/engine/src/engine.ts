@@ -209,15 +209,18 @@ export class Engine {
   async generate(requests: GenerateRequest[]): Promise<GenerateOutput[]> {
     this.ensureOpen();
     if (!Array.isArray(requests)) throw new EngineError('INVALID_ARGUMENT', 'generate() takes an array of requests');
-    const prepared = await Promise.all(
-      requests.map(async (r) => {
-        const adapter = r.adapter === undefined ? undefined : this.adapters.get(r.adapter);
-        if (r.adapter !== undefined && !adapter) throw new EngineError('ADAPTER_NOT_FOUND', `adapter ${r.adapter} is not loaded`);
-        return { prompt: await this.tokenize(r.prompt), adapter, sampling: resolveSampling(r.sampling, this.config.vocab), r };
-      }),
-    );
-    for (const p of prepared) if (p.adapter) p.adapter.active++;
+    // Adapters are pinned synchronously, before any await, so unloadAdapter() can never race a request.
+    const adapters = requests.map((r) => {
+      if (r.adapter === undefined) return undefined;
+      const a = this.adapters.get(r.adapter);
+      if (!a) throw new EngineError('ADAPTER_NOT_FOUND', `adapter ${r.adapter} is not loaded`);
+      return a;
+    });
+    for (const a of adapters) if (a) a.active++;
     try {
+      const prepared = await Promise.all(
+        requests.map(async (r, i) => ({ prompt: await this.tokenize(r.prompt), adapter: adapters[i], sampling: resolveSampling(r.sampling, this.config.vocab), r })),
+      );
       const results = await runGeneration(
         prepared.map((p) => ({ prompt: p.prompt, adapterSlot: p.adapter?.slot ?? -1, sampling: p.sampling, returnPromptLogits: p.r.returnPromptLogits === true, constraint: p.r.constraint })),
         {
@@ -236,7 +239,7 @@ export class Engine {
         })),
       );
     } finally {
-      for (const p of prepared) if (p.adapter) p.adapter.active--;
+      for (const a of adapters) if (a) a.active--;
     }
   }
 
