@@ -87,7 +87,7 @@ void CpuBackend::attention(int layer, const StepInput& in, const float* q, float
     std::fill(o, o + hd, 0.f);
     const float inv = 1.0f / sum;
     for (int j = first; j <= pos; j++) axpy_f32(scores[size_t(j)] * inv, kv_at(table[j / bs], layer, 1, kvh, j % bs), o, hd);
-  });
+  }, T * nh * hd * 2 * (in.positions[size_t(T - 1)] + 1));
 }
 
 void CpuBackend::step(const StepInput& in, StepOutput& out) {
@@ -151,7 +151,7 @@ void CpuBackend::step(const StepInput& in, StepOutput& out) {
           std::memcpy(kv_at(block, l, 1, h, pos % s_.block_size), v_.data() + (t * nkv + h) * hd, sizeof(float) * hd);
         }
       }
-    });
+    }, T * (nh + nkv) * hd * 4);
     attention(l, in, q_.data(), att_.data(), T);
     project(l, kO, att_.data(), T, h_.data(), nullptr);  // h_ reused as the o_proj output [T, H]
     for (size_t i = 0; i < size_t(T) * H; i++) x_[i] += h_[i];
@@ -161,7 +161,7 @@ void CpuBackend::step(const StepInput& in, StepOutput& out) {
     project(l, kUp, h_.data(), T, u_.data(), nullptr);
     pool_.parallel_chunks(T, [&](int, int64_t b, int64_t e) {
       silu_mul(g_.data() + b * I, u_.data() + b * I, (e - b) * I);
-    });
+    }, T * I * 8);
     project(l, kDown, g_.data(), T, h_.data(), nullptr);
     for (size_t i = 0; i < size_t(T) * H; i++) x_[i] += h_[i];
   }
@@ -218,7 +218,7 @@ void CpuBackend::step(const StepInput& in, StepOutput& out) {
     } catch (const EngineFailure& e) {
       errors[size_t(sg)] = e.message;
     }
-  });
+  }, S * V * 4);
   for (auto& e : errors)
     if (!e.empty()) throw EngineFailure("INVALID_ARGUMENT", e);
 }

@@ -136,7 +136,7 @@ static void matmul_impl(ThreadPool& pool, const float* x, const int32_t* rows, i
       }
       for (int64_t r = r_begin; r < r_end; r += 4) tile(W, r, int(r_end - r < 4 ? r_end - r : 4), xs, nx, ys);
     }
-  });
+  }, T * out * K);
 }
 
 void matmul(ThreadPool& pool, const float* x, int64_t T, const WeightRef& W, float* y) {
@@ -192,7 +192,7 @@ void rmsnorm(ThreadPool& pool, const float* x, const WeightRef& w, float* out, i
       float inv = 1.0f / std::sqrt(ss + eps);
       for (int64_t i = 0; i < n; i++) o[i] = load1(w.data, w.dtype, i) * (xr[i] * inv);
     }
-  });
+  }, T * n);
 }
 
 void silu_mul(float* gate, const float* up, int64_t n) {

@@ -67,7 +67,7 @@ void LoraPool::apply(ThreadPool& pool, int layer, int m, const float* x, float* 
       const float* bc = b_col(s.pages[j], layer, m);
       for (int64_t t = it.t0; t < it.t1; t++) axpy_f32(v[t - it.t0][j], bc, y + t * out, out);
     }
-  });
+  }, int64_t(items.size()) * 4 * 16 * (in + out));
 }
 
 }  // namespace lp

@@ -37,8 +37,11 @@ void ThreadPool::worker(int index) {
   uint64_t seen = 0;
   for (;;) {
     // Spin for a short while: the next parallel region of the step usually follows within microseconds.
+    // Yielding while spinning keeps a busy machine (more runnable threads than cores) from
+    // starving the thread we are waiting for.
     auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
-    while (generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < spin_until) {
+    for (int i = 0; generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < spin_until; i++) {
+      if (i > 64) std::this_thread::yield();
     }
     if (generation_.load(std::memory_order_acquire) == seen) {
       std::unique_lock<std::mutex> lock(mu_);
@@ -52,13 +55,14 @@ void ThreadPool::worker(int index) {
 }
 
 static void dispatch_wait(std::atomic<int>& pending) {
-  while (pending.load(std::memory_order_acquire) > 0) {
+  for (int i = 0; pending.load(std::memory_order_acquire) > 0; i++) {
+    if (i > 64) std::this_thread::yield();
   }
 }
 
-void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t)>& fn) {
+void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t)>& fn, int64_t work) {
   if (n <= 0) return;
-  if (n_ == 1 || n == 1) {
+  if (n_ == 1 || n == 1 || work < kMinParallelWork) {
     for (int64_t i = 0; i < n; i++) fn(i);
     return;
   }
@@ -76,9 +80,9 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t)>& fn)
   dispatch_wait(pending_);
 }
 
-void ThreadPool::parallel_chunks(int64_t n, const std::function<void(int, int64_t, int64_t)>& fn) {
+void ThreadPool::parallel_chunks(int64_t n, const std::function<void(int, int64_t, int64_t)>& fn, int64_t work) {
   if (n <= 0) return;
-  if (n_ == 1) {
+  if (n_ == 1 || work < kMinParallelWork) {
     fn(0, 0, n);
     return;
   }

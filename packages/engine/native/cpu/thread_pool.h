@@ -3,6 +3,7 @@
 // no CPU.
 #pragma once
 #include <atomic>
+#include <cstdint>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
@@ -17,9 +18,12 @@ class ThreadPool {
   ~ThreadPool();
   int size() const { return n_; }
   // Calls fn(i) for i in [0, n), spread over all threads; returns when every call has finished.
-  void parallel_for(int64_t n, const std::function<void(int64_t)>& fn);
+  // `work` estimates the whole job's cost in multiply-adds: below kMinParallelWork waking the
+  // other threads costs more than it saves, so the calling thread does it alone.
+  void parallel_for(int64_t n, const std::function<void(int64_t)>& fn, int64_t work = INT64_MAX);
   // Calls fn(thread_index, begin, end) once per thread over contiguous chunks of [0, n).
-  void parallel_chunks(int64_t n, const std::function<void(int, int64_t, int64_t)>& fn);
+  void parallel_chunks(int64_t n, const std::function<void(int, int64_t, int64_t)>& fn, int64_t work = INT64_MAX);
+  static constexpr int64_t kMinParallelWork = 1 << 15;
 
  private:
   void worker(int index);
