@@ -29,6 +29,8 @@ export interface EngineOptions {
   threads?: number;
   /** Token budget of one step (decode tokens plus prefill chunks). Default 512. */
   maxBatchTokens?: number;
+  /** Storage of LoRA weights: 'auto' is float32 for float32 models and bfloat16 for half-precision ones. */
+  loraDtype?: 'auto' | 'float32' | 'bfloat16';
 }
 
 export interface GenerateRequest {
@@ -89,6 +91,7 @@ export class Engine {
       blockSize: opts.blockSize ?? 16,
       threads: opts.threads ?? 0,
       maxBatchTokens: opts.maxBatchTokens ?? 512,
+      loraDtype: opts.loraDtype ?? 'auto',
     };
     const intOpt = (k: keyof EngineOptions, lo: number, hi: number): void => {
       const v = options[k] as number;
@@ -101,6 +104,7 @@ export class Engine {
     intOpt('blockSize', 1, 4096);
     intOpt('threads', 0, 1024);
     intOpt('maxBatchTokens', 1, 1 << 20);
+    if (!['auto', 'float32', 'bfloat16'].includes(options.loraDtype)) throw new EngineError('INVALID_ARGUMENT', `loraDtype must be auto, float32 or bfloat16, got ${String(options.loraDtype)}`);
     if (!['cpu', 'cuda', 'auto'].includes(options.backend)) throw new EngineError('INVALID_ARGUMENT', `backend must be cpu, cuda or auto, got ${String(options.backend)}`);
     const dir = resolve(modelDir);
     const config = await readModelConfig(dir);
@@ -123,6 +127,7 @@ export class Engine {
         maxRank: options.maxLoraRank,
         loraPages: options.loraPoolRanks,
         threads: options.threads,
+        loraDtype: options.loraDtype === 'bfloat16' || (options.loraDtype === 'auto' && !weights.dtypes.has('F32')) ? 'BF16' : 'F32',
       });
       return new Engine(config, tokenizer, native, name, options);
     } catch (e) {

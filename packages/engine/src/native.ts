@@ -22,6 +22,7 @@ export interface NativeModelSpec {
   maxRank: number;
   loraPages: number;
   threads: number;
+  loraDtype: 'F32' | 'BF16';
 }
 
 /** One adapter, per (layer, module) in layer-major order of the seven modules. */

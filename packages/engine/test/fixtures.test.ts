@@ -1,8 +1,13 @@
 // The engine against real transformers + PEFT outputs (test/fixtures/hf-tiny): prompt logits at
 // every position within 1e-4, greedy continuations token for token, decode-step logits through the
 // paged KV cache, merged-weight references, and the heterogeneous batch.
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Engine } from '../src/index.js';
+import { readSafetensorsHeader } from '../src/io/safetensors.js';
+import { contiguousTensor, writeTorchCheckpoint } from './helpers/torch-checkpoint-writer.js';
 import { ADAPTERS, MODELS, adapterDir, maxAbsDiff, modelDir, reference, referenceLogits, type FixtureModel } from './helpers/fixtures.js';
 
 const TOL = 1e-4;
@@ -82,5 +87,25 @@ describe.each(MODELS)('%s fixture', (m: FixtureModel) => {
       expect(maxAbsDiff(out[i]!.promptLogits!, valid)).toBeLessThan(TOL);
       expect(maxAbsDiff(out[i]!.promptLogits!, logits.get(`${r.adapter}/p${r.prompt_index}/logits`)!.data)).toBeLessThan(TOL);
     });
+  });
+
+  it.each([...ADAPTERS])('%s: the same adapter saved as adapter_model.bin (torch.save) gives identical results', async (adapter) => {
+    const dir = mkdtempSync(join(tmpdir(), 'lp-bin-'));
+    try {
+      const src = join(adapterDir(m, adapter), 'adapter_model.safetensors');
+      const header = await readSafetensorsHeader(src);
+      const bytes = readFileSync(src);
+      const tensors = Object.fromEntries([...header.tensors].map(([name, t]) => [name, contiguousTensor('F32', t.shape, new Uint8Array(bytes.subarray(t.offset, t.offset + t.byteLength)))]));
+      writeFileSync(join(dir, 'adapter_model.bin'), writeTorchCheckpoint(tensors));
+      copyFileSync(join(adapterDir(m, adapter), 'adapter_config.json'), join(dir, 'adapter_config.json'));
+      await engine.loadAdapter('bin', dir);
+      const req = (a: string) => ({ prompt: ref.prompts[2]!, adapter: a, sampling: { maxTokens: ref.n_new_tokens, temperature: 0, ignoreEos: true }, returnPromptLogits: true });
+      const [fromBin, fromSt] = await engine.generate([req('bin'), req(adapter)]);
+      expect(fromBin!.tokens).toEqual(ref.variants[adapter]![2]!.greedy_tokens);
+      expect(fromBin!.promptLogits).toEqual(fromSt!.promptLogits);
+    } finally {
+      await engine.unloadAdapter('bin').catch(() => undefined);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

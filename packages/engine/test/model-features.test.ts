@@ -38,8 +38,8 @@ async function readTensors(file: string): Promise<Tensors> {
 }
 
 /** Engine prompt logits for one prompt (optionally with an adapter). */
-async function engineLogits(dir: string, prompt: number[], adapter?: string): Promise<Float32Array> {
-  const e = await Engine.load(dir, { backend: 'cpu', maxAdapters: 1, maxLoraRank: 32, threads: 2 });
+async function engineLogits(dir: string, prompt: number[], adapter?: string, loraDtype: 'auto' | 'bfloat16' = 'auto'): Promise<Float32Array> {
+  const e = await Engine.load(dir, { backend: 'cpu', maxAdapters: 1, maxLoraRank: 32, threads: 2, loraDtype });
   try {
     if (adapter) await e.loadAdapter('a', adapter);
     const [out] = await e.generate([{ prompt, adapter: adapter ? 'a' : undefined, sampling: { maxTokens: 0 }, returnPromptLogits: true }]);
@@ -213,6 +213,15 @@ describe('PEFT config semantics against the reference', () => {
     writeFileSync(join(a, 'adapter_model.safetensors'), encodeSafetensors(out));
     expect(maxAbsDiff64(await engineLogits(dir, prompt, a), referenceLogits(t, cfg, prompt, loraFrom(rounded, { q_proj: 1 })))).toBeLessThan(1e-4);
     expect(moduleDims('q_proj', dims)).toEqual([H, nh * hd]);
+  });
+
+  it('a bfloat16 LoRA pool computes with the adapter weights rounded to bfloat16', async () => {
+    const a = join(tmp, 'bf16-pool');
+    const at = writeAdapter(a, { dims, r: 5, alpha: 10, targets: ['q_proj', 'o_proj', 'down_proj'], seed: 10 });
+    const rounded: Tensors = new Map([...at].map(([n, v]) => [n, { shape: v.shape, data: bf16ToF32(f32ToBf16(v.data)) }]));
+    const got = await engineLogits(dir, prompt, a, 'bfloat16');
+    expect(maxAbsDiff64(got, referenceLogits(t, cfg, prompt, loraFrom(rounded, { q_proj: 2, o_proj: 2, down_proj: 2 })))).toBeLessThan(1e-4);
+    expect(maxAbsDiff64(got, referenceLogits(t, cfg, prompt, loraFrom(at, { q_proj: 2, o_proj: 2, down_proj: 2 })))).toBeGreaterThan(1e-6);
   });
 
   it('every fixture adapter loads into a pool slot sized by its own rank', async () => {

@@ -67,6 +67,12 @@ ModelRequest parse_model_request(const Napi::Object& o) {
   s.max_rank = int(get_int(o, "maxRank", 1, 1024));
   s.lora_pages = int(get_int(o, "loraPages", 0, 1 << 24));
   s.threads = int(get_int(o, "threads", 0, 1024));
+  Napi::Value ld = o.Get("loraDtype");
+  if (!ld.IsUndefined()) {
+    if (!ld.IsString()) fail("loraDtype must be F32 or BF16");
+    s.lora_dtype = parse_dtype(ld.As<Napi::String>().Utf8Value());
+    if (s.lora_dtype == DType::F16) fail("loraDtype must be F32 or BF16");
+  }
   Napi::Value bv = o.Get("backend");
   r.backend = bv.IsString() ? bv.As<Napi::String>().Utf8Value() : "cpu";
   Napi::Value fv = o.Get("files");

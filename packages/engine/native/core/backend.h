@@ -39,7 +39,12 @@ struct ModelSpec {
   int kv_blocks = 0, block_size = 16;
   // LoRA pool: `lora_pages` rank-rows shared by at most `max_adapters` adapters of rank <= max_rank.
   int max_adapters = 0, max_rank = 0, lora_pages = 0;
+  DType lora_dtype = DType::F32;            // storage of LoRA pages: F32 or BF16
   int threads = 0;                          // 0 = all hardware threads
+  // Benchmarks (CUDA backend only): ignore the WeightRefs' data and fill every weight on the device
+  // with deterministic random values; the dtype is that of layer 0's q WeightRef.
+  bool random_weights = false;
+  uint64_t random_seed = 0;
 };
 
 // Input and output sizes of module m (for LoRA A rows and B columns).

@@ -48,16 +48,25 @@ class CpuBackend final : public Backend {
   std::vector<float> x_, h_, q_, k_, v_, att_, g_, u_, cos_, sin_;
 };
 
+// y = x W^T (+ bias) + LoRA expand of the shrink results lora_ holds for (layer, m), with bias and
+// expand applied per output-row block right after the block is computed.
 void CpuBackend::project(int layer, int m, const float* x, int64_t T, float* y, const WeightRef* bias) {
-  const WeightRef& W = s_.layer[layer].proj[m];
-  matmul(pool_, x, T, W, y);
+  const WeightRef& W = s_.layer[size_t(layer)].proj[m];
+  const int64_t out = W.rows;
+  std::vector<float> b;
   if (bias && bias->data) {
-    std::vector<float> b(size_t(W.rows));
+    b.resize(size_t(out));
     load_vector(*bias, b.data());
-    for (int64_t t = 0; t < T; t++)
-      for (int64_t o = 0; o < W.rows; o++) y[t * W.rows + o] += b[size_t(o)];
   }
-  lora_.apply(pool_, layer, m, x, y, T, token_slot_.data());
+  const bool lora = lora_.active(layer, m);
+  if (b.empty() && !lora) return matmul(pool_, x, T, W, y);
+  const RowEpilogue epilogue = [&](int64_t r0, int64_t r1) {
+    if (!b.empty())
+      for (int64_t t = 0; t < T; t++)
+        for (int64_t o = r0; o < r1; o++) y[t * out + o] += b[size_t(o)];
+    if (lora) lora_.expand_rows(layer, m, y, r0, r1);
+  };
+  matmul(pool_, x, T, W, y, &epilogue);
 }
 
 // Causal attention of every step token over its sequence's paged KV cache (which already holds
@@ -114,6 +123,7 @@ void CpuBackend::step(const StepInput& in, StepOutput& out) {
   cos_.resize(size_t(T) * half); // rotary tables [T, head_dim / 2]
   sin_.resize(size_t(T) * half);
 
+  lora_.begin_step(token_slot_.data(), T);
   for (int64_t t = 0; t < T; t++) {
     embed_row(s_.embed, in.tokens[size_t(t)], x_.data() + t * H);
     for (int i = 0; i < half; i++) {
@@ -127,6 +137,7 @@ void CpuBackend::step(const StepInput& in, StepOutput& out) {
     const LayerWeights& L = s_.layer[size_t(l)];
     // --- attention block ---
     rmsnorm(pool_, x_.data(), L.attn_norm, h_.data(), T, H, s_.rms_eps);
+    lora_.shrink(pool_, l, {kQ, kK, kV}, h_.data(), T);
     project(l, kQ, h_.data(), T, q_.data(), &L.q_bias);
     project(l, kK, h_.data(), T, k_.data(), &L.k_bias);
     project(l, kV, h_.data(), T, v_.data(), &L.v_bias);
@@ -153,15 +164,18 @@ void CpuBackend::step(const StepInput& in, StepOutput& out) {
       }
     }, T * (nh + nkv) * hd * 4);
     attention(l, in, q_.data(), att_.data(), T);
+    lora_.shrink(pool_, l, {kO}, att_.data(), T);
     project(l, kO, att_.data(), T, h_.data(), nullptr);  // h_ reused as the o_proj output [T, H]
     for (size_t i = 0; i < size_t(T) * H; i++) x_[i] += h_[i];
     // --- MLP block ---
     rmsnorm(pool_, x_.data(), L.ffn_norm, h_.data(), T, H, s_.rms_eps);
+    lora_.shrink(pool_, l, {kGate, kUp}, h_.data(), T);
     project(l, kGate, h_.data(), T, g_.data(), nullptr);
     project(l, kUp, h_.data(), T, u_.data(), nullptr);
     pool_.parallel_chunks(T, [&](int, int64_t b, int64_t e) {
       silu_mul(g_.data() + b * I, u_.data() + b * I, (e - b) * I);
     }, T * I * 8);
+    lora_.shrink(pool_, l, {kDown}, g_.data(), T);
     project(l, kDown, g_.data(), T, h_.data(), nullptr);
     for (size_t i = 0; i < size_t(T) * H; i++) x_[i] += h_[i];
   }

@@ -2,10 +2,8 @@
 
 #include <cmath>
 #include <cstring>
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#define LP_AVX2 1
-#endif
+
+#include "simd.h"
 
 namespace lp {
 
@@ -27,43 +25,6 @@ float f16_to_f32(uint16_t h) {
   float f;
   std::memcpy(&f, &u, 4);
   return f;
-}
-
-#ifdef LP_AVX2
-// Loads 8 weights starting at element k of a row, widened to float32.
-static inline __m256 load8(const void* row, DType dt, int64_t k) {
-  switch (dt) {
-    case DType::F32: return _mm256_loadu_ps(static_cast<const float*>(row) + k);
-    case DType::BF16: {
-      __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(row) + k));
-      return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-    }
-    default: {
-      __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(row) + k));
-      return _mm256_cvtph_ps(h);
-    }
-  }
-}
-static inline float hsum(__m256 v) {
-  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-  lo = _mm_add_ps(lo, hi);
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
-  return _mm_cvtss_f32(lo);
-}
-#endif
-
-static inline float load1(const void* row, DType dt, int64_t k) {
-  switch (dt) {
-    case DType::F32: return static_cast<const float*>(row)[k];
-    case DType::BF16: return bf16_to_f32(static_cast<const uint16_t*>(row)[k]);
-    default: return f16_to_f32(static_cast<const uint16_t*>(row)[k]);
-  }
-}
-
-static inline const void* row_ptr(const WeightRef& W, int64_t r) {
-  size_t es = W.dtype == DType::F32 ? 4 : 2;
-  return static_cast<const char*>(W.data) + size_t(r) * size_t(W.cols) * es;
 }
 
 // Computes a tile of up to 4 weight rows x 3 inputs: 12 accumulators + 3 inputs + 1 weight = 16
@@ -116,12 +77,17 @@ static void tile(const WeightRef& W, int64_t r0, int nr, const float* const* xs,
     for (int j = 0; j < nx; j++) ys[j][r0 + r] = acc_s[r][j];
 }
 
-// Row blocks are sized so a block of weights (<= 64 KiB) stays in L2 while all inputs pass over it.
-static void matmul_impl(ThreadPool& pool, const float* x, const int32_t* rows, int64_t T, const WeightRef& W, float* y) {
+// Row blocks are sized so a block of weights (about 128 KiB) stays in L2 while all inputs pass over
+// it, with enough blocks to keep every thread busy.
+static void matmul_impl(ThreadPool& pool, const float* x, const int32_t* rows, int64_t T, const WeightRef& W, float* y,
+                        const RowEpilogue* epilogue) {
   const int64_t out = W.rows, K = W.cols;
   const int64_t es = W.dtype == DType::F32 ? 4 : 2;
-  int64_t block = (64 * 1024) / (K * es);
-  block = block < 4 ? 4 : (block / 4) * 4;
+  int64_t block = (128 * 1024) / (K * es);
+  const int64_t fair = out / (4 * int64_t(pool.size()));
+  if (block > fair) block = fair;
+  block = block < 16 ? 16 : block > 64 ? 64 : block;
+  block = (block / 4) * 4;
   const int64_t nblocks = (out + block - 1) / block;
   pool.parallel_for(nblocks, [&](int64_t b) {
     const int64_t r_begin = b * block, r_end = r_begin + block < out ? r_begin + block : out;
@@ -136,15 +102,16 @@ static void matmul_impl(ThreadPool& pool, const float* x, const int32_t* rows, i
       }
       for (int64_t r = r_begin; r < r_end; r += 4) tile(W, r, int(r_end - r < 4 ? r_end - r : 4), xs, nx, ys);
     }
+    if (epilogue) (*epilogue)(r_begin, r_end);
   }, T * out * K);
 }
 
-void matmul(ThreadPool& pool, const float* x, int64_t T, const WeightRef& W, float* y) {
-  matmul_impl(pool, x, nullptr, T, W, y);
+void matmul(ThreadPool& pool, const float* x, int64_t T, const WeightRef& W, float* y, const RowEpilogue* epilogue) {
+  matmul_impl(pool, x, nullptr, T, W, y, epilogue);
 }
 
 void matmul_rows(ThreadPool& pool, const float* x, const int32_t* rows, int64_t n_rows, const WeightRef& W, float* y) {
-  matmul_impl(pool, x, rows, n_rows, W, y);
+  matmul_impl(pool, x, rows, n_rows, W, y, nullptr);
 }
 
 float dot_f32(const float* a, const float* b, int64_t n) {

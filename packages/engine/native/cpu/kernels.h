@@ -2,14 +2,19 @@
 // and are widened to float32 in registers (the weights stay in their file's dtype in memory).
 #pragma once
 #include <cstdint>
+#include <functional>
 
 #include "../core/backend.h"
 #include "thread_pool.h"
 
 namespace lp {
 
-// y[T, out] = x[T, in] @ W[out, in]^T. Parallel over output rows.
-void matmul(ThreadPool& pool, const float* x, int64_t T, const WeightRef& W, float* y);
+// Called once per block of output rows [r_begin, r_end) after y[:, r_begin:r_end] is computed,
+// on the thread that computed it: the place for bias and LoRA expand, while the rows are hot.
+using RowEpilogue = std::function<void(int64_t r_begin, int64_t r_end)>;
+
+// y[T, out] = x[T, in] @ W[out, in]^T. Parallel over blocks of output rows.
+void matmul(ThreadPool& pool, const float* x, int64_t T, const WeightRef& W, float* y, const RowEpilogue* epilogue = nullptr);
 
 // Same as matmul but for a subset of x rows (rows[i] indexes x); y is [n_rows, out].
 void matmul_rows(ThreadPool& pool, const float* x, const int32_t* rows, int64_t n_rows, const WeightRef& W, float* y);
@@ -29,12 +34,5 @@ void silu_mul(float* gate, const float* up, int64_t n);
 float dot_f32(const float* a, const float* b, int64_t n);
 void axpy_f32(float a, const float* x, float* y, int64_t n);  // y += a * x
 
-inline float bf16_to_f32(uint16_t h) {
-  uint32_t u = uint32_t(h) << 16;
-  float f;
-  __builtin_memcpy(&f, &u, 4);
-  return f;
-}
-float f16_to_f32(uint16_t h);
 
 }  // namespace lp

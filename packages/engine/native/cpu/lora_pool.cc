@@ -1,12 +1,15 @@
 #include "lora_pool.h"
 
 #include <algorithm>
+#include <cstring>
 
-#include "kernels.h"
+#include "simd.h"
 
 namespace lp {
 
-LoraPool::LoraPool(const ModelSpec& spec) : layers_(spec.layers), slots_(spec.max_adapters) {
+LoraPool::LoraPool(const ModelSpec& spec)
+    : layers_(spec.layers), max_rank_(spec.max_rank), dtype_(spec.lora_dtype), es_(spec.lora_dtype == DType::F32 ? 4 : 2),
+      slots_(size_t(spec.max_adapters)) {
   size_t per_layer = 0;
   for (int m = 0; m < kNumModules; m++) {
     in_[m] = module_in(spec, m);
@@ -14,60 +17,117 @@ LoraPool::LoraPool(const ModelSpec& spec) : layers_(spec.layers), slots_(spec.ma
     mod_off_[m] = per_layer;
     per_layer += size_t(in_[m]) + size_t(out_[m]);
   }
-  layer_off_.resize(spec.layers);
-  for (int l = 0; l < spec.layers; l++) layer_off_[l] = size_t(l) * per_layer;
-  page_floats_ = per_layer * size_t(spec.layers);
-  data_.assign(size_t(spec.lora_pages) * page_floats_, 0.f);
+  layer_off_.resize(size_t(spec.layers));
+  for (int l = 0; l < spec.layers; l++) layer_off_[size_t(l)] = size_t(l) * per_layer;
+  page_elems_ = per_layer * size_t(spec.layers);
+  data_.assign(size_t(spec.lora_pages) * page_elems_ * es_, 0);
 }
 
 void LoraPool::write(int slot, const std::vector<int>& pages, const AdapterSpec& a) {
+  auto store = [&](uint8_t* dst, size_t i, float v) {
+    if (dtype_ == DType::F32) std::memcpy(dst + i * 4, &v, 4);
+    else {
+      uint16_t h = f32_to_bf16(v);
+      std::memcpy(dst + i * 2, &h, 2);
+    }
+  };
+  for (int l = 0; l < layers_; l++)
+    for (int m = 0; m < kNumModules; m++) {
+      const size_t idx = size_t(l * kNumModules + m);
+      const int r = a.rank[idx];
+      const std::vector<float>& A = a.a[idx];  // [r, in]
+      const std::vector<float>& B = a.b[idx];  // [out, r]
+      for (int j = 0; j < r; j++) {
+        uint8_t* arow = const_cast<uint8_t*>(a_row(pages[size_t(j)], l, m));
+        for (int i = 0; i < in_[m]; i++) store(arow, size_t(i), A[size_t(j) * size_t(in_[m]) + size_t(i)]);
+        uint8_t* bcol = arow + size_t(in_[m]) * es_;
+        for (int o = 0; o < out_[m]; o++) store(bcol, size_t(o), B[size_t(o) * size_t(r) + size_t(j)]);  // column j of B
+      }
+    }
   LoraSlot s;
   s.pages = pages;
   s.rank = a.rank;
   s.scale = a.scale;
-  for (int l = 0; l < layers_; l++)
-    for (int m = 0; m < kNumModules; m++) {
-      const int idx = l * kNumModules + m, r = a.rank[idx];
-      const std::vector<float>& A = a.a[idx];  // [r, in]
-      const std::vector<float>& B = a.b[idx];  // [out, r]
-      for (int j = 0; j < r; j++) {
-        float* dst = a_row_mut(pages[j], l, m);
-        std::copy(A.begin() + size_t(j) * in_[m], A.begin() + size_t(j + 1) * in_[m], dst);
-        float* bdst = dst + in_[m];
-        for (int o = 0; o < out_[m]; o++) bdst[o] = B[size_t(o) * r + j];  // column j of B
-      }
-    }
   s.bound = true;
-  slots_[slot] = std::move(s);
+  slots_[size_t(slot)] = std::move(s);
 }
 
-void LoraPool::apply(ThreadPool& pool, int layer, int m, const float* x, float* y, int64_t T, const int32_t* token_slot) const {
-  // Work items: runs of consecutive tokens sharing one adapted slot, cut into groups of <= 4 tokens
-  // so that the A and B rows a group reads stay hot while the group's tokens use them.
-  struct Item { int64_t t0, t1; int slot; };
-  std::vector<Item> items;
+void LoraPool::begin_step(const int32_t* token_slot, int64_t T) {
+  runs_.clear();
   for (int64_t t = 0; t < T;) {
-    int s = token_slot[t];
+    const int s = token_slot[t];
     int64_t e = t + 1;
     while (e < T && token_slot[e] == s && e - t < 4) e++;
-    if (s >= 0 && slots_[s].bound && slots_[s].rank[layer * kNumModules + m] > 0) items.push_back({t, e, s});
+    if (s >= 0 && slots_[size_t(s)].bound) runs_.push_back({t, e, s});
     t = e;
   }
-  if (items.empty()) return;
-  const int in = in_[m], out = out_[m];
-  pool.parallel_for(int64_t(items.size()), [&](int64_t i) {
-    const Item& it = items[size_t(i)];
-    const LoraSlot& s = slots_[it.slot];
-    const int r = s.rank[layer * kNumModules + m];
-    const float scale = s.scale[layer * kNumModules + m];
-    float v[4][1024];  // shrink result per token; rank <= 1024 is enforced when the engine is created
-    for (int64_t t = it.t0; t < it.t1; t++)
-      for (int j = 0; j < r; j++) v[t - it.t0][j] = dot_f32(x + t * in, a_row(s.pages[j], layer, m), in) * scale;
+  for (auto& v : v_) v.assign(size_t(T) * size_t(max_rank_), 0.f);
+}
+
+bool LoraPool::active(int layer, int m) const {
+  for (const Run& r : runs_)
+    if (rank_of(r.slot, layer, m) > 0) return true;
+  return false;
+}
+
+// dot(x, a) with a stored as float32 or bfloat16.
+static float dot_mixed(const float* x, const uint8_t* a, DType dt, int64_t n) {
+  int64_t i = 0;
+  float s = 0.f;
+#ifdef LP_AVX2
+  __m256 acc = _mm256_setzero_ps();
+  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load8(a, dt, i), acc);
+  s = hsum(acc);
+#endif
+  for (; i < n; i++) s += x[i] * load1(a, dt, i);
+  return s;
+}
+
+void LoraPool::shrink(ThreadPool& pool, int layer, std::initializer_list<int> mods, const float* x, int64_t T) {
+  std::vector<int> ms;
+  for (int m : mods)
+    if (active(layer, m)) ms.push_back(m);
+  if (ms.empty()) return;
+  const int64_t n = int64_t(runs_.size() * ms.size());
+  pool.parallel_for(n, [&](int64_t w) {
+    const Run& run = runs_[size_t(w) / ms.size()];
+    const int m = ms[size_t(w) % ms.size()];
+    const LoraSlot& s = slots_[size_t(run.slot)];
+    const int r = rank_of(run.slot, layer, m);
+    const float scale = s.scale[size_t(layer * kNumModules + m)];
     for (int j = 0; j < r; j++) {
-      const float* bc = b_col(s.pages[j], layer, m);
-      for (int64_t t = it.t0; t < it.t1; t++) axpy_f32(v[t - it.t0][j], bc, y + t * out, out);
+      const uint8_t* a = a_row(s.pages[size_t(j)], layer, m);
+      for (int64_t t = run.t0; t < run.t1; t++) v_[m][size_t(t) * size_t(max_rank_) + size_t(j)] = dot_mixed(x + t * in_[m], a, dtype_, in_[m]) * scale;
     }
-  }, int64_t(items.size()) * 4 * 16 * (in + out));
+  }, n * 4 * 16 * in_[ms[0]]);
+}
+
+void LoraPool::expand_rows(int layer, int m, float* y, int64_t r0, int64_t r1) const {
+  const int64_t out = out_[m];
+  for (const Run& run : runs_) {
+    const int r = rank_of(run.slot, layer, m);
+    if (r == 0) continue;
+    const LoraSlot& s = slots_[size_t(run.slot)];
+    const uint8_t* cols[1024];
+    for (int j = 0; j < r; j++) cols[j] = b_col(s.pages[size_t(j)], layer, m);
+    for (int64_t t = run.t0; t < run.t1; t++) {
+      const float* v = v_[m].data() + size_t(t) * size_t(max_rank_);
+      float* yr = y + t * out;
+      int64_t o = r0;
+#ifdef LP_AVX2
+      for (; o + 8 <= r1; o += 8) {
+        __m256 acc = _mm256_loadu_ps(yr + o);
+        for (int j = 0; j < r; j++) acc = _mm256_fmadd_ps(_mm256_set1_ps(v[j]), load8(cols[j], dtype_, o), acc);
+        _mm256_storeu_ps(yr + o, acc);
+      }
+#endif
+      for (; o < r1; o++) {
+        float acc = yr[o];
+        for (int j = 0; j < r; j++) acc += v[j] * load1(cols[j], dtype_, o);
+        yr[o] = acc;
+      }
+    }
+  }
 }
 
 }  // namespace lp

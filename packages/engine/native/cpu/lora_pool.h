@@ -2,9 +2,14 @@
 // rank-row of an adapter for every layer and module: the A row (length in_m) and the B column
 // (length out_m, stored contiguously). An adapter of rank r takes exactly r pages, so a rank-4
 // adapter uses a quarter of the memory of a rank-16 one and nothing is padded to the pool's max
-// rank (the S-LoRA unified-paging idea, applied to adapter weights).
+// rank (the S-LoRA unified-paging idea, applied to adapter weights). Pages are float32, or
+// bfloat16 for half-precision models (half the bytes each decode step reads).
+//
+// Per step: shrink v = scale * A x for every token (one pass per group of modules sharing an
+// input), then expand y += B v fused into the base matmul's output-row blocks (expand_rows).
 #pragma once
 #include <cstdint>
+#include <initializer_list>
 #include <vector>
 
 #include "../core/backend.h"
@@ -23,26 +28,37 @@ class LoraPool {
  public:
   explicit LoraPool(const ModelSpec& spec);
   void write(int slot, const std::vector<int>& pages, const AdapterSpec& a);
-  void clear(int slot) { slots_[slot] = LoraSlot{}; }
-  const LoraSlot& slot(int s) const { return slots_[s]; }
-  size_t bytes() const { return data_.size() * sizeof(float); }
+  void clear(int slot) { slots_[size_t(slot)] = LoraSlot{}; }
+  size_t bytes() const { return data_.size(); }
 
-  // y[t] += scale * B (A x[t]) for every token t whose slot adapts (layer, module m).
-  // token_slot: [T] slot per token (-1 none); runs of equal slots are processed together.
-  void apply(ThreadPool& pool, int layer, int m, const float* x, float* y, int64_t T, const int32_t* token_slot) const;
+  // Groups the step's tokens into runs of <= 4 consecutive tokens with one adapter slot.
+  void begin_step(const int32_t* token_slot, int64_t T);
+  // True when some token of this step adapts (layer, m).
+  bool active(int layer, int m) const;
+  // v_m[t, :rank] = scale * A_m x[t] for each module m in mods (all reading the same input x [T, in]).
+  void shrink(ThreadPool& pool, int layer, std::initializer_list<int> mods, const float* x, int64_t T);
+  // y[t, r0:r1] += B_m[r0:r1, :] v_m[t] for every adapted token t; y is [T, out_m].
+  void expand_rows(int layer, int m, float* y, int64_t r0, int64_t r1) const;
 
  private:
-  const float* a_row(int page, int layer, int m) const { return data_.data() + size_t(page) * page_floats_ + layer_off_[layer] + mod_off_[m]; }
-  const float* b_col(int page, int layer, int m) const { return a_row(page, layer, m) + in_[m]; }
-  float* a_row_mut(int page, int layer, int m) { return const_cast<float*>(a_row(page, layer, m)); }
+  struct Run { int64_t t0, t1; int slot; };
+  const uint8_t* a_row(int page, int layer, int m) const {
+    return data_.data() + (size_t(page) * page_elems_ + layer_off_[size_t(layer)] + mod_off_[m]) * es_;
+  }
+  const uint8_t* b_col(int page, int layer, int m) const { return a_row(page, layer, m) + size_t(in_[m]) * es_; }
+  int rank_of(int slot, int layer, int m) const { return slots_[size_t(slot)].rank[size_t(layer * kNumModules + m)]; }
 
-  int layers_;
+  int layers_, max_rank_;
+  DType dtype_;
+  size_t es_;
   int in_[kNumModules], out_[kNumModules];
   size_t mod_off_[kNumModules];
   std::vector<size_t> layer_off_;
-  size_t page_floats_;
-  std::vector<float> data_;                 // [pages, page_floats]
+  size_t page_elems_;
+  std::vector<uint8_t> data_;               // [pages, page_elems] of dtype_
   std::vector<LoraSlot> slots_;
+  std::vector<Run> runs_;                   // this step's adapted runs
+  std::vector<float> v_[kNumModules];       // [T, max_rank] shrink results of this layer
 };
 
 }  // namespace lp
