@@ -85,7 +85,9 @@ let addon: NativeAddon | undefined;
 export function loadAddon(): NativeAddon {
   if (addon) return addon;
   const here = dirname(fileURLToPath(import.meta.url));
-  const candidates = [join(here, '..', 'build', 'Release', 'loraplex_native.node'), join(here, '..', 'build', 'Debug', 'loraplex_native.node')];
+  // LORAPLEX_NATIVE_ADDON points at another build of the addon (e.g. a CPU-only or debug build).
+  const override = process.env.LORAPLEX_NATIVE_ADDON;
+  const candidates = override ? [override] : [join(here, '..', 'build', 'Release', 'loraplex_native.node'), join(here, '..', 'build', 'Debug', 'loraplex_native.node')];
   const path = candidates.find((p) => existsSync(p));
   if (!path) throw new EngineError('BACKEND_UNAVAILABLE', `the native addon is not built (looked for ${candidates[0]}); run \`pnpm --filter @loraplex/engine build\``);
   addon = createRequire(import.meta.url)(path) as NativeAddon;

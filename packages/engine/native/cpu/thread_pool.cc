@@ -54,8 +54,19 @@ void ThreadPool::worker(int index) {
   }
 }
 
-static void dispatch_wait(std::atomic<int>& pending) {
-  for (int i = 0; pending.load(std::memory_order_acquire) > 0; i++) {
+// Publishes the task set up by the caller, works on it, and waits until every worker is done.
+void ThreadPool::dispatch(int64_t n, bool chunked) {
+  chunked_ = chunked;
+  task_n_ = n;
+  next_ = 0;
+  pending_ = n_ - 1;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    generation_.fetch_add(1, std::memory_order_acq_rel);
+  }
+  cv_.notify_all();
+  run_task(0);
+  for (int i = 0; pending_.load(std::memory_order_acquire) > 0; i++) {
     if (i > 64) std::this_thread::yield();
   }
 }
@@ -67,17 +78,7 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t)>& fn,
     return;
   }
   fn_ = &fn;
-  chunked_ = false;
-  task_n_ = n;
-  next_ = 0;
-  pending_ = n_ - 1;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    generation_.fetch_add(1, std::memory_order_acq_rel);
-  }
-  cv_.notify_all();
-  run_task(0);
-  dispatch_wait(pending_);
+  dispatch(n, false);
 }
 
 void ThreadPool::parallel_chunks(int64_t n, const std::function<void(int, int64_t, int64_t)>& fn, int64_t work) {
@@ -87,16 +88,7 @@ void ThreadPool::parallel_chunks(int64_t n, const std::function<void(int, int64_
     return;
   }
   chunk_fn_ = &fn;
-  chunked_ = true;
-  task_n_ = n;
-  pending_ = n_ - 1;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    generation_.fetch_add(1, std::memory_order_acq_rel);
-  }
-  cv_.notify_all();
-  run_task(0);
-  dispatch_wait(pending_);
+  dispatch(n, true);
 }
 
 }  // namespace lp

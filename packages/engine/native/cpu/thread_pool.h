@@ -27,6 +27,7 @@ class ThreadPool {
 
  private:
   void worker(int index);
+  void dispatch(int64_t n, bool chunked);
   void run_task(int index);
 
   int n_;
