@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "matmul_tile.h"
 #include "simd.h"
 
 namespace lp {
@@ -27,56 +28,6 @@ float f16_to_f32(uint16_t h) {
   return f;
 }
 
-// Computes a tile of up to 4 weight rows x 3 inputs: 12 accumulators + 3 inputs + 1 weight = 16
-// AVX2 registers. The weight rows are the stream we want to read once; the inputs stay in L1/L2.
-static void tile(const WeightRef& W, int64_t r0, int nr, const float* const* xs, int nx, float* const* ys) {
-  const int64_t K = W.cols;
-  const void* rows[4];
-  for (int r = 0; r < nr; r++) rows[r] = row_ptr(W, r0 + r);
-  float acc_s[4][3] = {};
-  int64_t k = 0;
-#ifdef LP_AVX2
-  if (nr == 4 && nx == 3) {
-    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a10 = a00, a11 = a00, a12 = a00;
-    __m256 a20 = a00, a21 = a00, a22 = a00, a30 = a00, a31 = a00, a32 = a00;
-    for (; k + 8 <= K; k += 8) {
-      __m256 x0 = _mm256_loadu_ps(xs[0] + k), x1 = _mm256_loadu_ps(xs[1] + k), x2 = _mm256_loadu_ps(xs[2] + k);
-      __m256 w = load8(rows[0], W.dtype, k);
-      a00 = _mm256_fmadd_ps(w, x0, a00); a01 = _mm256_fmadd_ps(w, x1, a01); a02 = _mm256_fmadd_ps(w, x2, a02);
-      w = load8(rows[1], W.dtype, k);
-      a10 = _mm256_fmadd_ps(w, x0, a10); a11 = _mm256_fmadd_ps(w, x1, a11); a12 = _mm256_fmadd_ps(w, x2, a12);
-      w = load8(rows[2], W.dtype, k);
-      a20 = _mm256_fmadd_ps(w, x0, a20); a21 = _mm256_fmadd_ps(w, x1, a21); a22 = _mm256_fmadd_ps(w, x2, a22);
-      w = load8(rows[3], W.dtype, k);
-      a30 = _mm256_fmadd_ps(w, x0, a30); a31 = _mm256_fmadd_ps(w, x1, a31); a32 = _mm256_fmadd_ps(w, x2, a32);
-    }
-    acc_s[0][0] = hsum(a00); acc_s[0][1] = hsum(a01); acc_s[0][2] = hsum(a02);
-    acc_s[1][0] = hsum(a10); acc_s[1][1] = hsum(a11); acc_s[1][2] = hsum(a12);
-    acc_s[2][0] = hsum(a20); acc_s[2][1] = hsum(a21); acc_s[2][2] = hsum(a22);
-    acc_s[3][0] = hsum(a30); acc_s[3][1] = hsum(a31); acc_s[3][2] = hsum(a32);
-  } else {
-    __m256 acc[4][3];
-    for (int r = 0; r < 4; r++)
-      for (int j = 0; j < 3; j++) acc[r][j] = _mm256_setzero_ps();
-    for (; k + 8 <= K; k += 8) {
-      for (int r = 0; r < nr; r++) {
-        __m256 w = load8(rows[r], W.dtype, k);
-        for (int j = 0; j < nx; j++) acc[r][j] = _mm256_fmadd_ps(w, _mm256_loadu_ps(xs[j] + k), acc[r][j]);
-      }
-    }
-    for (int r = 0; r < nr; r++)
-      for (int j = 0; j < nx; j++) acc_s[r][j] = hsum(acc[r][j]);
-  }
-#endif
-  for (; k < K; k++)
-    for (int r = 0; r < nr; r++) {
-      float w = load1(rows[r], W.dtype, k);
-      for (int j = 0; j < nx; j++) acc_s[r][j] += w * xs[j][k];
-    }
-  for (int r = 0; r < nr; r++)
-    for (int j = 0; j < nx; j++) ys[j][r0 + r] = acc_s[r][j];
-}
-
 // Row blocks are sized so a block of weights (about 128 KiB) stays in L2 while all inputs pass over
 // it, with enough blocks to keep every thread busy.
 static void matmul_impl(ThreadPool& pool, const float* x, const int32_t* rows, int64_t T, const WeightRef& W, float* y,
@@ -87,20 +38,25 @@ static void matmul_impl(ThreadPool& pool, const float* x, const int32_t* rows, i
   const int64_t fair = out / (4 * int64_t(pool.size()));
   if (block > fair) block = fair;
   block = block < 16 ? 16 : block > 64 ? 64 : block;
-  block = (block / 4) * 4;
+  block = (block / kTileRows) * kTileRows;
   const int64_t nblocks = (out + block - 1) / block;
   pool.parallel_for(nblocks, [&](int64_t b) {
     const int64_t r_begin = b * block, r_end = r_begin + block < out ? r_begin + block : out;
-    for (int64_t t0 = 0; t0 < T; t0 += 3) {
-      int nx = int(T - t0 < 3 ? T - t0 : 3);
-      const float* xs[3];
-      float* ys[3];
+    for (int64_t t0 = 0; t0 < T; t0 += kTileTokens) {
+      const int nx = int(T - t0 < kTileTokens ? T - t0 : kTileTokens);
+      const float* xs[kTileTokens];
+      float* ys[kTileTokens];
       for (int j = 0; j < nx; j++) {
         int64_t src = rows ? rows[t0 + j] : t0 + j;
         xs[j] = x + src * K;
         ys[j] = y + (t0 + j) * out;
       }
-      for (int64_t r = r_begin; r < r_end; r += 4) tile(W, r, int(r_end - r < 4 ? r_end - r : 4), xs, nx, ys);
+      for (int64_t r = r_begin; r < r_end; r += kTileRows) {
+        const int nr = int(r_end - r < kTileRows ? r_end - r : kTileRows);
+        const void* wr[kTileRows];
+        for (int i = 0; i < nr; i++) wr[i] = row_ptr(W, r + i);
+        tile_fn(W.dtype, nr, nx)(wr, K, xs, ys, r);
+      }
     }
     if (epilogue) (*epilogue)(r_begin, r_end);
   }, T * out * K);

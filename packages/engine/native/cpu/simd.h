@@ -6,6 +6,9 @@
 #include <immintrin.h>
 #define LP_AVX2 1
 #endif
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#define LP_AVX512 1
+#endif
 
 #include "../core/backend.h"
 
