@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "matmul_tile.h"
 #include "simd.h"
 
 namespace lp {
@@ -57,7 +58,7 @@ void LoraPool::begin_step(const int32_t* token_slot, int64_t T) {
   for (int64_t t = 0; t < T;) {
     const int s = token_slot[t];
     int64_t e = t + 1;
-    while (e < T && token_slot[e] == s && e - t < 4) e++;
+    while (e < T && token_slot[e] == s && e - t < kTileTokens) e++;
     if (s >= 0 && slots_[size_t(s)].bound) runs_.push_back({t, e, s});
     t = e;
   }
@@ -68,19 +69,6 @@ bool LoraPool::active(int layer, int m) const {
   for (const Run& r : runs_)
     if (rank_of(r.slot, layer, m) > 0) return true;
   return false;
-}
-
-// dot(x, a) with a stored as float32 or bfloat16.
-static float dot_mixed(const float* x, const uint8_t* a, DType dt, int64_t n) {
-  int64_t i = 0;
-  float s = 0.f;
-#ifdef LP_AVX2
-  __m256 acc = _mm256_setzero_ps();
-  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load8(a, dt, i), acc);
-  s = hsum(acc);
-#endif
-  for (; i < n; i++) s += x[i] * load1(a, dt, i);
-  return s;
 }
 
 void LoraPool::shrink(ThreadPool& pool, int layer, std::initializer_list<int> mods, const float* x, int64_t T) {
@@ -95,11 +83,23 @@ void LoraPool::shrink(ThreadPool& pool, int layer, std::initializer_list<int> mo
     const LoraSlot& s = slots_[size_t(run.slot)];
     const int r = rank_of(run.slot, layer, m);
     const float scale = s.scale[size_t(layer * kNumModules + m)];
-    for (int j = 0; j < r; j++) {
-      const uint8_t* a = a_row(s.pages[size_t(j)], layer, m);
-      for (int64_t t = run.t0; t < run.t1; t++) v_[m][size_t(t) * size_t(max_rank_) + size_t(j)] = dot_mixed(x + t * in_[m], a, dtype_, in_[m]) * scale;
+    // The matmul tile with the adapter's A rows (one per page) as weight rows: v[t, j] = A_j . x[t].
+    const int nx = int(run.t1 - run.t0);
+    const float* xs[kTileTokens];
+    float* vs[kTileTokens];
+    for (int i = 0; i < nx; i++) {
+      xs[i] = x + (run.t0 + i) * in_[m];
+      vs[i] = v_[m].data() + size_t(run.t0 + i) * size_t(max_rank_);
     }
-  }, n * 4 * 16 * in_[ms[0]]);
+    for (int j = 0; j < r; j += kTileRows) {
+      const int nr = r - j < kTileRows ? r - j : kTileRows;
+      const void* rows[kTileRows];
+      for (int i = 0; i < nr; i++) rows[i] = a_row(s.pages[size_t(j + i)], layer, m);
+      tile_fn(dtype_, nr, nx)(rows, in_[m], xs, vs, j);
+    }
+    for (int i = 0; i < nx; i++)
+      for (int j = 0; j < r; j++) vs[i][j] *= scale;
+  }, n * kTileTokens * 16 * in_[ms[0]]);
 }
 
 void LoraPool::expand_rows(int layer, int m, float* y, int64_t r0, int64_t r1) const {

@@ -31,7 +31,7 @@ class LoraPool {
   void clear(int slot) { slots_[size_t(slot)] = LoraSlot{}; }
   size_t bytes() const { return data_.size(); }
 
-  // Groups the step's tokens into runs of <= 4 consecutive tokens with one adapter slot.
+  // Groups the step's tokens into runs of <= kTileTokens consecutive tokens with one adapter slot.
   void begin_step(const int32_t* token_slot, int64_t T);
   // True when some token of this step adapts (layer, m).
   bool active(int layer, int m) const;
