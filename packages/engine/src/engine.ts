@@ -6,7 +6,7 @@ import { readModelConfig, type ModelConfig } from './config.js';
 import { EngineError, toEngineError } from './errors.js';
 import { runGeneration, type FinishReason, type TokenConstraint, type TokenLogprob } from './generate.js';
 import { BlockAllocator } from './kv-cache.js';
-import { loadAddon, type NativeModel } from './native.js';
+import { loadAddon, type NativeModel, type NativeModelSpec } from './native.js';
 import { resolveSampling, type SamplingOptions } from './sampling.js';
 import { buildStepInput, splitStepOutput, type StepItem, type StepItemResult } from './step.js';
 import { TextTokenizer } from './tokenizer.js';
@@ -111,27 +111,34 @@ export class Engine {
     const [weights, tokenizer] = await Promise.all([readModelWeights(dir, config), TextTokenizer.fromDir(dir)]);
     const addon = loadAddon();
     const backend = options.backend === 'auto' ? (addon.hasCuda && addon.cudaDeviceCount() > 0 ? 'cuda' : 'cpu') : options.backend;
-    const native = new addon.NativeModel();
-    try {
-      const name = await native.load({
-        backend,
-        config: {
-          vocab: config.vocab, hidden: config.hidden, intermediate: config.intermediate, layers: config.layers, heads: config.heads,
-          kvHeads: config.kvHeads, headDim: config.headDim, rmsEps: config.rmsEps, slidingWindow: config.slidingWindow, invFreq: config.invFreq,
-        },
-        files: weights.files,
-        tensors: weights.tensors,
-        kvBlocks: Math.ceil(options.kvCacheTokens / options.blockSize),
-        blockSize: options.blockSize,
-        maxAdapters: options.maxAdapters,
-        maxRank: options.maxLoraRank,
-        loraPages: options.loraPoolRanks,
-        threads: options.threads,
-        loraDtype: options.loraDtype === 'bfloat16' || (options.loraDtype === 'auto' && !weights.dtypes.has('F32')) ? 'BF16' : 'F32',
-      });
+    const spec: NativeModelSpec = {
+      backend,
+      config: {
+        vocab: config.vocab, hidden: config.hidden, intermediate: config.intermediate, layers: config.layers, heads: config.heads,
+        kvHeads: config.kvHeads, headDim: config.headDim, rmsEps: config.rmsEps, slidingWindow: config.slidingWindow, invFreq: config.invFreq,
+      },
+      files: weights.files,
+      tensors: weights.tensors,
+      kvBlocks: Math.ceil(options.kvCacheTokens / options.blockSize),
+      blockSize: options.blockSize,
+      maxAdapters: options.maxAdapters,
+      maxRank: options.maxLoraRank,
+      loraPages: options.loraPoolRanks,
+      threads: options.threads,
+      loraDtype: options.loraDtype === 'bfloat16' || (options.loraDtype === 'auto' && !weights.dtypes.has('F32')) ? 'BF16' : 'F32',
+    };
+    const tryLoad = async (s: NativeModelSpec): Promise<Engine> => {
+      const native = new addon.NativeModel();
+      const name = await native.load(s);
       return new Engine(config, tokenizer, native, name, options);
+    };
+    try {
+      return await tryLoad(spec);
     } catch (e) {
-      throw toEngineError(e);
+      const err = toEngineError(e);
+      // 'auto' falls back to the CPU when the GPU cannot run the CUDA backend (e.g. older than sm_80).
+      if (options.backend === 'auto' && backend === 'cuda' && err.code === 'BACKEND_UNAVAILABLE') return tryLoad({ ...spec, backend: 'cpu' }).catch((e2: unknown) => { throw toEngineError(e2); });
+      throw err;
     }
   }
 

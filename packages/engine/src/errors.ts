@@ -20,6 +20,8 @@ export type EngineErrorCode =
   | 'TOKENIZER'
   | 'BACKEND_UNAVAILABLE'
   | 'ENGINE_CLOSED'
+  | 'CUDA'
+  | 'OUT_OF_MEMORY'
   | 'NATIVE';
 
 export class EngineError extends Error {

@@ -8,9 +8,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Engine } from '../src/index.js';
 import { readSafetensorsHeader } from '../src/io/safetensors.js';
 import { contiguousTensor, writeTorchCheckpoint } from './helpers/torch-checkpoint-writer.js';
+import { TEST_BACKEND, TEST_TOL } from './helpers/backend.js';
 import { ADAPTERS, MODELS, adapterDir, maxAbsDiff, modelDir, reference, referenceLogits, type FixtureModel } from './helpers/fixtures.js';
 
-const TOL = 1e-4;
+const TOL = TEST_TOL; // 1e-4 on the CPU, 1e-3 on the GPU (LORAPLEX_TEST_BACKEND=cuda)
 
 describe.each(MODELS)('%s fixture', (m: FixtureModel) => {
   const ref = reference(m);
@@ -18,7 +19,7 @@ describe.each(MODELS)('%s fixture', (m: FixtureModel) => {
   let engine: Engine;
 
   beforeAll(async () => {
-    engine = await Engine.load(modelDir(m), { backend: 'cpu', maxAdapters: 4, maxLoraRank: 16, threads: 2 });
+    engine = await Engine.load(modelDir(m), { backend: TEST_BACKEND, maxAdapters: 4, maxLoraRank: 16, threads: 2 });
     for (const a of ADAPTERS) await engine.loadAdapter(a, adapterDir(m, a));
   });
   afterAll(async () => engine?.close());

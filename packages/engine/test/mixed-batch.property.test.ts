@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Engine, resolveSampling, type StepItem } from '../src/index.js';
+import { TEST_BACKEND } from './helpers/backend.js';
 import { ADAPTERS, adapterDir, modelDir } from './helpers/fixtures.js';
 import { rng, writeAdapter, writeModel } from './helpers/gen-model.js';
 
@@ -92,7 +93,7 @@ async function randomSchedule(engine: Engine, adapterDirs: Record<string, string
 
 describe('random mixed batches equal single runs', () => {
   it.each([1, 2, 3])('hf-tiny llama, schedule seed %i', async (seed) => {
-    const engine = await Engine.load(modelDir('llama'), { backend: 'cpu', maxAdapters: 2, maxLoraRank: 16, kvCacheTokens: 4096, blockSize: 4, threads: 2 });
+    const engine = await Engine.load(modelDir('llama'), { backend: TEST_BACKEND, maxAdapters: 2, maxLoraRank: 16, kvCacheTokens: 4096, blockSize: 4, threads: 2 });
     try {
       await randomSchedule(engine, Object.fromEntries(ADAPTERS.map((a) => [a, adapterDir('llama', a)])), seed, 12);
     } finally {
@@ -128,7 +129,7 @@ describe('random mixed batches equal single runs', () => {
       writeAdapter(d, { ...o, dims, layers: 3, seed: seed * 10 + i });
       adapters[`a${i}`] = d;
     });
-    const engine = await Engine.load(mdir, { backend: 'cpu', maxAdapters: 3, maxLoraRank: 16, kvCacheTokens: 2048, blockSize: 3, threads: 2 });
+    const engine = await Engine.load(mdir, { backend: TEST_BACKEND, maxAdapters: 3, maxLoraRank: 16, kvCacheTokens: 2048, blockSize: 3, threads: 2 });
     try {
       await randomSchedule(engine, adapters, seed, 14);
     } finally {
