@@ -53,6 +53,8 @@ export interface NativeStepInput {
     temperature: Float32Array; topK: Int32Array; topP: Float32Array; minP: Float32Array;
     repetitionPenalty: Float32Array; presencePenalty: Float32Array; frequencyPenalty: Float32Array;
     seed: Float64Array; draw: Int32Array; topLogprobs: Int32Array;
+    /** 1 where the chosen token's log-probability is wanted (optional; default all). */
+    wantLogprob?: Uint8Array;
   };
 }
 

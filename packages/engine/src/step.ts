@@ -29,6 +29,7 @@ export interface TopLogprob { token: number; logprob: number }
 
 export interface StepItemResult {
   token?: number;
+  /** Log-probability of the chosen token under the raw distribution (NaN unless sampling.logprobs is set). */
   logprob?: number;
   top?: TopLogprob[];
   /** [tokens.length, vocab] when allLogits was set. */
@@ -54,7 +55,7 @@ export function buildStepInput(items: StepItem[], vocab: number): NativeStepInpu
     sampling: {
       temperature: new Float32Array(S), topK: new Int32Array(S), topP: new Float32Array(S).fill(1), minP: new Float32Array(S),
       repetitionPenalty: new Float32Array(S).fill(1), presencePenalty: new Float32Array(S), frequencyPenalty: new Float32Array(S),
-      seed: new Float64Array(S), draw: new Int32Array(S), topLogprobs: new Int32Array(S),
+      seed: new Float64Array(S), draw: new Int32Array(S), topLogprobs: new Int32Array(S), wantLogprob: new Uint8Array(S),
     },
   };
   let t = 0, b = 0, h = 0, mi = 0;
@@ -85,7 +86,7 @@ export function buildStepInput(items: StepItem[], vocab: number): NativeStepInpu
       const sp = inp.sampling;
       sp.temperature[s] = p.temperature; sp.topK[s] = p.topK; sp.topP[s] = p.topP; sp.minP[s] = p.minP;
       sp.repetitionPenalty[s] = p.repetitionPenalty; sp.presencePenalty[s] = p.presencePenalty; sp.frequencyPenalty[s] = p.frequencyPenalty;
-      sp.seed[s] = p.seed; sp.draw[s] = it.draw ?? 0; sp.topLogprobs[s] = p.logprobs ?? 0;
+      sp.seed[s] = p.seed; sp.draw[s] = it.draw ?? 0; sp.topLogprobs[s] = p.logprobs ?? 0; sp.wantLogprob![s] = p.logprobs !== undefined ? 1 : 0;
     }
   });
   return inp;

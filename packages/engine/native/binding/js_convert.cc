@@ -227,6 +227,12 @@ StepInput parse_step(const Napi::Object& o, const ModelSpec& s, const std::vecto
   for (auto* v : {&temp, &top_p, &min_p, &rep, &pres, &freq}) sized(v->size(), S, "a sampling array");
   for (auto* v : {&top_k, &draw, &top_lp}) sized(v->size(), S, "a sampling array");
   sized(seed.size(), S, "sampling.seed");
+  // Optional: which segments want log-probabilities (computing them costs a pass over the vocabulary).
+  std::vector<uint8_t> want_lp(S, 1);
+  if (!so.Get("wantLogprob").IsUndefined()) {
+    want_lp = U8(so, "wantLogprob");
+    sized(want_lp.size(), S, "sampling.wantLogprob");
+  }
   in.sampling.resize(S);
   for (size_t i = 0; i < S; i++) {
     SamplingParams& p = in.sampling[i];
@@ -236,6 +242,7 @@ StepInput parse_step(const Napi::Object& o, const ModelSpec& s, const std::vecto
     p.temperature = temp[i]; p.top_k = top_k[i]; p.top_p = top_p[i]; p.min_p = min_p[i];
     p.repetition_penalty = rep[i]; p.presence_penalty = pres[i]; p.frequency_penalty = freq[i];
     p.seed = uint64_t(seed[i]); p.draw = draw[i]; p.top_logprobs = top_lp[i];
+    p.want_logprob = want_lp[i] != 0;
     if (p.top_logprobs > in.max_top_logprobs) in.max_top_logprobs = p.top_logprobs;
   }
   return in;

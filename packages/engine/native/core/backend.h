@@ -77,6 +77,7 @@ struct SamplingParams {
   uint64_t seed = 0;
   int draw = 0;                             // index of this draw in the sequence (seeds the RNG)
   int top_logprobs = 0;                     // alternatives to return
+  bool want_logprob = true;                 // false: the chosen token's log-probability may be skipped (NaN)
 };
 
 // One forward step over a mixed batch. Tokens of one sequence form one segment, in order.

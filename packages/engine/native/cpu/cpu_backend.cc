@@ -45,7 +45,7 @@ class CpuBackend final : public Backend {
   size_t kv_block_floats_;
   std::vector<float> kv_;                   // [kv_blocks, layers, 2, kv_heads, block_size, head_dim]
   std::vector<int32_t> token_slot_, token_seg_;
-  std::vector<float> x_, h_, q_, k_, v_, att_, g_, u_, cos_, sin_;
+  std::vector<float> x_, h_, q_, k_, v_, att_, g_, u_, cos_, sin_, normed_, logits_;
 };
 
 // y = x W^T (+ bias) + LoRA expand of the shrink results lora_ holds for (layer, m), with bias and
@@ -195,16 +195,19 @@ void CpuBackend::step(const StepInput& in, StepOutput& out) {
     }
   }
   const int64_t R = int64_t(rows.size()), V = s_.vocab;
-  std::vector<float> normed(size_t(R) * H), logits(size_t(R) * V);  // [R, H], [R, V]
-  for (int64_t r = 0; r < R; r++) std::memcpy(normed.data() + r * H, x_.data() + int64_t(rows[size_t(r)]) * H, sizeof(float) * H);
-  rmsnorm(pool_, normed.data(), s_.final_norm, normed.data(), R, H, s_.rms_eps);
-  matmul(pool_, normed.data(), R, s_.lm_head, logits.data());
+  normed_.resize(size_t(R) * H);  // [R, H]
+  logits_.resize(size_t(R) * V);  // [R, V]
+  float* normed = normed_.data();
+  float* logits = logits_.data();
+  for (int64_t r = 0; r < R; r++) std::memcpy(normed + r * H, x_.data() + int64_t(rows[size_t(r)]) * H, sizeof(float) * H);
+  rmsnorm(pool_, normed, s_.final_norm, normed, R, H, s_.rms_eps);
+  matmul(pool_, normed, R, s_.lm_head, logits);
 
   out.logits.clear();
   for (int64_t sg = 0; sg < S; sg++)
     if (first_all_row[size_t(sg)] >= 0) {
       const int64_t n = in.seg_offsets[size_t(sg + 1)] - in.seg_offsets[size_t(sg)];
-      const float* src = logits.data() + first_all_row[size_t(sg)] * V;
+      const float* src = logits + first_all_row[size_t(sg)] * V;
       out.logits.insert(out.logits.end(), src, src + n * V);
     }
 
@@ -220,7 +223,7 @@ void CpuBackend::step(const StepInput& in, StepOutput& out) {
     try {
       const int32_t hb = in.hist_offsets[size_t(sg)], he = in.hist_offsets[size_t(sg + 1)];
       const int mi = in.seg_mask[size_t(sg)];
-      SampleResult r = sample_token(logits.data() + sample_row[size_t(sg)] * V, int(V), in.sampling[size_t(sg)],
+      SampleResult r = sample_token(logits + sample_row[size_t(sg)] * V, int(V), in.sampling[size_t(sg)],
                                     in.hist_tokens.data() + hb, he - hb, in.hist_generated_start[size_t(sg)],
                                     mi >= 0 ? in.masks.data() + size_t(mi) * mask_words : nullptr);
       out.token[size_t(sg)] = r.token;

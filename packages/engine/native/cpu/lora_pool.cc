@@ -1,6 +1,7 @@
 #include "lora_pool.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "matmul_tile.h"
@@ -113,18 +114,38 @@ void LoraPool::expand_rows(int layer, int m, float* y, int64_t r0, int64_t r1) c
     for (int64_t t = run.t0; t < run.t1; t++) {
       const float* v = v_[m].data() + size_t(t) * size_t(max_rank_);
       float* yr = y + t * out;
-      int64_t o = r0;
-#ifdef LP_AVX2
-      for (; o + 8 <= r1; o += 8) {
-        __m256 acc = _mm256_loadu_ps(yr + o);
-        for (int j = 0; j < r; j++) acc = _mm256_fmadd_ps(_mm256_set1_ps(v[j]), load8(cols[j], dtype_, o), acc);
-        _mm256_storeu_ps(yr + o, acc);
-      }
+      // Rank-rows in groups of 16 so their broadcast coefficients stay in registers while the
+      // output chunks stream past.
+      for (int j0 = 0; j0 < r; j0 += 16) {
+        const int nj = r - j0 < 16 ? r - j0 : 16;
+        int64_t o = r0;
+#if defined(LP_AVX512)
+        __m512 vb[16];
+        for (int j = 0; j < nj; j++) vb[j] = _mm512_set1_ps(v[j0 + j]);
+        for (; o < r1; o += 16) {
+          const __mmask16 mask = r1 - o >= 16 ? __mmask16(0xffff) : __mmask16((1u << (r1 - o)) - 1);
+          __m512 acc = _mm512_maskz_loadu_ps(mask, yr + o);
+          if (dtype_ == DType::F32)
+            for (int j = 0; j < nj; j++) acc = _mm512_fmadd_ps(vb[j], _mm512_maskz_loadu_ps(mask, reinterpret_cast<const float*>(cols[j0 + j]) + o), acc);
+          else
+            for (int j = 0; j < nj; j++) {
+              __m256i h = _mm256_maskz_loadu_epi16(mask, reinterpret_cast<const uint16_t*>(cols[j0 + j]) + o);
+              acc = _mm512_fmadd_ps(vb[j], _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)), acc);
+            }
+          _mm512_mask_storeu_ps(yr + o, mask, acc);
+        }
+#elif defined(LP_AVX2)
+        for (; o + 8 <= r1; o += 8) {
+          __m256 acc = _mm256_loadu_ps(yr + o);
+          for (int j = 0; j < nj; j++) acc = _mm256_fmadd_ps(_mm256_set1_ps(v[j0 + j]), load8(cols[j0 + j], dtype_, o), acc);
+          _mm256_storeu_ps(yr + o, acc);
+        }
 #endif
-      for (; o < r1; o++) {
-        float acc = yr[o];
-        for (int j = 0; j < r; j++) acc += v[j] * load1(cols[j], dtype_, o);
-        yr[o] = acc;
+        for (; o < r1; o++) {
+          float acc = yr[o];
+          for (int j = 0; j < nj; j++) acc = std::fma(v[j0 + j], load1(cols[j0 + j], dtype_, o), acc);
+          yr[o] = acc;
+        }
       }
     }
   }

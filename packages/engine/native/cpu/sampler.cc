@@ -33,8 +33,10 @@ static void log_softmax(const float* logits, int vocab, std::vector<float>& out)
 SampleResult sample_token(float* logits, int vocab, const SamplingParams& p, const int32_t* history, int hist_len,
                           int gen_start, const uint32_t* mask) {
   SampleResult res;
+  // The raw distribution's log-probabilities, only when asked for (a pass of exp over the vocabulary).
+  const bool want_lp = p.want_logprob || p.top_logprobs > 0;
   std::vector<float> raw_lp;
-  log_softmax(logits, vocab, raw_lp);
+  if (want_lp) log_softmax(logits, vocab, raw_lp);
   const float NEG_INF = -std::numeric_limits<float>::infinity();
 
   // Repetition penalty (HF/vLLM convention): over prompt and generated tokens, divide positive
@@ -104,7 +106,7 @@ SampleResult sample_token(float* logits, int vocab, const SamplingParams& p, con
     }
   }
   res.token = chosen;
-  res.logprob = raw_lp[chosen];
+  res.logprob = want_lp ? raw_lp[chosen] : std::numeric_limits<float>::quiet_NaN();
   if (p.top_logprobs > 0) {
     int n = std::min(p.top_logprobs, vocab);
     std::vector<int32_t> idx(vocab);
