@@ -25,13 +25,16 @@ export interface NativeModelSpec {
   loraDtype: 'F32' | 'BF16';
 }
 
+export interface NativeAdapterTensor { dtype: 'F32' | 'F16' | 'BF16'; data: Uint8Array }
+
 /** One adapter, per (layer, module) in layer-major order of the seven modules. */
 export interface NativeAdapterSpec {
   maxRank: number;
   rank: Int32Array;
   scale: Float32Array;
-  a: Array<Float32Array | null>; // A [rank, in]
-  b: Array<Float32Array | null>; // B [out, rank]
+  /** Stored bytes; the native side widens them to float32 on a worker thread. */
+  a: Array<NativeAdapterTensor | null>; // A [rank, in]
+  b: Array<NativeAdapterTensor | null>; // B [out, rank]
 }
 
 /** The lower-level step: one forward pass over segments (one per sequence) of a mixed batch. */

@@ -3,6 +3,8 @@
 #include <cstring>
 #include <string>
 
+#include "../cpu/simd.h"  // f16_to_f32
+
 namespace lp {
 
 [[noreturn]] static void fail(const std::string& msg) { throw EngineFailure("INVALID_ARGUMENT", msg); }
@@ -248,8 +250,9 @@ StepInput parse_step(const Napi::Object& o, const ModelSpec& s, const std::vecto
   return in;
 }
 
-AdapterSpec parse_adapter(const Napi::Object& o, const ModelSpec& s) {
-  AdapterSpec a;
+RawAdapter parse_adapter(const Napi::Object& o, const ModelSpec& s) {
+  RawAdapter raw;
+  AdapterSpec& a = raw.spec;
   a.max_rank = int(get_int(o, "maxRank", 1, s.max_rank));
   a.rank = I32(o, "rank");
   a.scale = F32(o, "scale");
@@ -259,23 +262,59 @@ AdapterSpec parse_adapter(const Napi::Object& o, const ModelSpec& s) {
   if (!av.IsArray() || !bv.IsArray()) fail("a and b must be arrays");
   Napi::Array A = av.As<Napi::Array>(), B = bv.As<Napi::Array>();
   if (A.Length() != n || B.Length() != n) fail("a and b need layers * 7 entries");
-  a.a.resize(n);
-  a.b.resize(n);
+  raw.a.resize(n);
+  raw.b.resize(n);
+  raw.a_dtype.assign(n, DType::F32);
+  raw.b_dtype.assign(n, DType::F32);
+  // One tensor: {dtype: 'F32' | 'F16' | 'BF16', data: Uint8Array} holding `count` elements.
+  auto take = [&](Napi::Value v, size_t count, std::vector<uint8_t>& bytes, DType& dt) {
+    if (!v.IsObject()) fail("adapted modules need A and B tensors {dtype, data}");
+    Napi::Object t = v.As<Napi::Object>();
+    Napi::Value d = t.Get("dtype"), data = t.Get("data");
+    if (!d.IsString() || !data.IsTypedArray() || data.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) fail("LoRA tensors need a dtype string and a Uint8Array");
+    dt = parse_dtype(d.As<Napi::String>().Utf8Value());
+    auto u8 = data.As<Napi::Uint8Array>();
+    if (u8.ElementLength() != count * (dt == DType::F32 ? 4 : 2)) fail("LoRA A/B sizes do not match the module's shape");
+    bytes.assign(u8.Data(), u8.Data() + u8.ElementLength());
+  };
   for (size_t i = 0; i < n; i++) {
     const int r = a.rank[i], m = int(i % kNumModules);
     if (r < 0 || r > a.max_rank) fail("module rank " + std::to_string(r) + " exceeds the adapter's rank " + std::to_string(a.max_rank));
     if (r == 0) continue;
-    Napi::Value ai = A.Get(uint32_t(i)), bi = B.Get(uint32_t(i));
-    if (!ai.IsTypedArray() || ai.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array || !bi.IsTypedArray() ||
-        bi.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
-      fail("adapted modules need Float32Array A and B");
-    auto fa = ai.As<Napi::Float32Array>(), fb = bi.As<Napi::Float32Array>();
-    if (fa.ElementLength() != size_t(r) * module_in(s, m) || fb.ElementLength() != size_t(r) * module_out(s, m))
-      fail("LoRA A/B sizes do not match the module's shape");
-    a.a[i].assign(fa.Data(), fa.Data() + fa.ElementLength());
-    a.b[i].assign(fb.Data(), fb.Data() + fb.ElementLength());
+    take(A.Get(uint32_t(i)), size_t(r) * size_t(module_in(s, m)), raw.a[i], raw.a_dtype[i]);
+    take(B.Get(uint32_t(i)), size_t(r) * size_t(module_out(s, m)), raw.b[i], raw.b_dtype[i]);
   }
-  return a;
+  return raw;
+}
+
+static void widen_into(const std::vector<uint8_t>& src, DType dt, std::vector<float>& dst) {
+  const size_t n = src.size() / (dt == DType::F32 ? 4 : 2);
+  dst.resize(n);
+  if (dt == DType::F32) {
+    if (n) std::memcpy(dst.data(), src.data(), n * 4);
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    uint16_t h;
+    std::memcpy(&h, src.data() + 2 * i, 2);
+    if (dt == DType::BF16) {
+      uint32_t u = uint32_t(h) << 16;
+      std::memcpy(&dst[i], &u, 4);
+    } else {
+      dst[i] = f16_to_f32(h);
+    }
+  }
+}
+
+void RawAdapter::widen() {
+  spec.a.resize(a.size());
+  spec.b.resize(b.size());
+  for (size_t i = 0; i < a.size(); i++) {
+    widen_into(a[i], a_dtype[i], spec.a[i]);
+    widen_into(b[i], b_dtype[i], spec.b[i]);
+    std::vector<uint8_t>().swap(a[i]);
+    std::vector<uint8_t>().swap(b[i]);
+  }
 }
 
 Napi::Object step_output_to_js(Napi::Env env, const StepOutput& out, int max_top) {

@@ -31,7 +31,15 @@ ModelRequest parse_model_request(const Napi::Object& o);
 void map_weights(ModelRequest& req, LoadedSpec& out);
 
 StepInput parse_step(const Napi::Object& o, const ModelSpec& spec, const std::vector<bool>& slot_bound);
-AdapterSpec parse_adapter(const Napi::Object& o, const ModelSpec& spec);
+// An adapter as the JS side hands it over: A and B in their stored dtype. Copying the bytes is all
+// that happens on the JS thread; widen() (on a worker thread) makes the float32 AdapterSpec.
+struct RawAdapter {
+  AdapterSpec spec;                         // rank, scale, max_rank; a and b filled by widen()
+  std::vector<std::vector<uint8_t>> a, b;   // [layers * kNumModules] raw bytes
+  std::vector<DType> a_dtype, b_dtype;
+  void widen();
+};
+RawAdapter parse_adapter(const Napi::Object& o, const ModelSpec& spec);
 Napi::Object step_output_to_js(Napi::Env env, const StepOutput& out, int max_top);
 
 }  // namespace lp

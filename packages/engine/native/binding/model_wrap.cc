@@ -192,7 +192,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     try {
       require_open();
       if (info.Length() < 1 || !info[0].IsObject()) throw EngineFailure("INVALID_ARGUMENT", "loadAdapter(spec) needs an object");
-      auto spec = std::make_shared<AdapterSpec>(parse_adapter(info[0].As<Napi::Object>(), st_->loaded.spec));
+      auto raw = std::make_shared<RawAdapter>(parse_adapter(info[0].As<Napi::Object>(), st_->loaded.spec));
+      const AdapterSpec* spec = &raw->spec;
       int slot = -1;
       std::vector<int> pages;
       {
@@ -212,11 +213,12 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
       auto st = st_;
       auto* w = new PromiseWorker(
           env,
-          [st, spec, slot, pages] {
+          [st, raw, slot, pages] {
             try {
+              raw->widen();
               std::shared_lock<std::shared_mutex> life(st->life_mu);
               if (!st->backend) throw EngineFailure("ENGINE_CLOSED", "the model has been closed");
-              st->backend->write_adapter(slot, pages, *spec);
+              st->backend->write_adapter(slot, pages, raw->spec);
             } catch (...) {
               std::lock_guard<std::mutex> lock(st->mu);
               st->slots[size_t(slot)] = SlotState{};

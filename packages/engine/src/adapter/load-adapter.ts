@@ -7,9 +7,8 @@ import type { ModelConfig } from '../config.js';
 import { EngineError } from '../errors.js';
 import { readSafetensorsHeader } from '../io/safetensors.js';
 import { readTorchCheckpoint } from '../io/torch-checkpoint.js';
-import type { NativeAdapterSpec } from '../native.js';
+import type { NativeAdapterSpec, NativeAdapterTensor } from '../native.js';
 import { MODULES, parsePeftConfig, resolveAdapterModules, type ModuleName, type PeftLoraConfig, type ResolvedModule } from './peft-config.js';
-import { toFloat32 } from '../io/dtype.js';
 
 export interface LoadedAdapter {
   config: PeftLoraConfig;
@@ -93,10 +92,13 @@ export function buildAdapter(config: PeftLoraConfig, tensors: Map<string, RawTen
     if (t.shape.length !== 2 || t.shape[0] !== want[0] || t.shape[1] !== want[1]) {
       throw new EngineError('ADAPTER_SHAPE', `tensor ${name} has shape [${t.shape.join(', ')}], expected [${want.join(', ')}] for rank ${res.rank} on this base model`);
     }
+    if (t.dtype !== 'F32' && t.dtype !== 'F16' && t.dtype !== 'BF16') {
+      throw new EngineError('ADAPTER_SHAPE', `tensor ${name} has dtype ${t.dtype}; LoRA weights must be F32, F16 or BF16`);
+    }
     const idx = layer * MODULES.length + MODULES.indexOf(mod);
-    const f32 = toFloat32(t.dtype, t.data, name);
-    if (k[4] === 'A') spec.a[idx] = f32;
-    else spec.b[idx] = f32;
+    const stored: NativeAdapterTensor = { dtype: t.dtype, data: t.data };
+    if (k[4] === 'A') spec.a[idx] = stored;
+    else spec.b[idx] = stored;
     bytes += t.data.byteLength;
   }
   for (const m of modules) {
