@@ -21,7 +21,7 @@ export interface EngineOptions {
   maxLoraRank?: number;
   /** Rank-rows in the LoRA pool shared by all slots. Default maxAdapters * maxLoraRank. */
   loraPoolRanks?: number;
-  /** KV cache capacity in tokens. Default 8192 (rounded up to whole blocks). */
+  /** KV cache capacity in tokens (rounded up to whole blocks). Default: what fits in 512 MiB, between 256 and 8192. */
   kvCacheTokens?: number;
   /** Tokens per KV block. Default 16. */
   blockSize?: number;
@@ -87,7 +87,7 @@ export class Engine {
       maxAdapters: opts.maxAdapters ?? 8,
       maxLoraRank: opts.maxLoraRank ?? 64,
       loraPoolRanks: opts.loraPoolRanks ?? (opts.maxAdapters ?? 8) * (opts.maxLoraRank ?? 64),
-      kvCacheTokens: opts.kvCacheTokens ?? 8192,
+      kvCacheTokens: opts.kvCacheTokens ?? 0, // resolved once the config is known
       blockSize: opts.blockSize ?? 16,
       threads: opts.threads ?? 0,
       maxBatchTokens: opts.maxBatchTokens ?? 512,
@@ -100,7 +100,7 @@ export class Engine {
     intOpt('maxAdapters', 0, 65536);
     intOpt('maxLoraRank', 1, 1024);
     intOpt('loraPoolRanks', 0, 1 << 24);
-    intOpt('kvCacheTokens', 1, 1 << 26);
+    if (opts.kvCacheTokens !== undefined) intOpt('kvCacheTokens', 1, 1 << 26);
     intOpt('blockSize', 1, 4096);
     intOpt('threads', 0, 1024);
     intOpt('maxBatchTokens', 1, 1 << 20);
@@ -108,6 +108,10 @@ export class Engine {
     if (!['cpu', 'cuda', 'auto'].includes(options.backend)) throw new EngineError('INVALID_ARGUMENT', `backend must be cpu, cuda or auto, got ${String(options.backend)}`);
     const dir = resolve(modelDir);
     const config = await readModelConfig(dir);
+    if (opts.kvCacheTokens === undefined) {
+      const bytesPerToken = config.layers * 2 * config.kvHeads * config.headDim * 4; // float32 K and V
+      options.kvCacheTokens = Math.max(256, Math.min(8192, Math.floor((512 * 2 ** 20) / bytesPerToken)));
+    }
     const [weights, tokenizer] = await Promise.all([readModelWeights(dir, config), TextTokenizer.fromDir(dir)]);
     const addon = loadAddon();
     const backend = options.backend === 'auto' ? (addon.hasCuda && addon.cudaDeviceCount() > 0 ? 'cuda' : 'cpu') : options.backend;
