@@ -1,6 +1,7 @@
 // The CPU backend: a Llama-family forward pass over one mixed batch (prefill chunks and decode
 // tokens of many sequences, each with its own adapter or none), read top to bottom.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <thread>
@@ -21,6 +22,17 @@ class CpuBackend final : public Backend {
         lora_(spec),
         kv_block_floats_(size_t(spec.layers) * 2 * spec.kv_heads * spec.block_size * spec.head_dim) {
     kv_.assign(size_t(spec.kv_blocks) * kv_block_floats_, 0.f);
+    // q/k/v biases (Qwen2) widened once, [layers][3][out].
+    bias_.resize(size_t(spec.layers));
+    for (int l = 0; l < spec.layers; l++) {
+      const LayerWeights& L = spec.layer[size_t(l)];
+      const WeightRef* src[3] = {&L.q_bias, &L.k_bias, &L.v_bias};
+      for (int i = 0; i < 3; i++)
+        if (src[i]->data) {
+          bias_[size_t(l)][i].resize(size_t(src[i]->rows * src[i]->cols));
+          load_vector(*src[i], bias_[size_t(l)][i].data());
+        }
+    }
   }
 
   std::string name() const override { return "cpu"; }
@@ -36,7 +48,7 @@ class CpuBackend final : public Backend {
     return kv_.data() + size_t(block) * kv_block_floats_ +
            ((size_t(layer) * 2 + kind) * s_.kv_heads + kvh) * size_t(s_.block_size) * s_.head_dim + size_t(slot) * s_.head_dim;
   }
-  void project(int layer, int m, const float* x, int64_t T, float* y, const WeightRef* bias);
+  void project(int layer, int m, const float* x, int64_t T, float* y);
   void attention(int layer, const StepInput& in, const float* q, float* att, int64_t T);
 
   ModelSpec s_;
@@ -46,18 +58,16 @@ class CpuBackend final : public Backend {
   std::vector<float> kv_;                   // [kv_blocks, layers, 2, kv_heads, block_size, head_dim]
   std::vector<int32_t> token_slot_, token_seg_;
   std::vector<float> x_, h_, q_, k_, v_, att_, g_, u_, cos_, sin_, normed_, logits_;
+  std::vector<std::array<std::vector<float>, 3>> bias_;  // [layers][q, k, v] -> [out] or empty
 };
 
 // y = x W^T (+ bias) + LoRA expand of the shrink results lora_ holds for (layer, m), with bias and
 // expand applied per output-row block right after the block is computed.
-void CpuBackend::project(int layer, int m, const float* x, int64_t T, float* y, const WeightRef* bias) {
+void CpuBackend::project(int layer, int m, const float* x, int64_t T, float* y) {
   const WeightRef& W = s_.layer[size_t(layer)].proj[m];
   const int64_t out = W.rows;
-  std::vector<float> b;
-  if (bias && bias->data) {
-    b.resize(size_t(out));
-    load_vector(*bias, b.data());
-  }
+  static const std::vector<float> kNoBias;
+  const std::vector<float>& b = m <= kV ? bias_[size_t(layer)][size_t(m)] : kNoBias;
   const bool lora = lora_.active(layer, m);
   if (b.empty() && !lora) return matmul(pool_, x, T, W, y);
   const RowEpilogue epilogue = [&](int64_t r0, int64_t r1) {
@@ -138,9 +148,9 @@ void CpuBackend::step(const StepInput& in, StepOutput& out) {
     // --- attention block ---
     rmsnorm(pool_, x_.data(), L.attn_norm, h_.data(), T, H, s_.rms_eps);
     lora_.shrink(pool_, l, {kQ, kK, kV}, h_.data(), T);
-    project(l, kQ, h_.data(), T, q_.data(), &L.q_bias);
-    project(l, kK, h_.data(), T, k_.data(), &L.k_bias);
-    project(l, kV, h_.data(), T, v_.data(), &L.v_bias);
+    project(l, kQ, h_.data(), T, q_.data());
+    project(l, kK, h_.data(), T, k_.data());
+    project(l, kV, h_.data(), T, v_.data());
     // Rotary embedding (rotate-half convention of HF Llama), then append K and V to the paged cache.
     pool_.parallel_chunks(T, [&](int, int64_t b, int64_t e) {
       for (int64_t t = b; t < e; t++) {
@@ -165,18 +175,18 @@ void CpuBackend::step(const StepInput& in, StepOutput& out) {
     }, T * (nh + nkv) * hd * 4);
     attention(l, in, q_.data(), att_.data(), T);
     lora_.shrink(pool_, l, {kO}, att_.data(), T);
-    project(l, kO, att_.data(), T, h_.data(), nullptr);  // h_ reused as the o_proj output [T, H]
+    project(l, kO, att_.data(), T, h_.data());  // h_ reused as the o_proj output [T, H]
     for (size_t i = 0; i < size_t(T) * H; i++) x_[i] += h_[i];
     // --- MLP block ---
     rmsnorm(pool_, x_.data(), L.ffn_norm, h_.data(), T, H, s_.rms_eps);
     lora_.shrink(pool_, l, {kGate, kUp}, h_.data(), T);
-    project(l, kGate, h_.data(), T, g_.data(), nullptr);
-    project(l, kUp, h_.data(), T, u_.data(), nullptr);
+    project(l, kGate, h_.data(), T, g_.data());
+    project(l, kUp, h_.data(), T, u_.data());
     pool_.parallel_chunks(T, [&](int, int64_t b, int64_t e) {
       silu_mul(g_.data() + b * I, u_.data() + b * I, (e - b) * I);
     }, T * I * 8);
     lora_.shrink(pool_, l, {kDown}, g_.data(), T);
-    project(l, kDown, g_.data(), T, h_.data(), nullptr);
+    project(l, kDown, g_.data(), T, h_.data());
     for (size_t i = 0; i < size_t(T) * H; i++) x_[i] += h_[i];
   }
 
