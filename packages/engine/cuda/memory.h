@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <utility>
 
 #include "kernels.h"
@@ -11,61 +12,51 @@
 namespace lp {
 namespace cu {
 
-class DevBuf {
- public:
-  DevBuf() = default;
-  explicit DevBuf(size_t bytes) { alloc(bytes); }
-  DevBuf(DevBuf&& o) noexcept : p_(std::exchange(o.p_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
-  DevBuf& operator=(DevBuf&& o) noexcept {
-    if (this != &o) { release(); p_ = std::exchange(o.p_, nullptr); bytes_ = std::exchange(o.bytes_, 0); }
-    return *this;
-  }
-  DevBuf(const DevBuf&) = delete;
-  DevBuf& operator=(const DevBuf&) = delete;
-  ~DevBuf() { release(); }
-  void alloc(size_t bytes) {
-    release();
-    if (bytes == 0) return;
-    const cudaError_t e = cudaMalloc(&p_, bytes);
+// Where a buffer's memory comes from: device memory (cudaMalloc; out of memory is OUT_OF_MEMORY)
+// or pinned host memory (cudaHostAlloc, for asynchronous copies).
+struct DeviceMemory {
+  static void* allocate(size_t bytes) {
+    void* p = nullptr;
+    const cudaError_t e = cudaMalloc(&p, bytes);
     if (e != cudaSuccess) {
       cudaGetLastError();
-      p_ = nullptr;
       throw EngineFailure("OUT_OF_MEMORY", "cudaMalloc of " + std::to_string(bytes) + " bytes failed: " + cudaGetErrorString(e));
     }
-    bytes_ = bytes;
+    return p;
   }
-  void release() {
-    if (p_) cudaFree(p_);
-    p_ = nullptr;
-    bytes_ = 0;
+  static void free(void* p) { cudaFree(p); }
+};
+struct PinnedMemory {
+  static void* allocate(size_t bytes) {
+    void* p = nullptr;
+    check(cudaHostAlloc(&p, bytes, cudaHostAllocDefault), "cudaHostAlloc");
+    return p;
   }
-  template <typename T = void> T* get() const { return static_cast<T*>(p_); }
-  size_t bytes() const { return bytes_; }
-
- private:
-  void* p_ = nullptr;
-  size_t bytes_ = 0;
+  static void free(void* p) { cudaFreeHost(p); }
 };
 
-class PinnedBuf {
+// A move-only owner of `bytes` of memory from Source.
+template <class Source>
+class Buffer {
  public:
-  PinnedBuf() = default;
-  PinnedBuf(PinnedBuf&& o) noexcept : p_(std::exchange(o.p_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
-  PinnedBuf& operator=(PinnedBuf&& o) noexcept {
+  Buffer() = default;
+  explicit Buffer(size_t bytes) { alloc(bytes); }
+  Buffer(Buffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
+  Buffer& operator=(Buffer&& o) noexcept {
     if (this != &o) { release(); p_ = std::exchange(o.p_, nullptr); bytes_ = std::exchange(o.bytes_, 0); }
     return *this;
   }
-  PinnedBuf(const PinnedBuf&) = delete;
-  PinnedBuf& operator=(const PinnedBuf&) = delete;
-  ~PinnedBuf() { release(); }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  ~Buffer() { release(); }
   void alloc(size_t bytes) {
     release();
     if (bytes == 0) return;
-    check(cudaHostAlloc(&p_, bytes, cudaHostAllocDefault), "cudaHostAlloc");
+    p_ = Source::allocate(bytes);
     bytes_ = bytes;
   }
   void release() {
-    if (p_) cudaFreeHost(p_);
+    if (p_) Source::free(p_);
     p_ = nullptr;
     bytes_ = 0;
   }
@@ -76,6 +67,9 @@ class PinnedBuf {
   void* p_ = nullptr;
   size_t bytes_ = 0;
 };
+
+using DevBuf = Buffer<DeviceMemory>;
+using PinnedBuf = Buffer<PinnedMemory>;
 
 // Host-side float -> T conversion (round to nearest even), for uploads.
 uint16_t f32_to_bf16(float f);
