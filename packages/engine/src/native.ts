@@ -79,9 +79,11 @@ export interface NativeModel {
   close(): Promise<void>;
 }
 
-interface NativeAddon {
+export interface NativeAddon {
   NativeModel: new () => NativeModel;
   hasCuda: boolean;
+  /** The CPU backend multiplies bfloat16 weights by bfloat16-rounded activations (AVX512-BF16). */
+  cpuBf16DotProducts: boolean;
   cudaDeviceCount(): number;
 }
 

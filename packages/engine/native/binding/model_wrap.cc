@@ -10,6 +10,7 @@
 
 #include "../core/backend.h"
 #include "js_convert.h"
+#include "../cpu/kernels.h"
 
 namespace lp {
 
@@ -299,6 +300,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeModel", NativeModel::Define(env));
+  exports.Set("cpuBf16DotProducts", Napi::Boolean::New(env, bf16_dot_products()));
 #ifdef LORAPLEX_WITH_CUDA
   exports.Set("cudaDeviceCount", Napi::Function::New(env, [](const Napi::CallbackInfo& i) { return Napi::Number::New(i.Env(), cuda_device_count()); }));
   exports.Set("hasCuda", Napi::Boolean::New(env, true));

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "matmul_tile.h"
 #include "simd.h"
@@ -28,6 +29,14 @@ float f16_to_f32(uint16_t h) {
   return f;
 }
 
+bool bf16_dot_products() {
+#ifdef LP_AVX512BF16
+  return true;
+#else
+  return false;
+#endif
+}
+
 // Row blocks are sized so a block of weights (about 128 KiB) stays in L2 while all inputs pass over
 // it, with enough blocks to keep every thread busy.
 static void matmul_impl(ThreadPool& pool, const float* x, const int32_t* rows, int64_t T, const WeightRef& W, float* y,
@@ -40,6 +49,35 @@ static void matmul_impl(ThreadPool& pool, const float* x, const int32_t* rows, i
   block = block < 16 ? 16 : block > 64 ? 64 : block;
   block = (block / kTileRows) * kTileRows;
   const int64_t nblocks = (out + block - 1) / block;
+#ifdef LP_AVX512BF16
+  if (W.dtype == DType::BF16) {
+    // Inputs rounded to bfloat16 once per call: xb [T, K].
+    thread_local std::vector<uint16_t> xb;
+    xb.resize(size_t(T * K));
+    for (int64_t t = 0; t < T; t++) to_bf16(x + (rows ? rows[t] : t) * K, xb.data() + t * K, K);
+    const uint16_t* xbp = xb.data();  // the pool's threads must see this thread's buffer, not their own
+    pool.parallel_for(nblocks, [&](int64_t b) {
+      const int64_t r_begin = b * block, r_end = r_begin + block < out ? r_begin + block : out;
+      for (int64_t t0 = 0; t0 < T; t0 += kTileTokens) {
+        const int nx = int(T - t0 < kTileTokens ? T - t0 : kTileTokens);
+        const uint16_t* xs[kTileTokens];
+        float* ys[kTileTokens];
+        for (int j = 0; j < nx; j++) {
+          xs[j] = xbp + (t0 + j) * K;
+          ys[j] = y + (t0 + j) * out;
+        }
+        for (int64_t r = r_begin; r < r_end; r += kTileRows) {
+          const int nr = int(r_end - r < kTileRows ? r_end - r : kTileRows);
+          const void* wr[kTileRows];
+          for (int i = 0; i < nr; i++) wr[i] = row_ptr(W, r + i);
+          tile_bf16_fn(nr, nx)(wr, K, xs, ys, r);
+        }
+      }
+      if (epilogue) (*epilogue)(r_begin, r_end);
+    }, T * out * K);
+    return;
+  }
+#endif
   pool.parallel_for(nblocks, [&](int64_t b) {
     const int64_t r_begin = b * block, r_end = r_begin + block < out ? r_begin + block : out;
     for (int64_t t0 = 0; t0 < T; t0 += kTileTokens) {

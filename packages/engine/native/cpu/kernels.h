@@ -13,6 +13,10 @@ namespace lp {
 // on the thread that computed it: the place for bias and LoRA expand, while the rows are hot.
 using RowEpilogue = std::function<void(int64_t r_begin, int64_t r_end)>;
 
+// True when bfloat16 weights multiply bfloat16-rounded inputs (AVX512-BF16) rather than widened
+// float32 ones; tests compare against the matching reference.
+bool bf16_dot_products();
+
 // y[T, out] = x[T, in] @ W[out, in]^T. Parallel over blocks of output rows.
 void matmul(ThreadPool& pool, const float* x, int64_t T, const WeightRef& W, float* y, const RowEpilogue* epilogue = nullptr);
 

@@ -8,6 +8,17 @@ export type Tensors = Map<string, { shape: number[]; data: Float32Array }>;
 export interface RefConfig {
   hidden: number; intermediate: number; layers: number; heads: number; kvHeads: number; headDim: number; vocab: number;
   rmsEps: number; invFreq: Float32Array; slidingWindow: number; tie: boolean; bias: boolean;
+  /** Round every base-weight matmul input to bfloat16 first (a bfloat16 model on AVX512-BF16). */
+  bf16Inputs?: boolean;
+}
+
+const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
+/** float32 rounding, then bfloat16 round-to-nearest-even. */
+function roundBf16(v: number): number {
+  f32[0] = v;
+  const x = u32[0]!;
+  u32[0] = ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) << 16;
+  return f32[0]!;
 }
 
 /** LoRA deltas: for module name (e.g. model.layers.0.self_attn.q_proj) A [r, in], B [out, r] and scaling. */
@@ -38,8 +49,9 @@ export function referenceLogits(t: Tensors, c: RefConfig, tokens: number[], lora
     return v.data;
   };
   const H = c.hidden, hd = c.headDim, nh = c.heads, nkv = c.kvHeads, Q = nh * hd, KV = nkv * hd, half = hd / 2;
+  const baseIn = (x: Float64Array): Float64Array => (c.bf16Inputs ? x.map(roundBf16) : x);
   const proj = (name: string, x: Float64Array, rows: number, cols: number): Float64Array => {
-    const y = matvec(get(`${name}.weight`), rows, cols, x);
+    const y = matvec(get(`${name}.weight`), rows, cols, baseIn(x));
     if (c.bias && t.has(`${name}.bias`)) {
       const b = get(`${name}.bias`);
       for (let i = 0; i < rows; i++) y[i]! += b[i]!;
@@ -100,7 +112,7 @@ export function referenceLogits(t: Tensors, c: RefConfig, tokens: number[], lora
     });
   }
   const head = c.tie ? emb : get('lm_head.weight');
-  return xs.map((x) => matvec(head, c.vocab, H, rmsnorm(x, get('model.norm.weight'), c.rmsEps)));
+  return xs.map((x) => matvec(head, c.vocab, H, baseIn(rmsnorm(x, get('model.norm.weight'), c.rmsEps))));
 }
 
 export function maxAbsDiff64(a: Float32Array, rows: Float64Array[]): number {
