@@ -34,7 +34,8 @@ describe('asynchronous native calls', () => {
       done = true;
       expect(elapsed).toBeGreaterThan(50); // the work is long enough to notice a blocked loop
       expect(ticks).toBeGreaterThan(20);
-      expect(maxGap).toBeLessThan(Math.max(40, elapsed / 10));
+      // Under a loaded CI machine a tick can be late; a blocked loop would show one gap as long as the whole call.
+      expect(maxGap).toBeLessThan(Math.max(100, elapsed / 4));
     } finally {
       await e.close();
     }

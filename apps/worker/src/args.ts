@@ -1,0 +1,58 @@
+// Command-line options of loraplex-worker.
+import { parseArgs } from 'node:util';
+import type { WorkerOptions } from './worker.js';
+
+export const USAGE = `usage: loraplex-worker --model DIR [--port N] [--host ADDR] [--adapter-dir DIR] [--max-adapters N]
+       [--max-lora-rank N] [--kv-cache-tokens N] [--max-batch-tokens N] [--threads N]
+       [--backend cpu|cuda|auto] [--served-model-name NAME]`;
+
+export type CliOptions = WorkerOptions & { port: number; host: string };
+
+function int(name: string, v: string | undefined, min: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}, got ${v}`);
+  return n;
+}
+
+export function parseCli(argv: string[]): CliOptions {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    strict: true,
+    allowPositionals: true,
+    options: {
+      model: { type: 'string' },
+      port: { type: 'string' },
+      host: { type: 'string' },
+      'adapter-dir': { type: 'string' },
+      'max-adapters': { type: 'string' },
+      'max-lora-rank': { type: 'string' },
+      'kv-cache-tokens': { type: 'string' },
+      'max-batch-tokens': { type: 'string' },
+      threads: { type: 'string' },
+      backend: { type: 'string' },
+      'served-model-name': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) throw new Error(USAGE);
+  if (positionals.length > 0) throw new Error(`unexpected argument ${positionals[0]}\n${USAGE}`);
+  if (!values.model) throw new Error(`--model is required\n${USAGE}`);
+  const backend = values.backend ?? 'auto';
+  if (backend !== 'cpu' && backend !== 'cuda' && backend !== 'auto') throw new Error(`--backend must be cpu, cuda or auto, got ${backend}`);
+  const opt = <T>(k: string, v: T | undefined): Record<string, T> => (v === undefined ? {} : { [k]: v });
+  return {
+    model: values.model,
+    port: int('port', values.port, 0) ?? 8000,
+    host: values.host ?? '127.0.0.1',
+    backend,
+    defaultMetrics: true,
+    ...opt('adapterDir', values['adapter-dir']),
+    ...opt('servedModelName', values['served-model-name']),
+    ...opt('maxAdapters', int('max-adapters', values['max-adapters'], 0)),
+    ...opt('maxLoraRank', int('max-lora-rank', values['max-lora-rank'], 1)),
+    ...opt('kvCacheTokens', int('kv-cache-tokens', values['kv-cache-tokens'], 1)),
+    ...opt('maxBatchTokens', int('max-batch-tokens', values['max-batch-tokens'], 1)),
+    ...opt('threads', int('threads', values.threads, 0)),
+  };
+}

@@ -1,0 +1,63 @@
+// Builds one step (iteration-level batching): one decode token for every running sequence that has
+// finished its prompt, then prompt chunks (chunked prefill) in admission order while the token
+// budget lasts. Items are ordered by adapter slot so each adapter forms one LoRA segment.
+import type { ResolvedSampling, StepItem } from '@loraplex/engine';
+import type { Sequence } from './sequence.js';
+
+// Same rule as the engine's (not exported by @loraplex/engine): penalties need the token history.
+function usesPenalties(s: ResolvedSampling): boolean {
+  return s.repetitionPenalty !== 1 || s.presencePenalty !== 0 || s.frequencyPenalty !== 0;
+}
+
+export interface Batch {
+  items: StepItem[];
+  owners: Sequence[];
+  prefillTokens: number;
+  decodeTokens: number;
+  adapters: number;
+}
+
+/** Grows a block table to cover `tokens` positions (the scheduler reserved the blocks at admission). */
+export type EnsureBlocks = (table: number[], tokens: number) => void;
+
+export function buildBatch(running: readonly Sequence[], maxBatchTokens: number, ensure: EnsureBlocks): Batch {
+  const items: StepItem[] = [];
+  const owners: Sequence[] = [];
+  let budget = maxBatchTokens, prefillTokens = 0, decodeTokens = 0;
+  const push = (s: Sequence, tokens: number[], sample: boolean): void => {
+    const p = s.params.sampling;
+    ensure(s.blocks, s.computed + tokens.length);
+    const out = s.sampled;
+    items.push({
+      tokens, startPosition: s.computed, blockTable: s.blocks, adapterSlot: s.adapterSlot, sample,
+      allLogits: s.params.promptLogprobs && !s.prefilled,
+      sampling: p, draw: out.length,
+      history: sample && usesPenalties(p) ? { tokens: [...s.params.prompt, ...out], generatedStart: s.params.prompt.length } : undefined,
+      mask: null,
+    });
+    owners.push(s);
+    budget -= tokens.length;
+  };
+  for (const s of running) {
+    if (!s.generating || !s.prefilled) continue;
+    push(s, [s.sampled[s.sampled.length - 1]!], true);
+    decodeTokens++;
+  }
+  for (const s of running) {
+    if (budget <= 0) break;
+    if (!s.generating || s.prefilled) continue;
+    const prompt = s.params.prompt;
+    const n = Math.min(budget, prompt.length - s.computed);
+    const last = s.computed + n === prompt.length;
+    push(s, prompt.slice(s.computed, s.computed + n), last);
+    prefillTokens += n;
+  }
+  const order = items.map((_, i) => i).sort((a, b) => items[a]!.adapterSlot - items[b]!.adapterSlot || a - b);
+  return {
+    items: order.map((i) => items[i]!),
+    owners: order.map((i) => owners[i]!),
+    prefillTokens,
+    decodeTokens,
+    adapters: new Set(items.map((it) => it.adapterSlot).filter((x) => x >= 0)).size,
+  };
+}

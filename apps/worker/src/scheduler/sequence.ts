@@ -1,0 +1,225 @@
+// One generated sequence (a request with n = 3 is three sequences): what the scheduler needs to
+// step it (prompt, sampling, KV block table, progress) and what a route reads from it (an ordered
+// event stream for streaming responses, a final result for the others).
+import type { ResolvedSampling, TopLogprob } from '@loraplex/engine';
+import { IncrementalDetokenizer, type Decoder } from './detokenizer.js';
+import { StopMatcher } from './stop-strings.js';
+
+/** Why a sequence ended: eos (an EOS token), stop (a stop token id or stop string), length (max tokens or context). */
+export type FinishReason = 'eos' | 'stop' | 'length';
+
+export interface SequenceParams {
+  /** Adapter name, or undefined for the base model. */
+  adapter: string | undefined;
+  prompt: number[];
+  sampling: ResolvedSampling;
+  stop: string[];
+  /** Keep a matched stop string in the text (LoRAX) or cut it (OpenAI). */
+  includeStopString: boolean;
+  /** Compute the log-probability of every prompt token (LoRAX decoder_input_details). */
+  promptLogprobs: boolean;
+  /** The HTTP route, for metrics. */
+  route: string;
+}
+
+export interface GeneratedToken {
+  token: number;
+  /** Log-probability under the raw distribution (when sampling.logprobs is set). */
+  logprob?: number;
+  top?: TopLogprob[];
+  /** The stable text this token added (before stop-string hold-back). */
+  tokenText: string;
+}
+
+export type SequenceEvent =
+  | ({ type: 'token'; /** Newly visible text (stop strings held back / cut). */ text: string } & GeneratedToken)
+  | { type: 'finish'; reason: FinishReason; /** Visible text released at the end. */ text: string; stop?: string };
+
+export interface SequenceResult {
+  promptTokens: number[];
+  tokens: GeneratedToken[];
+  text: string;
+  finishReason: FinishReason;
+  stop?: string;
+  /** Log-probability of each prompt token given the ones before it (NaN for the first). */
+  promptLogprobs?: number[];
+}
+
+/** Errors that end a sequence before or while it runs; `status` is the HTTP status to report. */
+export class SequenceError extends Error {
+  constructor(readonly status: number, readonly type: string, message: string) {
+    super(message);
+    this.name = 'SequenceError';
+  }
+}
+
+class Deferred<T> {
+  promise: Promise<T>;
+  resolve!: (v: T) => void;
+  reject!: (e: unknown) => void;
+  constructor() {
+    this.promise = new Promise<T>((res, rej) => {
+      this.resolve = res;
+      this.reject = rej;
+    });
+    this.promise.catch(() => undefined); // observed by whoever awaits it
+  }
+}
+
+let nextId = 1;
+
+export class Sequence {
+  readonly id = nextId++;
+  readonly params: SequenceParams;
+  readonly enqueuedAt = performance.now();
+  state: 'waiting' | 'running' | 'finished' = 'waiting';
+  /** KV block table (grown step by step; whole-length reservation is accounted by the scheduler). */
+  blocks: number[] = [];
+  /** KV blocks this sequence may grow to (prompt + max tokens, capped by the context). */
+  reservedBlocks = 0;
+  /** Positions whose keys/values are in the cache. */
+  computed = 0;
+  /** Sampled token ids: the scheduler's view (draw index, penalty history, next decode input). */
+  readonly sampled: number[] = [];
+  /** Tokens whose text has been processed, cut at a stop string: what the result reports. */
+  readonly output: GeneratedToken[] = [];
+  readonly promptLogprobs: number[] = [];
+  adapterSlot = -1;
+  cancelled = false;
+  firstTokenAt: number | undefined;
+  private text = '';
+  private readonly detok: IncrementalDetokenizer;
+  private readonly stops: StopMatcher;
+  private readonly events: SequenceEvent[] = [];
+  private waiter: (() => void) | undefined;
+  private failure: unknown;
+  private ended = false;
+  private tokenFinish: FinishReason | undefined;
+  private textChain: Promise<unknown> = Promise.resolve();
+  private readonly admittedD = new Deferred<void>();
+  private readonly doneD = new Deferred<SequenceResult>();
+
+  constructor(params: SequenceParams, decoder: Decoder) {
+    this.params = params;
+    this.detok = new IncrementalDetokenizer(decoder);
+    this.stops = new StopMatcher(params.stop, params.includeStopString);
+  }
+
+  /** Still stepping: not ended and no token-level finish (EOS, stop token id, length) yet. */
+  get generating(): boolean {
+    return !this.ended && this.tokenFinish === undefined;
+  }
+
+  get prefilled(): boolean {
+    return this.computed >= this.params.prompt.length;
+  }
+
+  /** Resolves when the sequence is admitted to the running batch (its adapter is resident); rejects if it fails first. */
+  get admitted(): Promise<void> {
+    return this.admittedD.promise;
+  }
+
+  get done(): Promise<SequenceResult> {
+    return this.doneD.promise;
+  }
+
+  markAdmitted(): void {
+    this.state = 'running';
+    this.admittedD.resolve();
+  }
+
+  /**
+   * Records a sampled token at once (the next step can be built) and queues its text processing
+   * (detokenisation, stop strings, events), which runs in order per sequence and may overlap the next
+   * step. Resolves, once its text is processed, to the finish reason if the sequence ended there,
+   * null if it goes on, undefined if the token was dropped (sampled after a stop string or a cancel).
+   */
+  accept(tok: Omit<GeneratedToken, 'tokenText'>, tokenFinish: FinishReason | undefined): Promise<FinishReason | null | undefined> {
+    this.sampled.push(tok.token);
+    if (tokenFinish) this.tokenFinish = tokenFinish;
+    if (this.firstTokenAt === undefined) this.firstTokenAt = performance.now();
+    const p = this.textChain.then(() => this.processText(tok, tokenFinish));
+    this.textChain = p.catch(() => undefined);
+    return p;
+  }
+
+  private async processText(tok: Omit<GeneratedToken, 'tokenText'>, tokenFinish: FinishReason | undefined): Promise<FinishReason | null | undefined> {
+    if (this.ended) return undefined; // sampled after a stop string or a cancel: dropped
+    const entry: GeneratedToken = { token: tok.token, logprob: tok.logprob, top: tok.top, tokenText: '' };
+    entry.tokenText = await this.detok.push(tok.token);
+    if (this.ended) return undefined;
+    this.output.push(entry);
+    const r = this.stops.push(entry.tokenText);
+    this.text += r.text;
+    this.emit({ type: 'token', text: r.text, ...entry });
+    if (r.stop !== undefined) {
+      this.finish('stop', '', r.stop);
+      return 'stop';
+    }
+    if (!tokenFinish) return null;
+    await this.finishFlushing(tokenFinish);
+    return tokenFinish;
+  }
+
+  private async finishFlushing(reason: FinishReason): Promise<void> {
+    const tail = await this.detok.flush();
+    const r = this.stops.push(tail);
+    if (r.stop !== undefined) return this.finish('stop', r.text, r.stop);
+    this.finish(reason, r.text + this.stops.flush());
+  }
+
+  private finish(reason: FinishReason, tailText: string, stop?: string): void {
+    if (this.ended) return;
+    this.text += tailText;
+    this.state = 'finished';
+    this.emit({ type: 'finish', reason, text: tailText, ...(stop !== undefined ? { stop } : {}) });
+    this.ended = true;
+    this.doneD.resolve({
+      promptTokens: this.params.prompt,
+      tokens: this.output,
+      text: this.text,
+      finishReason: reason,
+      ...(stop !== undefined ? { stop } : {}),
+      ...(this.params.promptLogprobs ? { promptLogprobs: this.promptLogprobs } : {}),
+    });
+  }
+
+  /** Ends the sequence with an error (adapter load failure, engine failure, cancellation). */
+  fail(err: unknown): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.state = 'finished';
+    this.failure = err;
+    this.admittedD.reject(err);
+    this.doneD.reject(err);
+    this.wake();
+  }
+
+  get isEnded(): boolean {
+    return this.ended;
+  }
+
+  private emit(e: SequenceEvent): void {
+    this.events.push(e);
+    this.wake();
+  }
+
+  private wake(): void {
+    const w = this.waiter;
+    this.waiter = undefined;
+    w?.();
+  }
+
+  /** The ordered events; ends after 'finish', throws on failure. One consumer. */
+  async *stream(): AsyncGenerator<SequenceEvent> {
+    for (;;) {
+      while (this.events.length > 0) {
+        const e = this.events.shift()!;
+        yield e;
+        if (e.type === 'finish') return;
+      }
+      if (this.failure !== undefined) throw this.failure;
+      await new Promise<void>((res) => (this.waiter = res));
+    }
+  }
+}

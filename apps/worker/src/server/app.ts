@@ -1,0 +1,30 @@
+// The worker's Hono app, separate from the listener (tests call app.request()).
+import { Hono } from 'hono';
+import type { WorkerContext } from '../worker-context.js';
+import { errorResponse, notFound } from './errors.js';
+import { countRequests, limitBody, parseJsonBody, rejectWhileDraining } from './middleware.js';
+import { chatCompletions } from './routes/chat.js';
+import { completions } from './routes/completions.js';
+import { health, listModels, metrics } from './routes/info.js';
+import { loraxCompat, loraxGenerate, loraxGenerateStream } from './routes/lorax.js';
+import type { WorkerEnv } from './types.js';
+
+const MAX_BODY = 32 * 1024 * 1024;
+
+export function createApp(ctx: WorkerContext): Hono<WorkerEnv> {
+  const app = new Hono<WorkerEnv>();
+  app.onError((err, c) => errorResponse(c, err));
+  app.notFound((c) => errorResponse(c, notFound(`no route ${c.req.method} ${c.req.path}`)));
+
+  const generation = (route: string) => [countRequests(ctx, route), rejectWhileDraining(ctx), limitBody(MAX_BODY), parseJsonBody] as const;
+  app.post('/v1/completions', ...generation('completions'), completions(ctx));
+  app.post('/v1/chat/completions', ...generation('chat'), chatCompletions(ctx));
+  app.post('/generate', ...generation('generate'), loraxGenerate(ctx));
+  app.post('/generate_stream', ...generation('generate_stream'), loraxGenerateStream(ctx));
+  app.post('/', ...generation('compat'), loraxCompat(ctx));
+
+  app.get('/v1/models', listModels(ctx));
+  app.get('/health', health(ctx));
+  app.get('/metrics', metrics(ctx));
+  return app;
+}

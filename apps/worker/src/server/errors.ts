@@ -1,0 +1,49 @@
+// Error responses. OpenAI routes (/v1/*) answer {error: {message, type, param, code}} (code = the
+// HTTP status, as vLLM does); LoRAX routes answer LoRAX's {error, error_type}.
+import { EngineError } from '@loraplex/engine';
+import type { Context } from 'hono';
+import { HTTPException } from 'hono/http-exception';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import { SequenceError } from '../scheduler/sequence.js';
+
+export class ApiError extends Error {
+  constructor(readonly status: number, readonly type: string, message: string, readonly param: string | null = null) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+export const badRequest = (message: string, param: string | null = null): ApiError => new ApiError(400, 'invalid_request_error', message, param);
+export const notFound = (message: string): ApiError => new ApiError(404, 'not_found_error', message);
+
+/** LoRAX's error_type for a status. */
+function loraxType(status: number, type: string): string {
+  if (status === 400 || status === 422) return 'validation';
+  if (status === 424 || status === 500) return 'generation';
+  if (status === 503 || status === 429) return 'overloaded';
+  return type;
+}
+
+export function isOpenAiPath(path: string): boolean {
+  return path.startsWith('/v1/');
+}
+
+export function toApiError(err: unknown): ApiError {
+  if (err instanceof ApiError) return err;
+  if (err instanceof SequenceError) return new ApiError(err.status, err.type, err.message);
+  if (err instanceof EngineError && (err.code === 'INVALID_ARGUMENT' || err.code === 'TOKENIZER')) return new ApiError(400, 'invalid_request_error', err.message);
+  if (err instanceof HTTPException) return new ApiError(err.status, err.status === 413 ? 'invalid_request_error' : 'http_error', err.message || `HTTP ${err.status}`);
+  return new ApiError(500, 'internal_error', err instanceof Error ? err.message : String(err));
+}
+
+/** The error as the JSON body of the route family. */
+export function errorBody(path: string, e: ApiError): Record<string, unknown> {
+  if (isOpenAiPath(path)) return { error: { message: e.message, type: e.type, param: e.param, code: e.status } };
+  return { error: e.message, error_type: loraxType(e.status, e.type) };
+}
+
+export function errorResponse(c: Context, err: unknown): Response {
+  const e = toApiError(err);
+  if (e.status >= 500 && e.status !== 503) console.error(`[worker] ${c.req.method} ${c.req.path}: ${e.message}`);
+  return c.json(errorBody(c.req.path, e), e.status as ContentfulStatusCode);
+}

@@ -1,0 +1,65 @@
+// Shared request validation: zod parsing into 400s, no-op-only fields, model/adapter resolution,
+// and context-length checks. Unknown fields are rejected by strict schemas, never ignored.
+import { z } from 'zod';
+import { ApiError, badRequest, notFound } from '../server/errors.js';
+import type { WorkerContext } from '../worker-context.js';
+
+export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.infer<S> {
+  const r = schema.safeParse(body);
+  if (r.success) return r.data;
+  const issues = r.error.issues;
+  const first = issues[0]!;
+  const where = (path: PropertyKey[]): string => (path.length > 0 ? path.map(String).join('.') : 'body');
+  const msg = issues
+    .slice(0, 5)
+    .map((i) => (i.code === 'unrecognized_keys' ? `${where(i.path)}: unknown or unsupported field(s) ${i.keys.map((k) => `'${k}'`).join(', ')}` : `${where(i.path)}: ${i.message}`))
+    .join('; ');
+  const param = first.code === 'unrecognized_keys' ? [...first.path, first.keys[0]!].map(String).join('.') : first.path.map(String).join('.') || null;
+  throw badRequest(msg, param);
+}
+
+/**
+ * A field the worker does not implement but whose value can be the neutral default (clients such as
+ * lorax-client send every field, mostly null): accepts null/undefined or exactly `neutral`, and
+ * rejects anything else as unsupported.
+ */
+export function neutralOnly<T extends string | number | boolean>(name: string, neutral: T) {
+  return z.literal(neutral, { error: `${name} is not supported (only ${JSON.stringify(neutral)} or null)` }).nullish();
+}
+
+export const nullOnly = (name: string) => z.null({ error: `${name} is not supported (only null)` }).optional();
+
+export const seedSchema = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+
+export interface ResolvedModel {
+  /** Adapter name, undefined for the base model. */
+  adapter: string | undefined;
+  /** The adapter's own chat template, when its directory ships one. */
+  chatTemplate?: string;
+}
+
+/** The `model` (OpenAI) / `adapter_id` (LoRAX) value: empty or the base id = base model; else a known adapter or 404. */
+export async function resolveModel(ctx: WorkerContext, name: string | null | undefined): Promise<ResolvedModel> {
+  if (name === undefined || name === null || name === '' || name === ctx.modelId) return { adapter: undefined };
+  const d = await ctx.adapters.lookup(name);
+  if (!d) throw notFound(`The model \`${name}\` does not exist: it is neither the base model (${ctx.modelId}) nor an adapter in the adapter directory`);
+  return { adapter: d.name, ...(d.chatTemplate !== undefined ? { chatTemplate: d.chatTemplate } : {}) };
+}
+
+/** Checks prompt + max tokens against the context (vLLM's 400) and returns the max tokens to use. */
+export function maxTokensFor(ctx: WorkerContext, promptLength: number, requested: number | null | undefined, fallback: number | 'rest'): number {
+  const ctxLen = ctx.engine.config.maxPositions;
+  if (promptLength === 0) throw badRequest('the prompt is empty');
+  if (promptLength >= ctxLen) throw badRequest(`This model's maximum context length is ${ctxLen} tokens. However, the prompt has ${promptLength} tokens, leaving no room to generate.`);
+  const max = requested ?? (fallback === 'rest' ? ctxLen - promptLength : fallback);
+  if (promptLength + max > ctxLen) {
+    throw new ApiError(400, 'invalid_request_error', `This model's maximum context length is ${ctxLen} tokens. However, you requested ${promptLength + max} tokens (${promptLength} in the prompt, ${max} for the completion). Please reduce the prompt or the maximum tokens.`, requested == null ? null : 'max_tokens');
+  }
+  return max;
+}
+
+export function stopList(stop: string | string[] | null | undefined): string[] {
+  const list = stop == null ? [] : typeof stop === 'string' ? [stop] : stop;
+  if (list.some((s) => s.length === 0)) throw badRequest('stop strings must not be empty', 'stop');
+  return list;
+}

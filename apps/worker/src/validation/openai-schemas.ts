@@ -1,0 +1,58 @@
+// OpenAI-compatible request bodies (/v1/completions, /v1/chat/completions) with the vLLM sampling
+// extensions the engine implements (top_k, min_p, repetition_penalty, ignore_eos, stop_token_ids).
+// Strict: any other field is a 400.
+import { z } from 'zod';
+import { neutralOnly, nullOnly, seedSchema } from './common.js';
+
+const tokenIds = z.array(z.number().int().min(0)).min(1);
+
+const sampling = {
+  model: z.string().nullish(),
+  max_tokens: z.number().int().min(1).nullish(),
+  temperature: z.number().min(0).max(2).nullish(),
+  top_p: z.number().gt(0).max(1).nullish(),
+  top_k: z.number().int().min(-1).nullish(),
+  min_p: z.number().min(0).max(1).nullish(),
+  n: z.number().int().min(1).max(16).nullish(),
+  stream: z.boolean().nullish(),
+  stream_options: z.strictObject({ include_usage: z.boolean().nullish() }).nullish(),
+  stop: z.union([z.string(), z.array(z.string()).max(16)]).nullish(),
+  seed: seedSchema.nullish(),
+  presence_penalty: z.number().min(-2).max(2).nullish(),
+  frequency_penalty: z.number().min(-2).max(2).nullish(),
+  repetition_penalty: z.number().gt(0).max(100).nullish(),
+  ignore_eos: z.boolean().nullish(),
+  stop_token_ids: z.array(z.number().int().min(0)).nullish(),
+  /** Caller identity for abuse tracking: recorded nowhere, changes nothing (as in vLLM). */
+  user: z.string().nullish(),
+  logit_bias: z.union([z.null(), z.strictObject({}, { error: 'logit_bias is not supported (only {} or null)' })]).optional(),
+};
+
+export const completionRequest = z.strictObject({
+  ...sampling,
+  prompt: z.union([z.string(), z.array(z.string()).min(1), tokenIds, z.array(tokenIds).min(1)]),
+  logprobs: z.number().int().min(0).max(20).nullish(),
+  echo: neutralOnly('echo', false),
+  best_of: neutralOnly('best_of', 1),
+  suffix: nullOnly('suffix'),
+});
+export type CompletionRequest = z.infer<typeof completionRequest>;
+
+const textPart = z.strictObject({ type: z.literal('text', { error: 'only text content parts are supported' }), text: z.string() });
+
+const message = z.strictObject({
+  role: z.enum(['system', 'developer', 'user', 'assistant']),
+  content: z.union([z.string(), z.array(textPart)]),
+  name: z.string().optional(),
+});
+
+export const chatRequest = z.strictObject({
+  ...sampling,
+  messages: z.array(message).min(1),
+  max_completion_tokens: z.number().int().min(1).nullish(),
+  logprobs: z.boolean().nullish(),
+  top_logprobs: z.number().int().min(0).max(20).nullish(),
+  /** JSON mode is planned (xgrammar); until then only plain text. */
+  response_format: z.strictObject({ type: z.literal('text', { error: 'response_format json_object/json_schema is not supported yet' }) }).nullish(),
+});
+export type ChatRequest = z.infer<typeof chatRequest>;

@@ -1,0 +1,18 @@
+// What the HTTP routes see of a worker.
+import type { Engine } from '@loraplex/engine';
+import type { AdapterManager } from './adapters/adapter-manager.js';
+import type { WorkerMetrics } from './metrics.js';
+import type { Scheduler } from './scheduler/scheduler.js';
+
+export interface WorkerContext {
+  engine: Engine;
+  scheduler: Scheduler;
+  adapters: AdapterManager;
+  metrics: WorkerMetrics;
+  /** The base model's id in `model` fields and /v1/models (--served-model-name, else the --model path as given). */
+  modelId: string;
+  /** The base model directory (reported as `root`). */
+  modelPath: string;
+  /** Unix seconds when the worker started (`created` of model cards). */
+  startedAt: number;
+}

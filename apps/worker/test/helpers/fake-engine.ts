@@ -1,0 +1,85 @@
+// A fake engine for scheduler and adapter-manager tests: the real BlockAllocator, scripted steps
+// (token = f(last token, adapter slot)), slots with optional load latency and failures.
+import { BlockAllocator, EngineError, resolveSampling, type AdapterInfo, type StepItem, type StepItemResult } from '@loraplex/engine';
+import { AdapterManager } from '../../src/adapters/adapter-manager.js';
+import type { AdapterDescriptor, AdapterSource } from '../../src/adapters/source.js';
+import { Scheduler, type SchedulerHooks, type SchedulerOptions, type StepEngine } from '../../src/scheduler/scheduler.js';
+import type { SequenceParams } from '../../src/scheduler/sequence.js';
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export class FakeEngine implements StepEngine {
+  readonly blocks: BlockAllocator;
+  readonly eosTokenIds = new Set<number>([0]);
+  readonly config = { maxPositions: 256, vocab: 64 };
+  readonly options: { maxAdapters: number };
+  readonly steps: StepItem[][] = [];
+  readonly loads: string[] = [];
+  readonly unloads: string[] = [];
+  readonly failLoad = new Set<string>();
+  loadDelayMs = 0;
+  stepDelayMs = 0;
+  /** Rank pages of the LoRA pool (Infinity = only slots limit), and each adapter's rank. */
+  poolPages = Infinity;
+  ranks: Record<string, number> = {};
+  private readonly slots: Array<string | undefined>;
+
+  constructor(opts: { maxAdapters?: number; kvBlocks?: number; blockSize?: number } = {}) {
+    this.options = { maxAdapters: opts.maxAdapters ?? 2 };
+    this.slots = new Array(this.options.maxAdapters).fill(undefined);
+    this.blocks = new BlockAllocator(opts.kvBlocks ?? 256, opts.blockSize ?? 4);
+  }
+
+  async loadAdapter(name: string, dir: string): Promise<AdapterInfo> {
+    this.loads.push(name);
+    if (this.loadDelayMs) await sleep(this.loadDelayMs);
+    if (this.failLoad.has(name)) throw new EngineError('ADAPTER_CONFIG', `${dir}/adapter_config.json: not a LoRA config`);
+    const slot = this.slots.indexOf(undefined);
+    if (slot < 0) throw new EngineError('ADAPTER_POOL_FULL', 'all slots are taken');
+    const used = this.slots.reduce((n, a) => n + (a ? this.ranks[a] ?? 8 : 0), 0);
+    if (used + (this.ranks[name] ?? 8) > this.poolPages) throw new EngineError('ADAPTER_POOL_FULL', `the LoRA pool has ${this.poolPages - used} free rank pages`);
+    this.slots[slot] = name;
+    return { name, slot, rank: 8, path: dir, bytes: 0, modules: 0 };
+  }
+
+  async unloadAdapter(name: string): Promise<void> {
+    const slot = this.slots.indexOf(name);
+    if (slot < 0) throw new EngineError('ADAPTER_NOT_FOUND', name);
+    this.slots[slot] = undefined;
+    this.unloads.push(name);
+  }
+
+  async runStep(items: StepItem[]): Promise<StepItemResult[]> {
+    this.steps.push(items);
+    if (this.stepDelayMs) await sleep(this.stepDelayMs);
+    // Never EOS (0): 1..63 from the last token and the slot.
+    return items.map((it) => (it.sample ? { token: 1 + ((it.tokens[it.tokens.length - 1]! * 7 + it.adapterSlot + 3) % 63), logprob: -1 } : {}));
+  }
+}
+
+export class FakeSource implements AdapterSource {
+  constructor(readonly names: string[]) {}
+  async list(): Promise<AdapterDescriptor[]> {
+    return this.names.map((name) => ({ name, path: `/fake/${name}` }));
+  }
+  async lookup(name: string): Promise<AdapterDescriptor | undefined> {
+    return this.names.includes(name) ? { name, path: `/fake/${name}` } : undefined;
+  }
+}
+
+/** Decodes token t as one letter. */
+export const letters = { decode: async (ids: number[]): Promise<string> => ids.map((i) => String.fromCharCode(97 + (i % 26))).join('') };
+
+export function setup(opts: { maxAdapters?: number; kvBlocks?: number; blockSize?: number; adapters?: string[]; sched?: Partial<SchedulerOptions>; hooks?: SchedulerHooks } = {}) {
+  const engine = new FakeEngine(opts);
+  let scheduler: Scheduler | undefined;
+  const adapters = new AdapterManager(engine, new FakeSource(opts.adapters ?? ['A', 'B', 'C', 'D']), { changed: () => scheduler?.wake() });
+  scheduler = new Scheduler(engine, adapters, letters, { maxBatchTokens: 64, ...opts.sched }, opts.hooks ?? {});
+  return { engine, adapters, scheduler };
+}
+
+export function params(adapter: string | undefined, maxTokens = 4, prompt: number[] = [5, 6, 7], extra: Partial<SequenceParams> = {}): SequenceParams {
+  return {
+    adapter, prompt, sampling: resolveSampling({ maxTokens, temperature: 0 }, 64), stop: [], includeStopString: false, promptLogprobs: false, route: 'test', ...extra,
+  };
+}
