@@ -2,7 +2,7 @@ export { Engine } from './engine.js';
 export type { EngineOptions, GenerateRequest, GenerateOutput, AdapterInfo } from './engine.js';
 export { EngineError, type EngineErrorCode } from './errors.js';
 export type { SamplingOptions, ResolvedSampling } from './sampling.js';
-export { resolveSampling } from './sampling.js';
+export { resolveSampling, usesPenalties } from './sampling.js';
 export type { StepItem, StepItemResult, TopLogprob } from './step.js';
 export type { FinishReason, TokenConstraint, TokenLogprob } from './generate.js';
 export { BlockAllocator } from './kv-cache.js';

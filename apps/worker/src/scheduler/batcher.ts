@@ -1,13 +1,8 @@
 // Builds one step (iteration-level batching): one decode token for every running sequence that has
 // finished its prompt, then prompt chunks (chunked prefill) in admission order while the token
 // budget lasts. Items are ordered by adapter slot so each adapter forms one LoRA segment.
-import type { ResolvedSampling, StepItem } from '@loraplex/engine';
+import { usesPenalties, type StepItem } from '@loraplex/engine';
 import type { Sequence } from './sequence.js';
-
-// Same rule as the engine's (not exported by @loraplex/engine): penalties need the token history.
-function usesPenalties(s: ResolvedSampling): boolean {
-  return s.repetitionPenalty !== 1 || s.presencePenalty !== 0 || s.frequencyPenalty !== 0;
-}
 
 export interface Batch {
   items: StepItem[];
