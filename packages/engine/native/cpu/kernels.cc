@@ -37,6 +37,35 @@ bool bf16_dot_products() {
 #endif
 }
 
+// Runs every output-row block of W in parallel: for each group of up to kTileTokens inputs
+// (input_row(t) gives input t as XT*), tiles of kTileRows weight rows through pick_tile(nr, nx),
+// then the epilogue of the block.
+template <typename XT, typename InputRow, typename PickTile>
+static void run_blocks(ThreadPool& pool, int64_t block, int64_t T, const WeightRef& W, float* y, const RowEpilogue* epilogue,
+                       InputRow input_row, PickTile pick_tile) {
+  const int64_t out = W.rows, K = W.cols;
+  const int64_t nblocks = (out + block - 1) / block;
+  pool.parallel_for(nblocks, [&](int64_t b) {
+    const int64_t r_begin = b * block, r_end = r_begin + block < out ? r_begin + block : out;
+    for (int64_t t0 = 0; t0 < T; t0 += kTileTokens) {
+      const int nx = int(T - t0 < kTileTokens ? T - t0 : kTileTokens);
+      const XT* xs[kTileTokens];
+      float* ys[kTileTokens];
+      for (int j = 0; j < nx; j++) {
+        xs[j] = input_row(t0 + j);
+        ys[j] = y + (t0 + j) * out;
+      }
+      for (int64_t r = r_begin; r < r_end; r += kTileRows) {
+        const int nr = int(r_end - r < kTileRows ? r_end - r : kTileRows);
+        const void* wr[kTileRows];
+        for (int i = 0; i < nr; i++) wr[i] = row_ptr(W, r + i);
+        pick_tile(nr, nx)(wr, K, xs, ys, r);
+      }
+    }
+    if (epilogue) (*epilogue)(r_begin, r_end);
+  }, T * out * K);
+}
+
 // Row blocks are sized so a block of weights (about 128 KiB) stays in L2 while all inputs pass over
 // it, with enough blocks to keep every thread busy.
 static void matmul_impl(ThreadPool& pool, const float* x, const int32_t* rows, int64_t T, const WeightRef& W, float* y,
@@ -48,7 +77,6 @@ static void matmul_impl(ThreadPool& pool, const float* x, const int32_t* rows, i
   if (block > fair) block = fair;
   block = block < 16 ? 16 : block > 64 ? 64 : block;
   block = (block / kTileRows) * kTileRows;
-  const int64_t nblocks = (out + block - 1) / block;
 #ifdef LP_AVX512BF16
   if (W.dtype == DType::BF16) {
     // Inputs rounded to bfloat16 once per call: xb [T, K].
@@ -56,48 +84,12 @@ static void matmul_impl(ThreadPool& pool, const float* x, const int32_t* rows, i
     xb.resize(size_t(T * K));
     for (int64_t t = 0; t < T; t++) to_bf16(x + (rows ? rows[t] : t) * K, xb.data() + t * K, K);
     const uint16_t* xbp = xb.data();  // the pool's threads must see this thread's buffer, not their own
-    pool.parallel_for(nblocks, [&](int64_t b) {
-      const int64_t r_begin = b * block, r_end = r_begin + block < out ? r_begin + block : out;
-      for (int64_t t0 = 0; t0 < T; t0 += kTileTokens) {
-        const int nx = int(T - t0 < kTileTokens ? T - t0 : kTileTokens);
-        const uint16_t* xs[kTileTokens];
-        float* ys[kTileTokens];
-        for (int j = 0; j < nx; j++) {
-          xs[j] = xbp + (t0 + j) * K;
-          ys[j] = y + (t0 + j) * out;
-        }
-        for (int64_t r = r_begin; r < r_end; r += kTileRows) {
-          const int nr = int(r_end - r < kTileRows ? r_end - r : kTileRows);
-          const void* wr[kTileRows];
-          for (int i = 0; i < nr; i++) wr[i] = row_ptr(W, r + i);
-          tile_bf16_fn(nr, nx)(wr, K, xs, ys, r);
-        }
-      }
-      if (epilogue) (*epilogue)(r_begin, r_end);
-    }, T * out * K);
+    run_blocks<uint16_t>(pool, block, T, W, y, epilogue, [&](int64_t t) { return xbp + t * K; }, tile_bf16_fn);
     return;
   }
 #endif
-  pool.parallel_for(nblocks, [&](int64_t b) {
-    const int64_t r_begin = b * block, r_end = r_begin + block < out ? r_begin + block : out;
-    for (int64_t t0 = 0; t0 < T; t0 += kTileTokens) {
-      const int nx = int(T - t0 < kTileTokens ? T - t0 : kTileTokens);
-      const float* xs[kTileTokens];
-      float* ys[kTileTokens];
-      for (int j = 0; j < nx; j++) {
-        int64_t src = rows ? rows[t0 + j] : t0 + j;
-        xs[j] = x + src * K;
-        ys[j] = y + (t0 + j) * out;
-      }
-      for (int64_t r = r_begin; r < r_end; r += kTileRows) {
-        const int nr = int(r_end - r < kTileRows ? r_end - r : kTileRows);
-        const void* wr[kTileRows];
-        for (int i = 0; i < nr; i++) wr[i] = row_ptr(W, r + i);
-        tile_fn(W.dtype, nr, nx)(wr, K, xs, ys, r);
-      }
-    }
-    if (epilogue) (*epilogue)(r_begin, r_end);
-  }, T * out * K);
+  run_blocks<float>(pool, block, T, W, y, epilogue, [&](int64_t t) { return x + (rows ? rows[t] : t) * K; },
+                    [&](int nr, int nx) { return tile_fn(W.dtype, nr, nx); });
 }
 
 void matmul(ThreadPool& pool, const float* x, int64_t T, const WeightRef& W, float* y, const RowEpilogue* epilogue) {
