@@ -55,34 +55,21 @@ __device__ __forceinline__ double warp_sum_d(double v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
-// Block-wide sum/max; `scratch` holds >= 32 values; every thread gets the result.
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
-  v = warp_sum(v);
+// Block-wide reduction with a warp reduction `Warp`; `scratch` holds >= 32 values; every thread
+// gets the result; `identity` fills the lanes past the block's warp count.
+template <typename T, T (*Warp)(T)>
+__device__ __forceinline__ T block_reduce(T v, T* scratch, T identity) {
+  v = Warp(v);
   const int w = threadIdx.x >> 5, l = threadIdx.x & 31, nw = (blockDim.x + 31) >> 5;
   __syncthreads();
   if (l == 0) scratch[w] = v;
   __syncthreads();
-  v = l < nw ? scratch[l] : 0.f;
-  return warp_sum(v);
+  v = l < nw ? scratch[l] : identity;
+  return Warp(v);
 }
-__device__ __forceinline__ float block_max(float v, float* scratch) {
-  v = warp_max(v);
-  const int w = threadIdx.x >> 5, l = threadIdx.x & 31, nw = (blockDim.x + 31) >> 5;
-  __syncthreads();
-  if (l == 0) scratch[w] = v;
-  __syncthreads();
-  v = l < nw ? scratch[l] : -INFINITY;
-  return warp_max(v);
-}
-__device__ __forceinline__ double block_sum_d(double v, double* scratch) {
-  v = warp_sum_d(v);
-  const int w = threadIdx.x >> 5, l = threadIdx.x & 31, nw = (blockDim.x + 31) >> 5;
-  __syncthreads();
-  if (l == 0) scratch[w] = v;
-  __syncthreads();
-  v = l < nw ? scratch[l] : 0.0;
-  return warp_sum_d(v);
-}
+__device__ __forceinline__ float block_sum(float v, float* scratch) { return block_reduce<float, warp_sum>(v, scratch, 0.f); }
+__device__ __forceinline__ float block_max(float v, float* scratch) { return block_reduce<float, warp_max>(v, scratch, -INFINITY); }
+__device__ __forceinline__ double block_sum_d(double v, double* scratch) { return block_reduce<double, warp_sum_d>(v, scratch, 0.0); }
 
 // ---- tensor-core primitives (sm_80+) ---------------------------------------------------------
 __device__ __forceinline__ uint32_t smem_u32(const void* p) { return uint32_t(__cvta_generic_to_shared(p)); }
