@@ -1,0 +1,20 @@
+# A worker (apps/worker) with the CUDA backend (sm_80/86/89/90; cudart is linked statically, so
+# the runtime image needs only the driver). Build from the repository root:
+#   docker build -f infra/docker/worker.Dockerfile -t loraplex-worker .
+# Without a GPU the same image serves on the CPU backend (--backend auto).
+FROM nvidia/cuda:13.0.0-devel-ubuntu24.04 AS build
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl cmake g++ make python3 \
+ && curl -fsSL https://deb.nodesource.com/setup_20.x | bash - && apt-get install -y nodejs && rm -rf /var/lib/apt/lists/*
+RUN npm install -g pnpm@12
+WORKDIR /src
+COPY . .
+ENV LORAPLEX_CUDA=ON TURBO_TELEMETRY_DISABLED=1
+RUN pnpm install --frozen-lockfile && pnpm build && pnpm deploy --filter @loraplex/worker --prod /out
+
+FROM nvidia/cuda:13.0.0-base-ubuntu24.04
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
+ && curl -fsSL https://deb.nodesource.com/setup_20.x | bash - && apt-get install -y nodejs && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY --from=build /out /app
+EXPOSE 8000
+ENTRYPOINT ["node", "dist/cli.js", "--host", "0.0.0.0", "--port", "8000"]
