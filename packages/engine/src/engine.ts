@@ -1,7 +1,7 @@
 // The in-process engine: one base model, many LoRA adapters in slots, and generate() / runStep()
 // over mixed batches. The counterpart of vLLM's LLM class.
 import { resolve } from 'node:path';
-import { loadAdapterDir, type LoadedAdapter } from './adapter/load-adapter.js';
+import { buildAdapter, parseAdapterFiles, readAdapterFiles, type AdapterFiles, type LoadedAdapter } from './adapter/load-adapter.js';
 import { readModelConfig, type ModelConfig } from './config.js';
 import { EngineError, toEngineError } from './errors.js';
 import { runGeneration, type FinishReason, type TokenConstraint, type TokenLogprob } from './generate.js';
@@ -150,15 +150,19 @@ export class Engine {
     if (this.closed) throw new EngineError('ENGINE_CLOSED', 'the engine has been closed');
   }
 
-  /** Loads a PEFT adapter directory into a free slot under `name`. */
-  async loadAdapter(name: string, adapterDir: string): Promise<AdapterInfo> {
+  /**
+   * Loads a PEFT adapter into a free slot under `name`: from a directory, or from its files already
+   * in memory (the worker's host tier), in which case `path` is only a label for messages.
+   */
+  async loadAdapter(name: string, adapterDir: string, files?: AdapterFiles): Promise<AdapterInfo> {
     this.ensureOpen();
     if (typeof name !== 'string' || name.length === 0) throw new EngineError('INVALID_ARGUMENT', 'adapter name must be a non-empty string');
     if (this.adapters.has(name) || this.pendingAdapters.has(name)) throw new EngineError('ADAPTER_EXISTS', `adapter ${name} is already loaded`);
     this.pendingAdapters.add(name);
     try {
-      const path = resolve(adapterDir);
-      const loaded = await loadAdapterDir(path, this.config, this.options.maxLoraRank);
+      const path = files ? adapterDir : resolve(adapterDir);
+      const { config, tensors } = parseAdapterFiles(files ?? (await readAdapterFiles(path)), path);
+      const loaded = buildAdapter(config, tensors, this.config, this.options.maxLoraRank);
       const slot = await this.native.loadAdapter(loaded.spec).catch((e: unknown) => { throw toEngineError(e); });
       const entry: AdapterEntry = { name, slot, rank: loaded.maxRank, path, bytes: loaded.bytes, modules: loaded.modules.length, active: 0, loaded };
       this.adapters.set(name, entry);

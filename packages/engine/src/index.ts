@@ -8,6 +8,6 @@ export type { FinishReason, TokenConstraint, TokenLogprob } from './generate.js'
 export { BlockAllocator } from './kv-cache.js';
 export { readModelConfig, type ModelConfig } from './config.js';
 export { TextTokenizer, type ChatMessage } from './tokenizer.js';
-export { readAdapterDir, buildAdapter, loadAdapterDir, type LoadedAdapter } from './adapter/load-adapter.js';
+export { readAdapterDir, readAdapterFiles, parseAdapterFiles, buildAdapter, loadAdapterDir, type AdapterFiles, type LoadedAdapter } from './adapter/load-adapter.js';
 export { parsePeftConfig, resolveAdapterModules, MODULES } from './adapter/peft-config.js';
 export { readSafetensorsHeader, writeSafetensors, encodeSafetensors, f32ToBf16, bf16ToF32 } from './io/safetensors.js';

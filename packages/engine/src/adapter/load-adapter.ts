@@ -1,12 +1,12 @@
 // Reads a PEFT adapter directory (adapter_config.json + adapter_model.safetensors or
 // adapter_model.bin), checks every tensor against the base model and produces the float32
 // per-module A/B matrices the native LoRA pool takes.
-import { open, readFile, stat } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ModelConfig } from '../config.js';
 import { EngineError } from '../errors.js';
-import { readSafetensorsHeader } from '../io/safetensors.js';
-import { readTorchCheckpoint } from '../io/torch-checkpoint.js';
+import { parseSafetensorsHeader } from '../io/safetensors.js';
+import { parseTorchCheckpoint } from '../io/torch-checkpoint.js';
 import type { NativeAdapterSpec, NativeAdapterTensor } from '../native.js';
 import { MODULES, parsePeftConfig, resolveAdapterModules, type ModuleName, type PeftLoraConfig, type ResolvedModule } from './peft-config.js';
 
@@ -20,48 +20,67 @@ export interface LoadedAdapter {
 
 interface RawTensor { dtype: string; shape: number[]; data: Uint8Array }
 
-async function isFile(p: string): Promise<boolean> {
+/** An adapter's files as bytes: what the worker's host-memory tier keeps (compact, as stored). */
+export interface AdapterFiles {
+  /** adapter_config.json */
+  config: Uint8Array;
+  /** adapter_model.safetensors or adapter_model.bin */
+  weights: Uint8Array;
+  format: 'safetensors' | 'bin';
+}
+
+async function readIfFile(p: string): Promise<Buffer | undefined> {
   try {
-    return (await stat(p)).isFile();
-  } catch {
-    return false;
+    return await readFile(p);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'EISDIR') return undefined;
+    throw new EngineError('ADAPTER_CONFIG', `${p}: ${(e as Error).message}`);
   }
 }
 
-async function readSafetensorsAll(path: string): Promise<Map<string, RawTensor>> {
-  const header = await readSafetensorsHeader(path);
+/** Reads adapter_config.json and the weights file of a PEFT directory into memory. */
+export async function readAdapterFiles(dir: string): Promise<AdapterFiles> {
+  const config = await readIfFile(join(dir, 'adapter_config.json'));
+  if (!config) throw new EngineError('ADAPTER_CONFIG', `${dir} has no adapter_config.json`);
+  parseConfigBytes(config, dir); // a bad config is the first thing to report, even with no weights
+  const st = await readIfFile(join(dir, 'adapter_model.safetensors'));
+  if (st) return { config, weights: st, format: 'safetensors' };
+  const bin = await readIfFile(join(dir, 'adapter_model.bin'));
+  if (bin) return { config, weights: bin, format: 'bin' };
+  throw new EngineError('ADAPTER_CONFIG', `${dir} has neither adapter_model.safetensors nor adapter_model.bin`);
+}
+
+function safetensorsTensors(bytes: Uint8Array, label: string): Map<string, RawTensor> {
+  if (bytes.byteLength < 8) throw new EngineError('INVALID_SAFETENSORS', `${label}: ${bytes.byteLength} bytes, too short for a safetensors header`);
+  const headerLen = Number(Buffer.from(bytes.buffer, bytes.byteOffset, 8).readBigUInt64LE(0));
+  if (8 + headerLen > bytes.byteLength) throw new EngineError('INVALID_SAFETENSORS', `${label}: header length ${headerLen} does not fit in a ${bytes.byteLength}-byte file (truncated or not safetensors)`);
+  const header = parseSafetensorsHeader(label, bytes.subarray(8, 8 + headerLen), bytes.byteLength);
   const out = new Map<string, RawTensor>();
-  const fh = await open(path, 'r');
-  try {
-    for (const [name, t] of header.tensors) {
-      const data = new Uint8Array(t.byteLength);
-      await fh.read(data, 0, t.byteLength, t.offset);
-      out.set(name, { dtype: t.dtype, shape: t.shape, data });
-    }
-  } finally {
-    await fh.close();
-  }
+  for (const [name, t] of header.tensors) out.set(name, { dtype: t.dtype, shape: t.shape, data: bytes.subarray(t.offset, t.offset + t.byteLength) });
   return out;
+}
+
+function parseConfigBytes(bytes: Uint8Array, label: string): PeftLoraConfig {
+  let rawCfg: unknown;
+  try {
+    rawCfg = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
+  } catch (e) {
+    throw new EngineError('ADAPTER_CONFIG', `${label}/adapter_config.json: ${(e as Error).message}`);
+  }
+  return parsePeftConfig(rawCfg);
+}
+
+/** Parses an adapter's files; `label` (a path or name) prefixes error messages. Validation against a model is separate. */
+export function parseAdapterFiles(files: AdapterFiles, label: string): { config: PeftLoraConfig; tensors: Map<string, RawTensor> } {
+  const config = parseConfigBytes(files.config, label);
+  const tensors = files.format === 'safetensors' ? safetensorsTensors(files.weights, `${label}/adapter_model.safetensors`) : parseTorchCheckpoint(files.weights, `${label}/adapter_model.bin`);
+  return { config, tensors };
 }
 
 /** Reads only the adapter weights and config; validation against a model is separate. */
 export async function readAdapterDir(dir: string): Promise<{ config: PeftLoraConfig; tensors: Map<string, RawTensor> }> {
-  const cfgPath = join(dir, 'adapter_config.json');
-  let rawCfg: unknown;
-  try {
-    rawCfg = JSON.parse(await readFile(cfgPath, 'utf8'));
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new EngineError('ADAPTER_CONFIG', code === 'ENOENT' ? `${dir} has no adapter_config.json` : `${cfgPath}: ${(e as Error).message}`);
-  }
-  const config = parsePeftConfig(rawCfg);
-  const st = join(dir, 'adapter_model.safetensors');
-  const bin = join(dir, 'adapter_model.bin');
-  let tensors: Map<string, RawTensor>;
-  if (await isFile(st)) tensors = await readSafetensorsAll(st);
-  else if (await isFile(bin)) tensors = await readTorchCheckpoint(bin);
-  else throw new EngineError('ADAPTER_CONFIG', `${dir} has neither adapter_model.safetensors nor adapter_model.bin`);
-  return { config, tensors };
+  return parseAdapterFiles(await readAdapterFiles(dir), dir);
 }
 
 const KEY = /^(?:base_model\.model\.)?model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_([AB])(?:\.[\w-]+)?\.weight$/;
