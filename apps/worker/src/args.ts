@@ -2,11 +2,20 @@
 import { parseArgs } from 'node:util';
 import type { WorkerOptions } from './worker.js';
 
-export const USAGE = `usage: loraplex-worker --model DIR [--port N] [--host ADDR] [--adapter-dir DIR] [--max-adapters N]
-       [--max-lora-rank N] [--kv-cache-tokens N] [--max-batch-tokens N] [--threads N]
-       [--backend cpu|cuda|auto] [--served-model-name NAME]`;
+export const USAGE = `usage: loraplex-worker --model DIR [--port N] [--host ADDR] [--served-model-name NAME]
+       [--adapter-dir DIR | --adapter-s3 s3://bucket/prefix/] [--adapter-refresh-interval SECONDS]
+       [--adapter-cache-dir DIR] [--disk-cache-bytes N] [--host-cache-adapters N] [--host-cache-bytes N]
+       [--max-adapters N] [--max-lora-rank N] [--kv-cache-tokens N] [--max-batch-tokens N]
+       [--threads N] [--backend cpu|cuda|auto]`;
 
 export type CliOptions = WorkerOptions & { port: number; host: string };
+
+function num(name: string, v: string | undefined, min: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < min) throw new Error(`--${name} must be a number >= ${min}, got ${v}`);
+  return n;
+}
 
 function int(name: string, v: string | undefined, min: number): number | undefined {
   if (v === undefined) return undefined;
@@ -25,6 +34,12 @@ export function parseCli(argv: string[]): CliOptions {
       port: { type: 'string' },
       host: { type: 'string' },
       'adapter-dir': { type: 'string' },
+      'adapter-s3': { type: 'string' },
+      'adapter-refresh-interval': { type: 'string' },
+      'adapter-cache-dir': { type: 'string' },
+      'disk-cache-bytes': { type: 'string' },
+      'host-cache-adapters': { type: 'string' },
+      'host-cache-bytes': { type: 'string' },
       'max-adapters': { type: 'string' },
       'max-lora-rank': { type: 'string' },
       'kv-cache-tokens': { type: 'string' },
@@ -48,6 +63,12 @@ export function parseCli(argv: string[]): CliOptions {
     backend,
     defaultMetrics: true,
     ...opt('adapterDir', values['adapter-dir']),
+    ...opt('adapterS3', values['adapter-s3']),
+    ...opt('adapterRefreshInterval', num('adapter-refresh-interval', values['adapter-refresh-interval'], 0)),
+    ...opt('adapterCacheDir', values['adapter-cache-dir']),
+    ...opt('diskCacheBytes', int('disk-cache-bytes', values['disk-cache-bytes'], 0)),
+    ...opt('hostCacheAdapters', int('host-cache-adapters', values['host-cache-adapters'], 1)),
+    ...opt('hostCacheBytes', int('host-cache-bytes', values['host-cache-bytes'], 1)),
     ...opt('servedModelName', values['served-model-name']),
     ...opt('maxAdapters', int('max-adapters', values['max-adapters'], 0)),
     ...opt('maxLoraRank', int('max-lora-rank', values['max-lora-rank'], 1)),

@@ -1,10 +1,16 @@
 // Builds a worker: engine + adapter manager + scheduler + metrics + Hono app. The listener lives in
 // serve.ts / cli.ts, so tests can drive `worker.app.request()` without a socket.
 import { stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Engine, EngineError } from '@loraplex/engine';
 import type { Hono } from 'hono';
 import { AdapterManager } from './adapters/adapter-manager.js';
+import { CatalogSource } from './adapters/catalog.js';
+import { DiskCache } from './adapters/disk-cache.js';
+import { makeS3Client, s3SettingsFromEnv, S3Source } from './adapters/s3-source.js';
 import { LocalDirSource, NoAdapters, type AdapterSource } from './adapters/source.js';
+import { AdapterTiers } from './adapters/tiers.js';
 import { WorkerMetrics } from './metrics.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { createApp } from './server/app.js';
@@ -18,8 +24,20 @@ export interface WorkerOptions {
   servedModelName?: string;
   /** Directory of PEFT adapters, one subdirectory each, named after it. */
   adapterDir?: string;
-  /** Another adapter source (tests, later tiers); overrides adapterDir. */
+  /** Adapters in S3: s3://bucket/prefix/ (settings from LORAPLEX_S3_* and the AWS SDK chain). */
+  adapterS3?: string;
+  /** Seconds between re-scans of the adapter directory / S3 prefix. Default 10; 0 = scan once. */
+  adapterRefreshInterval?: number;
+  /** Another adapter source (tests); overrides adapterDir and adapterS3. */
   adapterSource?: AdapterSource;
+  /** Disk tier for remote adapters. Default <tmpdir>/loraplex-adapter-cache. */
+  adapterCacheDir?: string;
+  /** Bytes the disk tier may hold. Default 20 GiB. */
+  diskCacheBytes?: number;
+  /** Adapters held in host memory. Default 64. */
+  hostCacheAdapters?: number;
+  /** Bytes of adapter files held in host memory. Default 8 GiB. */
+  hostCacheBytes?: number;
   backend?: 'cpu' | 'cuda' | 'auto';
   maxAdapters?: number;
   maxLoraRank?: number;
@@ -39,6 +57,7 @@ export interface Worker extends WorkerContext {
 }
 
 export async function createWorker(opts: WorkerOptions): Promise<Worker> {
+  if (opts.adapterDir !== undefined && opts.adapterS3 !== undefined) throw new Error('give --adapter-dir or --adapter-s3, not both');
   if (opts.adapterDir !== undefined && !opts.adapterSource) {
     const st = await stat(opts.adapterDir).catch(() => undefined);
     if (!st?.isDirectory()) throw new Error(`--adapter-dir ${opts.adapterDir} is not a directory`);
@@ -57,9 +76,16 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
     throw new EngineError('TOKENIZER', `${opts.model} has no tokenizer.json: the worker serves text and needs one`);
   }
   const metrics = new WorkerMetrics({ defaultMetrics: opts.defaultMetrics ?? false });
-  const source = opts.adapterSource ?? (opts.adapterDir ? new LocalDirSource(opts.adapterDir) : new NoAdapters());
+  const inner = opts.adapterSource ?? (opts.adapterDir ? new LocalDirSource(opts.adapterDir) : opts.adapterS3 ? new S3Source(makeS3Client(s3SettingsFromEnv()), opts.adapterS3) : new NoAdapters());
+  const catalog = new CatalogSource(inner, (opts.adapterRefreshInterval ?? 10) * 1000);
+  await catalog.start();
+  const tiers = new AdapterTiers(
+    catalog,
+    new DiskCache(opts.adapterCacheDir ?? join(tmpdir(), 'loraplex-adapter-cache'), opts.diskCacheBytes ?? 20 * 2 ** 30),
+    { maxAdapters: opts.hostCacheAdapters ?? 64, maxBytes: opts.hostCacheBytes ?? 8 * 2 ** 30 },
+  );
   let scheduler: Scheduler | undefined;
-  const adapters = new AdapterManager(engine, source, { ...metrics.adapterHooks(), changed: () => scheduler?.wake() });
+  const adapters = new AdapterManager(engine, tiers, { ...metrics.adapterHooks(), changed: () => scheduler?.wake() });
   scheduler = new Scheduler(engine, adapters, tokenizer, { maxBatchTokens: engine.options.maxBatchTokens, ...(opts.maxRunning !== undefined ? { maxRunning: opts.maxRunning } : {}) }, metrics.schedulerHooks());
   const sched = scheduler;
   metrics.bindGauges({
@@ -77,6 +103,7 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
       closing ??= (async () => {
         await sched.drain();
         sched.stop();
+        catalog.stop();
         await engine.close();
       })();
       return closing;

@@ -13,15 +13,16 @@
 //   drained before it served anyone: no thrashing).
 // - A failed load rejects the shared promise: only the requests waiting for that adapter fail.
 //   The next request for it tries again.
-// Later tiers (S3, disk cache, host memory) live behind AdapterSource.lookup(); this class stays the
-// engine-slot tier.
-import { EngineError, type AdapterInfo } from '@loraplex/engine';
+// The tiers below (source -> disk cache -> host memory) live in AdapterTiers; a load here first
+// asks them for the adapter's files, then fills a slot from host memory.
+import { EngineError, type AdapterFiles, type AdapterInfo } from '@loraplex/engine';
 import { SequenceError } from '../scheduler/sequence.js';
-import type { AdapterDescriptor, AdapterSource } from './source.js';
+import type { AdapterDescriptor } from './source.js';
+import type { AdapterTiers } from './tiers.js';
 
 /** What the manager needs from the engine (a fake in unit tests). */
 export interface SlotEngine {
-  loadAdapter(name: string, dir: string): Promise<AdapterInfo>;
+  loadAdapter(name: string, label: string, files: AdapterFiles): Promise<AdapterInfo>;
   unloadAdapter(name: string): Promise<void>;
   readonly options: { maxAdapters: number };
 }
@@ -63,9 +64,20 @@ export class AdapterManager {
 
   constructor(
     private readonly engine: SlotEngine,
-    private readonly source: AdapterSource,
+    readonly tiers: AdapterTiers,
     private readonly hooks: AdapterHooks = {},
-  ) {}
+  ) {
+    tiers.inUse = (name) => this.demand(name) > 0 || this.pins(name) > 0 || this.isLoading(name);
+  }
+
+  private get source(): AdapterTiers['source'] {
+    return this.tiers.source;
+  }
+
+  /** Throws the 429 when a request for `name` would need host memory that every in-use adapter holds. */
+  checkCapacity(name: string): void {
+    if (!this.isResident(name) && !this.isLoading(name) && !this.tiers.hasRoomFor(name)) throw this.tiers.tooManyAdapters();
+  }
 
   get slots(): number {
     return this.engine.options.maxAdapters;
@@ -265,7 +277,8 @@ export class AdapterManager {
       const d = (await this.source.lookup(e.name)) ?? this.descriptors.get(e.name);
       if (!d) throw new EngineError('ADAPTER_NOT_FOUND', `adapter ${e.name} is no longer in the adapter directory`);
       this.descriptors.set(e.name, d);
-      const info = await this.engine.loadAdapter(e.name, d.path);
+      const files = await this.tiers.files(e.name, d);
+      const info = await this.engine.loadAdapter(e.name, d.path, files);
       e.state = 'resident';
       e.slot = info.slot;
       e.loadedAt = e.lastUsed = tick();
@@ -296,7 +309,7 @@ export class AdapterManager {
     e.needsRoom = false;
     const msg = err instanceof Error ? err.message : String(err);
     const code = err instanceof EngineError ? ` (${err.code})` : '';
-    const failure = new SequenceError(424, 'adapter_load_error', `adapter ${e.name} failed to load${code}: ${msg}`);
+    const failure = err instanceof SequenceError ? err : new SequenceError(424, 'adapter_load_error', `adapter ${e.name} failed to load${code}: ${msg}`);
     this.hooks.loadFailed?.(e.name, failure);
     const load = e.load;
     e.load = undefined;

@@ -1,14 +1,32 @@
-// Where adapters come from. Today: a local directory whose subdirectories holding an
-// adapter_config.json are adapters named after the directory (the NIM / vLLM filesystem-resolver
-// layout). Later tiers (S3 -> local disk cache -> host memory) implement the same interface: lookup()
-// may download, and returns a local PEFT directory the engine can load.
+// Where adapters come from (the first tier). A source lists adapters and describes one by name:
+// - LocalDirSource: a directory whose subdirectories holding an adapter_config.json are adapters
+//   named after the directory (the NIM / vLLM filesystem layout); the engine reads them in place.
+// - S3Source (s3-source.ts): every prefix under s3://bucket/prefix/ holding an adapter_config.json;
+//   its files are fetched into the disk cache (disk-cache.ts) before use.
+// CatalogSource (catalog.ts) wraps either and re-scans it at an interval, as NIM does.
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 
+/** One file of a remote adapter. `md5` (a plain S3 ETag) or `sha256`, when known, is verified after download. */
+export interface RemoteFile {
+  name: string;
+  size: number;
+  md5?: string;
+  sha256?: string;
+}
+
+export interface RemoteAdapter {
+  files: RemoteFile[];
+  /** Streams one file to `dest`. */
+  fetch(file: RemoteFile, dest: string): Promise<void>;
+}
+
 export interface AdapterDescriptor {
   name: string;
-  /** Local PEFT directory (adapter_config.json + weights). */
+  /** Where it lives: a local directory, or an s3:// URL (reported as `root` in /v1/models). */
   path: string;
+  /** Set when the files are not local: they go through the disk cache first. */
+  remote?: RemoteAdapter;
   /** chat_template from the adapter's own tokenizer_config.json, when it ships one. */
   chatTemplate?: string;
 }
@@ -19,6 +37,9 @@ export interface AdapterSource {
   /** One adapter by name, or undefined when the source has no such adapter. */
   lookup(name: string): Promise<AdapterDescriptor | undefined>;
 }
+
+/** Files of a PEFT adapter directory that the worker reads. */
+export const ADAPTER_FILES = ['adapter_config.json', 'adapter_model.safetensors', 'adapter_model.bin', 'tokenizer_config.json'] as const;
 
 /** Adapter names are single path components: letters, digits, '.', '_', '-' (no '..'). */
 export function isValidAdapterName(name: string): boolean {
@@ -33,16 +54,25 @@ async function isFile(p: string): Promise<boolean> {
   }
 }
 
-async function readChatTemplate(dir: string): Promise<string | undefined> {
+/** The chat template of a tokenizer_config.json's text (a string, or the 'default' of a list). */
+export function chatTemplateOf(text: string): string | undefined {
   let cfg: unknown;
   try {
-    cfg = JSON.parse(await readFile(join(dir, 'tokenizer_config.json'), 'utf8'));
+    cfg = JSON.parse(text);
   } catch {
     return undefined;
   }
   let t = (cfg as { chat_template?: unknown } | null)?.chat_template;
   if (Array.isArray(t)) t = (t as Array<{ name?: unknown; template?: unknown }>).find((x) => x?.name === 'default')?.template;
   return typeof t === 'string' ? t : undefined;
+}
+
+async function readChatTemplate(dir: string): Promise<string | undefined> {
+  try {
+    return chatTemplateOf(await readFile(join(dir, 'tokenizer_config.json'), 'utf8'));
+  } catch {
+    return undefined;
+  }
 }
 
 export class LocalDirSource implements AdapterSource {

@@ -112,6 +112,7 @@ export class Scheduler {
     if (need > this.engine.blocks.numBlocks) {
       throw new SequenceError(400, 'invalid_request_error', `the request needs ${need} KV blocks (prompt ${prompt.length} + max tokens ${sampling.maxTokens}) but the KV cache has ${this.engine.blocks.numBlocks} of ${this.engine.blocks.blockSize} tokens`);
     }
+    if (params.adapter !== undefined) this.adapters.checkCapacity(params.adapter);
     const seq = new Sequence(params, this.decoder);
     seq.reservedBlocks = need;
     this.queues.push(seq);

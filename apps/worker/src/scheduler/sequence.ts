@@ -47,7 +47,8 @@ export interface SequenceResult {
 
 /** Errors that end a sequence before or while it runs; `status` is the HTTP status to report. */
 export class SequenceError extends Error {
-  constructor(readonly status: number, readonly type: string, message: string) {
+  /** `retryAfter`: seconds, sent as Retry-After (429, 503). */
+  constructor(readonly status: number, readonly type: string, message: string, readonly retryAfter?: number) {
     super(message);
     this.name = 'SequenceError';
   }

@@ -7,7 +7,7 @@ import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { SequenceError } from '../scheduler/sequence.js';
 
 export class ApiError extends Error {
-  constructor(readonly status: number, readonly type: string, message: string, readonly param: string | null = null) {
+  constructor(readonly status: number, readonly type: string, message: string, readonly param: string | null = null, readonly retryAfter?: number) {
     super(message);
     this.name = 'ApiError';
   }
@@ -30,7 +30,7 @@ export function isOpenAiPath(path: string): boolean {
 
 export function toApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
-  if (err instanceof SequenceError) return new ApiError(err.status, err.type, err.message);
+  if (err instanceof SequenceError) return new ApiError(err.status, err.type, err.message, null, err.retryAfter);
   if (err instanceof EngineError && (err.code === 'INVALID_ARGUMENT' || err.code === 'TOKENIZER')) return new ApiError(400, 'invalid_request_error', err.message);
   if (err instanceof HTTPException) return new ApiError(err.status, err.status === 413 ? 'invalid_request_error' : 'http_error', err.message || `HTTP ${err.status}`);
   return new ApiError(500, 'internal_error', err instanceof Error ? err.message : String(err));
@@ -45,5 +45,6 @@ export function errorBody(path: string, e: ApiError): Record<string, unknown> {
 export function errorResponse(c: Context, err: unknown): Response {
   const e = toApiError(err);
   if (e.status >= 500 && e.status !== 503) console.error(`[worker] ${c.req.method} ${c.req.path}: ${e.message}`);
+  if (e.retryAfter !== undefined) c.header('Retry-After', String(e.retryAfter));
   return c.json(errorBody(c.req.path, e), e.status as ContentfulStatusCode);
 }

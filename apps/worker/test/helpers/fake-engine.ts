@@ -1,7 +1,12 @@
 // A fake engine for scheduler and adapter-manager tests: the real BlockAllocator, scripted steps
 // (token = f(last token, adapter slot)), slots with optional load latency and failures.
 import { BlockAllocator, EngineError, resolveSampling, type AdapterInfo, type StepItem, type StepItemResult } from '@loraplex/engine';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { AdapterManager } from '../../src/adapters/adapter-manager.js';
+import { DiskCache } from '../../src/adapters/disk-cache.js';
+import { AdapterTiers } from '../../src/adapters/tiers.js';
+import { FIXTURES } from './http.js';
 import type { AdapterDescriptor, AdapterSource } from '../../src/adapters/source.js';
 import { Scheduler, type SchedulerHooks, type SchedulerOptions, type StepEngine } from '../../src/scheduler/scheduler.js';
 import type { SequenceParams } from '../../src/scheduler/sequence.js';
@@ -57,14 +62,23 @@ export class FakeEngine implements StepEngine {
   }
 }
 
+/** Names mapped onto the real fixture adapter directories (the host tier reads their files). */
 export class FakeSource implements AdapterSource {
   constructor(readonly names: string[]) {}
+  private describe(name: string): AdapterDescriptor {
+    const dirs = ['lora_all_r8', 'lora_qv_r4', 'lora_qkvo_r16_rslora'];
+    return { name, path: join(FIXTURES, 'llama', 'adapters', dirs[this.names.indexOf(name) % dirs.length]!) };
+  }
   async list(): Promise<AdapterDescriptor[]> {
-    return this.names.map((name) => ({ name, path: `/fake/${name}` }));
+    return this.names.map((name) => this.describe(name));
   }
   async lookup(name: string): Promise<AdapterDescriptor | undefined> {
-    return this.names.includes(name) ? { name, path: `/fake/${name}` } : undefined;
+    return this.names.includes(name) ? this.describe(name) : undefined;
   }
+}
+
+export function tiersOver(source: AdapterSource, hostAdapters = 64): AdapterTiers {
+  return new AdapterTiers(source, new DiskCache(join(tmpdir(), 'loraplex-test-disk-cache'), 1 << 30), { maxAdapters: hostAdapters, maxBytes: 1 << 30 });
 }
 
 /** Decodes token t as one letter. */
@@ -73,7 +87,7 @@ export const letters = { decode: async (ids: number[]): Promise<string> => ids.m
 export function setup(opts: { maxAdapters?: number; kvBlocks?: number; blockSize?: number; adapters?: string[]; sched?: Partial<SchedulerOptions>; hooks?: SchedulerHooks } = {}) {
   const engine = new FakeEngine(opts);
   let scheduler: Scheduler | undefined;
-  const adapters = new AdapterManager(engine, new FakeSource(opts.adapters ?? ['A', 'B', 'C', 'D']), { changed: () => scheduler?.wake() });
+  const adapters = new AdapterManager(engine, tiersOver(new FakeSource(opts.adapters ?? ['A', 'B', 'C', 'D'])), { changed: () => scheduler?.wake() });
   scheduler = new Scheduler(engine, adapters, letters, { maxBatchTokens: 64, ...opts.sched }, opts.hooks ?? {});
   return { engine, adapters, scheduler };
 }
