@@ -6,7 +6,8 @@ export const USAGE = `usage: loraplex-worker --model DIR [--port N] [--host ADDR
        [--adapter-dir DIR | --adapter-s3 s3://bucket/prefix/] [--adapter-refresh-interval SECONDS]
        [--adapter-cache-dir DIR] [--disk-cache-bytes N] [--host-cache-adapters N] [--host-cache-bytes N]
        [--max-adapters N] [--max-lora-rank N] [--kv-cache-tokens N] [--max-batch-tokens N]
-       [--threads N] [--backend cpu|cuda|auto]`;
+       [--threads N] [--backend cpu|cuda|auto]
+       [--worker-secret S] [--api-url URL] [--advertise-url URL] [--worker-id ID] [--heartbeat-interval SECONDS]`;
 
 export type CliOptions = WorkerOptions & { port: number; host: string };
 
@@ -40,6 +41,11 @@ export function parseCli(argv: string[]): CliOptions {
       'disk-cache-bytes': { type: 'string' },
       'host-cache-adapters': { type: 'string' },
       'host-cache-bytes': { type: 'string' },
+      'worker-secret': { type: 'string' },
+      'api-url': { type: 'string' },
+      'advertise-url': { type: 'string' },
+      'worker-id': { type: 'string' },
+      'heartbeat-interval': { type: 'string' },
       'max-adapters': { type: 'string' },
       'max-lora-rank': { type: 'string' },
       'kv-cache-tokens': { type: 'string' },
@@ -69,6 +75,11 @@ export function parseCli(argv: string[]): CliOptions {
     ...opt('diskCacheBytes', int('disk-cache-bytes', values['disk-cache-bytes'], 0)),
     ...opt('hostCacheAdapters', int('host-cache-adapters', values['host-cache-adapters'], 1)),
     ...opt('hostCacheBytes', int('host-cache-bytes', values['host-cache-bytes'], 1)),
+    ...opt('workerSecret', values['worker-secret']),
+    ...opt('apiUrl', values['api-url']),
+    ...opt('advertiseUrl', values['advertise-url']),
+    ...opt('workerId', values['worker-id']),
+    ...opt('heartbeatInterval', num('heartbeat-interval', values['heartbeat-interval'], 0.05)),
     ...opt('servedModelName', values['served-model-name']),
     ...opt('maxAdapters', int('max-adapters', values['max-adapters'], 0)),
     ...opt('maxLoraRank', int('max-lora-rank', values['max-lora-rank'], 1)),

@@ -19,6 +19,8 @@ export async function startWorker(opts: WorkerOptions & { port?: number; host?: 
     const s = serve({ fetch: worker.app.fetch, port: opts.port ?? 8000, hostname: opts.host ?? '127.0.0.1' }, (info: AddressInfo) => res({ server: s, port: info.port }));
     s.once('error', rej);
   });
+  const host = opts.host ?? '127.0.0.1';
+  worker.heartbeat?.start(`http://${host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host}:${port}`);
   let draining: Promise<void> | undefined;
   const drain = (): Promise<void> => {
     draining ??= (async () => {

@@ -1,6 +1,7 @@
 // What the HTTP routes see of a worker.
 import type { Engine } from '@loraplex/engine';
 import type { AdapterManager } from './adapters/adapter-manager.js';
+import type { DescriptorRegistry } from './adapters/descriptors.js';
 import type { WorkerMetrics } from './metrics.js';
 import type { Scheduler } from './scheduler/scheduler.js';
 
@@ -8,6 +9,10 @@ export interface WorkerContext {
   engine: Engine;
   scheduler: Scheduler;
   adapters: AdapterManager;
+  /** Adapters registered by signed descriptors from the API. */
+  descriptors: DescriptorRegistry;
+  /** Shared secret of signed descriptors and heartbeats (--worker-secret / LORAPLEX_WORKER_SECRET). */
+  workerSecret: string | undefined;
   metrics: WorkerMetrics;
   /** The base model's id in `model` fields and /v1/models (--served-model-name, else the --model path as given). */
   modelId: string;

@@ -1,13 +1,16 @@
 // Builds a worker: engine + adapter manager + scheduler + metrics + Hono app. The listener lives in
 // serve.ts / cli.ts, so tests can drive `worker.app.request()` without a socket.
-import { stat } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { readFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Engine, EngineError } from '@loraplex/engine';
 import type { Hono } from 'hono';
 import { AdapterManager } from './adapters/adapter-manager.js';
 import { CatalogSource } from './adapters/catalog.js';
+import { CombinedSource, DescriptorRegistry } from './adapters/descriptors.js';
 import { DiskCache } from './adapters/disk-cache.js';
+import { Heartbeat } from './adapters/heartbeat.js';
 import { makeS3Client, s3SettingsFromEnv, S3Source } from './adapters/s3-source.js';
 import { LocalDirSource, NoAdapters, type AdapterSource } from './adapters/source.js';
 import { AdapterTiers } from './adapters/tiers.js';
@@ -44,6 +47,15 @@ export interface WorkerOptions {
   kvCacheTokens?: number;
   maxBatchTokens?: number;
   threads?: number;
+  /** Shared secret of signed adapter descriptors and heartbeats. Default LORAPLEX_WORKER_SECRET. */
+  workerSecret?: string;
+  /** The API to send heartbeats to (contract §2); none when unset. */
+  apiUrl?: string;
+  /** How the API reaches this worker. Default http://<host>:<port> (set by serve). */
+  advertiseUrl?: string;
+  workerId?: string;
+  /** Seconds between heartbeats. Default 2. */
+  heartbeatInterval?: number;
   /** Most sequences in the running batch. Default 256. */
   maxRunning?: number;
   /** Node process metrics in /metrics (off in tests with several workers). */
@@ -52,6 +64,8 @@ export interface WorkerOptions {
 
 export interface Worker extends WorkerContext {
   app: Hono<WorkerEnv>;
+  /** Registration with the API (when apiUrl is set); started by serve once listening. */
+  heartbeat: Heartbeat | undefined;
   /** Stops accepting, lets every accepted request finish, then closes the engine. */
   shutdown(): Promise<void>;
 }
@@ -79,10 +93,13 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
   const inner = opts.adapterSource ?? (opts.adapterDir ? new LocalDirSource(opts.adapterDir) : opts.adapterS3 ? new S3Source(makeS3Client(s3SettingsFromEnv()), opts.adapterS3) : new NoAdapters());
   const catalog = new CatalogSource(inner, (opts.adapterRefreshInterval ?? 10) * 1000);
   await catalog.start();
+  let s3: ReturnType<typeof makeS3Client> | undefined;
+  const descriptors = new DescriptorRegistry(() => (s3 ??= makeS3Client(s3SettingsFromEnv())));
+  const hostAdapters = opts.hostCacheAdapters ?? 64;
   const tiers = new AdapterTiers(
-    catalog,
+    new CombinedSource(descriptors, catalog),
     new DiskCache(opts.adapterCacheDir ?? join(tmpdir(), 'loraplex-adapter-cache'), opts.diskCacheBytes ?? 20 * 2 ** 30),
-    { maxAdapters: opts.hostCacheAdapters ?? 64, maxBytes: opts.hostCacheBytes ?? 8 * 2 ** 30 },
+    { maxAdapters: hostAdapters, maxBytes: opts.hostCacheBytes ?? 8 * 2 ** 30 },
   );
   let scheduler: Scheduler | undefined;
   const adapters = new AdapterManager(engine, tiers, { ...metrics.adapterHooks(), changed: () => scheduler?.wake() });
@@ -94,13 +111,25 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
     residentAdapters: () => adapters.resident().length,
     slots: engine.options.maxAdapters,
   });
-  const ctx: WorkerContext = { engine, scheduler: sched, adapters, metrics, modelId: opts.servedModelName ?? opts.model, modelPath: opts.model, startedAt: Math.floor(Date.now() / 1000) };
+  const workerSecret = opts.workerSecret ?? (process.env.LORAPLEX_WORKER_SECRET || undefined);
+  const ctx: WorkerContext = { engine, scheduler: sched, adapters, descriptors, workerSecret, metrics, modelId: opts.servedModelName ?? opts.model, modelPath: opts.model, startedAt: Math.floor(Date.now() / 1000) };
+  let heartbeat: Heartbeat | undefined;
+  if (opts.apiUrl) {
+    if (!workerSecret) throw new Error('--api-url needs --worker-secret (or LORAPLEX_WORKER_SECRET): heartbeats are authenticated with it');
+    heartbeat = new Heartbeat(ctx, {
+      apiUrl: opts.apiUrl, ...(opts.advertiseUrl ? { advertiseUrl: opts.advertiseUrl } : {}), workerId: opts.workerId ?? `wk_${randomBytes(8).toString('hex')}`,
+      intervalS: opts.heartbeatInterval ?? 2, secret: workerSecret, maxLoraRank: engine.options.maxLoraRank, hostAdapters,
+      modelConfig: JSON.parse(await readFile(join(opts.model, 'config.json'), 'utf8')) as Record<string, unknown>,
+    });
+  }
   let closing: Promise<void> | undefined;
   return {
     ...ctx,
     app: createApp(ctx),
+    heartbeat,
     shutdown() {
       closing ??= (async () => {
+        await heartbeat?.stop();
         await sched.drain();
         sched.stop();
         catalog.stop();

@@ -83,7 +83,7 @@ describe('adapters in S3 through the disk cache', () => {
     // One host entry and one slot: every switch of adapter goes down to the disk tier and back up.
     worker = await createWorker({ model: modelDir('llama'), servedModelName: 'tiny', adapterS3: 's3://models/tenants/t1', adapterRefreshInterval: 0, adapterCacheDir: cacheDir, hostCacheAdapters: 1, maxAdapters: 1, backend: 'cpu', threads: 1 });
     const st = readFileSync(join(adaptersDir('llama'), 'lora_qv_r4', 'adapter_model.safetensors'));
-    st[st.length - 1] ^= 0xff;
+    st[st.length - 1] = st[st.length - 1]! ^ 0xff;
     await s3.send(new PutObjectCommand({ Bucket: 'models', Key: 'tenants/t1/changed/adapter_model.safetensors', Body: st }));
   });
   afterAll(async () => {
@@ -114,7 +114,7 @@ describe('adapters in S3 through the disk cache', () => {
     const file = join(cacheDir, entry, 'adapter_model.safetensors');
     const good = readFileSync(file);
     const bad = Buffer.from(good);
-    bad[bad.length - 1] ^= 0xff;
+    bad[bad.length - 1] = bad[bad.length - 1]! ^ 0xff;
     writeFileSync(file, bad);
     await completionTokens(worker, 'lora_qv_r4'); // evicts lora_all_r8 from host memory and the slot
     const { status, body } = await completionTokens(worker, 'lora_all_r8');

@@ -2,7 +2,7 @@
 import { Hono } from 'hono';
 import type { WorkerContext } from '../worker-context.js';
 import { errorResponse, notFound } from './errors.js';
-import { countRequests, limitBody, parseJsonBody, rejectWhileDraining } from './middleware.js';
+import { adapterDescriptor, countRequests, limitBody, parseJsonBody, rejectWhileDraining } from './middleware.js';
 import { chatCompletions } from './routes/chat.js';
 import { completions } from './routes/completions.js';
 import { health, listModels, metrics } from './routes/info.js';
@@ -16,7 +16,7 @@ export function createApp(ctx: WorkerContext): Hono<WorkerEnv> {
   app.onError((err, c) => errorResponse(c, err));
   app.notFound((c) => errorResponse(c, notFound(`no route ${c.req.method} ${c.req.path}`)));
 
-  const generation = (route: string) => [countRequests(ctx, route), rejectWhileDraining(ctx), limitBody(MAX_BODY), parseJsonBody] as const;
+  const generation = (route: string) => [countRequests(ctx, route), rejectWhileDraining(ctx), limitBody(MAX_BODY), parseJsonBody, adapterDescriptor(ctx, ctx.descriptors, ctx.workerSecret)] as const;
   app.post('/v1/completions', ...generation('completions'), completions(ctx));
   app.post('/v1/chat/completions', ...generation('chat'), chatCompletions(ctx));
   app.post('/generate', ...generation('generate'), loraxGenerate(ctx));

@@ -1,6 +1,7 @@
 // Middleware as named functions: JSON body parsing, the drain guard, request counting, body limit.
 import type { Context, MiddlewareHandler, Next } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
+import { DESCRIPTOR_HEADER, verifyDescriptor, type DescriptorRegistry } from '../adapters/descriptors.js';
 import { BASE_LABEL } from '../metrics.js';
 import type { WorkerContext } from '../worker-context.js';
 import { ApiError, badRequest, errorResponse } from './errors.js';
@@ -48,4 +49,32 @@ export function onDisconnect(c: Context, fn: () => void): void {
   if (!signal) return;
   if (signal.aborted) fn();
   else signal.addEventListener('abort', fn, { once: true });
+}
+
+/** The adapter a generation body names: OpenAI `model` or LoRAX `parameters.adapter_id`. */
+function adapterField(body: unknown): unknown {
+  const b = body as { model?: unknown; parameters?: { adapter_id?: unknown } | null };
+  return b.model !== undefined ? b.model : b.parameters?.adapter_id;
+}
+
+/**
+ * Signed adapter descriptors (docs/platform-contract.md §1): a valid X-Loraplex-Adapter header
+ * registers the adapter it describes for this request; a request naming a descriptor-registered
+ * adapter without a valid descriptor for it gets the 404 of an unknown adapter. Runs after
+ * parseJsonBody.
+ */
+export function adapterDescriptor(ctx: WorkerContext, registry: DescriptorRegistry, secret: string | undefined): MiddlewareHandler<WorkerEnv> {
+  return async function adapterDescriptor(c, next) {
+    const header = c.req.header(DESCRIPTOR_HEADER);
+    const name = adapterField(c.get('body'));
+    if (header !== undefined) {
+      const d = verifyDescriptor(header, secret);
+      if (name !== d.id) throw badRequest(`the request names adapter ${String(name)} but its descriptor is for ${d.id}`);
+      if (d.base_model !== ctx.modelId) throw badRequest(`the descriptor's adapter is for base model ${d.base_model}; this worker serves ${ctx.modelId}`);
+      registry.register(d);
+    } else if (typeof name === 'string' && registry.has(name)) {
+      throw new ApiError(404, 'not_found_error', `The model \`${name}\` does not exist`);
+    }
+    await next();
+  };
 }
