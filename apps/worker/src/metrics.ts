@@ -17,6 +17,7 @@ export class WorkerMetrics {
   readonly generatedTokens = new Counter({ name: 'loraplex_generated_tokens_total', help: 'Generated tokens', labelNames: ['adapter'], registers: [this.registry] });
   readonly finished = new Counter({ name: 'loraplex_sequences_finished_total', help: 'Sequences finished, by finish reason', labelNames: ['adapter', 'reason'], registers: [this.registry] });
   readonly failed = new Counter({ name: 'loraplex_sequences_failed_total', help: 'Sequences that failed (adapter load, engine error)', labelNames: ['adapter'], registers: [this.registry] });
+  readonly preemptions = new Counter({ name: 'loraplex_preemptions_total', help: 'Sequences preempted by recompute when the KV cache ran out', labelNames: ['adapter'], registers: [this.registry] });
   readonly cancelled = new Counter({ name: 'loraplex_sequences_cancelled_total', help: 'Sequences cancelled because the client went away', labelNames: ['adapter'], registers: [this.registry] });
   readonly adapterLoads = new Counter({ name: 'loraplex_adapter_loads_total', help: 'Adapter loads into an engine slot, by result', labelNames: ['adapter', 'result'], registers: [this.registry] });
   readonly adapterEvictions = new Counter({ name: 'loraplex_adapter_evictions_total', help: 'Adapters unloaded from an engine slot', labelNames: ['adapter'], registers: [this.registry] });
@@ -57,6 +58,7 @@ export class WorkerMetrics {
       finished: (s, reason) => this.finished.inc({ adapter: label(s), reason }),
       failed: (s) => this.failed.inc({ adapter: label(s) }),
       cancelled: (s) => this.cancelled.inc({ adapter: label(s) }),
+      preempted: (s) => this.preemptions.inc({ adapter: label(s) }),
       step: (sec, b) => {
         this.stepSeconds.observe(sec);
         this.stepTokens.observe(b.prefillTokens + b.decodeTokens);

@@ -122,17 +122,52 @@ describe('adapters', () => {
 });
 
 describe('batching and KV', () => {
-  it('admits by free KV blocks (whole length reserved) and never overcommits', async () => {
-    let maxRunning = 0;
+  it('admits by prompt blocks, grows tables as sequences decode, preempts when the cache runs out, and never overcommits', async () => {
     const { engine, scheduler } = setup({ kvBlocks: 8, blockSize: 4 });
+    // Every step's block tables, copied (the live tables are emptied when a sequence ends).
+    const tables: number[][][] = [];
+    const runStep = engine.runStep.bind(engine);
+    engine.runStep = (items) => {
+      tables.push(items.map((it) => Array.from(it.blockTable)));
+      return runStep(items);
+    };
     const seqs = Array.from({ length: 6 }, () => scheduler.submit(params(undefined, 12, [1, 2, 3, 4]))); // 16 tokens = 4 blocks each
-    const watch = setInterval(() => (maxRunning = Math.max(maxRunning, scheduler.runningCount)), 0);
-    await Promise.all(seqs.map((s) => s.done));
-    clearInterval(watch);
-    expect(maxRunning).toBeLessThanOrEqual(2);
-    for (const step of engine.steps) expect(step.length).toBeLessThanOrEqual(2);
+    const results = await Promise.all(seqs.map((s) => s.done));
+    // Prompt blocks only at admission: more than the 2 whole-length reservations ran together.
+    expect(Math.max(...engine.steps.map((st) => st.length))).toBeGreaterThan(2);
+    expect(scheduler.preemptions).toBeGreaterThan(0);
+    for (const step of tables) {
+      const used = step.flat();
+      expect(new Set(used).size).toBe(used.length); // no block in two tables
+      expect(used.length).toBeLessThanOrEqual(8);
+    }
+    // Recompute changes nothing: every sequence equals one run with a cache to itself.
+    const alone = await setup({ kvBlocks: 8, blockSize: 4 }).scheduler.submit(params(undefined, 12, [1, 2, 3, 4])).done;
+    for (const r of results) expect(r.tokens.map((t) => t.token)).toEqual(alone.tokens.map((t) => t.token));
     await sleep(5); // the loop retires finished sequences right after their last step
     expect(engine.blocks.freeBlocks).toBe(8);
+  });
+
+  it('preempts the most recently admitted sequence and re-admits it before anything that waited behind it', async () => {
+    const preempted: number[] = [];
+    const preemptedAt = new Map<number, number>();
+    const { engine, scheduler } = setup({
+      kvBlocks: 4, blockSize: 4, sched: { maxRunning: 3 },
+      hooks: { preempted: (s) => (preempted.push(s.id), preemptedAt.set(s.id, engine.steps.length)) },
+    });
+    // 4 + 12 tokens = the whole cache each; the prompts (one block each) admit three at once, d waits.
+    const [a, b, c, d] = Array.from({ length: 4 }, () => scheduler.submit(params(undefined, 12, [1, 2, 3, 4])));
+    const results = await Promise.all([a, b, c, d].map((s) => s!.done));
+    expect(preempted[0]).toBe(c!.id); // the newest running one, not the one that needed the block
+    expect(preempted).not.toContain(a!.id); // the oldest never loses its blocks to younger ones
+    // After c's preemption, c runs again before (or with) d's first step: it went back to the front.
+    const stepsOf = (s: Sequence): number[] => engine.steps.flatMap((st, i) => (st.some((it) => it.blockTable === s.blocks) ? [i] : []));
+    const cAgain = stepsOf(c!).find((i) => i >= preemptedAt.get(c!.id)!);
+    expect(cAgain).toBeDefined();
+    expect(cAgain!).toBeLessThanOrEqual(stepsOf(d!)[0]!);
+    for (const r of results) expect(r.tokens).toHaveLength(12);
+    await sleep(5);
+    expect(engine.blocks.freeBlocks).toBe(4);
   });
 
   it('rejects a request longer than the whole KV cache up front', () => {

@@ -1,6 +1,8 @@
 // Builds one step (iteration-level batching): one decode token for every running sequence that has
-// finished its prompt, then prompt chunks (chunked prefill) in admission order while the token
-// budget lasts. Items are ordered by adapter slot so each adapter forms one LoRA segment.
+// finished its prefill, then prefill chunks (chunked prefill) in admission order while the token
+// budget and the free KV blocks last. A prefill covers the prompt, or after a preemption the prompt
+// and the tokens sampled before it (recompute). Items are ordered by adapter slot so each adapter
+// forms one LoRA segment.
 import { usesPenalties, type StepItem } from '@loraplex/engine';
 import type { Sequence } from './sequence.js';
 
@@ -12,22 +14,32 @@ export interface Batch {
   adapters: number;
 }
 
-/** Grows a block table to cover `tokens` positions (the scheduler reserved the blocks at admission). */
-export type EnsureBlocks = (table: number[], tokens: number) => void;
+/**
+ * The KV allocator as the batcher uses it. The scheduler has already secured the block of every
+ * decode token (preempting if it had to); prefill chunks are cut to what is free.
+ */
+export interface BatchBlocks {
+  readonly freeBlocks: number;
+  readonly blockSize: number;
+  /** Grows a block table to cover `tokens` positions. */
+  ensure(table: number[], tokens: number): void;
+}
 
-export function buildBatch(running: readonly Sequence[], maxBatchTokens: number, ensure: EnsureBlocks): Batch {
+export function buildBatch(running: readonly Sequence[], maxBatchTokens: number, kv: BatchBlocks): Batch {
   const items: StepItem[] = [];
   const owners: Sequence[] = [];
   let budget = maxBatchTokens, prefillTokens = 0, decodeTokens = 0;
   const push = (s: Sequence, tokens: number[], sample: boolean): void => {
     const p = s.params.sampling;
-    ensure(s.blocks, s.computed + tokens.length);
+    const prompt = s.params.prompt;
+    kv.ensure(s.blocks, s.computed + tokens.length);
     const out = s.sampled;
     items.push({
       tokens, startPosition: s.computed, blockTable: s.blocks, adapterSlot: s.adapterSlot, sample,
-      allLogits: s.params.promptLogprobs && !s.prefilled,
+      // Prompt logprobs once: a recompute after a preemption does not ask for them again.
+      allLogits: s.params.promptLogprobs && s.computed < prompt.length && s.promptLogprobs.length < prompt.length,
       sampling: p, draw: out.length,
-      history: sample && usesPenalties(p) ? { tokens: [...s.params.prompt, ...out], generatedStart: s.params.prompt.length } : undefined,
+      history: sample && usesPenalties(p) ? { tokens: [...prompt, ...out], generatedStart: prompt.length } : undefined,
       mask: null,
     });
     owners.push(s);
@@ -41,10 +53,11 @@ export function buildBatch(running: readonly Sequence[], maxBatchTokens: number,
   for (const s of running) {
     if (budget <= 0) break;
     if (!s.generating || s.prefilled) continue;
-    const prompt = s.params.prompt;
-    const n = Math.min(budget, prompt.length - s.computed);
-    const last = s.computed + n === prompt.length;
-    push(s, prompt.slice(s.computed, s.computed + n), last);
+    const room = (s.blocks.length + kv.freeBlocks) * kv.blockSize - s.computed;
+    const n = Math.min(budget, s.prefillLength - s.computed, room);
+    if (n <= 0) continue; // no free block for it this step: it waits (or is preempted) while others progress
+    const last = s.computed + n === s.prefillLength;
+    push(s, s.tokensAt(s.computed, s.computed + n), last);
     prefillTokens += n;
   }
   const order = items.map((_, i) => i).sort((a, b) => items[a]!.adapterSlot - items[b]!.adapterSlot || a - b);

@@ -7,6 +7,10 @@
 // a rare one. Within one adapter, order is FIFO. Queues whose adapter is not resident (or is
 // draining to make room for another) are skipped for the turn; see AdapterManager for how a
 // waiting adapter gets a slot even when all slots are busy.
+//
+// A preempted sequence (see scheduler.ts) goes back to the front of its adapter's queue and the
+// cursor moves to that queue, so it is the next sequence admitted (as vLLM puts preempted requests
+// at the front of its waiting queue); it was admitted fairly once already.
 import type { Sequence } from './sequence.js';
 
 /** Key of the base model's queue (adapter names are directory names, so they cannot be empty). */
@@ -23,6 +27,18 @@ export class AdapterQueues {
   }
 
   push(seq: Sequence): void {
+    this.queueOf(seq).push(seq);
+    this.count++;
+  }
+
+  /** Puts a preempted sequence at the front of its adapter's queue and points the cursor there. */
+  pushFront(seq: Sequence): void {
+    this.queueOf(seq).unshift(seq);
+    this.count++;
+    this.cursor = this.order.indexOf(seq.params.adapter ?? BASE_KEY);
+  }
+
+  private queueOf(seq: Sequence): Sequence[] {
     const key = seq.params.adapter ?? BASE_KEY;
     let q = this.queues.get(key);
     if (!q) {
@@ -30,8 +46,7 @@ export class AdapterQueues {
       this.queues.set(key, q);
       this.order.push(key);
     }
-    q.push(seq);
-    this.count++;
+    return q;
   }
 
   /** Number waiting for one adapter (BASE_KEY for the base model). */

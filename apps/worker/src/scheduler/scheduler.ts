@@ -2,17 +2,25 @@
 // text-generation-inference's router). Between two steps it:
 //   1. retires finished and cancelled sequences (KV blocks back to the allocator, adapter unpinned);
 //   2. admits waiting sequences: round-robin across adapter queues (queue.ts), only for resident,
-//      non-draining adapters, while the KV cache can hold the sequence's whole length
-//      (prompt + max tokens) and the running set fits one decode token each in the step budget;
-//   3. builds the next step (batcher.ts): decode tokens + prefill chunks under --max-batch-tokens.
+//      non-draining adapters, while the free KV blocks (less those that admitted prefills still
+//      need) hold the sequence's prefill (its prompt) plus a watermark of 1% of the cache (vLLM's
+//      default), and the running set fits one decode token each in the step budget;
+//   3. secures a KV block for every decode token; when the allocator runs out it preempts by
+//      recompute (vLLM's default): the most recently admitted running sequence loses its blocks
+//      and its adapter pin and goes back to the front of its adapter's queue; re-admitted, it
+//      prefills prompt + the tokens it had sampled (not re-sampled, not re-emitted) and sampling
+//      goes on at the same draw index, so greedy and seeded outputs equal an uninterrupted run.
+//      The oldest running sequence is never a victim while others run, and a request whose whole
+//      length cannot fit the cache is refused at submit, so the running set always progresses;
+//   4. builds the next step (batcher.ts): decode tokens + prefill chunks under --max-batch-tokens,
+//      chunks cut to the free blocks.
 // Sampled tokens are recorded at once; their text (detokenisation, stop strings, events) is
 // processed while the next step runs (at most one step behind), so a sequence stopped by a stop
 // string may have sampled one more token, which is dropped.
 // Distinct adapters per step never exceed the engine's slots: only resident (slotted, pinned)
-// adapters are admitted. KV blocks are reserved at admission and grown step by step; with
-// preemption (planned) admission can become optimistic and a step that cannot grow a table
-// preempts instead. Steps run one at a time; HTTP handling and adapter loads run between and
-// beside them (every engine call is asynchronous).
+// adapters are admitted. KV blocks are allocated as prefill chunks and decode tokens need them, never
+// reserved ahead. Steps run one at a time; HTTP handling and adapter loads run between and beside
+// them (every engine call is asynchronous).
 import type { BlockAllocator, StepItem, StepItemResult } from '@loraplex/engine';
 import type { AdapterManager } from '../adapters/adapter-manager.js';
 import { buildBatch, type Batch } from './batcher.js';
@@ -36,7 +44,10 @@ export interface SchedulerOptions {
 
 export interface SchedulerHooks {
   submitted?(s: Sequence): void;
+  /** First admission only (a re-admission after a preemption does not call it again). */
   admitted?(s: Sequence): void;
+  /** Preempted by recompute: KV freed, back to the front of its queue. */
+  preempted?(s: Sequence): void;
   token?(s: Sequence): void;
   finished?(s: Sequence, reason: FinishReason): void;
   failed?(s: Sequence, err: unknown): void;
@@ -62,10 +73,14 @@ export class Scheduler {
   private stopped = false;
   private drained: Array<() => void> = [];
   private readonly maxRunning: number;
+  /** Blocks kept free at admission while sequences run, headroom for their decode tokens (vLLM: 1%). */
+  private readonly watermark: number;
   /** Steps run so far (for tests and metrics). */
   steps = 0;
   /** Largest number of distinct adapters seen in one step. */
   maxAdaptersInStep = 0;
+  /** Preemptions so far. */
+  preemptions = 0;
 
   constructor(
     private readonly engine: StepEngine,
@@ -75,6 +90,7 @@ export class Scheduler {
     private readonly hooks: SchedulerHooks = {},
   ) {
     this.maxRunning = Math.max(1, Math.min(opts.maxRunning ?? 256, opts.maxBatchTokens));
+    this.watermark = Math.floor(0.01 * engine.blocks.numBlocks);
     adapters.demand = (name) => this.queues.waiting(name);
     void this.loop();
   }
@@ -91,14 +107,14 @@ export class Scheduler {
     return this.accepting;
   }
 
-  /** KV blocks the whole running set may still need to grow into, beyond what it holds. */
-  private outstandingReservation(): number {
+  /** KV blocks that admitted sequences still need to finish their prefill, beyond what they hold. */
+  private outstandingPrefill(): number {
     let n = 0;
-    for (const s of this.running) if (s.generating) n += Math.max(0, s.reservedBlocks - s.blocks.length);
+    for (const s of this.running) if (s.generating && !s.prefilled) n += Math.max(0, this.engine.blocks.blocksFor(s.prefillLength) - s.blocks.length);
     return n;
   }
 
-  /** KV blocks a sequence reserves: its whole length, prompt + max tokens, capped by the context. */
+  /** KV blocks of a sequence's whole length, prompt + max tokens, capped by the context. */
   blocksNeeded(promptLength: number, maxTokens: number): number {
     return this.engine.blocks.blocksFor(Math.min(promptLength + maxTokens, this.engine.config.maxPositions));
   }
@@ -114,7 +130,6 @@ export class Scheduler {
     }
     if (params.adapter !== undefined) this.adapters.checkCapacity(params.adapter);
     const seq = new Sequence(params, this.decoder);
-    seq.reservedBlocks = need;
     this.queues.push(seq);
     this.hooks.submitted?.(seq);
     if (params.adapter !== undefined) this.ensureAdapter(params.adapter);
@@ -180,20 +195,65 @@ export class Scheduler {
 
   private admit(): void {
     for (const name of this.queues.adaptersWaiting()) this.ensureAdapter(name);
-    let free = this.engine.blocks.freeBlocks - this.outstandingReservation();
+    let free = this.engine.blocks.freeBlocks - this.outstandingPrefill();
     const eligible = (key: string): boolean => key === BASE_KEY || this.adapters.isAdmissible(key);
     while (this.running.length < this.maxRunning) {
       const next = this.queues.next(eligible);
       if (!next) break;
       const s = next.head;
-      // Head-of-line: if this queue's head does not fit, nobody is admitted past it (large requests are not starved).
-      if (s.reservedBlocks > free) break;
+      const need = this.engine.blocks.blocksFor(s.prefillLength);
+      // Head-of-line: if this queue's head does not fit, nobody is admitted past it (large requests
+      // are not starved). The watermark does not apply to an empty batch (anything submitted fits alone).
+      if (need > free - (this.running.length > 0 ? this.watermark : 0)) break;
       this.queues.take(next.key);
-      free -= s.reservedBlocks;
+      free -= need;
       s.adapterSlot = s.params.adapter === undefined ? -1 : this.adapters.pin(s.params.adapter);
       this.running.push(s);
       s.markAdmitted();
-      this.hooks.admitted?.(s);
+      if (s.preemptions === 0) this.hooks.admitted?.(s);
+    }
+  }
+
+  /**
+   * Gives every decoding sequence the block its next token needs. When none is free, preempts the
+   * most recently admitted running sequence (possibly the one that needs the block) and tries again:
+   * sequences are visited in admission order and victims taken from the end, so a victim has not
+   * been given a block yet in this pass.
+   */
+  private secureDecodeBlocks(): void {
+    const kv = this.engine.blocks;
+    for (let i = 0; i < this.running.length; ) {
+      const s = this.running[i]!;
+      if (s.generating && s.prefilled) {
+        if (kv.blocksFor(s.computed + 1) - s.blocks.length > kv.freeBlocks) {
+          this.preempt(this.running[this.running.length - 1]!);
+          continue; // re-check s, unless it was the victim (then i is past the end)
+        }
+        kv.ensure(s.blocks, s.computed + 1);
+      }
+      i++;
+    }
+  }
+
+  /** Preemption by recompute: frees the KV blocks and the adapter pin, re-queues at the front. */
+  private preempt(s: Sequence): void {
+    this.running.splice(this.running.indexOf(s), 1);
+    this.engine.blocks.release(s.blocks);
+    if (s.params.adapter !== undefined) this.adapters.unpin(s.params.adapter);
+    s.preempt();
+    this.queues.pushFront(s);
+    this.preemptions++;
+    this.hooks.preempted?.(s);
+  }
+
+  /** The next step; when every running sequence is a prefill with no free block, preempts the newest until one can move. */
+  private nextBatch(): Batch | undefined {
+    this.secureDecodeBlocks();
+    for (;;) {
+      if (this.running.length === 0) return undefined;
+      const batch = buildBatch(this.running, this.opts.maxBatchTokens, this.engine.blocks);
+      if (batch.items.length > 0) return batch;
+      this.preempt(this.running[this.running.length - 1]!);
     }
   }
 
@@ -243,7 +303,8 @@ export class Scheduler {
       await new Promise<void>((res) => (this.wakeup = res));
       return;
     }
-    const batch = buildBatch(this.running, this.opts.maxBatchTokens, (t, n) => this.engine.blocks.ensure(t, n));
+    const batch = this.nextBatch();
+    if (!batch) return;
     this.maxAdaptersInStep = Math.max(this.maxAdaptersInStep, batch.adapters);
     this.inStep = new Set(batch.owners);
     const t0 = performance.now();
@@ -304,10 +365,11 @@ export class Scheduler {
   private addPromptLogprobs(s: Sequence, it: StepItem, logits: Float32Array): void {
     const V = this.engine.config.vocab;
     const prompt = s.params.prompt;
-    if (it.startPosition === 0) s.promptLogprobs.push(Number.NaN);
+    if (it.startPosition === 0 && s.promptLogprobs.length === 0) s.promptLogprobs.push(Number.NaN);
     for (let j = 0; j < it.tokens.length; j++) {
       const target = it.startPosition + j + 1;
       if (target >= prompt.length) break;
+      if (target < s.promptLogprobs.length) continue; // already computed before a preemption
       const row = logits.subarray(j * V, (j + 1) * V);
       let max = -Infinity;
       for (let v = 0; v < V; v++) if (row[v]! > max) max = row[v]!;

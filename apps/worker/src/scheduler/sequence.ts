@@ -74,12 +74,14 @@ export class Sequence {
   readonly params: SequenceParams;
   readonly enqueuedAt = performance.now();
   state: 'waiting' | 'running' | 'finished' = 'waiting';
-  /** KV block table (grown step by step; whole-length reservation is accounted by the scheduler). */
+  /** KV block table, grown step by step (freed when the sequence is preempted). */
   blocks: number[] = [];
-  /** KV blocks this sequence may grow to (prompt + max tokens, capped by the context). */
-  reservedBlocks = 0;
   /** Positions whose keys/values are in the cache. */
   computed = 0;
+  /** Positions to fill before decoding: the prompt, or after a preemption the prompt and the tokens sampled so far. */
+  prefillLength: number;
+  /** Times this sequence was preempted (KV freed, to be recomputed on re-admission). */
+  preemptions = 0;
   /** Sampled token ids: the scheduler's view (draw index, penalty history, next decode input). */
   readonly sampled: number[] = [];
   /** Tokens whose text has been processed, cut at a stop string: what the result reports. */
@@ -102,6 +104,7 @@ export class Sequence {
 
   constructor(params: SequenceParams, decoder: Decoder) {
     this.params = params;
+    this.prefillLength = params.prompt.length;
     this.detok = new IncrementalDetokenizer(decoder);
     this.stops = new StopMatcher(params.stop, params.includeStopString);
   }
@@ -112,7 +115,27 @@ export class Sequence {
   }
 
   get prefilled(): boolean {
-    return this.computed >= this.params.prompt.length;
+    return this.computed >= this.prefillLength;
+  }
+
+  /** Tokens [from, to) of the sequence so far: the prompt, then the sampled tokens. */
+  tokensAt(from: number, to: number): number[] {
+    const prompt = this.params.prompt, P = prompt.length;
+    if (to <= P) return prompt.slice(from, to);
+    return [...prompt.slice(Math.min(from, P), P), ...this.sampled.slice(Math.max(0, from - P), to - P)];
+  }
+
+  /**
+   * Preemption by recompute (the scheduler has freed the blocks and unpinned the adapter): back to
+   * waiting; on re-admission it prefills the prompt and the tokens it already sampled, which are
+   * neither re-sampled nor re-emitted, and sampling goes on at the same draw index.
+   */
+  preempt(): void {
+    this.state = 'waiting';
+    this.computed = 0;
+    this.prefillLength = this.params.prompt.length + this.sampled.length;
+    this.adapterSlot = -1;
+    this.preemptions++;
   }
 
   /** Resolves when the sequence is admitted to the running batch (its adapter is resident); rejects if it fails first. */
