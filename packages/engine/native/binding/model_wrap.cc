@@ -6,7 +6,15 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <exception>
 #include <shared_mutex>
+#include <thread>
+
+#if defined(__linux__)
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include "../core/backend.h"
 #include "js_convert.h"
@@ -32,6 +40,27 @@ struct ModelState {
   std::vector<int> free_pages;
   bool closed = false;
 };
+
+// Runs `work` on a short-lived thread at the lowest CPU priority (Linux nice 19) and waits for it.
+// Adapter loads run beside decoding steps; on a machine whose cores the step's thread pool already
+// fills, a load at normal priority takes a core's share from the step. At nice 19 the load gets
+// ~1.5% of a contended core plus the idle time between steps. A thread of its own, because
+// an unprivileged process cannot raise a libuv pool thread's priority back once lowered.
+void run_at_background_priority(const std::function<void()>& work) {
+  std::exception_ptr failure;
+  std::thread t([&] {
+#if defined(__linux__)
+    setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 19);  // best effort
+#endif
+    try {
+      work();
+    } catch (...) {
+      failure = std::current_exception();
+    }
+  });
+  t.join();
+  if (failure) std::rethrow_exception(failure);
+}
 
 class PromiseWorker : public Napi::AsyncWorker {
  public:
@@ -216,10 +245,12 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
           env,
           [st, raw, slot, pages] {
             try {
-              raw->widen();
-              std::shared_lock<std::shared_mutex> life(st->life_mu);
-              if (!st->backend) throw EngineFailure("ENGINE_CLOSED", "the model has been closed");
-              st->backend->write_adapter(slot, pages, raw->spec);
+              run_at_background_priority([&] {
+                raw->widen();
+                std::shared_lock<std::shared_mutex> life(st->life_mu);
+                if (!st->backend) throw EngineFailure("ENGINE_CLOSED", "the model has been closed");
+                st->backend->write_adapter(slot, pages, raw->spec);
+              });
             } catch (...) {
               std::lock_guard<std::mutex> lock(st->mu);
               st->slots[size_t(slot)] = SlotState{};
