@@ -3,6 +3,7 @@
 // the base model. KV and queue gauges are read at scrape time.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { AdapterHooks } from './adapters/adapter-manager.js';
+import type { AdapterTiers } from './adapters/tiers.js';
 import type { Scheduler, SchedulerHooks } from './scheduler/scheduler.js';
 import type { Sequence } from './scheduler/sequence.js';
 
@@ -32,7 +33,7 @@ export class WorkerMetrics {
   }
 
   /** Gauges read from the live scheduler, KV allocator and adapter manager. */
-  bindGauges(src: { scheduler: () => Scheduler; kv: () => { free: number; total: number }; residentAdapters: () => number; slots: number }): void {
+  bindGauges(src: { scheduler: () => Scheduler; kv: () => { free: number; total: number }; residentAdapters: () => number; slots: number; tiers: () => AdapterTiers }): void {
     const reg = [this.registry];
     new Gauge({ name: 'loraplex_sequences_running', help: 'Sequences in the running batch', registers: reg, collect() { this.set(src.scheduler().runningCount); } });
     new Gauge({ name: 'loraplex_sequences_waiting', help: 'Sequences waiting for admission', registers: reg, collect() { this.set(src.scheduler().waitingCount); } });
@@ -41,6 +42,10 @@ export class WorkerMetrics {
     new Gauge({ name: 'loraplex_kv_blocks_used', help: 'KV cache blocks held by sequences', registers: reg, collect() { const k = src.kv(); this.set(k.total - k.free); } });
     new Gauge({ name: 'loraplex_adapters_resident', help: 'Adapters in engine slots', registers: reg, collect() { this.set(src.residentAdapters()); } });
     new Gauge({ name: 'loraplex_adapter_slots', help: 'Engine adapter slots', registers: reg, collect() { this.set(src.slots); } });
+    new Gauge({ name: 'loraplex_adapters_host', help: 'Adapters in the host-memory tier', registers: reg, collect() { this.set(src.tiers().hostNames().length); } });
+    new Gauge({ name: 'loraplex_adapter_host_bytes', help: 'Bytes of adapter files in the host-memory tier', registers: reg, collect() { this.set(src.tiers().hostBytes); } });
+    new Gauge({ name: 'loraplex_adapters_disk', help: 'Adapters in the disk-cache tier', registers: reg, collect() { this.set(src.tiers().disk.size); } });
+    new Gauge({ name: 'loraplex_adapter_disk_bytes', help: 'Bytes in the disk-cache tier', registers: reg, collect() { this.set(src.tiers().disk.bytes); } });
     new Gauge({ name: 'loraplex_accepting', help: '1 while the worker accepts requests, 0 while draining', registers: reg, collect() { this.set(src.scheduler().isAccepting ? 1 : 0); } });
   }
 

@@ -110,6 +110,7 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
     kv: () => ({ free: engine.blocks.freeBlocks, total: engine.blocks.numBlocks }),
     residentAdapters: () => adapters.resident().length,
     slots: engine.options.maxAdapters,
+    tiers: () => tiers,
   });
   const workerSecret = opts.workerSecret ?? (process.env.LORAPLEX_WORKER_SECRET || undefined);
   const ctx: WorkerContext = { engine, scheduler: sched, adapters, descriptors, workerSecret, metrics, modelId: opts.servedModelName ?? opts.model, modelPath: opts.model, startedAt: Math.floor(Date.now() / 1000) };

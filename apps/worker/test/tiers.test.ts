@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeAdapter, writeModel } from '../../../packages/engine/test/helpers/gen-model.js';
 import { makeS3Client } from '../src/adapters/s3-source.js';
 import { createWorker, type Worker } from '../src/worker.js';
-import { ADAPTERS, adaptersDir, modelDir, poster, until } from './helpers/http.js';
+import { ADAPTERS, adaptersDir, metric, modelDir, poster, until } from './helpers/http.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'lp-tiers-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -107,6 +107,9 @@ describe('adapters in S3 through the disk cache', () => {
     const entries = readdirSync(cacheDir);
     expect(entries.filter((e) => ADAPTERS.some((a) => e.startsWith(`${a}--`)))).toHaveLength(3);
     expect(entries.some((e) => e.includes('.tmp-'))).toBe(false);
+    const metrics = await (await worker.app.request('/metrics')).text();
+    expect(metric(metrics, 'loraplex_adapters_disk')).toBe(3);
+    expect(metric(metrics, 'loraplex_adapters_host')).toBe(1);
   });
 
   it('a disk-cache file changed on disk is detected and fetched again', async () => {
