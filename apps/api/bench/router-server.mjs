@@ -66,6 +66,7 @@ const server = serve({ fetch: app.fetch, port: Number(v.port), hostname: '127.0.
 const stop = async () => {
   clearInterval(timer);
   server.close();
+  router.close();
   await usage.close();
   await registry.close();
   await pglite.close();

@@ -28,6 +28,7 @@ afterEach(async () => {
 
 afterAll(async () => {
   await api?.close();
+  router?.close();
   await registry?.close();
   await t?.close();
 });

@@ -31,6 +31,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await api?.close();
+  router?.close();
   await Promise.all((workers ?? []).map((w) => w.kill('SIGTERM')));
   await registry?.close();
   await t?.close();

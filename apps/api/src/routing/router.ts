@@ -2,10 +2,12 @@
 // (least loaded for the base model), the signed adapter descriptor in a header, fallback to the
 // next worker while nothing has reached the client yet, the worker's answer streamed through, the
 // worker request aborted when the client goes away, and usage reported once per request.
+import type { IncomingHttpHeaders } from 'node:http';
 import { DESCRIPTOR_HEADER, DescriptorSigner, type AdapterTarget } from './descriptor.js';
 import type { WorkerRecord, WorkerRegistry } from './registry.js';
 import { leastLoaded, pickWorkers, preferResident } from './rendezvous.js';
 import { relaySse } from './sse-relay.js';
+import { workerHttpClient, type WorkerPost, type WorkerResponse } from './worker-http.js';
 import { prepareRequest, usageOfBody, type PreparedRequest } from './wire.js';
 
 export interface Usage {
@@ -41,20 +43,23 @@ export interface RouterOptions {
   maxAttempts?: number;
   /** Retry-After of the 503 when no worker could take the request. */
   retryAfterS?: number;
-  /** fetch, replaceable for a custom dispatcher. */
-  fetch?: typeof fetch;
+  /** The HTTP client to workers (default: node:http with keep-alive connections). */
+  post?: WorkerPost;
 }
 
 /** Response headers that describe one hop, or a body the router may have changed. */
 const HOP_HEADERS = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'content-encoding', 'date', 'server', 'upgrade', 'proxy-connection', 'te', 'trailer']);
 
-function passHeaders(from: Headers): Headers {
-  const h = new Headers();
-  from.forEach((v, k) => {
-    if (!HOP_HEADERS.has(k)) h.set(k, v);
-  });
+function passHeaders(from: IncomingHttpHeaders): Record<string, string> {
+  const h: Record<string, string> = {};
+  for (const [k, v] of Object.entries(from)) if (v !== undefined && !HOP_HEADERS.has(k)) h[k] = Array.isArray(v) ? v.join(', ') : v;
   return h;
 }
+
+const header = (h: IncomingHttpHeaders, name: string): string | undefined => {
+  const v = h[name];
+  return Array.isArray(v) ? v[0] : v;
+};
 
 function apiError(status: number, type: string, code: string, message: string, headers: Record<string, string> = {}): Response {
   return new Response(JSON.stringify({ error: { message, type, code } }), { status, headers: { 'content-type': 'application/json', ...headers } });
@@ -66,14 +71,27 @@ export class Router {
   private readonly signer: DescriptorSigner;
   private readonly maxAttempts: number;
   private readonly retryAfterS: number;
-  private readonly fetch: typeof fetch;
+  private readonly post: WorkerPost;
+  private readonly closeClient: () => void;
   private readonly inFlight = new Map<string, number>();
 
   constructor(private readonly registry: WorkerRegistry, opts: RouterOptions) {
     this.signer = new DescriptorSigner(opts.secret, opts.descriptorTtlS ?? 300);
     this.maxAttempts = opts.maxAttempts ?? 3;
     this.retryAfterS = opts.retryAfterS ?? 2;
-    this.fetch = opts.fetch ?? globalThis.fetch;
+    if (opts.post) {
+      this.post = opts.post;
+      this.closeClient = () => undefined;
+    } else {
+      const client = workerHttpClient();
+      this.post = client.post;
+      this.closeClient = () => client.close();
+    }
+  }
+
+  /** Closes the idle keep-alive connections to workers. */
+  close(): void {
+    this.closeClient();
   }
 
   /** Requests this router has in flight to a worker. */
@@ -151,21 +169,21 @@ export class Router {
       return undefined;
     };
 
-    let res: Response;
+    let res: WorkerResponse;
     try {
-      res = await this.fetch(`${worker.url}${req.path}`, { method: 'POST', headers, body: prep.json, signal: ctrl.signal });
+      res = await this.post(`${worker.url}${req.path}`, headers, prep.json, ctrl.signal);
     } catch {
       return failed();
     }
     if (res.status === 503 || res.status === 429) {
       // Draining or full: the worker did not take the request, another may.
-      await res.body?.cancel().catch(() => undefined);
+      res.discard();
       release();
       return undefined;
     }
-    const contentType = res.headers.get('content-type') ?? '';
-    if (prep.stream && res.ok && res.body && contentType.startsWith('text/event-stream')) {
-      const reader = res.body.getReader();
+    const ok = res.status >= 200 && res.status < 300;
+    if (prep.stream && ok && (header(res.headers, 'content-type') ?? '').startsWith('text/event-stream')) {
+      const reader = res.reader();
       // Read the first chunk before committing: a worker that dies before sending anything is
       // replaced by the next one and the client never notices.
       let first: ReadableStreamReadResult<Uint8Array>;
@@ -184,7 +202,7 @@ export class Router {
         onEnd: (o) => {
           release();
           if (o.status === 502) this.registry.reportFailure(worker.id);
-          const fallbackPrompt = Number(res.headers.get('x-prompt-tokens') ?? 0) || 0;
+          const fallbackPrompt = Number(header(res.headers, 'x-prompt-tokens') ?? 0) || 0;
           report({ promptTokens: o.usage?.promptTokens ?? fallbackPrompt, completionTokens: o.usage?.completionTokens ?? o.events, status: o.status, workerId: worker.id });
         },
       });
@@ -199,7 +217,7 @@ export class Router {
       return failed();
     }
     release();
-    const usage = res.ok ? usageOfBody(prep.family, res.headers, text) : undefined;
+    const usage = ok ? usageOfBody(prep.family, (name) => header(res.headers, name), text) : undefined;
     report({ promptTokens: usage?.promptTokens ?? 0, completionTokens: usage?.completionTokens ?? 0, status: res.status, workerId: worker.id });
     return new Response(text, { status: res.status, headers: passHeaders(res.headers) });
   }

@@ -112,6 +112,7 @@ export function relaySse(o: RelayOptions): ReadableStream<Uint8Array> {
   let pending = '';
   let first = o.first;
   let ended = false;
+  let cancelled = false;
   const end = (status: number): void => {
     if (ended) return;
     ended = true;
@@ -159,6 +160,7 @@ export function relaySse(o: RelayOptions): ReadableStream<Uint8Array> {
           }
         }
       } catch {
+        if (cancelled) return; // the stream is gone; cancel() reported it
         if (o.clientGone()) {
           end(499);
           ctrl.close();
@@ -171,6 +173,7 @@ export function relaySse(o: RelayOptions): ReadableStream<Uint8Array> {
     },
     cancel() {
       // The client stopped reading (disconnect): stop the worker's work on the sequence.
+      cancelled = true;
       o.abortWorker();
       end(499);
     },

@@ -73,9 +73,9 @@ function fromLoraxDetails(d: unknown): TokenCounts | undefined {
 }
 
 /** Token counts of a complete (non-streamed) worker answer, if it has them. */
-export function usageOfBody(family: Family, headers: Headers, text: string): TokenCounts | undefined {
+export function usageOfBody(family: Family, header: (name: string) => string | undefined, text: string): TokenCounts | undefined {
   if (family === 'lorax') {
-    const p = num(Number(headers.get('x-prompt-tokens') ?? NaN)), c = num(Number(headers.get('x-generated-tokens') ?? NaN));
+    const p = num(Number(header('x-prompt-tokens') ?? NaN)), c = num(Number(header('x-generated-tokens') ?? NaN));
     if (p !== undefined && c !== undefined) return { promptTokens: p, completionTokens: c };
   }
   let body: unknown;
