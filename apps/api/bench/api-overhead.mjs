@@ -193,5 +193,10 @@ for (const t of targets) {
 const md = report(targets);
 console.log(`\n${machine()}\n\n${md}\n`);
 if (v.write) writeDoc(resolve(v.doc ?? join(repoRoot, 'docs', 'benchmarks.md')), md);
-cleanup();
+// Let the worker and the router server shut down (drain, flush usage) before exiting.
+await Promise.all(children.map((c) => (c.exitCode !== null ? undefined : new Promise((res) => {
+  const timer = setTimeout(() => { c.kill('SIGKILL'); res(); }, 10_000);
+  c.once('exit', () => { clearTimeout(timer); res(); });
+  c.kill('SIGTERM');
+}))));
 process.exit(0);
