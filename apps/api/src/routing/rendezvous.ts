@@ -1,0 +1,64 @@
+// Which workers serve a request. Adapter requests use rendezvous (highest random weight) hashing on
+// the adapter id: every API instance computes the same order without coordination, an adapter's
+// traffic concentrates on the same few workers (so it stays resident there), and adding or removing
+// a worker moves only the adapters whose top choice it was.
+import { createHash } from 'node:crypto';
+
+export interface Candidate {
+  id: string;
+  residentAdapters: readonly string[];
+}
+
+/** The worker's weight for a key: the first 8 bytes of sha256(workerId \0 key), unsigned. */
+export function rendezvousScore(workerId: string, key: string): bigint {
+  return createHash('sha256').update(workerId).update('\0').update(key).digest().readBigUInt64BE(0);
+}
+
+/** Workers in descending rendezvous score for `key` (ties, practically impossible, by id). */
+export function pickWorkers<W extends { id: string }>(workers: readonly W[], key: string): W[] {
+  return workers
+    .map((w) => ({ w, s: rendezvousScore(w.id, key) }))
+    .sort((a, b) => (a.s === b.s ? (a.w.id < b.w.id ? -1 : 1) : a.s > b.s ? -1 : 1))
+    .map((x) => x.w);
+}
+
+export interface PreferOptions {
+  /** How many of the top rendezvous choices compete on residency and load (default 2). */
+  topK?: number;
+  /** Requests this API instance has in flight per worker id. */
+  inFlight?: (workerId: string) => number;
+  /**
+   * What a cold adapter costs, in in-flight requests: a worker that must load the adapter first is
+   * chosen over a resident one only when the resident one has this many more requests in flight.
+   */
+  coldPenalty?: number;
+}
+
+/**
+ * Reorders the first `topK` of a rendezvous order: the worker that holds the adapter wins unless it
+ * is much busier (two-choice load balancing). With no load the order is plain rendezvous with
+ * residency first, so a single client's requests always land on the same worker. The rest of the
+ * order (the fallbacks) is kept.
+ */
+export function preferResident<W extends Candidate>(order: readonly W[], adapterId: string, opts: PreferOptions = {}): W[] {
+  const k = Math.min(opts.topK ?? 2, order.length);
+  const inFlight = opts.inFlight ?? (() => 0);
+  const penalty = opts.coldPenalty ?? 4;
+  const cost = (w: W): number => inFlight(w.id) + (w.residentAdapters.includes(adapterId) ? 0 : penalty);
+  const head = order.slice(0, k).map((w, rank) => ({ w, rank, c: cost(w) }));
+  head.sort((a, b) => a.c - b.c || a.rank - b.rank);
+  return [...head.map((x) => x.w), ...order.slice(k)];
+}
+
+/**
+ * Base-model requests: every worker holds the base weights, so there is no locality to keep and the
+ * choice is the least loaded worker: fewest requests in flight from this API instance (exact, never
+ * stale), then the worker's own last reported running + waiting, then random, so that several API
+ * instances seeing equal loads do not all herd onto the same worker. The rest follow in that order.
+ */
+export function leastLoaded<W extends { id: string; load: { running: number; waiting: number } }>(workers: readonly W[], inFlight: (workerId: string) => number = () => 0): W[] {
+  return workers
+    .map((w) => ({ w, a: inFlight(w.id), b: w.load.running + w.load.waiting, r: Math.random() }))
+    .sort((x, y) => x.a - y.a || x.b - y.b || x.r - y.r)
+    .map((x) => x.w);
+}

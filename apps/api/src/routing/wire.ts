@@ -1,0 +1,97 @@
+// What the router changes in a request on its way to a worker, and reads back from the answer:
+// the adapter field is rewritten to the adapter id (contract §1), and usage reporting is forced on
+// (OpenAI stream_options.include_usage, LoRAX parameters.details) so every request can be metered;
+// what the client did not ask for is removed again on the way back (sse-relay.ts).
+
+export type Family = 'openai' | 'lorax';
+
+export const OPENAI_PATHS = new Set(['/v1/completions', '/v1/chat/completions']);
+export const LORAX_PATHS = new Set(['/generate', '/generate_stream', '/']);
+
+export function familyOf(path: string): Family {
+  if (OPENAI_PATHS.has(path)) return 'openai';
+  if (LORAX_PATHS.has(path)) return 'lorax';
+  throw new Error(`the router does not forward ${path}`);
+}
+
+export interface PreparedRequest {
+  family: Family;
+  /** The client asked for a stream. */
+  stream: boolean;
+  /** The client asked for usage (OpenAI include_usage) or details (LoRAX) itself. */
+  clientWantsUsage: boolean;
+  /** The body sent to the worker. */
+  json: string;
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * The worker's body: a shallow copy of the client's (which is left untouched) with the adapter
+ * field set to the adapter id, or to the base model for base requests, and usage forced on.
+ */
+export function prepareRequest(path: string, body: Record<string, unknown>, adapterId: string | undefined, baseModel: string): PreparedRequest {
+  const family = familyOf(path);
+  const out: Record<string, unknown> = { ...body };
+  if (family === 'openai') {
+    out.model = adapterId ?? baseModel;
+    const stream = body.stream === true;
+    const so = isObject(body.stream_options) ? body.stream_options : undefined;
+    const clientWantsUsage = stream ? so?.include_usage === true : true;
+    if (stream) out.stream_options = { ...(so ?? {}), include_usage: true };
+    return { family, stream, clientWantsUsage, json: JSON.stringify(out) };
+  }
+  const params: Record<string, unknown> = isObject(body.parameters) ? { ...body.parameters } : {};
+  if (adapterId !== undefined) params.adapter_id = adapterId;
+  else delete params.adapter_id;
+  const stream = path === '/generate_stream' || (path === '/' && body.stream === true);
+  const clientWantsUsage = params.details === true;
+  // A stream reports its counts only in the last event's details; a single response carries them
+  // in x-prompt-tokens / x-generated-tokens, so details (with every token listed) are not forced.
+  if (stream) params.details = true;
+  out.parameters = params;
+  return { family, stream, clientWantsUsage, json: JSON.stringify(out) };
+}
+
+export interface TokenCounts {
+  promptTokens: number;
+  completionTokens: number;
+}
+
+const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : undefined);
+
+function fromOpenAiUsage(u: unknown): TokenCounts | undefined {
+  if (!isObject(u)) return undefined;
+  const p = num(u.prompt_tokens), c = num(u.completion_tokens);
+  return p !== undefined && c !== undefined ? { promptTokens: p, completionTokens: c } : undefined;
+}
+
+function fromLoraxDetails(d: unknown): TokenCounts | undefined {
+  if (!isObject(d)) return undefined;
+  const p = num(d.prompt_tokens), c = num(d.generated_tokens);
+  return p !== undefined && c !== undefined ? { promptTokens: p, completionTokens: c } : undefined;
+}
+
+/** Token counts of a complete (non-streamed) worker answer, if it has them. */
+export function usageOfBody(family: Family, header: (name: string) => string | undefined, text: string): TokenCounts | undefined {
+  if (family === 'lorax') {
+    const p = num(Number(header('x-prompt-tokens') ?? NaN)), c = num(Number(header('x-generated-tokens') ?? NaN));
+    if (p !== undefined && c !== undefined) return { promptTokens: p, completionTokens: c };
+  }
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (family === 'openai') return isObject(body) ? fromOpenAiUsage(body.usage) : undefined;
+  const one = Array.isArray(body) ? body[0] : body; // POST / answers [GenerateResponse]
+  return isObject(one) ? fromLoraxDetails(one.details) : undefined;
+}
+
+/** Token counts carried by one parsed stream event (OpenAI usage chunk, LoRAX final details). */
+export function usageOfEvent(family: Family, event: Record<string, unknown>): TokenCounts | undefined {
+  return family === 'openai' ? fromOpenAiUsage(event.usage) : fromLoraxDetails(event.details);
+}
+
+export { isObject };
