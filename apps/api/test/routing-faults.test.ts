@@ -4,9 +4,9 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { WorkerRegistry } from '../src/routing/registry.js';
 import { Router } from '../src/routing/router.js';
-import { post, serveRouter, type RoutingServer } from './helpers/routing-app.js';
+import { adapterId, post, serveRouter, type RoutingServer } from './helpers/routing-app.js';
 import { openPgliteTestDb, type TestDb } from './helpers/routing-db.js';
-import { BASE_MODEL, heartbeatFor, sseData, startWorker, until, workerMetric, type WorkerProcess } from './helpers/routing-workers.js';
+import { BASE_MODEL, heartbeatFor, sseData, startWorker, until, workerMetric, WORKER_SECRET, type WorkerProcess } from './helpers/routing-workers.js';
 
 let t: TestDb;
 let running: WorkerProcess[] = [];
@@ -17,7 +17,7 @@ let api: RoutingServer;
 beforeAll(async () => {
   t = await openPgliteTestDb();
   registry = new WorkerRegistry(t.db, { staleAfterMs: 600_000 });
-  router = new Router(registry, { secret: 'fault-secret' });
+  router = new Router(registry, { secret: WORKER_SECRET });
   api = await serveRouter(router);
 });
 
@@ -37,7 +37,7 @@ afterAll(async () => {
 async function twoWorkers(tag: string, adapter: string): Promise<[WorkerProcess, WorkerProcess]> {
   running = await Promise.all([startWorker(`wk_${tag}_1`), startWorker(`wk_${tag}_2`)]);
   for (const w of running) await registry.heartbeat(heartbeatFor(w.id, w.url));
-  const first = router.order(BASE_MODEL, adapter)[0]!.id;
+  const first = router.order(BASE_MODEL, adapterId(adapter))[0]!.id;
   const [a, b] = running as [WorkerProcess, WorkerProcess];
   return a.id === first ? [a, b] : [b, a];
 }

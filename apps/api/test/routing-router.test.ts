@@ -9,11 +9,11 @@ import { verifyDescriptor } from '../src/routing/descriptor.js';
 import { WorkerRegistry } from '../src/routing/registry.js';
 import { Router } from '../src/routing/router.js';
 import { UsageRecorder } from '../src/routing/usage-recorder.js';
-import { adapterTarget, post, serveRouter, type RoutingServer } from './helpers/routing-app.js';
+import { adapterId, adapterTarget, post, serveRouter, type RoutingServer } from './helpers/routing-app.js';
 import { createTenant, openPgliteTestDb, type TestDb } from './helpers/routing-db.js';
-import { BASE_MODEL, heartbeatFor, sseData, startWorker, type WorkerProcess } from './helpers/routing-workers.js';
+import { BASE_MODEL, heartbeatFor, sseData, startWorker, WORKER_SECRET, type WorkerProcess } from './helpers/routing-workers.js';
 
-const SECRET = 'test-worker-secret';
+const SECRET = WORKER_SECRET;
 let t: TestDb;
 let workers: WorkerProcess[];
 let registry: WorkerRegistry;
@@ -49,7 +49,7 @@ describe('non-streaming answers', () => {
     const direct = (await (await post(`${workers[0]!.url}/v1/completions`, body)).json()) as Record<string, unknown>;
     expect(withoutIds(got)).toEqual(withoutIds(direct));
     expect(got.usage.completion_tokens).toBe(12);
-    expect(lastUsage()).toMatchObject({ promptTokens: got.usage.prompt_tokens, completionTokens: 12, status: 200, adapter: model === BASE_MODEL ? null : model });
+    expect(lastUsage()).toMatchObject({ promptTokens: got.usage.prompt_tokens, completionTokens: 12, status: 200, adapter: model === BASE_MODEL ? null : adapterId(model) });
     expect(lastUsage().latencyMs).toBeGreaterThan(0);
   });
 
@@ -60,7 +60,7 @@ describe('non-streaming answers', () => {
     const b1 = (await plain.json()) as Record<string, unknown>;
     expect(b1.details).toBeUndefined();
     const prompt = Number(plain.headers.get('x-prompt-tokens'));
-    expect(lastUsage()).toMatchObject({ promptTokens: prompt, completionTokens: 7, status: 200, adapter: 'lora_qv_r4' });
+    expect(lastUsage()).toMatchObject({ promptTokens: prompt, completionTokens: 7, status: 200, adapter: adapterId('lora_qv_r4') });
     const detailed = (await (await post(`${api.url}/`, { inputs: 'Hello there', parameters: { adapter_id: 'lora_qv_r4', max_new_tokens: 7, ignore_eos_token: true, details: true } })).json()) as Array<{ details: { prompt_tokens: number; generated_tokens: number } }>;
     expect(detailed[0]!.details).toMatchObject({ prompt_tokens: prompt, generated_tokens: 7 });
     expect(lastUsage()).toMatchObject({ promptTokens: prompt, completionTokens: 7, path: '/' });
@@ -110,7 +110,7 @@ describe('streaming answers', () => {
     expect(d.generated_tokens).toBe(11);
     expect(last.details).toEqual(details ? direct[direct.length - 1]!.details : null);
     expect(last.generated_text).toBe(direct[direct.length - 1]!.generated_text);
-    expect(lastUsage()).toMatchObject({ promptTokens: d.prompt_tokens, completionTokens: 11, status: 200, adapter: 'lora_qkvo_r16_rslora' });
+    expect(lastUsage()).toMatchObject({ promptTokens: d.prompt_tokens, completionTokens: 11, status: 200, adapter: adapterId('lora_qkvo_r16_rslora') });
   });
 });
 
@@ -126,7 +126,7 @@ describe('usage rows', () => {
     }
     await rec.close();
     const rows = (await t.db.select().from(usageEvents)).sort((a, b) => a.id - b.id);
-    expect(rows.map((r) => [r.route, r.adapterId, r.completionTokens, r.status])).toEqual([['/v1/completions', 'lora_all_r8', 5, 200], ['/generate_stream', null, 4, 200]]);
+    expect(rows.map((r) => [r.route, r.adapterId, r.completionTokens, r.status])).toEqual([['/v1/completions', adapterId('lora_all_r8'), 5, 200], ['/generate_stream', null, 4, 200]]);
     expect(rows.every((r) => r.promptTokens > 0 && r.latencyMs > 0)).toBe(true);
   });
 });
@@ -144,7 +144,7 @@ describe('worker choice', () => {
     }
     expect(seen.get('lora_all_r8')!.size).toBe(1);
     expect(seen.get('lora_qv_r4')!.size).toBe(1);
-    expect([...seen.get('lora_all_r8')!][0]).toBe(router.order(BASE_MODEL, 'lora_all_r8')[0]!.id);
+    expect([...seen.get('lora_all_r8')!][0]).toBe(router.order(BASE_MODEL, adapterId('lora_all_r8'))[0]!.id);
     // Base requests: least loaded, ties at random; 12 sequential requests use both workers.
     expect(seen.get(BASE_MODEL)!.size).toBe(2);
   });
@@ -182,7 +182,7 @@ describe('what a worker receives', () => {
     const { req, body } = seen[0]!;
     expect(body.parameters).toEqual({ adapter_id: 'ad_0123456789abcdef01', max_new_tokens: 1, details: true });
     const d = verifyDescriptor(String(req.headers['x-loraplex-adapter']), SECRET);
-    expect(d).toEqual({ v: 1, id: target.id, base_model: 'capture-model', rank: 8, storage: target.storage, files: [], exp: expect.any(Number) });
+    expect(d).toEqual({ v: 1, id: target.id, base_model: 'capture-model', rank: 8, storage: target.storage, files: target.files, exp: expect.any(Number) });
     expect(d!.exp - Date.now() / 1000).toBeGreaterThan(100);
     // Base requests carry no descriptor and name the base model.
     await (await r.forward({ path: '/v1/completions', body: { model: 'whatever', prompt: 'x', stream: true }, baseModel: 'capture-model' })).text();

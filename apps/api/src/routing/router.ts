@@ -195,6 +195,7 @@ export class Router {
       const stream = relaySse({
         family: prep.family,
         clientWantsUsage: prep.clientWantsUsage,
+        restoreModel: prep.restoreModel,
         reader,
         first: first.done ? undefined : first.value,
         clientGone: () => req.signal?.aborted === true,
@@ -219,6 +220,6 @@ export class Router {
     release();
     const usage = ok ? usageOfBody(prep.family, (name) => header(res.headers, name), text) : undefined;
     report({ promptTokens: usage?.promptTokens ?? 0, completionTokens: usage?.completionTokens ?? 0, status: res.status, workerId: worker.id });
-    return new Response(text, { status: res.status, headers: passHeaders(res.headers) });
+    return new Response(prep.restoreModel(text), { status: res.status, headers: passHeaders(res.headers) });
   }
 }

@@ -22,10 +22,15 @@ export class SseUsageScanner {
   events = 0;
   errorStatus: number | undefined;
 
-  constructor(private readonly family: Family, private readonly clientWantsUsage: boolean) {}
+  constructor(private readonly family: Family, private readonly clientWantsUsage: boolean, private readonly restoreModel: (text: string) => string = (t) => t) {}
 
   /** The event text to send (without separator), or null to drop it. */
   process(event: string): string | null {
+    const out = this.scan(event);
+    return out === null ? null : this.restoreModel(out);
+  }
+
+  private scan(event: string): string | null {
     const data = dataOf(event);
     if (data === undefined || data === '[DONE]') return event;
     if (data.startsWith('{"error"')) {
@@ -94,6 +99,8 @@ export function workerFailedEvent(family: Family): string {
 export interface RelayOptions {
   family: Family;
   clientWantsUsage: boolean;
+  /** Rewrites the adapter id back to the client's model name (wire.ts). */
+  restoreModel?: (text: string) => string;
   reader: ReadableStreamDefaultReader<Uint8Array>;
   /** Already read from the worker (the router reads one chunk before committing to a worker). */
   first: Uint8Array | undefined;
@@ -106,7 +113,7 @@ export interface RelayOptions {
 }
 
 export function relaySse(o: RelayOptions): ReadableStream<Uint8Array> {
-  const scanner = new SseUsageScanner(o.family, o.clientWantsUsage);
+  const scanner = new SseUsageScanner(o.family, o.clientWantsUsage, o.restoreModel);
   const decoder = new TextDecoder();
   const encoder = new TextEncoder();
   let pending = '';

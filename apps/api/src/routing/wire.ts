@@ -22,6 +22,19 @@ export interface PreparedRequest {
   clientWantsUsage: boolean;
   /** The body sent to the worker. */
   json: string;
+  /** Gives answers back the client's model name in place of the adapter id the worker saw. */
+  restoreModel: (text: string) => string;
+}
+
+/**
+ * OpenAI answers name the model; the worker saw the adapter id, the client asked for its own name
+ * (name or name@version). The id is [a-z0-9_] only and quotes inside JSON strings are escaped,
+ * so the exact byte sequence "model":"<id>" can only be that field.
+ */
+function modelRestorer(family: Family, adapterId: string | undefined, asked: unknown): (text: string) => string {
+  if (family !== 'openai' || adapterId === undefined || typeof asked !== 'string' || asked === adapterId) return (t) => t;
+  const from = `"model":${JSON.stringify(adapterId)}`, to = `"model":${JSON.stringify(asked)}`;
+  return (t) => (t.includes(from) ? t.replaceAll(from, to) : t);
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -39,7 +52,7 @@ export function prepareRequest(path: string, body: Record<string, unknown>, adap
     const so = isObject(body.stream_options) ? body.stream_options : undefined;
     const clientWantsUsage = stream ? so?.include_usage === true : true;
     if (stream) out.stream_options = { ...(so ?? {}), include_usage: true };
-    return { family, stream, clientWantsUsage, json: JSON.stringify(out) };
+    return { family, stream, clientWantsUsage, json: JSON.stringify(out), restoreModel: modelRestorer(family, adapterId, body.model) };
   }
   const params: Record<string, unknown> = isObject(body.parameters) ? { ...body.parameters } : {};
   if (adapterId !== undefined) params.adapter_id = adapterId;
@@ -50,7 +63,7 @@ export function prepareRequest(path: string, body: Record<string, unknown>, adap
   // in x-prompt-tokens / x-generated-tokens, so details (with every token listed) are not forced.
   if (stream) params.details = true;
   out.parameters = params;
-  return { family, stream, clientWantsUsage, json: JSON.stringify(out) };
+  return { family, stream, clientWantsUsage, json: JSON.stringify(out), restoreModel: (t) => t };
 }
 
 export interface TokenCounts {

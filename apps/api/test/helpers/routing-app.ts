@@ -3,6 +3,8 @@
 // target or the base model, forward through the Router, and collect every usage report.
 import { serve, type ServerType } from '@hono/node-server';
 import { Hono, type Context } from 'hono';
+import { createHash } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AdapterTarget } from '../../src/routing/descriptor.js';
 import type { Router, Usage } from '../../src/routing/router.js';
@@ -10,8 +12,19 @@ import { ADAPTER_DIR, BASE_MODEL } from './routing-workers.js';
 
 export const FIXTURE_ADAPTERS = { lora_all_r8: 8, lora_qv_r4: 4, lora_qkvo_r16_rslora: 16 } as const;
 
+/** The fixture adapter as the API would describe it: an ad_ id, its directory, every file's size and sha256. */
 export function adapterTarget(name: keyof typeof FIXTURE_ADAPTERS): AdapterTarget {
-  return { id: name, baseModel: BASE_MODEL, rank: FIXTURE_ADAPTERS[name], storage: { kind: 'dir', path: join(ADAPTER_DIR, name) }, files: [] };
+  const dir = join(ADAPTER_DIR, name);
+  const files = readdirSync(dir).sort().map((f) => {
+    const bytes = readFileSync(join(dir, f));
+    return { name: f, size: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') };
+  });
+  return { id: adapterId(name), baseModel: BASE_MODEL, rank: FIXTURE_ADAPTERS[name], storage: { kind: 'dir', path: dir }, files };
+}
+
+/** A stable adapter id for a fixture adapter name. */
+export function adapterId(name: string): string {
+  return `ad_${createHash('sha256').update(name).digest('hex').slice(0, 20)}`;
 }
 
 function adapterOf(path: string, body: Record<string, unknown>): AdapterTarget | undefined {

@@ -40,9 +40,12 @@ export interface WorkerProcess {
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
+/** The secret the test workers verify adapter descriptors with (Routers in the tests sign with it). */
+export const WORKER_SECRET = 'test-worker-secret';
+
 export async function startWorker(id: string, extraArgs: string[] = [], timeoutMs = 60_000): Promise<WorkerProcess> {
   ensureWorkerBuilt();
-  const args = [WORKER_CLI, '--port', '0', '--host', '127.0.0.1', '--model', MODEL_DIR, '--adapter-dir', ADAPTER_DIR, '--served-model-name', BASE_MODEL, '--threads', '1', ...extraArgs];
+  const args = [WORKER_CLI, '--port', '0', '--host', '127.0.0.1', '--model', MODEL_DIR, '--adapter-dir', ADAPTER_DIR, '--served-model-name', BASE_MODEL, '--threads', '1', '--worker-secret', WORKER_SECRET, ...extraArgs];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
   let out = '', err = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
