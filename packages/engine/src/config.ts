@@ -102,6 +102,11 @@ export function ropeInvFreq(headDim: number, theta: number, scaling: unknown): F
 export async function readModelConfig(dir: string): Promise<ModelConfig> {
   const c = await readJson(join(dir, 'config.json'), false);
   if (!c) throw cfgError(`${dir} has no config.json`);
+  return parseModelConfig(c, await readJson(join(dir, 'generation_config.json'), true));
+}
+
+/** A model's config.json (and generation_config.json) as parsed JSON objects -> ModelConfig. */
+export function parseModelConfig(c: Record<string, unknown>, gen?: Record<string, unknown>): ModelConfig {
   const archs = c.architectures;
   const architecture = (Array.isArray(archs) ? archs[0] : undefined) as Architecture | undefined;
   if (!architecture || !SUPPORTED.includes(architecture)) {
@@ -120,7 +125,6 @@ export async function readModelConfig(dir: string): Promise<ModelConfig> {
   let slidingWindow = 0;
   if (architecture === 'MistralForCausalLM' && typeof c.sliding_window === 'number') slidingWindow = c.sliding_window;
   if (architecture === 'Qwen2ForCausalLM' && c.use_sliding_window === true) throw cfgError('Qwen2 use_sliding_window is not supported');
-  const gen = await readJson(join(dir, 'generation_config.json'), true);
   const eos = new Set<number>([...idList(c.eos_token_id), ...idList(gen?.eos_token_id)]);
   return {
     architecture,
