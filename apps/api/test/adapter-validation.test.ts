@@ -85,7 +85,7 @@ describe('unsafe and malformed archives', () => {
     ['a tar with a bad checksum', 'tar', (() => { const t = tar([{ name: 'adapter_config.json', data: cfg }]); t[0] = 0x41; return t; })(), 'malformed_archive', /checksum/],
     ['not gzip', 'tar.gz', Buffer.from('definitely not gzip data'), 'malformed_archive', /could not be read as tar.gz/],
     ['a truncated zip', 'zip', zip([{ name: 'adapter_config.json', data: cfg }]).subarray(0, 40), 'malformed_archive', /end-of-central-directory/],
-    ['a zip whose data fails its CRC', 'zip', (() => { const z = zip([{ name: 'adapter_config.json', data: cfg }]); z[30 + 'adapter_config.json'.length] ^= 0xff; return z; })(), 'malformed_archive', /CRC-32/],
+    ['a zip whose data fails its CRC', 'zip', (() => { const z = zip([{ name: 'adapter_config.json', data: cfg }]); const at = 30 + 'adapter_config.json'.length; z[at] = z[at]! ^ 0xff; return z; })(), 'malformed_archive', /CRC-32/],
     ['a zip entry larger than it declares', 'zip', zip([{ name: 'adapter_config.json', data: cfg, deflate: true, declaredSize: 10 }]), 'malformed_archive', /beyond its declared size/],
     ['too many entries', 'tar', tar(Array.from({ length: 20 }, (_, i) => ({ name: `d${i}/`, type: '5' as const }))), 'too_large', /more than 16 entries/],
   ];
@@ -171,11 +171,12 @@ describe('adapter files that do not fit', () => {
   });
   it('wrong shapes', async () => {
     const d = files('lora_qv_r4');
-    const bad = { dtype: 'F32' as const, shape: [4, 65], data: new Float32Array(4 * 65) };
+    const f32 = (n: number): Uint8Array => new Uint8Array(new Float32Array(n).buffer);
+    const bad = { dtype: 'F32' as const, shape: [4, 65], data: f32(4 * 65) };
     const tensors: Record<string, typeof bad> = {};
     for (const l of [0, 1]) for (const p of ['q_proj', 'v_proj']) {
       tensors[`base_model.model.model.layers.${l}.self_attn.${p}.lora_A.weight`] = bad;
-      tensors[`base_model.model.model.layers.${l}.self_attn.${p}.lora_B.weight`] = { dtype: 'F32', shape: [p === 'q_proj' ? 64 : 32, 4], data: new Float32Array((p === 'q_proj' ? 64 : 32) * 4) };
+      tensors[`base_model.model.model.layers.${l}.self_attn.${p}.lora_B.weight`] = { dtype: 'F32', shape: [p === 'q_proj' ? 64 : 32, 4], data: f32((p === 'q_proj' ? 64 : 32) * 4) };
     }
     writeFileSync(join(d, 'adapter_model.safetensors'), encodeSafetensors(tensors));
     await refused(validateAdapterFiles(d, limits), 'incompatible_adapter', /shape \[4, 65\]/);
