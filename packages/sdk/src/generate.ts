@@ -1,0 +1,74 @@
+// LoRAX-shaped generation (POST /generate, /generate_stream) and OpenAI chat, mapped to the SDK's
+// camelCase results.
+import { json, send, type HttpOptions } from './http.js';
+import { LoraplexError } from './errors.js';
+import { sseData } from './sse.js';
+import type { ChatMessage, ChatOptions, ChatResult, FinishReason, GenerateOptions, GenerateResult, StreamEvent, TokenDetail } from './types.js';
+
+interface LoraxDetails { finish_reason: FinishReason; prompt_tokens?: number; generated_tokens: number; seed?: number | null; tokens?: TokenDetail[] }
+
+export function loraxBody(prompt: string, o: GenerateOptions): Record<string, unknown> {
+  const p: Record<string, unknown> = { details: true };
+  if (o.adapterId !== undefined) p.adapter_id = o.adapterId;
+  if (o.maxNewTokens !== undefined) p.max_new_tokens = o.maxNewTokens;
+  if (o.temperature !== undefined) p.temperature = o.temperature;
+  if (o.topP !== undefined) p.top_p = o.topP;
+  if (o.topK !== undefined) p.top_k = o.topK;
+  if (o.seed !== undefined) p.seed = o.seed;
+  if (o.stop !== undefined) p.stop = o.stop;
+  if (o.repetitionPenalty !== undefined) p.repetition_penalty = o.repetitionPenalty;
+  if (o.temperature !== undefined && o.temperature > 0) p.do_sample = true;
+  if (o.responseFormat) p.response_format = o.responseFormat.schema ? { type: 'json_object', schema: o.responseFormat.schema } : { type: 'json_object' };
+  return { inputs: prompt, parameters: p };
+}
+
+function result(text: string, d: LoraxDetails, withTokens: boolean): GenerateResult {
+  const r: GenerateResult = { text, finishReason: d.finish_reason, promptTokens: d.prompt_tokens ?? 0, generatedTokens: d.generated_tokens, seed: d.seed ?? null };
+  if (withTokens && d.tokens) r.tokens = d.tokens.map((t) => ({ id: t.id, text: t.text, logprob: t.logprob, special: t.special }));
+  return r;
+}
+
+export async function generate(h: HttpOptions, prompt: string, o: GenerateOptions): Promise<GenerateResult> {
+  const res = await send(h, { path: '/generate', json: loraxBody(prompt, o), ...(o.signal ? { signal: o.signal } : {}), ...(o.timeout ? { timeout: o.timeout } : {}) });
+  const body = await json<{ generated_text: string; details: LoraxDetails }>(res);
+  return result(body.generated_text, body.details, o.details === true);
+}
+
+export async function* generateStream(h: HttpOptions, prompt: string, o: GenerateOptions): AsyncGenerator<StreamEvent> {
+  const res = await send(h, { path: '/generate_stream', json: loraxBody(prompt, o), ...(o.signal ? { signal: o.signal } : {}), ...(o.timeout ? { timeout: o.timeout } : {}) });
+  (res as Response & { clearTimeout?: () => void }).clearTimeout?.();
+  const tokens: TokenDetail[] = [];
+  for await (const ev of sseData(res)) {
+    const e = ev as { token: TokenDetail; generated_text: string | null; details: LoraxDetails | null };
+    tokens.push(e.token);
+    const out: StreamEvent = { token: { id: e.token.id, text: e.token.text, logprob: e.token.logprob, special: e.token.special } };
+    if (e.generated_text !== null && e.generated_text !== undefined && e.details) {
+      out.final = result(e.generated_text, { ...e.details, tokens }, o.details === true);
+    }
+    yield out;
+  }
+}
+
+export function parseJson<T>(r: GenerateResult): T {
+  try {
+    return JSON.parse(r.text) as T;
+  } catch (e) {
+    throw new LoraplexError(`the output is not valid JSON (finish reason ${r.finishReason}): ${(e as Error).message}`);
+  }
+}
+
+export async function chat(h: HttpOptions, messages: ChatMessage[], o: ChatOptions, baseModel: () => Promise<string>): Promise<ChatResult> {
+  const body: Record<string, unknown> = { model: o.adapterId ?? (await baseModel()), messages };
+  if (o.maxNewTokens !== undefined) body.max_tokens = o.maxNewTokens;
+  if (o.temperature !== undefined) body.temperature = o.temperature;
+  if (o.topP !== undefined) body.top_p = o.topP;
+  if (o.topK !== undefined) body.top_k = o.topK;
+  if (o.seed !== undefined) body.seed = o.seed;
+  if (o.stop !== undefined) body.stop = o.stop;
+  if (o.repetitionPenalty !== undefined) body.repetition_penalty = o.repetitionPenalty;
+  if (o.responseFormat) body.response_format = o.responseFormat.schema ? { type: 'json_schema', json_schema: { name: 'response', schema: o.responseFormat.schema } } : { type: 'json_object' };
+  const res = await send(h, { path: '/v1/chat/completions', json: body, ...(o.signal ? { signal: o.signal } : {}), ...(o.timeout ? { timeout: o.timeout } : {}) });
+  const r = await json<{ choices: Array<{ message: ChatMessage; finish_reason: string }>; usage: { prompt_tokens: number; completion_tokens: number } }>(res);
+  const c = r.choices[0]!;
+  return { message: { role: c.message.role, content: c.message.content }, finishReason: c.finish_reason, promptTokens: r.usage.prompt_tokens, completionTokens: r.usage.completion_tokens };
+}
