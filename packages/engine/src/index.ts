@@ -12,3 +12,4 @@ export { readAdapterDir, readAdapterFiles, parseAdapterFiles, buildAdapter, load
 export { parsePeftConfig, resolveAdapterModules, MODULES } from './adapter/peft-config.js';
 export { readSafetensorsHeader, writeSafetensors, encodeSafetensors, f32ToBf16, bf16ToF32 } from './io/safetensors.js';
 export { parseTorchCheckpoint } from './io/torch-checkpoint.js';
+export { ensureDemoModel, DEMO_ADAPTERS } from './demo-model.js';
