@@ -1,0 +1,98 @@
+#!/usr/bin/env node
+// loraplex: the command line. `loraplex dev` runs the embedded stack (API + one worker, PGlite and
+// a local adapter store; the demo model when no --model is given), `loraplex worker` a worker on
+// its own, and the other commands talk to an API through @loraplex/sdk.
+import { spawn } from 'node:child_process';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { LoraplexError } from '@loraplex/sdk';
+import { intOpt, parse, UsageError } from './args.js';
+import { adapters, ADAPTERS_HELP, generate, GENERATE_HELP, keys, KEYS_HELP, tenants, TENANTS_HELP } from './commands.js';
+
+const HELP = `usage: loraplex <command> [options]
+
+commands:
+  dev                 run the embedded platform (API + one worker) on this machine
+  worker --model DIR  run one worker on its own (same flags as loraplex-worker)
+  keys                create, list and revoke API keys
+  tenants             create and list tenants
+  adapters            upload, list, get and delete adapters
+  generate "PROMPT"   stream a completion
+
+Run \`loraplex <command> --help\` for a command's options.`;
+
+const DEV_HELP = `usage: loraplex dev [--model DIR] [--served-model-name NAME] [--port N] [--host ADDR] [--data-dir DIR]
+Starts the API and one worker on the embedded defaults (PGlite and adapter files under --data-dir,
+default $LORAPLEX_DATA_DIR or ./.loraplex) and prints the URL and an admin key.
+Without --model it serves the built-in demo model: a tiny Llama with RANDOM weights and the real
+Llama 3 tokenizer, generated on first run. Its output is nonsense; it proves the whole path works.
+Point --model at a Hugging Face model directory (config.json, *.safetensors, tokenizer.json) for
+real output.`;
+
+const WORKER_HELP = `usage: loraplex worker --model DIR [worker flags]
+Runs one worker (loraplex-worker). Flags: see \`loraplex worker --help\` below.`;
+
+async function dev(argv: string[]): Promise<void> {
+  const a = parse(argv, { model: { type: 'string' }, 'served-model-name': { type: 'string' }, port: { type: 'string' }, host: { type: 'string' }, 'data-dir': { type: 'string' } }, DEV_HELP, { min: 0, max: 0 });
+  if (a.help) return void console.log(DEV_HELP);
+  const dataDir = resolve((a.values['data-dir'] as string | undefined) ?? process.env.LORAPLEX_DATA_DIR ?? '.loraplex');
+  const port = intOpt(a.values.port, 'port', 0);
+  let api: { startStack?: (o: Record<string, unknown>) => Promise<{ url: string; adminKey: string; close(): Promise<void> }> };
+  try {
+    api = (await import('@loraplex/api')) as typeof api;
+  } catch (e) {
+    throw new Error(`@loraplex/api is not built (${(e as Error).message}); run \`pnpm build\``);
+  }
+  if (!api.startStack) throw new Error('@loraplex/api has no startStack in this build');
+  let model = a.values.model as string | undefined;
+  let servedModelName = a.values['served-model-name'] as string | undefined;
+  if (!model) {
+    const { ensureDemoModel } = await import('@loraplex/engine');
+    console.error('[loraplex] no --model: using the built-in demo model (random weights, meaningless output)');
+    model = (await ensureDemoModel(join(dataDir, 'demo-model'))).modelDir;
+    servedModelName ??= 'loraplex-demo';
+  }
+  const stack = await api.startStack({ model, dataDir, ...(servedModelName ? { servedModelName } : {}), ...(port !== undefined ? { port } : {}), ...(typeof a.values.host === 'string' ? { host: a.values.host } : {}) });
+  console.log(JSON.stringify({ event: 'ready', url: stack.url, adminKey: stack.adminKey, model }));
+  const stop = (): void => void stack.close().then(() => process.exit(0), () => process.exit(1));
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+}
+
+function worker(argv: string[]): Promise<void> {
+  if (argv.includes('--help') || argv.includes('-h')) console.log(WORKER_HELP);
+  const cli = join(dirname(fileURLToPath(import.meta.resolve('@loraplex/worker'))), 'cli.js');
+  const child = spawn(process.execPath, [cli, ...argv], { stdio: 'inherit' });
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => child.kill(sig));
+  return new Promise((res) => child.on('exit', (code) => {
+    process.exitCode = code ?? 1;
+    res();
+  }));
+}
+
+const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: string }> = {
+  dev: { run: dev, help: DEV_HELP },
+  worker: { run: worker, help: WORKER_HELP },
+  keys: { run: keys, help: KEYS_HELP },
+  tenants: { run: tenants, help: TENANTS_HELP },
+  adapters: { run: adapters, help: ADAPTERS_HELP },
+  generate: { run: generate, help: GENERATE_HELP },
+};
+
+async function main(argv: string[]): Promise<void> {
+  const [cmd, ...rest] = argv;
+  if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') return void console.log(HELP);
+  const c = COMMANDS[cmd];
+  if (!c) throw new UsageError(`unknown command ${JSON.stringify(cmd)}\n\n${HELP}`);
+  await c.run(rest);
+}
+
+main(process.argv.slice(2)).catch((e: unknown) => {
+  if (e instanceof UsageError) {
+    console.error(`loraplex: ${e.message}`);
+    process.exit(2);
+  }
+  const status = e instanceof LoraplexError && e.status ? ` (HTTP ${e.status})` : '';
+  console.error(`loraplex: ${(e as Error).constructor.name}${status}: ${(e as Error).message}`);
+  process.exit(1);
+});
