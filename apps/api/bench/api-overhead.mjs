@@ -15,10 +15,10 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { createRequire } from 'node:module';
-import { cpus } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { machine } from '../../../scripts/bench-machine.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const apiDir = resolve(here, '..');
@@ -137,10 +137,6 @@ async function throughput(t) {
 
 // ---- report ---------------------------------------------------------------------------------
 
-function machine() {
-  const model = cpus()[0]?.model?.trim() ?? 'unknown CPU';
-  return `${model.replace(/\s+\d+-Core Processor$/, '')}, ${cpus().length} cores`;
-}
 
 function report(targets) {
   const direct = targets[0];

@@ -13,14 +13,14 @@
 //    windows with a loop loading other adapters through the worker's AdapterManager alternate with
 //    quiet windows, side by side in one run. Goal (issue 4): p99 slower by at most 10%.
 // The model and adapters are generated once into <repo>/.bench/worker (git-ignored) and reused.
-import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { availableParallelism, cpus } from 'node:os';
+import { availableParallelism } from 'node:os';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { benchPrompt, countParams, generateAdapters, generateModel, GENERATOR_VERSION, resolveConfig } from '../../../packages/engine/bench/gen-model.mjs';
+import { machine } from '../../../scripts/bench-machine.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = resolve(here, '../../..');
@@ -266,18 +266,6 @@ async function stepTimes(startWorker, inputs) {
 
 // ---- report ---------------------------------------------------------------------------------
 
-function machine() {
-  let model = cpus()[0]?.model?.trim() ?? 'unknown CPU', cores = String(cpus().length);
-  try {
-    const out = execFileSync('lscpu', { encoding: 'utf8' });
-    model = /^Model name:\s*(.+)$/m.exec(out)?.[1].trim() ?? model;
-    const perSocket = Number(/^Core\(s\) per socket:\s*(\d+)/m.exec(out)?.[1]);
-    const sockets = Number(/^Socket\(s\):\s*(\d+)/m.exec(out)?.[1]);
-    const logical = /^CPU\(s\):\s*(\d+)/m.exec(out)?.[1];
-    if (perSocket && sockets) cores = `${perSocket * sockets} cores / ${logical} threads`;
-  } catch { /* lscpu missing: keep os.cpus() */ }
-  return `${model}, ${cores}`;
-}
 
 const f = (x, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '—');
 

@@ -11,15 +11,16 @@
 // <repo>/.bench/) and reused while their stamp (generator version + config) matches. Each engine
 // is measured in its own child process, one after the other (never concurrently), so peak RSS is
 // per engine and one engine's crash does not lose the other's numbers.
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
-import { availableParallelism, cpus } from 'node:os';
+import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { generateModel, generateAdapters, resolveConfig, countParams, GENERATOR_VERSION } from './gen-model.mjs';
 import { writeGgufFromHf } from './gguf.mjs';
 import { ENGINE_ENTRY, NOT_BUILT } from './loraplex-runner.mjs';
+import { machine } from '../../../scripts/bench-machine.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = resolve(here, '../../..');
@@ -114,18 +115,6 @@ const common = () => ['--threads', String(opt.threads), '--tokens', String(opt.t
 
 // ---- report ---------------------------------------------------------------------------------
 
-function machine() {
-  let model = cpus()[0]?.model?.trim() ?? 'unknown CPU', cores = String(cpus().length);
-  try {
-    const out = execFileSync('lscpu', { encoding: 'utf8' });
-    model = /^Model name:\s*(.+)$/m.exec(out)?.[1].trim() ?? model;
-    const perSocket = Number(/^Core\(s\) per socket:\s*(\d+)/m.exec(out)?.[1]);
-    const sockets = Number(/^Socket\(s\):\s*(\d+)/m.exec(out)?.[1]);
-    const logical = /^CPU\(s\):\s*(\d+)/m.exec(out)?.[1];
-    if (perSocket && sockets) cores = `${perSocket * sockets} cores / ${logical} threads`;
-  } catch { /* lscpu missing: keep os.cpus() */ }
-  return `${model}, ${cores}`;
-}
 
 const f = (x, d = 1) => (typeof x === 'number' && Number.isFinite(x) ? x.toFixed(d) : '—');
 const ratio = (a, b) => (typeof a === 'number' && typeof b === 'number' && b > 0 ? `${(a / b).toFixed(2)}x` : '—');

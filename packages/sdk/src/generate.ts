@@ -3,20 +3,26 @@
 import { json, send, type HttpOptions } from './http.js';
 import { LoraplexError } from './errors.js';
 import { sseData } from './sse.js';
-import type { ChatMessage, ChatOptions, ChatResult, FinishReason, GenerateOptions, GenerateResult, StreamEvent, TokenDetail } from './types.js';
+import type { ChatMessage, ChatOptions, ChatResult, FinishReason, GenerateOptions, GenerateResult, SamplingOptions, StreamEvent, TokenDetail } from './types.js';
 
 interface LoraxDetails { finish_reason: FinishReason; prompt_tokens?: number; generated_tokens: number; seed?: number | null; tokens?: TokenDetail[] }
 
+/** SDK sampling option -> wire field, for LoRAX parameters and OpenAI bodies. */
+const LORAX_FIELDS = { maxNewTokens: 'max_new_tokens', temperature: 'temperature', topP: 'top_p', topK: 'top_k', seed: 'seed', stop: 'stop', repetitionPenalty: 'repetition_penalty' } as const;
+const OPENAI_FIELDS = { ...LORAX_FIELDS, maxNewTokens: 'max_tokens' } as const;
+
+function wireFields(o: SamplingOptions, fields: Record<keyof typeof LORAX_FIELDS, string>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, wire] of Object.entries(fields)) {
+    const v = o[k as keyof typeof LORAX_FIELDS];
+    if (v !== undefined) out[wire] = v;
+  }
+  return out;
+}
+
 export function loraxBody(prompt: string, o: GenerateOptions): Record<string, unknown> {
-  const p: Record<string, unknown> = { details: true };
+  const p: Record<string, unknown> = { details: true, ...wireFields(o, LORAX_FIELDS) };
   if (o.adapterId !== undefined) p.adapter_id = o.adapterId;
-  if (o.maxNewTokens !== undefined) p.max_new_tokens = o.maxNewTokens;
-  if (o.temperature !== undefined) p.temperature = o.temperature;
-  if (o.topP !== undefined) p.top_p = o.topP;
-  if (o.topK !== undefined) p.top_k = o.topK;
-  if (o.seed !== undefined) p.seed = o.seed;
-  if (o.stop !== undefined) p.stop = o.stop;
-  if (o.repetitionPenalty !== undefined) p.repetition_penalty = o.repetitionPenalty;
   if (o.temperature !== undefined && o.temperature > 0) p.do_sample = true;
   if (o.responseFormat) p.response_format = o.responseFormat.schema ? { type: 'json_object', schema: o.responseFormat.schema } : { type: 'json_object' };
   return { inputs: prompt, parameters: p };
@@ -58,14 +64,7 @@ export function parseJson<T>(r: GenerateResult): T {
 }
 
 export async function chat(h: HttpOptions, messages: ChatMessage[], o: ChatOptions, baseModel: () => Promise<string>): Promise<ChatResult> {
-  const body: Record<string, unknown> = { model: o.adapterId ?? (await baseModel()), messages };
-  if (o.maxNewTokens !== undefined) body.max_tokens = o.maxNewTokens;
-  if (o.temperature !== undefined) body.temperature = o.temperature;
-  if (o.topP !== undefined) body.top_p = o.topP;
-  if (o.topK !== undefined) body.top_k = o.topK;
-  if (o.seed !== undefined) body.seed = o.seed;
-  if (o.stop !== undefined) body.stop = o.stop;
-  if (o.repetitionPenalty !== undefined) body.repetition_penalty = o.repetitionPenalty;
+  const body: Record<string, unknown> = { model: o.adapterId ?? (await baseModel()), messages, ...wireFields(o, OPENAI_FIELDS) };
   if (o.responseFormat) body.response_format = o.responseFormat.schema ? { type: 'json_schema', json_schema: { name: 'response', schema: o.responseFormat.schema } } : { type: 'json_object' };
   const res = await send(h, { path: '/v1/chat/completions', json: body, ...(o.signal ? { signal: o.signal } : {}), ...(o.timeout ? { timeout: o.timeout } : {}) });
   const r = await json<{ choices: Array<{ message: ChatMessage; finish_reason: string }>; usage: { prompt_tokens: number; completion_tokens: number } }>(res);
