@@ -3,10 +3,13 @@ import type { Engine } from '@loraplex/engine';
 import type { AdapterManager } from './adapters/adapter-manager.js';
 import type { WorkerMetrics } from './metrics.js';
 import type { Scheduler } from './scheduler/scheduler.js';
+import type { StructuredOutput } from './structured/structured-output.js';
 
 export interface WorkerContext {
   engine: Engine;
   scheduler: Scheduler;
+  /** JSON mode: grammar compilation (cached) and per-sequence grammar states. */
+  structured: StructuredOutput;
   adapters: AdapterManager;
   metrics: WorkerMetrics;
   /** The base model's id in `model` fields and /v1/models (--served-model-name, else the --model path as given). */

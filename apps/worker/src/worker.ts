@@ -7,6 +7,7 @@ import { AdapterManager } from './adapters/adapter-manager.js';
 import { LocalDirSource, NoAdapters, type AdapterSource } from './adapters/source.js';
 import { WorkerMetrics } from './metrics.js';
 import { Scheduler } from './scheduler/scheduler.js';
+import { StructuredOutput } from './structured/structured-output.js';
 import { createApp } from './server/app.js';
 import type { WorkerEnv } from './server/types.js';
 import type { WorkerContext } from './worker-context.js';
@@ -68,7 +69,8 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
     residentAdapters: () => adapters.resident().length,
     slots: engine.options.maxAdapters,
   });
-  const ctx: WorkerContext = { engine, scheduler: sched, adapters, metrics, modelId: opts.servedModelName ?? opts.model, modelPath: opts.model, startedAt: Math.floor(Date.now() / 1000) };
+  const structured = new StructuredOutput({ modelDir: opts.model, vocab: engine.config.vocab, stopTokenIds: [...engine.eosTokenIds] });
+  const ctx: WorkerContext = { engine, scheduler: sched, adapters, metrics, structured, modelId: opts.servedModelName ?? opts.model, modelPath: opts.model, startedAt: Math.floor(Date.now() / 1000) };
   let closing: Promise<void> | undefined;
   return {
     ...ctx,

@@ -2,7 +2,7 @@
 // finished its prompt, then prompt chunks (chunked prefill) in admission order while the token
 // budget lasts. Items are ordered by adapter slot so each adapter forms one LoRA segment.
 import { usesPenalties, type StepItem } from '@loraplex/engine';
-import type { Sequence } from './sequence.js';
+import { SequenceError, type Sequence } from './sequence.js';
 
 export interface Batch {
   items: StepItem[];
@@ -54,5 +54,33 @@ export function buildBatch(running: readonly Sequence[], maxBatchTokens: number,
     prefillTokens,
     decodeTokens,
     adapters: new Set(items.map((it) => it.adapterSlot).filter((x) => x >= 0)).size,
+  };
+}
+
+/**
+ * Fills in the allowed-token masks of the items that sample for a constrained (JSON-mode) sequence.
+ * The masks are computed concurrently; a sequence that ended meanwhile (a cancel releases its block
+ * table) or whose grammar failed is left out of the step.
+ */
+export async function withMasks(batch: Batch): Promise<Batch> {
+  const jobs: Array<Promise<void>> = [];
+  batch.items.forEach((it, i) => {
+    const s = batch.owners[i]!, c = s.params.constraint;
+    if (!it.sample || !c) return;
+    jobs.push(
+      c.nextMask().then(
+        (mask) => void (it.mask = mask),
+        (e: unknown) => s.fail(new SequenceError(500, 'internal_error', `the grammar failed: ${e instanceof Error ? e.message : String(e)}`)),
+      ),
+    );
+  });
+  if (jobs.length === 0) return batch;
+  await Promise.all(jobs);
+  const keep = batch.owners.map((s) => !s.isEnded);
+  if (keep.every(Boolean)) return batch;
+  return {
+    ...batch,
+    items: batch.items.filter((_, i) => keep[i]),
+    owners: batch.owners.filter((_, i) => keep[i]),
   };
 }
