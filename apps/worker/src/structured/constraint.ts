@@ -1,5 +1,6 @@
 // One sequence's grammar state (an xgrammar GrammarMatcher): the allowed-token bitmask before each
 // draw, the drawn token fed back after it, and whether the output is complete.
+import type { Utf8Table } from './utf8-filter.js';
 import type { XgGrammarMatcher } from './xgrammar.js';
 
 /** What the scheduler needs from a per-sequence constraint (JSON mode). */
@@ -17,10 +18,12 @@ export interface SequenceConstraint {
 export class GrammarConstraint implements SequenceConstraint {
   private disposed = false;
   private pending: Promise<unknown> | undefined;
+  /** Where the output stands within a UTF-8 character (see utf8-filter.ts). */
+  private utf8State = 0;
   /** Tokens accepted so far. */
   accepted = 0;
 
-  constructor(private readonly matcher: XgGrammarMatcher, private readonly words: number) {}
+  constructor(private readonly matcher: XgGrammarMatcher, private readonly words: number, private readonly utf8: Utf8Table) {}
 
   async nextMask(): Promise<Uint32Array> {
     if (this.disposed) return new Uint32Array(this.words).fill(0xffffffff); // ended: its draw is dropped anyway
@@ -28,7 +31,9 @@ export class GrammarConstraint implements SequenceConstraint {
     this.pending = p;
     try {
       const m = await p;
-      return new Uint32Array(m.buffer, m.byteOffset, m.length);
+      const mask = new Uint32Array(m.buffer, m.byteOffset, m.length);
+      this.utf8.restrict(mask, this.utf8State); // if nothing valid were left, xgrammar's mask stands
+      return mask;
     } finally {
       this.pending = undefined;
       if (this.disposed) this.matcher.dispose();
@@ -39,6 +44,7 @@ export class GrammarConstraint implements SequenceConstraint {
     if (this.disposed) return true;
     const ok = this.matcher.acceptToken(token);
     if (ok) this.accepted++;
+    this.utf8State = this.utf8.after(this.utf8State, token);
     return ok;
   }
 

@@ -12,7 +12,9 @@
 import { Ajv } from 'ajv';
 import { GrammarConstraint } from './constraint.js';
 import { GrammarCache } from './grammar-cache.js';
+import { workAroundXgrammar } from './schema-workarounds.js';
 import { readVocabInfo } from './tokenizer-info.js';
+import { Utf8Table } from './utf8-filter.js';
 import { loadXgrammar, type Xgrammar, type XgCompiledGrammar, type XgGrammarCompiler } from './xgrammar.js';
 
 /** A response format: `schema` undefined means any JSON object. */
@@ -39,7 +41,7 @@ export interface StructuredOutputOptions {
   cacheSize?: number;
 }
 
-interface Ready { xg: Xgrammar; compiler: XgGrammarCompiler }
+interface Ready { xg: Xgrammar; compiler: XgGrammarCompiler; utf8: Utf8Table }
 
 export class StructuredOutput {
   private ready: Promise<Ready> | undefined;
@@ -74,7 +76,7 @@ export class StructuredOutput {
       try {
         const ti = await xg.TokenizerInfo.createTokenizerInfo(info.encodedVocab, info.vocabType, info.prependSpace, info.encodedVocab.length, this.opts.stopTokenIds);
         const compiler = await xg.GrammarCompiler.createGrammarCompiler(ti);
-        return { xg, compiler };
+        return { xg, compiler, utf8: new Utf8Table(info.tokenBytes, this.words) };
       } finally {
         console.error = original;
       }
@@ -113,7 +115,7 @@ export class StructuredOutput {
     this.captured = [];
     try {
       if (format.schema === undefined) return await compiler.compileJSONSchema(ANY_OBJECT, false, -1, SEPARATORS, false);
-      return await compiler.compileJSONSchema(JSON.stringify(format.schema), false, -1, SEPARATORS, true);
+      return await compiler.compileJSONSchema(JSON.stringify(workAroundXgrammar(format.schema)), false, -1, SEPARATORS, true);
     } catch (e) {
       const why = this.captured
         .filter((l) => l.includes('[FATAL]') || l.includes('error'))
@@ -127,8 +129,8 @@ export class StructuredOutput {
 
   /** A fresh grammar state for one sequence. */
   async constraint(grammar: XgCompiledGrammar): Promise<GrammarConstraint> {
-    const { xg } = await this.init();
+    const { xg, utf8 } = await this.init();
     const m = await xg.GrammarMatcher.createGrammarMatcher(grammar, this.opts.stopTokenIds, true);
-    return new GrammarConstraint(m, this.words);
+    return new GrammarConstraint(m, this.words, utf8);
   }
 }
