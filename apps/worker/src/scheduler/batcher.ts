@@ -58,29 +58,20 @@ export function buildBatch(running: readonly Sequence[], maxBatchTokens: number,
 }
 
 /**
- * Fills in the allowed-token masks of the items that sample for a constrained (JSON-mode) sequence.
- * The masks are computed concurrently; a sequence that ended meanwhile (a cancel releases its block
- * table) or whose grammar failed is left out of the step.
+ * Gives the items that sample for a constrained (JSON-mode) sequence their allowed-token mask as a
+ * late mask (StepItem.maskLater): the engine starts the forward pass first and computes the masks
+ * on this thread while it runs; sampling waits for them. A sequence whose grammar fails is failed
+ * and samples unconstrained (its token is dropped: it has ended).
  */
-export async function withMasks(batch: Batch): Promise<Batch> {
-  const jobs: Array<Promise<void>> = [];
+export function withLateMasks(batch: Batch): Batch {
   batch.items.forEach((it, i) => {
     const s = batch.owners[i]!, c = s.params.constraint;
     if (!it.sample || !c) return;
-    jobs.push(
-      c.nextMask().then(
-        (mask) => void (it.mask = mask),
-        (e: unknown) => s.fail(new SequenceError(500, 'internal_error', `the grammar failed: ${e instanceof Error ? e.message : String(e)}`)),
-      ),
-    );
+    it.maskLater = () =>
+      c.nextMask().catch((e: unknown) => {
+        s.fail(new SequenceError(500, 'internal_error', `the grammar failed: ${e instanceof Error ? e.message : String(e)}`));
+        return null;
+      });
   });
-  if (jobs.length === 0) return batch;
-  await Promise.all(jobs);
-  const keep = batch.owners.map((s) => !s.isEnded);
-  if (keep.every(Boolean)) return batch;
-  return {
-    ...batch,
-    items: batch.items.filter((_, i) => keep[i]),
-    owners: batch.owners.filter((_, i) => keep[i]),
-  };
+  return batch;
 }

@@ -15,7 +15,7 @@
 // beside them (every engine call is asynchronous).
 import type { BlockAllocator, StepItem, StepItemResult } from '@loraplex/engine';
 import type { AdapterManager } from '../adapters/adapter-manager.js';
-import { buildBatch, withMasks, type Batch } from './batcher.js';
+import { buildBatch, withLateMasks, type Batch } from './batcher.js';
 import { AdapterQueues, BASE_KEY } from './queue.js';
 import { Sequence, SequenceError, type FinishReason, type SequenceParams } from './sequence.js';
 import type { Decoder } from './detokenizer.js';
@@ -242,8 +242,7 @@ export class Scheduler {
       await new Promise<void>((res) => (this.wakeup = res));
       return;
     }
-    const batch = await withMasks(buildBatch(this.running, this.opts.maxBatchTokens, (t, n) => this.engine.blocks.ensure(t, n)));
-    if (batch.items.length === 0) return; // every sequence of it ended while its masks were computed
+    const batch = withLateMasks(buildBatch(this.running, this.opts.maxBatchTokens, (t, n) => this.engine.blocks.ensure(t, n)));
     this.maxAdaptersInStep = Math.max(this.maxAdaptersInStep, batch.adapters);
     this.inStep = new Set(batch.owners);
     const t0 = performance.now();
