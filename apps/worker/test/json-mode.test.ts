@@ -2,8 +2,10 @@
 // the work): outputs of many random schemas, greedy and seeded, through the three routes parse with
 // JSON.parse and validate with ajv; json_object gives a JSON object; bad schemas are 400s; streaming;
 // unconstrained requests batched with constrained ones keep exactly their own output.
+import { resolveSampling } from '@loraplex/engine';
 import { Ajv } from 'ajv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { SequenceConstraint } from '../src/structured/constraint.js';
 import { createWorker, type Worker } from '../src/worker.js';
 import { modelDir, poster, sseData } from './helpers/http.js';
 import { randomSchema } from './helpers/random-schema.js';
@@ -219,6 +221,18 @@ describe('streaming and batching', () => {
     expect(mixed.slice(0, 4).map((r) => r.choices[0].text)).toEqual(alone);
     mixed.slice(4).forEach((r, i) => expectValid(r.choices[0].text, SCHEMAS[i]));
   }, 120_000);
+
+  it('a grammar that fails fails its own sequence only', async () => {
+    const tk = worker.engine.tokenizer!;
+    const prompt = await tk.encode('Once upon a time');
+    const sampling = resolveSampling({ maxTokens: 12, temperature: 0, ignoreEos: true }, worker.engine.config.vocab);
+    const base = { adapter: undefined, prompt, sampling, stop: [], includeStopString: false, promptLogprobs: false, route: 'test' };
+    const broken: SequenceConstraint = { nextMask: () => Promise.reject(new Error('matcher exploded')), accept: () => true, complete: false, dispose: () => undefined };
+    const alone = await worker.scheduler.submit({ ...base }).done;
+    const [bad, good] = [worker.scheduler.submit({ ...base, constraint: broken }), worker.scheduler.submit({ ...base })];
+    await expect(bad.done).rejects.toThrow(/the grammar failed: matcher exploded/);
+    expect((await good.done).tokens.map((t) => t.token)).toEqual(alone.tokens.map((t) => t.token));
+  });
 
   it('compiles each schema once (LRU cache)', async () => {
     const before = worker.structured.cacheStats;

@@ -33,6 +33,8 @@ export class GrammarConstraint implements SequenceConstraint {
       const m = await p;
       const mask = new Uint32Array(m.buffer, m.byteOffset, m.length);
       this.utf8.restrict(mask, this.utf8State); // if nothing valid were left, xgrammar's mask stands
+      // An empty mask would fail the whole step in the sampler; fail this sequence alone instead.
+      if (mask.every((w) => w === 0)) throw new Error('the grammar allows no token of this vocabulary here');
       return mask;
     } finally {
       this.pending = undefined;

@@ -55,6 +55,11 @@ export function vocabInfoFromJson(tj: TokenizerJson, vocabSize: number): VocabIn
   let vocabType: VocabType = 'raw';
   if (decoders.some((d) => d.type === 'ByteLevel')) vocabType = 'byte_level';
   else if (decoders.some((d) => d.type === 'ByteFallback')) vocabType = 'byte_fallback';
+  // A SentencePiece vocabulary decoded by Metaspace alone (no byte fallback): "▁" is a space and
+  // every other piece its own text — raw tokens once "▁" is replaced.
+  if (vocabType === 'raw' && decoders.some((d) => d.type === 'Metaspace')) {
+    for (let id = 0; id < encodedVocab.length; id++) if (!added.has(id)) encodedVocab[id] = encodedVocab[id]!.replaceAll('▁', ' ');
+  }
   const prependSpace =
     flatten(tj.normalizer).some((n) => n.type === 'Prepend' && n.prepend === '▁') ||
     flatten(tj.pre_tokenizer).some((p) => p.type === 'Metaspace' && (p.prepend_scheme === 'always' || p.prepend_scheme === 'first' || p.add_prefix_space === true));
