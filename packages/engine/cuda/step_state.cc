@@ -236,8 +236,8 @@ void StepState::upload(const StepPlan& p, cudaStream_t st) {
 
 void StepState::upload_masks(const StepPlan& p, const StepInput& in, cudaStream_t st) {
   if (!p.n_mask_words) return;
-  // The staging copy queued by upload() may still be reading these words: whatever it reads, this
-  // later copy on the same stream lands the final masks before sampling reads them.
+  // The copy queued by upload() may still be reading the staging words (it carried placeholders):
+  // whatever it reads, this later copy on the same stream lands the final masks before sampling.
   int* w = in_host_.get<int>();
   std::memcpy(w + lay_.masks, in.masks.data(), p.n_mask_words * 4);
   check(cudaMemcpyAsync(in_dev_.get<int>() + lay_.masks, w + lay_.masks, p.n_mask_words * 4, cudaMemcpyHostToDevice, st), "mask upload");

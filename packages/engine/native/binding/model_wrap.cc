@@ -4,7 +4,6 @@
 #include <napi.h>
 
 #include <condition_variable>
-#include <cstring>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -33,7 +32,8 @@ struct MaskGate {
   double ticket = 0;      // the deferred step waiting (0: none)
   bool done = false;      // masks written (or error set) for `ticket`
   std::string error;
-  std::shared_ptr<StepInput> in;
+  size_t words = 0;                // the size of the step's masks (placeholders until supplied)
+  std::vector<uint32_t> masks;     // supplied masks; the step's own thread copies them into its input
 };
 
 struct ModelState {
@@ -188,7 +188,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         st_->gate.ticket = ticket;
         st_->gate.done = false;
         st_->gate.error.clear();
-        st_->gate.in = in;
+        st_->gate.words = in->masks.size();
+        st_->gate.masks.clear();
       }
       auto out = std::make_shared<StepOutput>();
       auto st = st_;
@@ -204,12 +205,14 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
             std::lock_guard<std::mutex> lock(st->step_mu);
             if (!st->backend) throw EngineFailure("ENGINE_CLOSED", "the model has been closed");
             std::function<void()> await_masks;
-            if (ticket > 0) await_masks = [st, ticket] {
+            // Runs on this thread between the forward pass and sampling; the input is written
+            // here, not by the JS thread, so the backend never reads it while it changes.
+            if (ticket > 0) await_masks = [st, ticket, in] {
               std::unique_lock<std::mutex> gl(st->gate.mu);
               st->gate.cv.wait(gl, [&] { return st->gate.ticket != ticket || st->gate.done; });
               if (st->gate.ticket != ticket) throw EngineFailure("NATIVE", "the step's deferred masks were superseded");
-              st->gate.in.reset();
               if (!st->gate.error.empty()) throw EngineFailure("MASKS_FAILED", st->gate.error);
+              in->masks.swap(st->gate.masks);
             };
             st->backend->step(*in, *out, await_masks);
           },
@@ -233,13 +236,12 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     const double ticket = info[0].As<Napi::Number>().DoubleValue();
     Napi::TypedArray ta = info[1].As<Napi::TypedArray>();
     std::lock_guard<std::mutex> lock(st_->gate.mu);
-    if (st_->gate.ticket != ticket || st_->gate.done || !st_->gate.in) return Napi::Boolean::New(env, false);
-    std::vector<uint32_t>& dst = st_->gate.in->masks;
-    if (ta.TypedArrayType() != napi_uint32_array || ta.ElementLength() != dst.size()) {
-      st_->gate.error = "the deferred masks have " + std::to_string(ta.ElementLength()) + " words, the step reserved " + std::to_string(dst.size());
+    if (st_->gate.ticket != ticket || st_->gate.done) return Napi::Boolean::New(env, false);
+    if (ta.TypedArrayType() != napi_uint32_array || ta.ElementLength() != st_->gate.words) {
+      st_->gate.error = "the deferred masks have " + std::to_string(ta.ElementLength()) + " words, the step reserved " + std::to_string(st_->gate.words);
     } else {
       Napi::Uint32Array a = info[1].As<Napi::Uint32Array>();
-      std::memcpy(dst.data(), a.Data(), dst.size() * sizeof(uint32_t));
+      st_->gate.masks.assign(a.Data(), a.Data() + a.ElementLength());
     }
     st_->gate.done = true;
     st_->gate.cv.notify_all();
