@@ -115,7 +115,7 @@ class Backend {
   // await_masks, when set, is called once the forward pass is under way and before sampling: it
   // blocks until the allowed-token masks (computed by the caller meanwhile) are written into
   // in.masks (same size as given; in.seg_mask unchanged), or throws EngineFailure.
-  virtual void step(const StepInput& in, StepOutput& out, const std::function<void()>& await_masks) = 0;
+  virtual void step(const StepInput& in, StepOutput& out, const std::function<void()>& await_masks = {}) = 0;
   // Copies an adapter into the pool pages given (pages.size() == spec.max_rank) and binds it to slot.
   virtual void write_adapter(int slot, const std::vector<int>& pages, const AdapterSpec& spec) = 0;
   virtual void clear_slot(int slot) = 0;
