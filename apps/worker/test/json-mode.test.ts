@@ -234,6 +234,34 @@ describe('streaming and batching', () => {
     expect((await good.done).tokens.map((t) => t.token)).toEqual(alone.tokens.map((t) => t.token));
   });
 
+  it('clients that disconnect mid-stream free their grammar states; JSON mode keeps working', async () => {
+    const engine = worker.engine;
+    const step = engine.runStep.bind(engine);
+    engine.runStep = async (items) => {
+      await new Promise((r) => setTimeout(r, 2)); // steps long enough for aborts to land between and during them
+      return step(items);
+    };
+    try {
+      await Promise.all(
+        Array.from({ length: 6 }, async (_, i) => {
+          const ac = new AbortController();
+          const r = await post('/v1/completions', { prompt: 'x', max_tokens: MAX, n: 2, temperature: 1, seed: i, stream: true, response_format: { type: 'json_object' } }, { signal: ac.signal });
+          const reader = r.body!.getReader();
+          for (let k = 0; k < 1 + (i % 3) * 4; k++) await reader.read();
+          ac.abort();
+        }),
+      );
+      const t0 = Date.now();
+      while (worker.scheduler.runningCount > 0 && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 5));
+      expect(worker.scheduler.runningCount).toBe(0);
+      expect(engine.blocks.freeBlocks).toBe(engine.blocks.numBlocks);
+    } finally {
+      engine.runStep = step;
+    }
+    const r = await ok(await post('/v1/completions', { prompt: 'x', max_tokens: MAX, temperature: 0, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: SCHEMAS[5] } } }));
+    expectValid(r.choices[0].text, SCHEMAS[5]);
+  });
+
   it('compiles each schema once (LRU cache)', async () => {
     const before = worker.structured.cacheStats;
     await Promise.all([0, 1, 2].map(() => post('/v1/completions', { prompt: 'x', max_tokens: 5, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: SCHEMAS[2] } } }).then(ok)));
