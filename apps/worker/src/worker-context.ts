@@ -4,10 +4,13 @@ import type { AdapterManager } from './adapters/adapter-manager.js';
 import type { DescriptorRegistry } from './adapters/descriptors.js';
 import type { WorkerMetrics } from './metrics.js';
 import type { Scheduler } from './scheduler/scheduler.js';
+import type { StructuredOutput } from './structured/structured-output.js';
 
 export interface WorkerContext {
   engine: Engine;
   scheduler: Scheduler;
+  /** JSON mode: grammar compilation (cached) and per-sequence grammar states. */
+  structured: StructuredOutput;
   adapters: AdapterManager;
   /** Adapters registered by signed descriptors from the API. */
   descriptors: DescriptorRegistry;

@@ -16,6 +16,7 @@ import { LocalDirSource, NoAdapters, type AdapterSource } from './adapters/sourc
 import { AdapterTiers } from './adapters/tiers.js';
 import { WorkerMetrics } from './metrics.js';
 import { Scheduler } from './scheduler/scheduler.js';
+import { StructuredOutput } from './structured/structured-output.js';
 import { createApp } from './server/app.js';
 import type { WorkerEnv } from './server/types.js';
 import type { WorkerContext } from './worker-context.js';
@@ -113,7 +114,8 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
     tiers: () => tiers,
   });
   const workerSecret = opts.workerSecret ?? (process.env.LORAPLEX_WORKER_SECRET || undefined);
-  const ctx: WorkerContext = { engine, scheduler: sched, adapters, descriptors, workerSecret, metrics, modelId: opts.servedModelName ?? opts.model, modelPath: opts.model, startedAt: Math.floor(Date.now() / 1000) };
+  const structured = new StructuredOutput({ modelDir: opts.model, vocab: engine.config.vocab, stopTokenIds: [...engine.eosTokenIds] });
+  const ctx: WorkerContext = { engine, scheduler: sched, adapters, descriptors, workerSecret, metrics, structured, modelId: opts.servedModelName ?? opts.model, modelPath: opts.model, startedAt: Math.floor(Date.now() / 1000) };
   let heartbeat: Heartbeat | undefined;
   if (opts.apiUrl) {
     if (!workerSecret) throw new Error('--api-url needs --worker-secret (or LORAPLEX_WORKER_SECRET): heartbeats are authenticated with it');

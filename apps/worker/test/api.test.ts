@@ -158,7 +158,7 @@ describe('validation', () => {
     await expectError(await post('/v1/completions', '[1, 2]'), 400, /JSON object/);
     await expectError(await post('/v1/completions', { prompt: 'x', max_tokens: '5' }), 400, /max_tokens/);
     await expectError(await post('/v1/completions', { prompt: 'x', echo: true }), 400, /echo is not supported/);
-    await expectError(await post('/v1/chat/completions', { messages: [{ role: 'user', content: 'x' }], response_format: { type: 'json_object' } }), 400, /response_format/);
+    await expectError(await post('/v1/chat/completions', { messages: [{ role: 'user', content: 'x' }], response_format: { type: 'regex' } }), 400, /response_format/);
     await expectError(await post('/v1/chat/completions', { messages: [{ role: 'user', content: 'x' }], top_logprobs: 2 }), 400, /top_logprobs needs logprobs/);
     await expectError(await post('/v1/completions', { prompt: 'x', temperature: -1 }), 400, /temperature/);
     await expectError(await post('/v1/completions', { prompt: 'x', max_tokens: 400 }), 400, /maximum context length is 256/);

@@ -87,20 +87,28 @@ class CudaBackend final : public Backend {
   }
   void clear_slot(int slot) override { lora_->clear(slot); }
 
-  void step(const StepInput& in, StepOutput& out) override {
+  void step(const StepInput& in, StepOutput& out, const std::function<void()>& await_masks) override {
     std::lock_guard<std::mutex> lock(mu_);
     check(cudaSetDevice(device_), "cudaSetDevice");
     StepPlan p;
     if (state_->prepare(in, *lora_, p)) clear_graphs();
     state_->upload(p, stream_);
-    run(p);
+    const bool deferred = bool(await_masks);
+    run(p, !deferred);
+    if (deferred) {
+      // Deferred masks (JSON mode): the GPU runs the forward pass queued above while the host
+      // waits for the masks; then they are uploaded and sampling is queued behind the forward pass.
+      await_masks();
+      state_->upload_masks(p, in, stream_);
+      sample_step(p);
+    }
     state_->download(p, stream_);
     check(cudaStreamSynchronize(stream_), "step");
     state_->unpack(p, in, out);
   }
 
  private:
-  using Key = std::tuple<int, int, int, int>;
+  using Key = std::tuple<int, int, int, int, bool>;
 
   void clear_graphs() {
     for (auto& g : graphs_) cudaGraphExecDestroy(g.second);
@@ -110,26 +118,26 @@ class CudaBackend final : public Backend {
 
   // Replays the step's graph when its shape was captured before; captures it the second time a
   // shape appears (the first run is eager, so module loading and attribute setup stay outside).
-  void run(const StepPlan& p) {
+  void run(const StepPlan& p, bool with_sample) {
     if (!graphs_on_ || !p.decode) {
-      forward(p);
+      forward(p, with_sample);
       return;
     }
-    const Key key{p.T, p.S, p.R, p.rank_chunks};
+    const Key key{p.T, p.S, p.R, p.rank_chunks, with_sample};
     auto it = graphs_.find(key);
     if (it != graphs_.end()) {
       check(cudaGraphLaunch(it->second, stream_), "cudaGraphLaunch");
       return;
     }
     if (++seen_[key] < 2) {
-      forward(p);
+      forward(p, with_sample);
       return;
     }
     if (graphs_.size() >= 128) clear_graphs();
     cudaGraph_t g = nullptr;
     check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
     try {
-      forward(p);
+      forward(p, with_sample);
     } catch (...) {
       cudaStreamEndCapture(stream_, &g);
       if (g) cudaGraphDestroy(g);
@@ -144,7 +152,7 @@ class CudaBackend final : public Backend {
     check(cudaGraphLaunch(ex, stream_), "cudaGraphLaunch");
   }
 
-  void forward(const StepPlan& p) {
+  void forward(const StepPlan& p, bool with_sample) {
     const StepPtrs& d = state_->ptrs();
     const cudaStream_t st = stream_;
     const int T = p.T, H = s_.hidden, I = s_.intermediate, D = s_.head_dim, nh = s_.heads, nkv = s_.kv_heads;
@@ -229,6 +237,12 @@ class CudaBackend final : public Backend {
       g.ty = ty_; g.x = d.hrows; g.w = w_->lm_head(); g.y = d.logits; g.ldy = s_.vocab; g.M = p.R; g.N = s_.vocab; g.K = H;
       gemm(g, d.gemm, sms_, st);
     }
+    if (with_sample) sample_step(p);
+  }
+
+  void sample_step(const StepPlan& p) {
+    const StepPtrs& d = state_->ptrs();
+    const cudaStream_t st = stream_;
     SampleArgs sa;
     sa.logits = d.logits; sa.work = d.work; sa.bits = d.bits; sa.V = s_.vocab; sa.S = p.S;
     sa.sample_row = d.sample_row; sa.params = d.params; sa.hist_off = d.hist_off; sa.hist = d.hist; sa.gen_start = d.gen_start;

@@ -234,6 +234,15 @@ void StepState::upload(const StepPlan& p, cudaStream_t st) {
   if (p.n_mask_words) check(cudaMemcpyAsync(d + L.masks, w + L.masks, p.n_mask_words * 4, cudaMemcpyHostToDevice, st), "step input upload");
 }
 
+void StepState::upload_masks(const StepPlan& p, const StepInput& in, cudaStream_t st) {
+  if (!p.n_mask_words) return;
+  // The copy queued by upload() may still be reading the staging words (it carried placeholders):
+  // whatever it reads, this later copy on the same stream lands the final masks before sampling.
+  int* w = in_host_.get<int>();
+  std::memcpy(w + lay_.masks, in.masks.data(), p.n_mask_words * 4);
+  check(cudaMemcpyAsync(in_dev_.get<int>() + lay_.masks, w + lay_.masks, p.n_mask_words * 4, cudaMemcpyHostToDevice, st), "mask upload");
+}
+
 void StepState::download(const StepPlan& p, cudaStream_t st) {
   check(cudaMemcpyAsync(out_host_.get(), out_dev_.get(), size_t(3 + 2 * kMaxTop) * size_t(cap_s_) * 4, cudaMemcpyDeviceToHost, st),
         "step output download");

@@ -64,6 +64,7 @@ class StepState {
   // Plans the step and packs its inputs into pinned memory. Returns true if buffers moved.
   bool prepare(const StepInput& in, const DeviceLora& lora, StepPlan& p);
   void upload(const StepPlan& p, cudaStream_t st);
+  void upload_masks(const StepPlan& p, const StepInput& in, cudaStream_t st);  // deferred masks, same size as prepared
   void download(const StepPlan& p, cudaStream_t st);   // outputs and returned logits to pinned memory
   void unpack(const StepPlan& p, const StepInput& in, StepOutput& out) const;  // after the stream synchronised
   const StepPtrs& ptrs() const { return d_; }

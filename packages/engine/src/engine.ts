@@ -6,9 +6,9 @@ import { readModelConfig, type ModelConfig } from './config.js';
 import { EngineError, toEngineError } from './errors.js';
 import { runGeneration, type FinishReason, type TokenConstraint, type TokenLogprob } from './generate.js';
 import { BlockAllocator } from './kv-cache.js';
-import { loadAddon, type NativeModel, type NativeModelSpec } from './native.js';
+import { loadAddon, type NativeModel, type NativeModelSpec, type NativeStepInput, type NativeStepOutput } from './native.js';
 import { resolveSampling, type SamplingOptions } from './sampling.js';
-import { buildStepInput, splitStepOutput, type StepItem, type StepItemResult } from './step.js';
+import { buildStepInput, fillLateMasks, lateMasks, splitStepOutput, type LateMask, type StepItem, type StepItemResult } from './step.js';
 import { TextTokenizer } from './tokenizer.js';
 import { readModelWeights } from './weights.js';
 
@@ -66,6 +66,7 @@ export class Engine {
   private readonly adapters = new Map<string, AdapterEntry>();
   private readonly pendingAdapters = new Set<string>();
   private stepChain: Promise<unknown> = Promise.resolve();
+  private maskTicket = 0;
   private closed = false;
 
   private constructor(config: ModelConfig, tokenizer: TextTokenizer | undefined, native: NativeModel, backend: string, options: Required<EngineOptions>) {
@@ -208,9 +209,48 @@ export class Engine {
   runStep(items: StepItem[]): Promise<StepItemResult[]> {
     this.ensureOpen();
     const input = buildStepInput(items, this.config.vocab);
-    const run = this.stepChain.then(() => this.native.step(input));
+    const late = lateMasks(items, input);
+    const run = this.stepChain.then(() => (late.length === 0 ? this.native.step(input) : this.native.supplyMasks ? this.stepWithLateMasks(input, late) : this.stepAfterMasks(input, late)));
     this.stepChain = run.catch(() => undefined);
     return run.then((out) => splitStepOutput(items, out, this.config.vocab), (e: unknown) => { throw toEngineError(e); });
+  }
+
+  /**
+   * Starts the native step with placeholder masks, then computes the late masks on this thread while
+   * the forward pass runs on the native side; the native step waits for them before sampling.
+   */
+  private stepWithLateMasks(input: NativeStepInput, late: LateMask[]): Promise<NativeStepOutput> {
+    const ticket = ++this.maskTicket;
+    const step = this.native.step({ ...input, maskTicket: ticket }); // the forward pass is under way from here
+    const pending = late.map((l) => {
+      try {
+        return l.get();
+      } catch (e) {
+        return Promise.reject(e); // the native step waits either way: it must be told
+      }
+    });
+    Promise.all(pending).then(
+      (results) => {
+        try {
+          this.native.supplyMasks!(ticket, fillLateMasks(input, late, results, this.config.vocab));
+        } catch {
+          // a malformed mask: the native side has failed the step with the reason
+        }
+      },
+      (e: unknown) => this.native.failMasks!(ticket, `a deferred mask failed: ${e instanceof Error ? e.message : String(e)}`),
+    );
+    return step;
+  }
+
+  /** An addon built before deferred masks existed: compute them first, then run the step. */
+  private async stepAfterMasks(input: NativeStepInput, late: LateMask[]): Promise<NativeStepOutput> {
+    let results: Array<Uint32Array | null>;
+    try {
+      results = await Promise.all(late.map((l) => l.get()));
+    } catch (e) {
+      throw new EngineError('MASKS_FAILED', `a deferred mask failed: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    return this.native.step({ ...input, masks: fillLateMasks(input, late, results, this.config.vocab) });
   }
 
   async tokenize(prompt: string | number[]): Promise<number[]> {

@@ -22,6 +22,8 @@ export type EngineErrorCode =
   | 'ENGINE_CLOSED'
   | 'CUDA'
   | 'OUT_OF_MEMORY'
+  /** A deferred (late) allowed-token mask could not be computed. */
+  | 'MASKS_FAILED'
   | 'NATIVE';
 
 export class EngineError extends Error {

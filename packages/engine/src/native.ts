@@ -52,6 +52,8 @@ export interface NativeStepInput {
   histGeneratedStart: Int32Array; // [S]
   segMask: Int32Array;          // [S] -1 or mask index
   masks: Uint32Array;           // [numMasks * ceil(vocab / 32)]
+  /** > 0: the masks are placeholders; the step waits before sampling for supplyMasks(maskTicket, ...). */
+  maskTicket?: number;
   sampling: {
     temperature: Float32Array; topK: Int32Array; topP: Float32Array; minP: Float32Array;
     repetitionPenalty: Float32Array; presencePenalty: Float32Array; frequencyPenalty: Float32Array;
@@ -73,6 +75,10 @@ export interface NativeStepOutput {
 export interface NativeModel {
   load(spec: NativeModelSpec): Promise<string>;
   step(input: NativeStepInput): Promise<NativeStepOutput>;
+  /** The masks of the deferred step `ticket` (as many words as it reserved); false if no step waits for them. */
+  supplyMasks?(ticket: number, masks: Uint32Array): boolean; // absent in addons built before deferred masks
+  /** The masks of the deferred step `ticket` will not come: it fails with MASKS_FAILED. */
+  failMasks?(ticket: number, message: string): boolean;
   loadAdapter(spec: NativeAdapterSpec): Promise<number>;
   unloadAdapter(slot: number): void;
   info(): { backend: string | null; bytesAllocated: number; freeLoraPages: number; freeSlots: number; closed: boolean };

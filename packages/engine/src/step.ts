@@ -23,7 +23,15 @@ export interface StepItem {
   history?: { tokens: ArrayLike<number>; generatedStart: number };
   /** Allowed-token bitmask (ceil(vocab/32) words), or null for all tokens. */
   mask?: Uint32Array | null;
+  /**
+   * The mask computed while the forward pass runs (JSON mode): called once the native step has
+   * started; the sampler waits for its result (null: all tokens). Takes the place of `mask`.
+   */
+  maskLater?: () => Promise<Uint32Array | null>;
 }
+
+/** The deferred masks of a step: mask slot in NativeStepInput.masks and the function computing it. */
+export interface LateMask { slot: number; get: () => Promise<Uint32Array | null> }
 
 export interface TopLogprob { token: number; logprob: number }
 
@@ -45,7 +53,7 @@ export function buildStepInput(items: StepItem[], vocab: number): NativeStepInpu
     T += it.tokens.length;
     B += it.blockTable.length;
     Hn += it.history?.tokens.length ?? 0;
-    if (it.mask) numMasks++;
+    if (it.mask || (it.maskLater && it.sample)) numMasks++;
   }
   const inp: NativeStepInput = {
     tokens: new Int32Array(T), positions: new Int32Array(T), segOffsets: new Int32Array(S + 1), segSlot: new Int32Array(S),
@@ -75,7 +83,9 @@ export function buildStepInput(items: StepItem[], vocab: number): NativeStepInpu
       inp.histGeneratedStart[s] = it.history.generatedStart;
     }
     inp.histOffsets[s + 1] = h;
-    if (it.mask) {
+    if (it.maskLater && it.sample) {
+      inp.segMask[s] = mi++; // placeholder words, filled in by the late mask
+    } else if (it.mask) {
       inp.masks.set(it.mask.subarray(0, words), mi * words);
       inp.segMask[s] = mi++;
     } else {
@@ -90,6 +100,27 @@ export function buildStepInput(items: StepItem[], vocab: number): NativeStepInpu
     }
   });
   return inp;
+}
+
+/** The items' deferred masks, in the mask slots buildStepInput reserved for them. */
+export function lateMasks(items: StepItem[], input: NativeStepInput): LateMask[] {
+  const late: LateMask[] = [];
+  items.forEach((it, s) => {
+    if (it.maskLater && it.sample) late.push({ slot: input.segMask[s]!, get: it.maskLater });
+  });
+  return late;
+}
+
+/** The full masks array of a step: the immediate masks as given, the late ones written into their slots. */
+export function fillLateMasks(input: NativeStepInput, late: LateMask[], results: Array<Uint32Array | null>, vocab: number): Uint32Array {
+  const words = Math.ceil(vocab / 32);
+  const masks = input.masks.slice();
+  late.forEach((l, i) => {
+    const m = results[i];
+    if (m) masks.set(m.subarray(0, words), l.slot * words);
+    else masks.fill(0xffffffff, l.slot * words, (l.slot + 1) * words);
+  });
+  return masks;
 }
 
 export function splitStepOutput(items: StepItem[], out: NativeStepOutput, vocab: number): StepItemResult[] {

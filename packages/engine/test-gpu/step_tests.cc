@@ -2,6 +2,7 @@
 // shapes, bfloat16 and float16 with tensor-core shapes), with adapters of several ranks, mixed
 // prefill/decode batches, chunked prefill, repeated decode shapes (eager, capture, replay of CUDA
 // graphs), sampling, and an adapter upload racing the running steps. Also holds main().
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 #include <thread>
@@ -132,11 +133,19 @@ void run_scenario(Report& rep, Rng& r, Ty ty, const Dims& d, const std::string& 
   pen.temperature = 1.1f; pen.min_p = 0.05f; pen.repetition_penalty = 1.2f; pen.presence_penalty = 0.3f; pen.frequency_penalty = 0.2f; pen.seed = 99;
   const int a0 = new_seq(-1, greedy), a1 = new_seq(1, greedy), a2 = new_seq(0, hot);
   int step_no = 0, tok_mismatch = 0;
-  auto run = [&](const std::vector<Item>& items, const std::vector<uint32_t>& masks) {
+  auto run = [&](const std::vector<Item>& items, const std::vector<uint32_t>& masks, bool defer_masks = false) {
     StepInput in = build(seqs, items, masks, s.vocab);
     StepOutput oc, og;
     cpu->step(in, oc);
-    gpu->step(in, og);
+    if (defer_masks) {
+      // Deferred masks (JSON mode): the GPU step starts with zeroed placeholders and gets the real
+      // masks, as from the JS thread, once its forward pass is queued; it must sample the same.
+      const std::vector<uint32_t> real = in.masks;
+      std::fill(in.masks.begin(), in.masks.end(), 0u);
+      gpu->step(in, og, [&] { in.masks = real; });
+    } else {
+      gpu->step(in, og);
+    }
     const std::string tag = name + " step " + std::to_string(step_no++) + " T=" + std::to_string(in.tokens.size());
     if (!oc.logits.empty()) rep.check(tag + " logits", compare(og.logits, oc.logits), ltol);
     int mism = 0;
@@ -163,11 +172,12 @@ void run_scenario(Report& rep, Rng& r, Ty ty, const Dims& d, const std::string& 
   seqs[size_t(a0)].history.push_back(r.below(s.vocab));
   run({{a0, last(a0), true, true}, {a1, last(a1), true, true}, {a2, last(a2), true, false}, {a3, prompt(12), true, true}, {a4, prompt(8), true, false}}, {});
   // Pure decode, same shape 6 times: eager, captured, then replayed graphs; one segment masked.
+  // Then 6 more with the masks deferred (a graph of the forward pass alone, sampling after it).
   const int words = (s.vocab + 31) / 32;
-  for (int k = 0; k < 6; k++) {
+  for (int k = 0; k < 12; k++) {
     std::vector<uint32_t> mask(static_cast<size_t>(words));
     for (auto& w : mask) w = uint32_t(r.next());
-    run({{a0, last(a0), true, true}, {a1, last(a1), true, true}, {a2, last(a2), true, true}, {a3, last(a3), true, true, 0}, {a4, last(a4), true, true}}, mask);
+    run({{a0, last(a0), true, true}, {a1, last(a1), true, true}, {a2, last(a2), true, true}, {a3, last(a3), true, true, 0}, {a4, last(a4), true, true}}, mask, k >= 6);
   }
   // Chunked prefill continuing a sequence (start > 0) next to decode tokens, T > 64.
   run({{a0, prompt(90), true, true}, {a1, last(a1), true, true}, {a3, last(a3), true, false}}, {});

@@ -4,7 +4,7 @@
 // and the tokens sampled before it (recompute). Items are ordered by adapter slot so each adapter
 // forms one LoRA segment.
 import { usesPenalties, type StepItem } from '@loraplex/engine';
-import type { Sequence } from './sequence.js';
+import { SequenceError, type Sequence } from './sequence.js';
 
 export interface Batch {
   items: StepItem[];
@@ -68,4 +68,23 @@ export function buildBatch(running: readonly Sequence[], maxBatchTokens: number,
     decodeTokens,
     adapters: new Set(items.map((it) => it.adapterSlot).filter((x) => x >= 0)).size,
   };
+}
+
+/**
+ * Gives the items that sample for a constrained (JSON-mode) sequence their allowed-token mask as a
+ * late mask (StepItem.maskLater): the engine starts the forward pass first and computes the masks
+ * on this thread while it runs; sampling waits for them. A sequence whose grammar fails is failed
+ * and samples unconstrained (its token is dropped: it has ended).
+ */
+export function withLateMasks(batch: Batch): Batch {
+  batch.items.forEach((it, i) => {
+    const s = batch.owners[i]!, c = s.params.constraint;
+    if (!it.sample || !c) return;
+    it.maskLater = () =>
+      c.nextMask().catch((e: unknown) => {
+        s.fail(new SequenceError(500, 'internal_error', `the grammar failed: ${e instanceof Error ? e.message : String(e)}`));
+        return null;
+      });
+  });
+  return batch;
 }

@@ -23,7 +23,7 @@
 // them (every engine call is asynchronous).
 import type { BlockAllocator, StepItem, StepItemResult } from '@loraplex/engine';
 import type { AdapterManager } from '../adapters/adapter-manager.js';
-import { buildBatch, type Batch } from './batcher.js';
+import { buildBatch, withLateMasks, type Batch } from './batcher.js';
 import { AdapterQueues, BASE_KEY } from './queue.js';
 import { Sequence, SequenceError, type FinishReason, type SequenceParams } from './sequence.js';
 import type { Decoder } from './detokenizer.js';
@@ -303,8 +303,9 @@ export class Scheduler {
       await new Promise<void>((res) => (this.wakeup = res));
       return;
     }
-    const batch = this.nextBatch();
-    if (!batch) return;
+    const nextBatch = this.nextBatch();
+    if (!nextBatch) return;
+    const batch = withLateMasks(nextBatch);
     this.maxAdaptersInStep = Math.max(this.maxAdaptersInStep, batch.adapters);
     this.inStep = new Set(batch.owners);
     const t0 = performance.now();

@@ -2,6 +2,7 @@
 // step it (prompt, sampling, KV block table, progress) and what a route reads from it (an ordered
 // event stream for streaming responses, a final result for the others).
 import type { ResolvedSampling, TopLogprob } from '@loraplex/engine';
+import type { SequenceConstraint } from '../structured/constraint.js';
 import { IncrementalDetokenizer, type Decoder } from './detokenizer.js';
 import { StopMatcher } from './stop-strings.js';
 
@@ -20,6 +21,8 @@ export interface SequenceParams {
   promptLogprobs: boolean;
   /** The HTTP route, for metrics. */
   route: string;
+  /** JSON mode: the grammar every draw must follow (its state is this sequence's alone). */
+  constraint?: SequenceConstraint;
 }
 
 export interface GeneratedToken {
@@ -160,6 +163,16 @@ export class Sequence {
    */
   accept(tok: Omit<GeneratedToken, 'tokenText'>, tokenFinish: FinishReason | undefined): Promise<FinishReason | null | undefined> {
     this.sampled.push(tok.token);
+    const c = this.params.constraint;
+    if (c && !this.ended) {
+      if (!c.accept(tok.token)) {
+        this.tokenFinish = 'stop'; // stops stepping at once; the caller fails the sequence with this error
+        return Promise.reject(new SequenceError(500, 'internal_error', `the grammar rejected token ${tok.token}, which its mask allowed`));
+      }
+      // The grammar is complete: only EOS may follow, so the output ends here as if EOS came next
+      // (peers sample the EOS the grammar forces; this saves that step). Also at max tokens.
+      if (c.complete && (tokenFinish === undefined || tokenFinish === 'length')) tokenFinish = 'eos';
+    }
     if (tokenFinish) this.tokenFinish = tokenFinish;
     if (this.firstTokenAt === undefined) this.firstTokenAt = performance.now();
     const p = this.textChain.then(() => this.processText(tok, tokenFinish));
@@ -198,6 +211,7 @@ export class Sequence {
     this.state = 'finished';
     this.emit({ type: 'finish', reason, text: tailText, ...(stop !== undefined ? { stop } : {}) });
     this.ended = true;
+    this.params.constraint?.dispose();
     this.doneD.resolve({
       promptTokens: this.params.prompt,
       tokens: this.output,
@@ -212,6 +226,7 @@ export class Sequence {
   fail(err: unknown): void {
     if (this.ended) return;
     this.ended = true;
+    this.params.constraint?.dispose();
     this.state = 'finished';
     this.failure = err;
     this.admittedD.reject(err);

@@ -4,6 +4,7 @@
 // Fields LoRAX does not have are a 400.
 import { z } from 'zod';
 import { neutralOnly, nullOnly, seedSchema } from './common.js';
+import { loraxResponseFormat } from './response-format.js';
 
 export const loraxParameters = z.strictObject({
   adapter_id: z.string().nullish(),
@@ -30,7 +31,7 @@ export const loraxParameters = z.strictObject({
   return_k_alternatives: z.number().int().gt(0).max(20).nullish(),
   apply_chat_template: neutralOnly('apply_chat_template', false),
   seed: seedSchema.nullish(),
-  response_format: nullOnly('response_format'),
+  response_format: loraxResponseFormat,
 });
 export type LoraxParameters = z.infer<typeof loraxParameters>;
 

@@ -3,6 +3,7 @@
 // Strict: any other field is a 400.
 import { z } from 'zod';
 import { neutralOnly, nullOnly, seedSchema } from './common.js';
+import { openAiResponseFormat } from './response-format.js';
 
 const tokenIds = z.array(z.number().int().min(0)).min(1);
 
@@ -26,6 +27,8 @@ const sampling = {
   /** Caller identity for abuse tracking: recorded nowhere, changes nothing (as in vLLM). */
   user: z.string().nullish(),
   logit_bias: z.union([z.null(), z.strictObject({}, { error: 'logit_bias is not supported (only {} or null)' })]).optional(),
+  /** JSON mode (xgrammar), on both routes as in vLLM. */
+  response_format: openAiResponseFormat,
 };
 
 export const completionRequest = z.strictObject({
@@ -52,7 +55,5 @@ export const chatRequest = z.strictObject({
   max_completion_tokens: z.number().int().min(1).nullish(),
   logprobs: z.boolean().nullish(),
   top_logprobs: z.number().int().min(0).max(20).nullish(),
-  /** JSON mode is planned (xgrammar); until then only plain text. */
-  response_format: z.strictObject({ type: z.literal('text', { error: 'response_format json_object/json_schema is not supported yet' }) }).nullish(),
 });
 export type ChatRequest = z.infer<typeof chatRequest>;

@@ -3,6 +3,7 @@
 // Error whose message starts with "[CODE]" and whose `code` property holds CODE.
 #include <napi.h>
 
+#include <condition_variable>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -30,7 +31,21 @@ struct SlotState {
   std::vector<int> pages;
 };
 
+// Masks that arrive while a step runs (JSON mode): the step's worker thread waits here, after the
+// forward pass, for supplyMasks(ticket, masks) or failMasks(ticket, message) from the JS thread.
+// The ticket ties a supply to its step: a late supply for a step that already failed is ignored.
+struct MaskGate {
+  std::mutex mu;
+  std::condition_variable cv;
+  double ticket = 0;      // the deferred step waiting (0: none)
+  bool done = false;      // masks written (or error set) for `ticket`
+  std::string error;
+  size_t words = 0;                // the size of the step's masks (placeholders until supplied)
+  std::vector<uint32_t> masks;     // supplied masks; the step's own thread copies them into its input
+};
+
 struct ModelState {
+  MaskGate gate;
   std::mutex mu;        // guards slots, free_pages, closed
   std::mutex step_mu;   // one step at a time
   std::shared_mutex life_mu;  // shared by calls that use the backend, exclusive for close
@@ -124,6 +139,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     return DefineClass(env, "NativeModel",
                        {InstanceMethod("load", &NativeModel::Load), InstanceMethod("step", &NativeModel::Step),
                         InstanceMethod("loadAdapter", &NativeModel::LoadAdapter),
+                        InstanceMethod("supplyMasks", &NativeModel::SupplyMasks), InstanceMethod("failMasks", &NativeModel::FailMasks),
                         InstanceMethod("unloadAdapter", &NativeModel::UnloadAdapter), InstanceMethod("info", &NativeModel::Info),
                         InstanceMethod("close", &NativeModel::Close)});
   }
@@ -193,6 +209,17 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
             used.push_back(s);
           }
       }
+      // A maskTicket (> 0) defers the masks: in.masks holds placeholders until supplyMasks.
+      const Napi::Value tv = info[0].As<Napi::Object>().Get("maskTicket");
+      const double ticket = tv.IsNumber() ? tv.As<Napi::Number>().DoubleValue() : 0;
+      if (ticket > 0) {
+        std::lock_guard<std::mutex> lock(st_->gate.mu);
+        st_->gate.ticket = ticket;
+        st_->gate.done = false;
+        st_->gate.error.clear();
+        st_->gate.words = in->masks.size();
+        st_->gate.masks.clear();
+      }
       auto out = std::make_shared<StepOutput>();
       auto st = st_;
       auto release = [st, used] {
@@ -201,12 +228,22 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
       };
       auto* w = new PromiseWorker(
           env,
-          [st, in, out, release] {
+          [st, in, out, release, ticket] {
             struct Guard { std::function<void()> f; ~Guard() { f(); } } g{release};
             std::shared_lock<std::shared_mutex> life(st->life_mu);
             std::lock_guard<std::mutex> lock(st->step_mu);
             if (!st->backend) throw EngineFailure("ENGINE_CLOSED", "the model has been closed");
-            st->backend->step(*in, *out);
+            std::function<void()> await_masks;
+            // Runs on this thread between the forward pass and sampling; the input is written
+            // here, not by the JS thread, so the backend never reads it while it changes.
+            if (ticket > 0) await_masks = [st, ticket, in] {
+              std::unique_lock<std::mutex> gl(st->gate.mu);
+              st->gate.cv.wait(gl, [&] { return st->gate.ticket != ticket || st->gate.done; });
+              if (st->gate.ticket != ticket) throw EngineFailure("NATIVE", "the step's deferred masks were superseded");
+              if (!st->gate.error.empty()) throw EngineFailure("MASKS_FAILED", st->gate.error);
+              in->masks.swap(st->gate.masks);
+            };
+            st->backend->step(*in, *out, await_masks);
           },
           [out, in](Napi::Env e) -> Napi::Value { return step_output_to_js(e, *out, in->max_top_logprobs); });
       auto p = w->promise();
@@ -215,6 +252,43 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     } catch (const EngineFailure& f) {
       return reject_now(env, f);
     }
+  }
+
+  // supplyMasks(ticket, masks): the deferred masks of step `ticket`, as many words as its placeholders.
+  // Returns false when no step waits for that ticket (it failed or finished already).
+  Napi::Value SupplyMasks(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsTypedArray()) {
+      throw_js(env, EngineFailure("INVALID_ARGUMENT", "supplyMasks(ticket, masks: Uint32Array)"));
+      return env.Undefined();
+    }
+    const double ticket = info[0].As<Napi::Number>().DoubleValue();
+    Napi::TypedArray ta = info[1].As<Napi::TypedArray>();
+    std::lock_guard<std::mutex> lock(st_->gate.mu);
+    if (st_->gate.ticket != ticket || st_->gate.done) return Napi::Boolean::New(env, false);
+    if (ta.TypedArrayType() != napi_uint32_array || ta.ElementLength() != st_->gate.words) {
+      st_->gate.error = "the deferred masks have " + std::to_string(ta.ElementLength()) + " words, the step reserved " + std::to_string(st_->gate.words);
+    } else {
+      Napi::Uint32Array a = info[1].As<Napi::Uint32Array>();
+      st_->gate.masks.assign(a.Data(), a.Data() + a.ElementLength());
+    }
+    st_->gate.done = true;
+    st_->gate.cv.notify_all();
+    if (!st_->gate.error.empty()) throw_js(env, EngineFailure("INVALID_ARGUMENT", st_->gate.error));
+    return Napi::Boolean::New(env, true);
+  }
+
+  // failMasks(ticket, message): the masks of step `ticket` will not come; the step fails with MASKS_FAILED.
+  Napi::Value FailMasks(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const double ticket = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
+    const std::string msg = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "the masks could not be computed";
+    std::lock_guard<std::mutex> lock(st_->gate.mu);
+    if (st_->gate.ticket != ticket || st_->gate.done) return Napi::Boolean::New(env, false);
+    st_->gate.error = msg.empty() ? "the masks could not be computed" : msg;
+    st_->gate.done = true;
+    st_->gate.cv.notify_all();
+    return Napi::Boolean::New(env, true);
   }
 
   Napi::Value LoadAdapter(const Napi::CallbackInfo& info) {

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -111,7 +112,10 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
-  virtual void step(const StepInput& in, StepOutput& out) = 0;
+  // await_masks, when set, is called once the forward pass is under way and before sampling: it
+  // blocks until the allowed-token masks (computed by the caller meanwhile) are written into
+  // in.masks (same size as given; in.seg_mask unchanged), or throws EngineFailure.
+  virtual void step(const StepInput& in, StepOutput& out, const std::function<void()>& await_masks = {}) = 0;
   // Copies an adapter into the pool pages given (pages.size() == spec.max_rank) and binds it to slot.
   virtual void write_adapter(int slot, const std::vector<int>& pages, const AdapterSpec& spec) = 0;
   virtual void clear_slot(int slot) = 0;

@@ -40,7 +40,7 @@ class CpuBackend final : public Backend {
   void write_adapter(int slot, const std::vector<int>& pages, const AdapterSpec& a) override { lora_.write(slot, pages, a); }
   void clear_slot(int slot) override { lora_.clear(slot); }
 
-  void step(const StepInput& in, StepOutput& out) override;
+  void step(const StepInput& in, StepOutput& out, const std::function<void()>& await_masks) override;
 
  private:
   // K or V vector of (block, layer, kv head, slot in block): [head_dim]
@@ -109,7 +109,7 @@ void CpuBackend::attention(int layer, const StepInput& in, const float* q, float
   }, T * nh * hd * 2 * (in.positions[size_t(T - 1)] + 1));
 }
 
-void CpuBackend::step(const StepInput& in, StepOutput& out) {
+void CpuBackend::step(const StepInput& in, StepOutput& out, const std::function<void()>& await_masks) {
   const int64_t T = int64_t(in.tokens.size()), S = int64_t(in.seg_slot.size());
   const int H = s_.hidden, I = s_.intermediate, nh = s_.heads, nkv = s_.kv_heads, hd = s_.head_dim, half = hd / 2;
   const int qdim = nh * hd, kvdim = nkv * hd;
@@ -221,6 +221,8 @@ void CpuBackend::step(const StepInput& in, StepOutput& out) {
       out.logits.insert(out.logits.end(), src, src + n * V);
     }
 
+  // Deferred masks (JSON mode): the caller computed them while the layers above ran.
+  if (await_masks) await_masks();
   const int tn = in.max_top_logprobs;
   out.token.assign(size_t(S), -1);
   out.logprob.assign(size_t(S), 0.f);

@@ -7,9 +7,11 @@ import { BASE_LABEL } from '../../metrics.js';
 import type { GeneratedToken, Sequence, SequenceParams } from '../../scheduler/sequence.js';
 import { maxTokensFor, parseBody, resolveModel, stopList } from '../../validation/common.js';
 import { chatRequest, type ChatRequest } from '../../validation/openai-schemas.js';
+import { requestedFormat } from '../../validation/response-format.js';
 import type { WorkerContext } from '../../worker-context.js';
 import { badRequest, errorBody, toApiError } from '../errors.js';
-import { admittedAll, cancelAll, requestId, submitAll, TokenTexts } from '../generation.js';
+import { admittedAll, cancelAll, requestId, TokenTexts } from '../generation.js';
+import { attachConstraints, submitConstrained } from './json-mode.js';
 import { mergeSequences, sseResponse } from '../sse.js';
 import type { WorkerEnv } from '../types.js';
 import { nowSeconds, openAiFinish, openAiSampling, usage } from './openai-common.js';
@@ -57,7 +59,8 @@ export function chatCompletions(ctx: WorkerContext) {
     const params: SequenceParams[] = Array.from({ length: n }, (_, i) => ({
       adapter: model.adapter, prompt, sampling: openAiSampling(ctx, body, maxTokens, logprobs, i), stop, includeStopString: false, promptLogprobs: false, route: 'chat',
     }));
-    const seqs = submitAll(ctx, c, params);
+    await attachConstraints(ctx, params, requestedFormat(body.response_format));
+    const seqs = submitConstrained(ctx, c, params);
     const id = requestId('chatcmpl');
     const created = nowSeconds();
     const modelName = body.model || ctx.modelId;

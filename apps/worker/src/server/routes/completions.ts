@@ -4,9 +4,11 @@ import type { Context } from 'hono';
 import type { GeneratedToken, Sequence, SequenceParams } from '../../scheduler/sequence.js';
 import { maxTokensFor, parseBody, resolveModel, stopList } from '../../validation/common.js';
 import { completionRequest, type CompletionRequest } from '../../validation/openai-schemas.js';
+import { requestedFormat } from '../../validation/response-format.js';
 import type { WorkerContext } from '../../worker-context.js';
 import { BASE_LABEL } from '../../metrics.js';
-import { admittedAll, cancelAll, requestId, submitAll, TokenTexts } from '../generation.js';
+import { admittedAll, cancelAll, requestId, TokenTexts } from '../generation.js';
+import { attachConstraints, submitConstrained } from './json-mode.js';
 import { mergeSequences, sseResponse } from '../sse.js';
 import type { WorkerEnv } from '../types.js';
 import { badRequest, errorBody, toApiError } from '../errors.js';
@@ -57,7 +59,8 @@ export function completions(ctx: WorkerContext) {
         params.push({ adapter: model.adapter, prompt, sampling: openAiSampling(ctx, body, maxTokens, logprobs, i), stop, includeStopString: false, promptLogprobs: false, route: 'completions' });
       }
     }
-    const seqs = submitAll(ctx, c, params);
+    await attachConstraints(ctx, params, requestedFormat(body.response_format));
+    const seqs = submitConstrained(ctx, c, params);
     const id = requestId('cmpl');
     const created = nowSeconds();
     const modelName = body.model || ctx.modelId;

@@ -5,12 +5,14 @@
 import { resolveSampling, type ResolvedSampling } from '@loraplex/engine';
 import type { Context } from 'hono';
 import { BASE_LABEL } from '../../metrics.js';
-import type { FinishReason, GeneratedToken, Sequence, SequenceResult } from '../../scheduler/sequence.js';
+import type { FinishReason, GeneratedToken, Sequence, SequenceParams, SequenceResult } from '../../scheduler/sequence.js';
 import { maxTokensFor, parseBody, resolveModel } from '../../validation/common.js';
 import { loraxRequest, type LoraxParameters } from '../../validation/lorax-schemas.js';
+import { requestedFormat } from '../../validation/response-format.js';
 import type { WorkerContext } from '../../worker-context.js';
 import { badRequest, errorBody, toApiError } from '../errors.js';
-import { admittedAll, cancelAll, submitAll, TokenTexts } from '../generation.js';
+import { admittedAll, cancelAll, TokenTexts } from '../generation.js';
+import { attachConstraints, submitConstrained } from './json-mode.js';
 import { sseResponse } from '../sse.js';
 import type { WorkerEnv } from '../types.js';
 
@@ -48,9 +50,11 @@ async function prepare(ctx: WorkerContext, c: Context<WorkerEnv>, streaming: boo
   const prompt = await ctx.engine.tokenizer!.encode(body.inputs);
   const maxTokens = maxTokensFor(ctx, prompt.length, p.max_new_tokens, 'rest');
   const { sampling, doSample } = loraxSampling(ctx, p, maxTokens, p.return_k_alternatives ?? 0);
-  const [seq] = submitAll(ctx, c, [{
+  const params: SequenceParams[] = [{
     adapter: model.adapter, prompt, sampling, stop: p.stop ?? [], includeStopString: true, promptLogprobs: p.decoder_input_details === true, route: streaming ? 'generate_stream' : 'generate',
-  }]);
+  }];
+  await attachConstraints(ctx, params, requestedFormat(p.response_format, 'parameters.response_format'));
+  const [seq] = submitConstrained(ctx, c, params);
   return { seq: seq!, params: p, inputs: body.inputs, sampling, doSample, adapter: model.adapter };
 }
 

@@ -1,0 +1,40 @@
+// Compiled grammars, one per distinct response format, in an LRU cache. A compile is the expensive
+// part of JSON mode (it walks the whole vocabulary); the matcher each sequence gets from a compiled
+// grammar is cheap. Failures are cached too: an unsupported schema is rejected again without
+// recompiling.
+import type { XgCompiledGrammar } from './xgrammar.js';
+
+export class GrammarCache {
+  private readonly entries = new Map<string, Promise<XgCompiledGrammar>>();
+  hits = 0;
+  misses = 0;
+
+  constructor(private readonly capacity: number) {}
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /** The compiled grammar for `key`, compiling it with `compile` on a miss. */
+  get(key: string, compile: () => Promise<XgCompiledGrammar>): Promise<XgCompiledGrammar> {
+    const hit = this.entries.get(key);
+    if (hit) {
+      this.hits++;
+      this.entries.delete(key); // re-insert: Map order is the recency order
+      this.entries.set(key, hit);
+      return hit;
+    }
+    this.misses++;
+    const p = compile();
+    p.catch(() => undefined); // a failed compile stays cached as a rejection
+    this.entries.set(key, p);
+    while (this.entries.size > this.capacity) {
+      const [oldest, evicted] = this.entries.entries().next().value as [string, Promise<XgCompiledGrammar>];
+      this.entries.delete(oldest);
+      // Matchers built from it keep their own reference to the grammar (xgrammar shares it by
+      // reference count), so freeing this handle does not pull it from under a running sequence.
+      evicted.then((g) => g.dispose(), () => undefined);
+    }
+    return p;
+  }
+}
