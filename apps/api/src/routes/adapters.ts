@@ -1,6 +1,7 @@
 // Adapter routes: one-request uploads (archive or multipart form, streamed to disk), list, get and
 // delete. Everything is scoped to the caller's tenant; another tenant's adapter is "not found".
 import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { createRoute, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { adapterJson, checkAdapterName, parseRef, adapterNotFound } from '../adapters/catalog.js';
@@ -45,7 +46,11 @@ async function uploadAdapter(c: Context<AuthEnv>, s: Services): Promise<Response
   const raw = c.req.raw.body;
   if (!raw) throw badRequest('the request has no body', 'empty_body');
   const limit = new ByteLimit(max);
-  const body = Readable.fromWeb(raw as import('node:stream/web').ReadableStream<Uint8Array>).pipe(limit);
+  // Errors reach the consumer (and limit.exceeded); this listener only keeps a late one from being unhandled.
+  limit.on('error', () => undefined);
+  const source = Readable.fromWeb(raw as import('node:stream/web').ReadableStream<Uint8Array>);
+  pipeline(source, limit).catch(() => undefined);
+  const body = limit;
 
   try {
     const row = await s.ingest.ingest(tenantId, async (dir) => {
@@ -68,7 +73,7 @@ async function uploadAdapter(c: Context<AuthEnv>, s: Services): Promise<Response
     if (limit.exceeded) throw limit.error();
     throw e;
   } finally {
-    body.resume();
+    if (!body.destroyed) body.resume(); // drain what nobody read
   }
 }
 

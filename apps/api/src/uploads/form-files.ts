@@ -40,9 +40,8 @@ export function receiveForm(body: Readable, contentType: string, destDir: string
     const fail = (e: Error): void => {
       if (failed) return;
       failed = e;
-      body.unpipe(bb);
-      body.resume(); // let the rest drain (or the limit stream fail) without parsing it
       reject(e);
+      bb.destroy(); // stops reading the request (the pipeline below destroys the body too)
     };
     bb.on('field', (name, value, info) => {
       if (!FIELDS.has(name)) return fail(badRequest(`unexpected form field ${JSON.stringify(name)} (expected name, base_model and adapter files)`, 'unexpected_field'));
@@ -50,6 +49,7 @@ export function receiveForm(body: Readable, contentType: string, destDir: string
       fields[name] = value;
     });
     bb.on('file', (field, stream, info) => {
+      stream.on('error', () => undefined); // a part cut short by destroy(): already reported through fail()
       const name = fileNameOf(field, info.filename);
       if (!name) {
         stream.resume();
@@ -72,7 +72,7 @@ export function receiveForm(body: Readable, contentType: string, destDir: string
         if (!failed) resolve({ fields, files });
       });
     });
-    body.on('error', (e) => fail(e));
-    body.pipe(bb);
+    // pipeline also reports a body that failed before it got here (the byte limit tripping early).
+    pipeline(body, bb).catch((e: Error) => fail(e));
   });
 }
