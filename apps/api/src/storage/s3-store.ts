@@ -7,6 +7,7 @@ import {
   DeleteObjectsCommand,
   GetObjectCommand,
   ListObjectsV2Command,
+  ListPartsCommand,
   PutObjectCommand,
   S3Client,
   S3ServiceException,
@@ -84,6 +85,15 @@ export class S3Store implements ObjectStore {
 
   async completeMultipart(key: string, uploadId: string, parts: CompletedPart[]): Promise<void> {
     const ordered = [...parts].sort((a, b) => a.partNumber - b.partNumber);
+    // Check the parts against what the store received (not every S3-compatible server does).
+    const uploaded = await this.listParts(key, uploadId);
+    const bare = (e: string): string => e.replace(/"/g, '');
+    for (const p of uploaded === undefined ? [] : ordered) {
+      const got = uploaded!.get(p.partNumber);
+      if (got === undefined || bare(got) !== bare(p.etag)) {
+        throw badRequest(`part ${p.partNumber} of ${key.split('/').pop()} was not uploaded or its ETag differs`, 'invalid_part');
+      }
+    }
     try {
       await this.client.send(
         new CompleteMultipartUploadCommand({
@@ -100,6 +110,25 @@ export class S3Store implements ObjectStore {
       }
       throw e;
     }
+  }
+
+  /** The parts S3 holds, or undefined from a server without ListParts (S3 itself checks on completion). */
+  private async listParts(key: string, uploadId: string): Promise<Map<number, string> | undefined> {
+    const out = new Map<number, string>();
+    let marker: string | undefined;
+    do {
+      let r;
+      try {
+        r = await this.client.send(new ListPartsCommand({ Bucket: this.bucket, Key: checkKey(key), UploadId: uploadId, ...(marker ? { PartNumberMarker: marker } : {}) }));
+      } catch (e) {
+        const status = e instanceof S3ServiceException ? e.$metadata.httpStatusCode : undefined;
+        if (status === 405 || status === 501) return undefined;
+        throw e;
+      }
+      for (const p of r.Parts ?? []) if (p.PartNumber !== undefined && p.ETag) out.set(p.PartNumber, p.ETag);
+      marker = r.IsTruncated ? r.NextPartNumberMarker : undefined;
+    } while (marker);
+    return out;
   }
 
   async abortMultipart(key: string, uploadId: string): Promise<void> {
