@@ -55,6 +55,10 @@ export function handleError(err: Error, c: Context): Response {
     const code = /malformed json/i.test(message) ? 'invalid_json' : status === 413 ? 'payload_too_large' : 'invalid_request';
     return errorResponse(status, code, message);
   }
+  if (isDatabaseUnreachable(err)) {
+    console.warn(`[api] ${c.req.method} ${c.req.path}: database unreachable: ${err.message}`);
+    return errorResponse(503, 'database_unavailable', 'the database is unreachable; retry shortly', { 'Retry-After': '2' });
+  }
   const s = (err as { status?: unknown }).status;
   if (typeof s === 'number' && s >= 400 && s < 500) {
     const code = typeof (err as { code?: unknown }).code === 'string' ? (err as unknown as { code: string }).code : 'invalid_request';
@@ -62,4 +66,17 @@ export function handleError(err: Error, c: Context): Response {
   }
   console.error(`[api] ${c.req.method} ${c.req.path}:`, err);
   return errorResponse(500, 'internal_error', 'internal server error');
+}
+
+const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', '57P01', '57P02', '57P03', '08000', '08001', '08003', '08006']);
+
+/** Postgres down or restarting (node-postgres errors, possibly wrapped by drizzle). */
+export function isDatabaseUnreachable(err: unknown): boolean {
+  for (let x: unknown = err, depth = 0; x && depth < 5; x = (x as { cause?: unknown }).cause, depth++) {
+    const code = (x as { code?: unknown }).code;
+    if (typeof code === 'string' && UNREACHABLE_CODES.has(code)) return true;
+    const msg = x instanceof Error ? x.message : '';
+    if (/Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error/i.test(msg)) return true;
+  }
+  return false;
 }

@@ -69,6 +69,7 @@ export class RecordingRouting implements RoutingPorts {
   readonly heartbeats: unknown[] = [];
   readonly active = new Map<string, number>();
   maxConcurrent = Infinity;
+  private lastBaseModels: BaseModelRecord[] | undefined;
 
   constructor(private readonly db: Db) {}
 
@@ -78,9 +79,15 @@ export class RecordingRouting implements RoutingPorts {
       this.heartbeats.push(body);
       return { persisted: true };
     },
+    // As the real registry: read from Postgres, the last answer kept while Postgres is down.
     baseModels: async (): Promise<BaseModelRecord[]> => {
-      const rows = await this.db.select().from(baseModels).orderBy(baseModels.id);
-      return rows.map((r) => ({ id: r.id, config: r.config, maxLoraRank: r.maxLoraRank }));
+      try {
+        const rows = await this.db.select().from(baseModels).orderBy(baseModels.id);
+        this.lastBaseModels = rows.map((r) => ({ id: r.id, config: r.config, maxLoraRank: r.maxLoraRank }));
+      } catch (e) {
+        if (!this.lastBaseModels) throw e;
+      }
+      return this.lastBaseModels;
     },
   };
 
