@@ -15,7 +15,7 @@ async function fixtureFiles(name: string): Promise<ArchiveEntry[]> {
 function form(fields: Record<string, string>, files: ArchiveEntry[]): FormData {
   const fd = new FormData();
   for (const [k, v] of Object.entries(fields)) fd.append(k, v);
-  for (const f of files) fd.append(f.name, new Blob([f.data]), f.name);
+  for (const f of files) fd.append(f.name, new Blob([new Uint8Array(f.data)]), f.name);
   return fd;
 }
 

@@ -142,11 +142,11 @@ export async function call(
   app: TestApp['app'],
   method: string,
   path: string,
-  opts: { key?: string; json?: unknown; body?: BodyInit; headers?: Record<string, string> } = {},
+  opts: { key?: string; json?: unknown; body?: BodyInit | Buffer; headers?: Record<string, string> } = {},
 ): Promise<{ status: number; body: any; headers: Headers }> {
   const headers: Record<string, string> = { ...(opts.headers ?? {}) };
   if (opts.key) headers.authorization = `Bearer ${opts.key}`;
-  let body = opts.body;
+  let body: BodyInit | undefined = Buffer.isBuffer(opts.body) ? new Uint8Array(opts.body) : opts.body;
   if (opts.json !== undefined) {
     headers['content-type'] = 'application/json';
     body = JSON.stringify(opts.json);
