@@ -20,6 +20,8 @@ export interface StackOptions {
   workerPort?: number;
   databaseUrl?: string;
   s3?: S3Config;
+  /** The worker CLI to run (default: the built @loraplex/worker's dist/cli.js). */
+  workerCli?: string;
   /** Extra worker flags (e.g. ['--backend', 'cpu']). */
   workerArgs?: string[];
   /** How long to wait for the worker's first heartbeat. */
@@ -84,7 +86,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const workerHost = config.host === '0.0.0.0' ? '127.0.0.1' : config.host;
   const workerUrl = `http://${workerHost}:${workerPort}`;
   const args = [
-    workerCliPath(),
+    opts.workerCli ?? workerCliPath(),
     '--model', resolve(opts.model),
     '--served-model-name', opts.servedModelName ?? basename(resolve(opts.model)),
     '--host', workerHost,
