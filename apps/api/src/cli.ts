@@ -68,16 +68,18 @@ async function main(argv: string[]): Promise<void> {
       if (!Number.isInteger(n) || n < 0 || n > 65535) throw new Error(`--${name} must be a port number, got ${v}`);
       return n;
     };
+    const env = configFromEnv(); // DATABASE_URL, LORAPLEX_S3_*, LORAPLEX_DATA_DIR apply to the stack too
     const port = num('port', values.port);
     const workerPort = num('worker-port', values['worker-port']);
     const stack = await startStack({
       model: values.model,
       ...(port !== undefined ? { port } : {}),
       ...(workerPort !== undefined ? { workerPort } : {}),
-      ...(values['data-dir'] ? { dataDir: values['data-dir'] } : process.env.LORAPLEX_DATA_DIR ? { dataDir: process.env.LORAPLEX_DATA_DIR } : {}),
+      dataDir: values['data-dir'] ?? env.dataDir,
       ...(values['served-model-name'] ? { servedModelName: values['served-model-name'] } : {}),
       ...(values.host ? { host: values.host } : {}),
-      ...(process.env.DATABASE_URL ? { databaseUrl: process.env.DATABASE_URL } : {}),
+      ...(env.databaseUrl ? { databaseUrl: env.databaseUrl } : {}),
+      ...(env.s3 ? { s3: env.s3 } : {}),
     });
     onSignals(stack.close);
     return;

@@ -1,12 +1,13 @@
 // Presigned multipart uploads: real PUTs of the parts (to s3rver through presigned UploadPart URLs,
 // or to the API's own part URLs on the embedded store), completion with validation, failures and
 // aborts leaving no object behind, and tenant isolation of upload sessions.
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { adapters, uploadSessions } from '../src/db/schema.js';
 import type { ObjectStore } from '../src/storage/object-store.js';
+import { DirStore } from '../src/storage/dir-store.js';
 import { S3Store } from '../src/storage/s3-store.js';
 import { BACKENDS, call, FIXTURES, makeTestApp, openTestDb, seedBaseModel, tempDirStore, tenantWithKey, type TestApp, type TestDb } from './helpers/setup.js';
 import { startS3, type TestS3 } from './helpers/s3.js';
@@ -152,6 +153,24 @@ describe.each(combos)('presigned uploads ($backend, $store store)', ({ backend, 
     expect((await j({ name: 'x', files: [{ name: 'adapter_config.json', size: 10 }] })).body.error.code).toBe('missing_file');
     expect((await j({ name: 'x', files: [{ name: 'adapter_config.json', size: 10 }, { name: 'adapter_model.safetensors', size: 20_000_000 }] })).status).toBe(413);
     expect((await j({ name: 'x', files: [{ name: 'adapter_config.json', size: 10 }], extra: 1 })).status).toBe(400);
+  });
+
+  it('expired uploads are refused and swept away with their parts', async () => {
+    const files = await fixture('lora_qv_r4');
+    const { uploadId, complete } = await uploadAll(a.key, 'expiring', files);
+    const [session] = await tdb.db.select().from(uploadSessions).where(eq(uploadSessions.id, uploadId));
+    await tdb.db.update(uploadSessions).set({ expiresAt: new Date(Date.now() - 1000) }).where(eq(uploadSessions.id, uploadId));
+    const second = await uploadAll(a.key, 'expiring-2', files);
+    await tdb.db.update(uploadSessions).set({ expiresAt: new Date(Date.now() - 1000) }).where(eq(uploadSessions.id, second.uploadId));
+    expect((await call(t.app, 'POST', `/v1/adapters/uploads/${uploadId}/complete`, { key: a.key, json: complete })).status).toBe(404);
+    expect(await store.list(`adapters/${a.tenantId}/${session!.adapterId}/`)).toEqual([]);
+    if (store instanceof DirStore) {
+      // The embedded store keeps parts under .uploads/<upload id> until completion: gone.
+      for (const f of session!.files) await expect(stat(join(store.root, '.uploads', f.uploadId))).rejects.toThrow();
+    }
+    expect(await t.services.uploads.sweepExpired()).toBe(1);
+    expect(await tdb.db.select().from(uploadSessions).where(eq(uploadSessions.id, second.uploadId))).toEqual([]);
+    expect((await call(t.app, 'GET', '/v1/adapters/expiring-2@1', { key: a.key })).status).toBe(404);
   });
 
   if (storeKind === 'dir') {

@@ -55,6 +55,13 @@ export function registerUploadRoutes(app: App, s: Services): void {
     },
   );
 
+  app.openAPIRegistry.registerPath({
+    method: 'put', path: '/v1/uploads/parts/{token}', tags: ['adapters'],
+    summary: 'Upload one part (the URL from POST /v1/adapters/uploads; embedded store only)',
+    description: 'The token in the URL is the authorization (signed, expiring). With S3 storage, part URLs point at the bucket instead.',
+    request: { params: z.object({ token: z.string() }), body: { required: true, content: { 'application/octet-stream': { schema: z.string().openapi({ format: 'binary' }) } } } },
+    responses: { 200: { description: 'Stored; the ETag header is what completion needs' }, 403: { description: 'Invalid or expired URL' }, 413: errors[413] },
+  });
   // The embedded store's presigned part URLs. S3 part URLs point at the bucket instead.
   app.put('/v1/uploads/parts/:token', async (c) => {
     if (!(s.store instanceof DirStore)) throw notFound('not found');

@@ -6,7 +6,7 @@ import { createWriteStream } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { and, eq } from 'drizzle-orm';
+import { and, eq, lt } from 'drizzle-orm';
 import type { Db } from '../db/client.js';
 import { adapters, uploadSessions } from '../db/schema.js';
 import { ApiError, badRequest, notFound, tooLarge } from '../errors.js';
@@ -44,10 +44,23 @@ type Session = typeof uploadSessions.$inferSelect;
 
 const uploadNotFound = (): ApiError => notFound('upload not found (completed, aborted or expired)', 'upload_not_found');
 
+const SWEEP_EVERY_MS = 60_000;
+
 export class PresignedUploads {
+  private lastSweep = 0;
+
   constructor(private readonly d: PresignedDeps) {}
 
+  /** Aborts every expired upload (its parts, session and adapter row); run now and then on create. */
+  async sweepExpired(): Promise<number> {
+    this.lastSweep = Date.now();
+    const expired = await this.d.db.select().from(uploadSessions).where(lt(uploadSessions.expiresAt, new Date()));
+    for (const s of expired) await this.abort(s.tenantId, s.id).catch((e: Error) => console.warn(`[api] could not remove expired upload ${s.id}: ${e.message}`));
+    return expired.length;
+  }
+
   async create(tenantId: string, body: CreateUploadBody, origin: string): Promise<Record<string, unknown>> {
+    if (Date.now() - this.lastSweep > SWEEP_EVERY_MS) void this.sweepExpired().catch(() => undefined);
     const name = checkAdapterName(body.name);
     const base = await resolveBaseModel(this.d.registry, body.base_model);
     const seen = new Set<string>();
