@@ -94,6 +94,13 @@ describe.each(BACKENDS)('adapter uploads and routes (%s)', (backend) => {
     expect(list.body.data.filter((x: { name: string }) => x.name === 'sql').map((x: { version: number }) => x.version)).toEqual([1, 2]);
   });
 
+  it('concurrent uploads of one name get distinct versions', async () => {
+    const zip = writeZip(await fixtureFiles('lora_qv_r4'));
+    const rs = await Promise.all(Array.from({ length: 4 }, () => call(t.app, 'POST', '/v1/adapters?name=race', { key: a.key, body: zip, headers: { 'content-type': 'application/zip' } })));
+    expect(rs.map((r) => r.status)).toEqual([201, 201, 201, 201]);
+    expect(rs.map((r) => r.body.version).sort()).toEqual([1, 2, 3, 4]);
+  });
+
   it("another tenant's adapters are not found by name, name@version or id, and never named in errors", async () => {
     const files = await fixtureFiles('lora_all_r8');
     const up = await call(t.app, 'POST', '/v1/adapters?name=secret-sauce', { key: a.key, body: writeZip(files), headers: { 'content-type': 'application/zip' } });
