@@ -187,6 +187,7 @@ describe.each(BACKENDS)('adapter uploads and routes (%s)', (backend) => {
       expect((await call(t.app, 'POST', '/v1/adapters?name=x&base_model=gpt-9', { key: a.key, body: zip, headers: z })).body.error.code).toBe('unknown_base_model');
       expect((await call(t.app, 'POST', '/v1/adapters?name=x', { key: a.key, body: zip, headers: { 'content-type': 'text/plain' } })).status).toBe(415);
       expect((await call(t.app, 'POST', '/v1/adapters?name=x&colour=red', { key: a.key, body: zip, headers: z })).status).toBe(400);
+      expect((await call(t.app, 'POST', `/v1/adapters?name=${BASE_MODEL}`, { key: a.key, body: zip, headers: z })).body.error.code).toBe('invalid_adapter_name');
     });
   });
 });

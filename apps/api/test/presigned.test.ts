@@ -9,6 +9,7 @@ import { adapters, uploadSessions } from '../src/db/schema.js';
 import type { ObjectStore } from '../src/storage/object-store.js';
 import { DirStore } from '../src/storage/dir-store.js';
 import { S3Store } from '../src/storage/s3-store.js';
+import { writeZip } from './helpers/archive.js';
 import { BACKENDS, call, FIXTURES, makeTestApp, openTestDb, seedBaseModel, tempDirStore, tenantWithKey, type TestApp, type TestDb } from './helpers/setup.js';
 import { startS3, type TestS3 } from './helpers/s3.js';
 
@@ -153,6 +154,21 @@ describe.each(combos)('presigned uploads ($backend, $store store)', ({ backend, 
     expect((await j({ name: 'x', files: [{ name: 'adapter_config.json', size: 10 }] })).body.error.code).toBe('missing_file');
     expect((await j({ name: 'x', files: [{ name: 'adapter_config.json', size: 10 }, { name: 'adapter_model.safetensors', size: 20_000_000 }] })).status).toBe(413);
     expect((await j({ name: 'x', files: [{ name: 'adapter_config.json', size: 10 }], extra: 1 })).status).toBe(400);
+  });
+
+  it('one-request uploads store on this store; inference gets its storage; delete removes the objects', async () => {
+    const files = await fixture('lora_qv_r4');
+    const zip = writeZip(Object.entries(files).map(([name, data]) => ({ name, data })));
+    const up = await call(t.app, 'POST', '/v1/adapters?name=one-shot', { key: a.key, body: zip, headers: { 'content-type': 'application/zip' } });
+    expect(up.status, JSON.stringify(up.body)).toBe(201);
+    const prefix = `adapters/${a.tenantId}/${up.body.id}/`;
+    expect(await store.list(prefix)).toEqual([`${prefix}adapter_config.json`, `${prefix}adapter_model.safetensors`]);
+    expect((await text(await store.get(`${prefix}adapter_model.safetensors`))).equals(files['adapter_model.safetensors']!)).toBe(true);
+    expect((await call(t.app, 'POST', '/v1/completions', { key: a.key, json: { model: 'one-shot', prompt: 'x' } })).status).toBe(200);
+    const storage = t.routing.forwarded.at(-1)!.adapter!.storage;
+    expect(storage).toEqual(storeKind === 's3' ? { kind: 's3', bucket: 'loraplex', prefix } : { kind: 'dir', path: join((store as DirStore).root, prefix.slice(0, -1)) });
+    expect((await call(t.app, 'DELETE', '/v1/adapters/one-shot', { key: a.key })).status).toBe(200);
+    expect(await store.list(prefix)).toEqual([]);
   });
 
   it('expired uploads are refused and swept away with their parts', async () => {

@@ -11,7 +11,7 @@ import type { ArchiveFormat } from '../ports.js';
 import type { App, Services } from '../services.js';
 import { ByteLimit } from '../uploads/byte-limit.js';
 import { receiveForm } from '../uploads/form-files.js';
-import { asApiError, resolveBaseModel } from '../uploads/ingest.js';
+import { asApiError, checkNotBaseModelName, resolveBaseModel } from '../uploads/ingest.js';
 import { AdapterSchema, authErrors, DeletedSchema, ErrorSchema, errors, jsonResponse, listOf } from './schemas.js';
 
 const security = [{ bearer: [] }];
@@ -37,7 +37,7 @@ async function uploadAdapter(c: Context<AuthEnv>, s: Services): Promise<Response
   const qName = c.req.query('name');
   const qBase = c.req.query('base_model');
   if (format !== 'form' && qName === undefined) throw badRequest('name is required (?name=NAME)', 'missing_name');
-  if (qName !== undefined) checkAdapterName(qName);
+  if (qName !== undefined) await checkNotBaseModelName(s.routing.registry, checkAdapterName(qName));
   if (qBase !== undefined || format !== 'form') await resolveBaseModel(s.routing.registry, qBase); // fail before reading the body
 
   const max = s.config.upload.maxUploadBytes;

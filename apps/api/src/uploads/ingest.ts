@@ -36,6 +36,11 @@ export async function resolveBaseModel(registry: WorkerRegistryPort, requested: 
   throw badRequest(`base_model is required: several base models are served (${models.map((x) => x.id).join(', ')})`, 'base_model_required');
 }
 
+/** An adapter may not take a base model's name: `model: <name>` would be ambiguous in inference. */
+export async function checkNotBaseModelName(registry: WorkerRegistryPort, name: string): Promise<void> {
+  if ((await registry.baseModels()).some((m) => m.id === name)) throw badRequest(`${JSON.stringify(name)} is the name of a base model; choose another adapter name`, 'invalid_adapter_name');
+}
+
 /** Validation errors keep their status and code; 422 is the contract's adapter_invalid. */
 export function asApiError(e: unknown): unknown {
   if (isAdapterValidationError(e)) {
@@ -96,6 +101,7 @@ export class AdapterIngest {
     try {
       const got = await fill(dir);
       const base = await resolveBaseModel(this.d.registry, got.baseModel);
+      await checkNotBaseModelName(this.d.registry, got.name);
       return await this.ingestDir(tenantId, got.name, base, dir);
     } finally {
       await rm(dir, { recursive: true, force: true });

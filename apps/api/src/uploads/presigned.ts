@@ -15,7 +15,7 @@ import type { ObjectStore } from '../storage/object-store.js';
 import { checkAdapterName, type AdapterCatalog, type AdapterRow } from '../adapters/catalog.js';
 import type { WorkerRegistryPort } from '../ports.js';
 import { ADAPTER_FILE_NAMES } from './form-files.js';
-import { adapterPrefix, type AdapterIngest, resolveBaseModel } from './ingest.js';
+import { adapterPrefix, type AdapterIngest, checkNotBaseModelName, resolveBaseModel } from './ingest.js';
 
 const MAX_PARTS = 10_000;
 
@@ -63,6 +63,7 @@ export class PresignedUploads {
     if (Date.now() - this.lastSweep > SWEEP_EVERY_MS) void this.sweepExpired().catch(() => undefined);
     const name = checkAdapterName(body.name);
     const base = await resolveBaseModel(this.d.registry, body.base_model);
+    await checkNotBaseModelName(this.d.registry, name);
     const seen = new Set<string>();
     let total = 0;
     for (const f of body.files) {
