@@ -8,21 +8,13 @@ import { join } from 'node:path';
 import { USAGE } from '@loraplex/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack } from '../src/stack.js';
-import { createRouting, createValidation, NotWiredError } from '../src/wiring.js';
+import { wiredModules } from '../src/wiring.js';
 import { writeZip } from './helpers/archive.js';
 import { FIXTURES, RecordingRouting } from './helpers/setup.js';
 import { testValidation } from './helpers/validation.js';
 
 const workerHeartbeats = USAGE.includes('--api-url');
-const wired = (make: () => unknown): boolean => {
-  try {
-    make();
-    return true;
-  } catch (e) {
-    return !(e instanceof NotWiredError);
-  }
-};
-const routingWired = wired(() => createRouting(undefined as never, undefined as never)) && wired(() => createValidation());
+const routingWired = wiredModules.routing && wiredModules.validation;
 
 async function freePort(): Promise<number> {
   const s = net.createServer();
