@@ -25,6 +25,8 @@ export interface ForwardRequest {
   path: string;
   /** The client's parsed JSON body (not modified). */
   body: Record<string, unknown>;
+  /** The model name the client asked for, when `body` was already rewritten (answers name it again). */
+  requestedModel?: string;
   /** The tenant adapter, when the request names one; absent for the base model. */
   adapter?: AdapterTarget;
   baseModel: string;
@@ -120,7 +122,7 @@ export class Router {
       }
     };
     if (req.adapter && req.adapter.baseModel !== req.baseModel) throw new Error(`adapter ${req.adapter.id} is for ${req.adapter.baseModel}, not ${req.baseModel}`);
-    const prep = prepareRequest(req.path, req.body, req.adapter?.id, req.baseModel);
+    const prep = prepareRequest(req.path, req.body, req.adapter?.id, req.baseModel, req.requestedModel);
     const headers: Record<string, string> = { 'content-type': 'application/json' };
     if (req.adapter) headers[DESCRIPTOR_HEADER] = this.signer.header(req.adapter);
     const candidates = this.order(req.baseModel, req.adapter?.id).slice(0, this.maxAttempts);

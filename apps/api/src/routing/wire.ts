@@ -43,7 +43,7 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'obj
  * The worker's body: a shallow copy of the client's (which is left untouched) with the adapter
  * field set to the adapter id, or to the base model for base requests, and usage forced on.
  */
-export function prepareRequest(path: string, body: Record<string, unknown>, adapterId: string | undefined, baseModel: string): PreparedRequest {
+export function prepareRequest(path: string, body: Record<string, unknown>, adapterId: string | undefined, baseModel: string, requestedModel?: string): PreparedRequest {
   const family = familyOf(path);
   const out: Record<string, unknown> = { ...body };
   if (family === 'openai') {
@@ -52,7 +52,7 @@ export function prepareRequest(path: string, body: Record<string, unknown>, adap
     const so = isObject(body.stream_options) ? body.stream_options : undefined;
     const clientWantsUsage = stream ? so?.include_usage === true : true;
     if (stream) out.stream_options = { ...(so ?? {}), include_usage: true };
-    return { family, stream, clientWantsUsage, json: JSON.stringify(out), restoreModel: modelRestorer(family, adapterId, body.model) };
+    return { family, stream, clientWantsUsage, json: JSON.stringify(out), restoreModel: modelRestorer(family, adapterId, requestedModel ?? body.model) };
   }
   const params: Record<string, unknown> = isObject(body.parameters) ? { ...body.parameters } : {};
   if (adapterId !== undefined) params.adapter_id = adapterId;

@@ -1,0 +1,95 @@
+// The API as a Hono app: auth, tenants, keys, adapters, uploads, inference, models, usage, worker
+// heartbeats, the OpenAPI document (/openapi.json) and Swagger UI (/docs), all from the same schemas.
+import { OpenAPIHono } from '@hono/zod-openapi';
+import { swaggerUI } from '@hono/swagger-ui';
+import { AdapterCatalog } from './adapters/catalog.js';
+import { Authenticator } from './auth/authenticator.js';
+import { authenticate, type AuthEnv } from './auth/middleware.js';
+import type { ApiConfig } from './config.js';
+import type { Db } from './db/client.js';
+import { errorResponse, handleError } from './errors.js';
+import type { AdapterValidation, RoutingPorts } from './ports.js';
+import { registerAdapterRoutes } from './routes/adapters.js';
+import { registerInferenceRoutes } from './routes/inference.js';
+import { registerInternalRoutes } from './routes/internal.js';
+import { registerKeyRoutes } from './routes/keys.js';
+import { registerModelRoutes } from './routes/models.js';
+import { registerTenantRoutes } from './routes/tenants.js';
+import { registerUploadRoutes } from './routes/uploads.js';
+import { registerUsageRoutes } from './routes/usage.js';
+import type { App, Services } from './services.js';
+import type { ObjectStore } from './storage/object-store.js';
+import { AdapterIngest } from './uploads/ingest.js';
+import { PresignedUploads } from './uploads/presigned.js';
+
+export interface AppDeps {
+  db: Db;
+  store: ObjectStore;
+  config: ApiConfig;
+  validation: AdapterValidation;
+  routing: RoutingPorts;
+  /** Spool directory for uploads (default: the OS temp directory). */
+  tmpRoot?: string;
+  /** How long verified keys and resolved adapters are served from memory while Postgres is down. */
+  cacheTtlMs?: number;
+}
+
+/** Paths that need an API key (the part PUT target, heartbeats, health and docs do not). */
+const AUTHENTICATED = ['/v1/tenants', '/v1/keys', '/v1/keys/*', '/v1/adapters', '/v1/adapters/*', '/v1/completions', '/v1/chat/completions', '/v1/models', '/v1/usage', '/generate', '/generate_stream'];
+
+export function createApp(deps: AppDeps): { app: App; services: Services } {
+  const auth = new Authenticator(deps.db, { ...(deps.config.adminKey !== undefined ? { adminKey: deps.config.adminKey } : {}), ...(deps.cacheTtlMs !== undefined ? { cacheTtlMs: deps.cacheTtlMs } : {}) });
+  const catalog = new AdapterCatalog(deps.db, deps.cacheTtlMs);
+  const ingest = new AdapterIngest({
+    catalog,
+    store: deps.store,
+    validation: deps.validation,
+    registry: deps.routing.registry,
+    maxAdapterBytes: deps.config.upload.maxUploadBytes,
+    ...(deps.tmpRoot !== undefined ? { tmpRoot: deps.tmpRoot } : {}),
+  });
+  const uploads = new PresignedUploads({
+    db: deps.db,
+    catalog,
+    store: deps.store,
+    ingest,
+    registry: deps.routing.registry,
+    maxAdapterBytes: deps.config.upload.maxUploadBytes,
+    partSize: deps.config.upload.partSize,
+    ttlS: deps.config.upload.ttlS,
+  });
+  const services: Services = { db: deps.db, store: deps.store, auth, catalog, ingest, uploads, validation: deps.validation, routing: deps.routing, config: deps.config };
+
+  const app: App = new OpenAPIHono<AuthEnv>({
+    defaultHook: (result) => {
+      if (!result.success) {
+        const issue = result.error.issues[0];
+        const where = issue?.path.length ? `${issue.path.join('.')}: ` : '';
+        return errorResponse(400, 'invalid_request', `${where}${issue?.message ?? 'invalid request'}`);
+      }
+      return undefined;
+    },
+  });
+  app.onError(handleError);
+  app.notFound((c) => errorResponse(404, 'not_found', `no route for ${c.req.method} ${c.req.path}`));
+
+  app.get('/health', (c) => c.json({ status: 'ok' }));
+  for (const p of AUTHENTICATED) app.use(p, authenticate(auth));
+
+  registerTenantRoutes(app, services);
+  registerKeyRoutes(app, services);
+  registerUploadRoutes(app, services);
+  registerAdapterRoutes(app, services);
+  registerInferenceRoutes(app, services);
+  registerModelRoutes(app, services);
+  registerUsageRoutes(app, services);
+  registerInternalRoutes(app, services);
+
+  app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer', description: 'lpx_<prefix>_<secret> API key' });
+  app.doc31('/openapi.json', {
+    openapi: '3.1.0',
+    info: { title: 'loraplex API', version: '0.1.0', description: 'Multi-tenant LoRA adapter serving: tenants, keys, adapters and OpenAI/LoRAX-compatible inference.' },
+  });
+  app.get('/docs', swaggerUI({ url: '/openapi.json' }));
+  return { app, services };
+}

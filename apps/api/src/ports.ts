@@ -1,0 +1,128 @@
+// The API's view of the two modules written beside it (contract §5): adapter validation
+// (src/adapter-validation/) and the worker side (src/routing/). Routes take these as parameters so
+// the real modules are wired in by app composition; the shapes below are the contract's.
+import type { Readable } from 'node:stream';
+import type { StoredFile } from './db/schema.js';
+
+// ---- src/adapter-validation/ ----
+
+export type ArchiveFormat = 'zip' | 'tar' | 'tar.gz';
+
+export interface ArchiveLimits {
+  maxFiles: number;
+  maxUncompressedBytes: number;
+}
+
+export interface ValidatedAdapter {
+  rank: number;
+  alpha: number;
+  targetModules: string[];
+  files: StoredFile[];
+  sizeBytes: number;
+  sha256: string;
+}
+
+export interface ValidateOptions {
+  modelConfig: Record<string, unknown>;
+  maxRank: number;
+  maxBytes: number;
+}
+
+/** What the validation module throws for a bad upload (400, 413 or 422). */
+export interface AdapterValidationErrorLike extends Error {
+  code: string;
+  status: number;
+}
+
+export interface AdapterValidation {
+  /** Writes the archive's files into destDir (spooled, never fully buffered); returns their names. */
+  extractArchive(input: Readable, format: ArchiveFormat, destDir: string, limits: ArchiveLimits): Promise<string[]>;
+  validateAdapterFiles(dir: string, opts: ValidateOptions): Promise<ValidatedAdapter>;
+}
+
+export function isAdapterValidationError(e: unknown): e is AdapterValidationErrorLike {
+  return e instanceof Error && e.name === 'AdapterValidationError' && typeof (e as { status?: unknown }).status === 'number' && typeof (e as { code?: unknown }).code === 'string';
+}
+
+// ---- src/routing/ ----
+
+export type DescriptorStorage = { kind: 's3'; bucket: string; prefix: string } | { kind: 'dir'; path: string };
+
+/** What the descriptor carries (contract §1, minus v/exp). */
+export interface AdapterTarget {
+  id: string;
+  baseModel: string;
+  rank: number;
+  storage: DescriptorStorage;
+  files: StoredFile[];
+}
+
+export interface BaseModelRecord {
+  id: string;
+  config: Record<string, unknown>;
+  maxLoraRank: number;
+}
+
+export interface WorkerRegistryPort {
+  /** Validates and records a worker heartbeat; throws an error with `status` 400 for a bad body. */
+  heartbeat(body: unknown): Promise<unknown>;
+  baseModels(): BaseModelRecord[] | Promise<BaseModelRecord[]>;
+}
+
+export interface Usage {
+  promptTokens: number;
+  completionTokens: number;
+  latencyMs: number;
+  status: number;
+}
+
+export interface ForwardRequest {
+  path: string;
+  body: Record<string, unknown>;
+  /** The model name the client asked for (answers name it, not the adapter id). */
+  requestedModel?: string;
+  adapter?: AdapterTarget;
+  baseModel: string;
+  signal?: AbortSignal;
+  /** Called once, when the response has ended. */
+  onUsage?: (u: Usage) => void;
+}
+
+export interface RouterPort {
+  forward(req: ForwardRequest): Promise<Response>;
+}
+
+export interface UsageEvent {
+  tenantId: string;
+  adapterId: string | null;
+  adapterRef: string | null;
+  baseModel: string;
+  route: string;
+  status: number;
+  promptTokens: number;
+  completionTokens: number;
+  latencyMs: number;
+}
+
+export interface UsageRecorderPort {
+  record(event: UsageEvent): void;
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface LimitedPort {
+  retryAfterS: number;
+}
+
+export interface TenantLimitsPort {
+  acquire(tenantId: string): (() => void) | LimitedPort;
+  addTokens(tenantId: string, n: number): void;
+}
+
+/** Everything the routing module provides, as app composition passes it in. */
+export interface RoutingPorts {
+  registry: WorkerRegistryPort;
+  router: RouterPort;
+  usage: UsageRecorderPort;
+  limits: TenantLimitsPort;
+}

@@ -1,0 +1,167 @@
+// Inference: authenticate (scope inference), resolve the adapter inside the caller's tenant, rewrite
+// the body's adapter field to the adapter id, hold a tenant-limit slot for the whole response, and
+// hand the request to the router, recording usage when the response has ended.
+import { createRoute, z } from '@hono/zod-openapi';
+import type { Context } from 'hono';
+import { requireScope, tenantOf, type AuthEnv } from '../auth/middleware.js';
+import { ApiError, badRequest, errorResponse } from '../errors.js';
+import type { AdapterTarget, BaseModelRecord } from '../ports.js';
+import type { App, Services } from '../services.js';
+import { authErrors, errors, jsonBody } from './schemas.js';
+
+type Family = 'openai' | 'lorax';
+
+interface Target {
+  baseModel: string;
+  adapter?: AdapterTarget;
+  adapterRef: string | null;
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** The adapter a request names, or undefined for the base model. */
+function requestedRef(family: Family, body: Record<string, unknown>): string | undefined {
+  if (family === 'openai') {
+    if (typeof body.model !== 'string' || body.model === '') throw badRequest('model is required: a base model id or an adapter (name, name@version or id)', 'missing_model');
+    return body.model;
+  }
+  const params = body.parameters;
+  if (params === undefined) return undefined;
+  if (!isObject(params)) throw badRequest('parameters must be an object');
+  if (params.merged_adapters !== undefined && params.merged_adapters !== null) throw badRequest('merged_adapters is not supported', 'unsupported_parameter');
+  const src = params.adapter_source;
+  if (src !== undefined && src !== null && src !== 'hub') throw badRequest(`adapter_source ${JSON.stringify(src)} is not accepted: adapters are uploaded to this API and named by adapter_id`, 'invalid_adapter_source');
+  const id = params.adapter_id;
+  if (id === undefined || id === null || id === '') return undefined;
+  if (typeof id !== 'string') throw badRequest('parameters.adapter_id must be a string');
+  return id;
+}
+
+async function resolveTarget(s: Services, tenantId: string, family: Family, body: Record<string, unknown>): Promise<Target> {
+  const ref = requestedRef(family, body);
+  const bases: BaseModelRecord[] = await s.routing.registry.baseModels();
+  if (ref === undefined || bases.some((b) => b.id === ref)) {
+    const baseModel = ref ?? (bases.length === 1 ? bases[0]!.id : undefined);
+    if (baseModel === undefined) {
+      throw bases.length === 0 ? new ApiError(503, 'no_workers', 'no base model is being served yet', { 'Retry-After': '2' }) : badRequest(`several base models are served (${bases.map((b) => b.id).join(', ')}): name one in parameters.adapter_id`, 'base_model_required');
+    }
+    return { baseModel, adapterRef: null };
+  }
+  const row = await s.catalog.resolveReady(tenantId, ref);
+  return {
+    baseModel: row.baseModel,
+    adapterRef: `${row.name}@${row.version}`,
+    adapter: { id: row.id, baseModel: row.baseModel, rank: row.rank ?? 0, storage: s.store.descriptorStorage(row.storageKey), files: row.files ?? [] },
+  };
+}
+
+/** The body the worker gets: the adapter field names the adapter id (or the base model). */
+function rewriteBody(family: Family, body: Record<string, unknown>, t: Target): Record<string, unknown> {
+  if (family === 'openai') return { ...body, model: t.adapter?.id ?? t.baseModel };
+  const params = { ...((body.parameters as Record<string, unknown> | undefined) ?? {}) };
+  delete params.adapter_source;
+  if (t.adapter) params.adapter_id = t.adapter.id;
+  else delete params.adapter_id;
+  return { ...body, parameters: params };
+}
+
+/** Calls `done` once the response body has been read to the end or cancelled (or at once without one). */
+function onBodyDone(res: Response, done: () => void): Response {
+  if (!res.body) {
+    done();
+    return res;
+  }
+  const reader = res.body.getReader();
+  const body = new ReadableStream<Uint8Array>({
+    async pull(ctrl) {
+      try {
+        const { value, done: end } = await reader.read();
+        if (end) {
+          done();
+          ctrl.close();
+        } else ctrl.enqueue(value);
+      } catch (e) {
+        done();
+        ctrl.error(e);
+      }
+    },
+    cancel(reason) {
+      done();
+      return reader.cancel(reason);
+    },
+  });
+  return new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers });
+}
+
+async function infer(c: Context<AuthEnv>, s: Services, path: string, family: Family, body: Record<string, unknown>): Promise<Response> {
+  const tenantId = tenantOf(c.get('principal'));
+  const target = await resolveTarget(s, tenantId, family, body);
+  const slot = s.routing.limits.acquire(tenantId);
+  if (typeof slot !== 'function') {
+    return errorResponse(429, 'rate_limited', `too many requests for this tenant; retry after ${slot.retryAfterS} s`, { 'Retry-After': String(slot.retryAfterS) });
+  }
+  let released = false;
+  const release = (): void => {
+    if (!released) {
+      released = true;
+      slot();
+    }
+  };
+  try {
+    const res = await s.routing.router.forward({
+      path,
+      body: rewriteBody(family, body, target),
+      ...(typeof body.model === 'string' ? { requestedModel: body.model } : {}),
+      ...(target.adapter ? { adapter: target.adapter } : {}),
+      baseModel: target.baseModel,
+      signal: c.req.raw.signal,
+      onUsage: (u) => {
+        release();
+        s.routing.limits.addTokens(tenantId, u.promptTokens + u.completionTokens);
+        s.routing.usage.record({
+          tenantId,
+          adapterId: target.adapter?.id ?? null,
+          adapterRef: target.adapterRef,
+          baseModel: target.baseModel,
+          route: path,
+          status: u.status,
+          promptTokens: u.promptTokens,
+          completionTokens: u.completionTokens,
+          latencyMs: u.latencyMs,
+        });
+      },
+    });
+    return onBodyDone(res, release);
+  } catch (e) {
+    release();
+    throw e;
+  }
+}
+
+const security = [{ bearer: [] }];
+const inference = requireScope(['inference'], { tenant: true });
+
+const OpenAIBody = z.looseObject({ model: z.string().openapi({ description: 'A base model id, or an adapter: name, name@version or id' }) });
+const LoraxBody = z.looseObject({ inputs: z.string(), parameters: z.looseObject({ adapter_id: z.string().optional() }).optional() });
+
+const proxied = { 200: { description: "The worker's response (JSON, or text/event-stream when streaming)" }, ...authErrors, 404: errors[404], 429: errors[429], 503: errors[503] };
+
+export function registerInferenceRoutes(app: App, s: Services): void {
+  const routes: Array<{ path: string; family: Family; summary: string }> = [
+    { path: '/v1/completions', family: 'openai', summary: 'OpenAI completions' },
+    { path: '/v1/chat/completions', family: 'openai', summary: 'OpenAI chat completions' },
+    { path: '/generate', family: 'lorax', summary: 'LoRAX generate' },
+    { path: '/generate_stream', family: 'lorax', summary: 'LoRAX generate (server-sent events)' },
+  ];
+  for (const r of routes) {
+    app.openapi(
+      createRoute({
+        method: 'post', path: r.path, tags: ['inference'], summary: r.summary, security, middleware: inference,
+        request: { body: jsonBody(r.family === 'openai' ? OpenAIBody : LoraxBody) },
+        responses: proxied,
+      }),
+      // The validator checked the body's shape; the router reads the body as sent.
+      async (c) => infer(c, s, r.path, r.family, (await c.req.json()) as Record<string, unknown>) as never,
+    );
+  }
+}

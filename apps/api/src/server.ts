@@ -1,0 +1,63 @@
+// Starts the API from a configuration: database (migrated), object store, app, HTTP server.
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { serve, type ServerType } from '@hono/node-server';
+import { createApp } from './app.js';
+import type { ApiConfig } from './config.js';
+import { openDatabase, type OpenDatabase } from './db/client.js';
+import type { AdapterValidation } from './ports.js';
+import type { App, Services } from './services.js';
+import { DirStore } from './storage/dir-store.js';
+import type { ObjectStore } from './storage/object-store.js';
+import { S3Store } from './storage/s3-store.js';
+import { createRouting, createValidation, type ClosableRouting } from './wiring.js';
+
+export interface ApiServer {
+  url: string;
+  app: App;
+  services: Services;
+  close(): Promise<void>;
+}
+
+export interface ApiServerWiring {
+  validation?: AdapterValidation;
+  routing?: (db: OpenDatabase['db'], config: ApiConfig) => ClosableRouting;
+}
+
+export function openStore(config: ApiConfig): ObjectStore {
+  if (config.s3) return S3Store.fromConfig(config.s3);
+  // Part URLs of the embedded store are signed with the worker secret, or a per-process key.
+  return new DirStore(config.dataDir, config.workerSecret ?? randomBytes(32).toString('hex'));
+}
+
+export async function startApiServer(config: ApiConfig, wiring: ApiServerWiring = {}): Promise<ApiServer> {
+  const database = await openDatabase(config.databaseUrl ? { databaseUrl: config.databaseUrl } : { dataDir: join(config.dataDir, 'pg') });
+  let routing: ClosableRouting | undefined;
+  try {
+    routing = (wiring.routing ?? createRouting)(database.db, config);
+    const { app, services } = createApp({ db: database.db, store: openStore(config), config, validation: wiring.validation ?? createValidation(), routing });
+    const server: ServerType = await new Promise((resolve, reject) => {
+      const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s));
+      s.once('error', reject);
+    });
+    const addr = server.address() as AddressInfo;
+    const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+    const url = `http://${host.includes(':') ? `[${host}]` : host}:${addr.port}`;
+    const r = routing;
+    return {
+      url,
+      app,
+      services,
+      close: async () => {
+        await new Promise<void>((res) => server.close(() => res()));
+        await r.close();
+        await database.close();
+      },
+    };
+  } catch (e) {
+    await routing?.close().catch(() => undefined);
+    await database.close();
+    throw e;
+  }
+}

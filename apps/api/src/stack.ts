@@ -1,0 +1,145 @@
+// The embedded single-machine stack (contract §4): the API on the embedded defaults plus one worker
+// child process, resolving once the worker's first heartbeat arrived.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { basename, dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { defaultConfig, type S3Config } from './config.js';
+import type { RoutingPorts } from './ports.js';
+import { startApiServer, type ApiServerWiring } from './server.js';
+import { createRouting, type ClosableRouting } from './wiring.js';
+
+export interface StackOptions {
+  /** The base model directory the worker serves. */
+  model: string;
+  servedModelName?: string;
+  dataDir?: string;
+  port?: number;
+  host?: string;
+  /** Default: the API port + 1. */
+  workerPort?: number;
+  databaseUrl?: string;
+  s3?: S3Config;
+  /** The worker CLI to run (default: the built @loraplex/worker's dist/cli.js). */
+  workerCli?: string;
+  /** Extra worker flags (e.g. ['--backend', 'cpu']). */
+  workerArgs?: string[];
+  /** How long to wait for the worker's first heartbeat. */
+  startTimeoutMs?: number;
+  /** Where the admin key line goes (default: stdout). Set to null to print nothing. */
+  log?: ((line: string) => void) | null;
+  /** Replaces the real modules (tests). */
+  wiring?: ApiServerWiring;
+}
+
+export interface Stack {
+  url: string;
+  adminKey: string;
+  workerUrl: string;
+  close(): Promise<void>;
+}
+
+export function workerCliPath(): string {
+  return join(dirname(fileURLToPath(import.meta.resolve('@loraplex/worker'))), 'cli.js');
+}
+
+/** Wraps the routing ports so the stack learns of the worker's first heartbeat. */
+function watchHeartbeats(make: NonNullable<ApiServerWiring['routing']>, onFirst: () => void): NonNullable<ApiServerWiring['routing']> {
+  return (db, config) => {
+    const r: ClosableRouting = make(db, config);
+    const registry: RoutingPorts['registry'] = {
+      heartbeat: async (body) => {
+        const out = await r.registry.heartbeat(body);
+        onFirst();
+        return out;
+      },
+      baseModels: () => r.registry.baseModels(),
+    };
+    return { ...r, registry };
+  };
+}
+
+export async function startStack(opts: StackOptions): Promise<Stack> {
+  const log = opts.log === undefined ? (l: string) => process.stdout.write(`${l}\n`) : opts.log;
+  const port = opts.port ?? 8080;
+  const workerSecret = process.env.LORAPLEX_WORKER_SECRET || randomBytes(24).toString('hex');
+  const configuredKey = process.env.LORAPLEX_ADMIN_KEY;
+  const adminKey = configuredKey || `lpx_admin_${randomBytes(24).toString('hex')}`;
+  const config = defaultConfig({
+    dataDir: resolve(opts.dataDir ?? 'loraplex-data'),
+    port,
+    host: opts.host ?? '127.0.0.1',
+    workerSecret,
+    adminKey,
+    ...(opts.databaseUrl ? { databaseUrl: opts.databaseUrl } : {}),
+    ...(opts.s3 ? { s3: opts.s3 } : {}),
+  });
+
+  let firstHeartbeat!: () => void;
+  const heartbeat = new Promise<void>((res) => (firstHeartbeat = res));
+  const api = await startApiServer(config, {
+    ...opts.wiring,
+    routing: watchHeartbeats(opts.wiring?.routing ?? createRouting, () => firstHeartbeat()),
+  });
+
+  const workerPort = opts.workerPort ?? (new URL(api.url).port ? Number(new URL(api.url).port) + 1 : port + 1);
+  const workerHost = config.host === '0.0.0.0' ? '127.0.0.1' : config.host;
+  const workerUrl = `http://${workerHost}:${workerPort}`;
+  const args = [
+    opts.workerCli ?? workerCliPath(),
+    '--model', resolve(opts.model),
+    '--served-model-name', opts.servedModelName ?? basename(resolve(opts.model)),
+    '--host', workerHost,
+    '--port', String(workerPort),
+    '--api-url', api.url,
+    '--worker-secret', workerSecret,
+    '--advertise-url', workerUrl,
+    ...(opts.workerArgs ?? []),
+  ];
+  const child: ChildProcess = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'pipe'], env: process.env });
+  let stderrTail = '';
+  child.stderr?.on('data', (d: Buffer) => {
+    process.stderr.write(d);
+    stderrTail = (stderrTail + d.toString()).slice(-4000);
+  });
+  const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
+
+  const stopWorker = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 15_000);
+      await exited;
+      clearTimeout(t);
+    }
+  };
+
+  const timeoutMs = opts.startTimeoutMs ?? 180_000;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      heartbeat,
+      exited.then((code) => {
+        throw new Error(`the worker exited (code ${code}) before its first heartbeat:\n${stderrTail}`);
+      }),
+      new Promise<never>((_, rej) => (timer = setTimeout(() => rej(new Error(`no heartbeat from the worker within ${timeoutMs} ms:\n${stderrTail}`)), timeoutMs))),
+    ]);
+  } catch (e) {
+    await stopWorker();
+    await api.close();
+    throw e;
+  } finally {
+    clearTimeout(timer);
+  }
+
+  log?.(`loraplex API: ${api.url}  (docs: ${api.url}/docs)`);
+  if (!configuredKey) log?.(`admin key (shown once): ${adminKey}`);
+  return {
+    url: api.url,
+    adminKey,
+    workerUrl,
+    close: async () => {
+      await stopWorker();
+      await api.close();
+    },
+  };
+}
