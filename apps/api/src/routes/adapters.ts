@@ -51,6 +51,7 @@ async function uploadAdapter(c: Context<AuthEnv>, s: Services): Promise<Response
   const source = Readable.fromWeb(raw as import('node:stream/web').ReadableStream<Uint8Array>);
   pipeline(source, limit).catch(() => undefined);
   const body = limit;
+  let tooLarge = false;
 
   try {
     const row = await s.ingest.ingest(tenantId, async (dir) => {
@@ -70,10 +71,15 @@ async function uploadAdapter(c: Context<AuthEnv>, s: Services): Promise<Response
     });
     return c.json(adapterJson(row), 201);
   } catch (e) {
-    if (limit.exceeded) throw limit.error();
+    tooLarge = limit.exceeded || (e instanceof ApiError && e.status === 413);
+    // The rest of an oversized upload is not read: the connection closes after the 413, so the
+    // client stops sending instead of pushing the remainder into a socket nobody drains.
+    if (tooLarge) throw new ApiError(413, 'payload_too_large', (limit.exceeded ? limit.error() : (e as Error)).message, { connection: 'close' });
     throw e;
   } finally {
-    if (!body.destroyed) body.resume(); // drain what nobody read
+    // Drain what nobody read of a small refused body (keep-alive), but stop an oversized upload at once.
+    if (tooLarge) body.destroy(limit.error());
+    else if (!body.destroyed) body.resume();
   }
 }
 
