@@ -37,13 +37,12 @@ async function dev(argv: string[]): Promise<void> {
   if (a.help) return void console.log(DEV_HELP);
   const dataDir = resolve((a.values['data-dir'] as string | undefined) ?? process.env.LORAPLEX_DATA_DIR ?? '.loraplex');
   const port = intOpt(a.values.port, 'port', 0);
-  let api: { startStack?: (o: Record<string, unknown>) => Promise<{ url: string; adminKey: string; close(): Promise<void> }> };
+  let startStack: typeof import('@loraplex/api').startStack;
   try {
-    api = (await import('@loraplex/api')) as typeof api;
+    ({ startStack } = await import('@loraplex/api'));
   } catch (e) {
     throw new Error(`@loraplex/api is not built (${(e as Error).message}); run \`pnpm build\``);
   }
-  if (!api.startStack) throw new Error('@loraplex/api has no startStack in this build');
   let model = a.values.model as string | undefined;
   let servedModelName = a.values['served-model-name'] as string | undefined;
   if (!model) {
@@ -52,7 +51,7 @@ async function dev(argv: string[]): Promise<void> {
     model = (await ensureDemoModel(join(dataDir, 'demo-model'))).modelDir;
     servedModelName ??= 'loraplex-demo';
   }
-  const stack = await api.startStack({ model, dataDir, ...(servedModelName ? { servedModelName } : {}), ...(port !== undefined ? { port } : {}), ...(typeof a.values.host === 'string' ? { host: a.values.host } : {}) });
+  const stack = await startStack({ model, dataDir, ...(servedModelName ? { servedModelName } : {}), ...(port !== undefined ? { port } : {}), ...(typeof a.values.host === 'string' ? { host: a.values.host } : {}) });
   console.log(JSON.stringify({ event: 'ready', url: stack.url, adminKey: stack.adminKey, model }));
   const stop = (): void => void stack.close().then(() => process.exit(0), () => process.exit(1));
   process.once('SIGINT', stop);

@@ -9,6 +9,10 @@
 // the range, when the range holds one; such outputs are valid numbers. A range with no integer in
 // it (e.g. [0.2, 0.8]) is left to xgrammar as it is.
 //
+// Bounded `integer`: the exactness above does not hold for every bound (with maximum 120 it
+// generated 122), so an integer range of at most ENUM_MAX values is given as the enum of its
+// values, which xgrammar compiles to exact alternatives. Wider ranges stay as they are.
+//
 // Length-bounded `string`: xgrammar turns minLength / maxLength into `"\"" [^"\\\r\n]{m,n} "\""`,
 // which lets raw control characters (U+0000-U+001F) into the string — not JSON — and allows no
 // escapes. Such a string is given as the equivalent pattern without control characters instead.
@@ -27,6 +31,19 @@ function boundedNumber(n: Node): Node {
   if (lo > hi) return n;
   const { minimum: _a, maximum: _b, exclusiveMinimum: _c, exclusiveMaximum: _d, ...rest } = n;
   return { ...rest, type: 'integer', ...(Number.isFinite(lo) ? { minimum: lo } : {}), ...(Number.isFinite(hi) ? { maximum: hi } : {}) };
+}
+
+const ENUM_MAX = 2048;
+
+function boundedInteger(n: Node): Node {
+  if (n.type !== 'integer' || n.enum !== undefined || n.const !== undefined || n.multipleOf !== undefined) return n;
+  const num = (k: string): number | undefined => (typeof n[k] === 'number' ? (n[k] as number) : undefined);
+  const min = num('minimum'), max = num('maximum'), xmin = num('exclusiveMinimum'), xmax = num('exclusiveMaximum');
+  const lo = Math.max(min !== undefined ? Math.ceil(min) : -Infinity, xmin !== undefined ? Math.floor(xmin) + 1 : -Infinity);
+  const hi = Math.min(max !== undefined ? Math.floor(max) : Infinity, xmax !== undefined ? Math.ceil(xmax) - 1 : Infinity);
+  if (!Number.isFinite(lo) || !Number.isFinite(hi) || lo > hi || hi - lo + 1 > ENUM_MAX) return n;
+  const { minimum: _a, maximum: _b, exclusiveMinimum: _c, exclusiveMaximum: _d, type: _t, ...rest } = n;
+  return { ...rest, enum: Array.from({ length: hi - lo + 1 }, (_, i) => lo + i) };
 }
 
 function boundedString(n: Node): Node {
@@ -52,5 +69,5 @@ export function workAroundXgrammar(schema: unknown): unknown {
   }
   for (const k of ONE_KEYS) if (isNode(out[k])) out[k] = workAroundXgrammar(out[k]);
   for (const k of LIST_KEYS) if (Array.isArray(out[k])) out[k] = (out[k] as unknown[]).map(workAroundXgrammar);
-  return boundedString(boundedNumber(out));
+  return boundedString(boundedInteger(boundedNumber(out)));
 }
