@@ -48,7 +48,7 @@ const plan = {
   adapterCounts: [1, 8, 32, 128],
   promptLen: 32, maxTokens: 32,
   // Step-time phase: batch of decoding sequences, qualifying steps per window, quiet/load window pairs.
-  stepBatch: 8, window: v.quick ? 15 : 100, rounds: v.quick ? 2 : 8, warmup: 10,
+  stepBatch: 8, window: v.quick ? 15 : 100, rounds: v.quick ? 2 : 6, warmup: 10,
 };
 const cache = resolve(v.cache ?? join(repoRoot, '.bench', 'worker'));
 const config = resolveConfig(MODEL);
@@ -189,8 +189,11 @@ async function throughput(startWorker, inputs) {
 
 async function stepTimes(startWorker, inputs) {
   const B = plan.stepBatch;
-  const maxTokens = plan.warmup + plan.rounds * 2 * plan.window + 64; // outlasts the measurement
-  const w = await startWorker({ model: inputs.model, adapterDir: inputs.adapters, backend: 'cpu', threads: plan.threads, maxAdapters: SLOTS, maxLoraRank: 16, port: 0 });
+  // Outlasts the measurement (steps between windows, while a load settles, are not counted): as long
+  // as the context allows (2048 positions, 16-token prompt).
+  const maxTokens = Math.max(plan.warmup + plan.rounds * 2 * plan.window + 64, 2048 - 17);
+  // A KV cache that holds the whole batch, so no step is a preemption's re-prefill.
+  const w = await startWorker({ model: inputs.model, adapterDir: inputs.adapters, backend: 'cpu', threads: plan.threads, maxAdapters: SLOTS, maxLoraRank: 16, kvCacheTokens: B * 2048, port: 0 });
   const url = `http://127.0.0.1:${w.port}`;
   const { engine, adapters } = w.worker;
   const times = { quiet: [], load: [] };
