@@ -3,6 +3,8 @@
 // the real modules are wired in by app composition; the shapes below are the contract's.
 import type { Readable } from 'node:stream';
 import type { StoredFile } from './db/schema.js';
+import type { AdapterTarget } from './routing/descriptor.js';
+import type { UsageEvent } from './routing/usage-recorder.js';
 
 // ---- src/adapter-validation/ ----
 
@@ -46,17 +48,9 @@ export function isAdapterValidationError(e: unknown): e is AdapterValidationErro
 
 // ---- src/routing/ ----
 
-export type DescriptorStorage = { kind: 's3'; bucket: string; prefix: string } | { kind: 'dir'; path: string };
-
-/** What the descriptor carries (contract §1, minus v/exp). */
-export interface AdapterTarget {
-  id: string;
-  baseModel: string;
-  rank: number;
-  storage: DescriptorStorage;
-  files: StoredFile[];
-}
-
+// The routing module's own types are the ports' types.
+export type { AdapterTarget, DescriptorStorage } from './routing/descriptor.js';
+export type { UsageEvent } from './routing/usage-recorder.js';
 export interface BaseModelRecord {
   id: string;
   config: Record<string, unknown>;
@@ -90,18 +84,6 @@ export interface ForwardRequest {
 
 export interface RouterPort {
   forward(req: ForwardRequest): Promise<Response>;
-}
-
-export interface UsageEvent {
-  tenantId: string;
-  adapterId: string | null;
-  adapterRef: string | null;
-  baseModel: string;
-  route: string;
-  status: number;
-  promptTokens: number;
-  completionTokens: number;
-  latencyMs: number;
 }
 
 export interface UsageRecorderPort {
