@@ -3,10 +3,12 @@
 // a local adapter store; the demo model when no --model is given), `loraplex worker` a worker on
 // its own, and the other commands talk to an API through @loraplex/sdk.
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LoraplexError } from '@loraplex/sdk';
 import { intOpt, parse, UsageError } from './args.js';
+import { downloadHubModel, HUB_ID } from './hf-download.js';
 import { adapters, ADAPTERS_HELP, generate, GENERATE_HELP, keys, KEYS_HELP, tenants, TENANTS_HELP } from './commands.js';
 
 const HELP = `usage: loraplex <command> [options]
@@ -26,8 +28,9 @@ Starts the API and one worker on the embedded defaults (PGlite and adapter files
 default $LORAPLEX_DATA_DIR or ./.loraplex) and prints the URL and an admin key.
 Without --model it serves the built-in demo model: a tiny Llama with RANDOM weights and the real
 Llama 3 tokenizer, generated on first run. Its output is nonsense; it proves the whole path works.
-Point --model at a Hugging Face model directory (config.json, *.safetensors, tokenizer.json) for
-real output.`;
+Point --model at a Hugging Face model directory (config.json, *.safetensors, tokenizer.json), or
+give a Hub id (org/name: downloaded once into $LORAPLEX_CACHE_DIR or ~/.cache/loraplex; HF_TOKEN for
+gated models), for real output.`;
 
 const WORKER_HELP = `usage: loraplex worker --model DIR [worker flags]
 Runs one worker (loraplex-worker). Flags: see \`loraplex worker --help\` below.`;
@@ -44,6 +47,10 @@ async function dev(argv: string[]): Promise<void> {
     throw new Error(`@loraplex/api is not built (${(e as Error).message}); run \`pnpm build\``);
   }
   let model = a.values.model as string | undefined;
+  if (model && HUB_ID.test(model) && !existsSync(model)) {
+    // org/name and no such directory here: a Hugging Face Hub id (HF_TOKEN for gated models).
+    model = await downloadHubModel(model, { env: process.env, log: (l) => console.error(`[loraplex] ${l}`) });
+  }
   let servedModelName = a.values['served-model-name'] as string | undefined;
   if (!model) {
     const { ensureDemoModel } = await import('@loraplex/engine');
