@@ -5,6 +5,7 @@ import type { Readable } from 'node:stream';
 import type { StoredFile } from './db/schema.js';
 import type { AdapterTarget } from './routing/descriptor.js';
 import type { UsageEvent } from './routing/usage-recorder.js';
+import type { ForwardRequest } from './routing/router.js';
 
 // ---- src/adapter-validation/ ----
 
@@ -51,6 +52,7 @@ export function isAdapterValidationError(e: unknown): e is AdapterValidationErro
 // The routing module's own types are the ports' types.
 export type { AdapterTarget, DescriptorStorage } from './routing/descriptor.js';
 export type { UsageEvent } from './routing/usage-recorder.js';
+export type { ForwardRequest, Usage } from './routing/router.js';
 export interface BaseModelRecord {
   id: string;
   config: Record<string, unknown>;
@@ -61,25 +63,6 @@ export interface WorkerRegistryPort {
   /** Validates and records a worker heartbeat; throws an error with `status` 400 for a bad body. */
   heartbeat(body: unknown): Promise<unknown>;
   baseModels(): BaseModelRecord[] | Promise<BaseModelRecord[]>;
-}
-
-export interface Usage {
-  promptTokens: number;
-  completionTokens: number;
-  latencyMs: number;
-  status: number;
-}
-
-export interface ForwardRequest {
-  path: string;
-  body: Record<string, unknown>;
-  /** The model name the client asked for (answers name it, not the adapter id). */
-  requestedModel?: string;
-  adapter?: AdapterTarget;
-  baseModel: string;
-  signal?: AbortSignal;
-  /** Called once, when the response has ended. */
-  onUsage?: (u: Usage) => void;
 }
 
 export interface RouterPort {
