@@ -20,6 +20,7 @@ import pg from 'pg';
 import S3rver from 's3rver';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { adaptersDir, ADAPTERS, modelDir } from '../../../apps/worker/test/helpers/http.js';
+import { ensureBuilt, spawnWorker, type WorkerProcess } from '../../../apps/worker/test/helpers/process.js';
 import { AuthenticationError, Loraplex, NotFoundError, PermissionError, ValidationError } from '../src/index.js';
 
 const CLI = resolve(fileURLToPath(import.meta.url), '../../../cli/dist/cli.js');
@@ -44,15 +45,23 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-let reference: Record<string, string>;
-beforeAll(async () => {
-  const engine = await Engine.load(modelDir('llama'), { backend: 'cpu', threads: 1 });
-  reference = {};
+/** Greedy text of each fixture adapter of `model` from Engine.generate on its directory. */
+async function referenceTexts(model: 'llama' | 'qwen2'): Promise<Record<string, string>> {
+  const engine = await Engine.load(modelDir(model), { backend: 'cpu', threads: 1 });
+  const out: Record<string, string> = {};
   for (const a of ADAPTERS) {
-    await engine.loadAdapter(a, join(adaptersDir('llama'), a));
-    reference[a] = (await engine.generate([{ prompt: PROMPT, adapter: a, sampling: { maxTokens: 8, temperature: 0 } }]))[0]!.text;
+    await engine.loadAdapter(a, join(adaptersDir(model), a));
+    out[a] = (await engine.generate([{ prompt: PROMPT, adapter: a, sampling: { maxTokens: 8, temperature: 0 } }]))[0]!.text;
   }
   await engine.close();
+  return out;
+}
+
+let reference: Record<string, string>;
+let qwenReference: Record<string, string>;
+beforeAll(async () => {
+  reference = await referenceTexts('llama');
+  qwenReference = await referenceTexts('qwen2');
 });
 
 interface Variant { name: string; setup(dataDir: string): Promise<{ databaseUrl?: string; s3?: { endpoint: string; region: string; bucket: string; forcePathStyle: boolean }; cleanup(): Promise<void> }> }
@@ -90,16 +99,22 @@ describe.each(variants)('the platform end to end: $name', (variant) => {
   let dataDir: string;
   let cleanup: () => Promise<void>;
   let admin: Loraplex, alice: Loraplex, bob: Loraplex, aliceKey: string;
+  let qwenWorker: WorkerProcess | undefined;
 
   beforeAll(async () => {
     dataDir = mkdtempSync(join(tmpdir(), 'lp-e2e-'));
     const v = await variant.setup(dataDir);
+    // Shared with the second worker, which registers on its own (startStack reads it too).
+    const secret = (process.env.LORAPLEX_WORKER_SECRET ??= randomBytes(16).toString('hex'));
     cleanup = v.cleanup;
     stack = await startStack({
       model: modelDir('llama'), servedModelName: 'tiny-llama', dataDir, port: await freePort(), workerPort: await freePort(),
       workerArgs: ['--backend', 'cpu', '--threads', '1', '--adapter-cache-dir', join(dataDir, 'worker-cache')], log: null,
       ...(v.databaseUrl ? { databaseUrl: v.databaseUrl } : {}), ...(v.s3 ? { s3: v.s3 } : {}),
     });
+    // A second worker, for the Qwen2 base model, registering with the same API by heartbeats.
+    ensureBuilt();
+    qwenWorker = await spawnWorker(['--model', modelDir('qwen2'), '--served-model-name', 'tiny-qwen2', '--api-url', stack.url, '--worker-secret', secret, '--heartbeat-interval', '0.5', '--backend', 'cpu', '--threads', '1', '--adapter-cache-dir', join(dataDir, 'qwen-cache')]);
     admin = new Loraplex({ baseURL: stack.url, apiKey: stack.adminKey });
     const [ta, tb] = [await admin.tenants.create(`alice-${randomBytes(3).toString('hex')}`), await admin.tenants.create(`bob-${randomBytes(3).toString('hex')}`)];
     aliceKey = (await admin.keys.create({ tenantId: ta.id }))!.key!;
@@ -108,6 +123,8 @@ describe.each(variants)('the platform end to end: $name', (variant) => {
   }, 240_000);
 
   afterAll(async () => {
+    qwenWorker?.child.kill('SIGTERM');
+    await qwenWorker?.exited;
     await stack?.close();
     await cleanup?.();
     rmSync(dataDir, { recursive: true, force: true });
@@ -116,7 +133,7 @@ describe.each(variants)('the platform end to end: $name', (variant) => {
   it('uploads every fixture adapter (one through presigned multipart parts) and generates exactly what Engine.generate gives', async () => {
     for (const [i, a] of ADAPTERS.entries()) {
       const phases = new Set<string>();
-      const up = await alice.adapters.upload(join(adaptersDir('llama'), a), { name: a, onProgress: (p) => phases.add(p.phase), ...(i === 0 ? { multipartThreshold: 1 } : {}) });
+      const up = await alice.adapters.upload(join(adaptersDir('llama'), a), { name: a, baseModel: 'tiny-llama', onProgress: (p) => phases.add(p.phase), ...(i === 0 ? { multipartThreshold: 1 } : {}) });
       expect(up).toMatchObject({ name: a, version: 1, status: 'ready', base_model: 'tiny-llama' });
       expect(phases.has('done')).toBe(true);
       if (i === 0) expect(phases.has('validating')).toBe(true); // the presigned path
@@ -128,6 +145,19 @@ describe.each(variants)('the platform end to end: $name', (variant) => {
     }
     expect((await alice.adapters.list()).map((x) => x.name).sort()).toEqual([...ADAPTERS].sort());
   }, 240_000);
+
+  it('a second base model (Qwen2, its own worker): its fixture adapters upload against it and generate exactly', async () => {
+    const deadline = Date.now() + 30_000;
+    while (!(await alice.models.list()).some((m) => m.id === 'tiny-qwen2')) {
+      if (Date.now() > deadline) throw new Error('the Qwen2 worker never registered');
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    for (const a of ADAPTERS) {
+      const up = await alice.adapters.upload(join(adaptersDir('qwen2'), a), { name: `qwen-${a}`, baseModel: 'tiny-qwen2' });
+      expect(up).toMatchObject({ base_model: 'tiny-qwen2', status: 'ready' });
+      expect((await alice.generate(PROMPT, { adapterId: `qwen-${a}`, maxNewTokens: 8 })).text).toBe(qwenReference[a]);
+    }
+  }, 120_000);
 
   it('JSON mode output parses and validates against its schema', async () => {
     const schema = { type: 'object', properties: { name: { type: 'string', maxLength: 12 }, age: { type: 'integer', minimum: 0, maximum: 120 }, ok: { type: 'boolean' } }, required: ['name', 'age', 'ok'], additionalProperties: false };
@@ -166,15 +196,19 @@ describe.each(variants)('the platform end to end: $name', (variant) => {
   it('every error class a program acts on comes from a real response', async () => {
     expect(await new Loraplex({ baseURL: stack.url, apiKey: 'lpx_00000000_0000000000000000000000000000000a' }).models.list().catch((e: unknown) => e)).toBeInstanceOf(AuthenticationError);
     const readOnly = new Loraplex({ baseURL: stack.url, apiKey: (await admin.keys.create({ tenantId: (await admin.tenants.create(`ro-${randomBytes(3).toString('hex')}`)).id, scopes: ['inference'] })).key! });
-    expect(await readOnly.adapters.upload(join(adaptersDir('llama'), 'lora_qv_r4'), { name: 'x' }).catch((e: unknown) => e)).toBeInstanceOf(PermissionError);
+    expect(await readOnly.adapters.upload(join(adaptersDir('llama'), 'lora_qv_r4'), { name: 'x', baseModel: 'tiny-llama' }).catch((e: unknown) => e)).toBeInstanceOf(PermissionError);
     const bad = join(dataDir, 'bad-adapter');
     cpSync(join(adaptersDir('llama'), 'lora_qv_r4'), bad, { recursive: true });
     writeFileSync(join(bad, 'adapter_model.safetensors'), 'not safetensors');
-    const e = await alice.adapters.upload(bad, { name: 'bad' }).catch((err: unknown) => err);
+    const e = await alice.adapters.upload(bad, { name: 'bad', baseModel: 'tiny-llama' }).catch((err: unknown) => err);
     expect(e).toBeInstanceOf(ValidationError);
     expect((e as ValidationError).status).toBe(422);
     expect((await alice.adapters.list()).some((a) => a.name === 'bad')).toBe(false);
-    expect(await alice.generate(PROMPT, { maxNewTokens: 100_000 }).catch((err: unknown) => err)).toBeInstanceOf(ValidationError);
+    expect(await alice.generate(PROMPT, { adapterId: 'tiny-llama', maxNewTokens: 100_000 }).catch((err: unknown) => err)).toBeInstanceOf(ValidationError);
+    // Two base models are served: a request that names none is a 400 saying so.
+    const unnamed = await alice.generate(PROMPT).catch((err: unknown) => err);
+    expect(unnamed).toBeInstanceOf(ValidationError);
+    expect((unnamed as Error).message).toMatch(/several base models/);
   }, 60_000);
 
   it('usage is recorded per adapter, and the CLI drives the same API', async () => {
@@ -191,7 +225,7 @@ describe.each(variants)('the platform end to end: $name', (variant) => {
     const env = { ...process.env, LORAPLEX_BASE_URL: stack.url, LORAPLEX_API_KEY: aliceKey };
     const list = await runCli(['adapters', 'list'], env);
     expect(list.status, list.stderr).toBe(0);
-    expect((JSON.parse(list.stdout) as Array<{ name: string }>).map((a) => a.name).sort()).toEqual([...ADAPTERS].sort());
+    expect((JSON.parse(list.stdout) as Array<{ name: string }>).map((a) => a.name).filter((n) => !n.startsWith('qwen-')).sort()).toEqual([...ADAPTERS].sort());
     const gen = await runCli(['generate', '--adapter', 'lora_qkvo_r16_rslora', '--max-new-tokens', '8', PROMPT], env);
     expect(gen.status, gen.stderr).toBe(0);
     expect(reference.lora_qkvo_r16_rslora!.startsWith(gen.stdout.replace(/\n$/, ''))).toBe(true);
