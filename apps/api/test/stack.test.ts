@@ -1,22 +1,14 @@
 // The embedded stack: the API on the embedded defaults plus a worker child process that registers
 // with heartbeats; an uploaded adapter is served end to end.
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack } from '../src/stack.js';
 import { writeZip } from './helpers/archive.js';
 import { FIXTURES } from './helpers/setup.js';
+import { freePort } from '../../worker/test/helpers/http.js';
 
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 describe('startStack', () => {
   let dataDir: string;

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inflateRawSync } from 'node:zlib';
 import { EngineError } from '../src/errors.js';
+import { mulberry32 } from './helpers/gen-model.js';
 import { parseTorchCheckpoint, readTorchCheckpoint, type CheckpointTensor } from '../src/io/torch-checkpoint.js';
 import {
   PickleBuilder, encodeStateDictPickle, f32Storage, writeTorchArchive, writeTorchCheckpoint, writeTorchZip,
@@ -59,17 +60,6 @@ function gather(values: readonly number[], shape: number[], stride: number[], of
     out.push(values[at]!);
   }
   return out;
-}
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Central-directory walk for layout assertions: name -> where the entry's data starts and its header offset. */

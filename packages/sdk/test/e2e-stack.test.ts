@@ -7,7 +7,6 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync, cpSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,7 +18,7 @@ import OpenAI from 'openai';
 import pg from 'pg';
 import S3rver from 's3rver';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { adaptersDir, ADAPTERS, modelDir } from '../../../apps/worker/test/helpers/http.js';
+import { adaptersDir, ADAPTERS, freePort, modelDir } from '../../../apps/worker/test/helpers/http.js';
 import { ensureBuilt, spawnWorker, type WorkerProcess } from '../../../apps/worker/test/helpers/process.js';
 import { AuthenticationError, Loraplex, NotFoundError, PermissionError, ValidationError } from '../src/index.js';
 
@@ -35,14 +34,6 @@ function runCli(args: string[], env: NodeJS.ProcessEnv): Promise<{ status: numbe
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     child.on('exit', (status) => res({ status, stdout, stderr }));
   });
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
 }
 
 /** Greedy text of each fixture adapter of `model` from Engine.generate on its directory. */

@@ -1,4 +1,5 @@
 // Helpers for talking to a worker: fixture paths, JSON posts, SSE parsing, metric reading.
+import net from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -47,4 +48,13 @@ export async function until(cond: () => Promise<boolean> | boolean, timeoutMs = 
     if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 5));
   }
+}
+
+/** A TCP port free right now on 127.0.0.1 (for servers that take a fixed port, e.g. the stack's worker). */
+export async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
 }

@@ -2,17 +2,7 @@
 // boolean / enum / array fields and nested objects, every output bounded in length (a random-weight
 // model only ends a string or a number when the grammar forces it to).
 
-/** mulberry32: a small seeded PRNG. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 as rng } from '../../../../packages/engine/test/helpers/gen-model.js';
 
 type Schema = Record<string, unknown>;
 
