@@ -27,7 +27,7 @@ __global__ void __launch_bounds__(kDecThreads) attn_decode_kernel(AttnArgs a, in
   __shared__ float qs[kMaxG][256];                 // pre-scaled queries [g][D]
   __shared__ float sc[kMaxG][kDecTile];            // scores, then probabilities [g][key]
   __shared__ float m_s[kMaxG], l_s[kMaxG], alpha_s[kMaxG];
-  __shared__ float red[kDecThreads * kMaxG * VN];  // [key lane][g][D] PV partials
+  __shared__ float red[kDecThreads * kMaxG * VN];  // [key lane][g][DP] PV partials
   __shared__ int is_last;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int D = a.D, nkv = a.nkv, G = a.nh / nkv, bs = a.block_size;
@@ -43,10 +43,24 @@ __global__ void __launch_bounds__(kDecThreads) attn_decode_kernel(AttnArgs a, in
     return kv + ((((int64_t(table[p / bs]) * a.layers + a.layer) * 2 + kind) * nkv + kvh) * bs + p % bs) * D;
   };
 
-  for (int e = tid; e < gh * D; e += kDecThreads) qs[e / D][e % D] = a.q[(int64_t(t) * a.nh + h0 + e / D) * D + e % D] * a.scale;
+  // Rows are read in chunks of VN elements: 16-byte loads when D is a multiple of VN, else element
+  // by element with the chunk's tail past D read as zero. DP = D padded to whole chunks.
+  const int NCH = (D + VN - 1) / VN, DP = NCH * VN;
+  const bool vec = D % VN == 0;
+  auto load_chunk = [&](const T* row, int ch, float* o) {
+    if (vec) {
+      load_vec(row + ch * VN, o);
+    } else {
+#pragma unroll
+      for (int i = 0; i < VN; i++) o[i] = ch * VN + i < D ? to_f(row[ch * VN + i]) : 0.f;
+    }
+  };
+  for (int e = tid; e < gh * DP; e += kDecThreads) {
+    const int g = e / DP, dd = e % DP;
+    qs[g][dd] = dd < D ? a.q[(int64_t(t) * a.nh + h0 + g) * D + dd] * a.scale : 0.f;
+  }
   if (tid < kMaxG) { m_s[tid] = -INFINITY; l_s[tid] = 0.f; }
-  // Score phase: LPK lanes share one key (LPK a power of two), each reading CPL 16-byte chunks.
-  const int NCH = D / VN;
+  // Score phase: LPK lanes share one key (LPK a power of two), each reading CPL chunks.
   int LPK = 1;
   while (LPK * 2 <= min(32, NCH)) LPK *= 2;
   const int CPL = (NCH + LPK - 1) / LPK, KPW = 32 / LPK, kl = lane / LPK, cl = lane % LPK;
@@ -72,7 +86,7 @@ __global__ void __launch_bounds__(kDecThreads) attn_decode_kernel(AttnArgs a, in
           const int ch = cl + ci * LPK;
           if (ch < NCH) {
             float kvv[VN];
-            load_vec(kp + ch * VN, kvv);
+            load_chunk(kp, ch, kvv);
 #pragma unroll
             for (int g = 0; g < kMaxG; g++)
               if (g < gh)
@@ -114,7 +128,7 @@ __global__ void __launch_bounds__(kDecThreads) attn_decode_kernel(AttnArgs a, in
       }
       for (int kk = kl2; kk < nk; kk += NKL) {
         float vv[VN];
-        load_vec(kaddr(k0 + kk, 1) + c * VN, vv);
+        load_chunk(kaddr(k0 + kk, 1), c, vv);
 #pragma unroll
         for (int g = 0; g < kMaxG; g++)
           if (g < gh) {
@@ -132,14 +146,14 @@ __global__ void __launch_bounds__(kDecThreads) attn_decode_kernel(AttnArgs a, in
     for (int g = 0; g < kMaxG; g++)
       if (g < gh)
 #pragma unroll
-        for (int i = 0; i < VN; i++) red[(kl2 * kMaxG + g) * D + c * VN + i] = acc[g][i];
+        for (int i = 0; i < VN; i++) red[(kl2 * kMaxG + g) * DP + c * VN + i] = acc[g][i];
   __syncthreads();
   T* out = static_cast<T*>(a.out);
   float* part = a.ws + (size_t(group) * splits + split) * gcta * (D + 2);  // [gcta][D + 2]
   for (int e = tid; e < gh * D; e += kDecThreads) {
     const int g = e / D, dd = e % D;
     float o = 0.f;
-    for (int k = 0; k < NKL; k++) o += red[(k * kMaxG + g) * D + dd];
+    for (int k = 0; k < NKL; k++) o += red[(k * kMaxG + g) * DP + dd];
     if (splits == 1) out[(int64_t(t) * a.nh + h0 + g) * D + dd] = from_f<T>(o / l_s[g]);
     else part[g * (D + 2) + dd] = o;
   }
@@ -174,7 +188,7 @@ __global__ void __launch_bounds__(kDecThreads) attn_decode_kernel(AttnArgs a, in
 template <typename T, int D>
 __global__ void __launch_bounds__(128) attn_prefill_kernel(AttnArgs a) {
   constexpr int BR = 64, BC = 64, LD = D + 8, NTH = 128, CPR = D / 8;
-  extern __shared__ uint4 smem_raw[];
+  LP_DYN_SMEM(uint4, smem_raw);
   T* Qs = reinterpret_cast<T*>(smem_raw);  // [BR][LD]
   T* Ks = Qs + BR * LD;                    // [2][BC][LD]
   T* Vs = Ks + 2 * BC * LD;                // [2][BC][LD]
@@ -309,10 +323,10 @@ void launch_prefill(const AttnArgs& a, cudaStream_t st) {
   constexpr int smem = (64 + 4 * 64) * (D + 8) * int(sizeof(T));
   static bool configured = false;
   if (!configured) {
-    check(cudaFuncSetAttribute(attn_prefill_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), "attention smem attribute");
+    check(cudaFuncSetAttribute(reinterpret_cast<const void*>(&attn_prefill_kernel<T, D>), cudaFuncAttributeMaxDynamicSharedMemorySize, smem), "attention smem attribute");
     configured = true;
   }
-  attn_prefill_kernel<T, D><<<dim3(a.n_tiles, a.nh), 128, smem, st>>>(a);
+  LP_LAUNCH(dim3(a.n_tiles, a.nh), 128, smem, st, attn_prefill_kernel<T, D>)(a);
 }
 
 }  // namespace
@@ -337,9 +351,9 @@ void attention_decode(const AttnArgs& a, cudaStream_t st) {
   const int gc = group_cta(a.nh, a.nkv), nsub = (a.nh / a.nkv + gc - 1) / gc;
   const dim3 grid(a.n_tok * a.nkv * nsub, a.splits);
   switch (a.ty) {
-    case Ty::F32: attn_decode_kernel<float><<<grid, kDecThreads, 0, st>>>(a, nsub, gc); break;
-    case Ty::F16: attn_decode_kernel<__half><<<grid, kDecThreads, 0, st>>>(a, nsub, gc); break;
-    case Ty::BF16: attn_decode_kernel<__nv_bfloat16><<<grid, kDecThreads, 0, st>>>(a, nsub, gc); break;
+    case Ty::F32: LP_LAUNCH(grid, kDecThreads, 0, st, attn_decode_kernel<float>)(a, nsub, gc); break;
+    case Ty::F16: LP_LAUNCH(grid, kDecThreads, 0, st, attn_decode_kernel<__half>)(a, nsub, gc); break;
+    case Ty::BF16: LP_LAUNCH(grid, kDecThreads, 0, st, attn_decode_kernel<__nv_bfloat16>)(a, nsub, gc); break;
   }
   check_launch("attention_decode");
 }

@@ -2,12 +2,25 @@
 // block reductions, and the inline-PTX tensor-core primitives (ldmatrix, mma.sync, cp.async).
 // Header-only so every .cu file is self-contained (no relocatable device code, no device link).
 #pragma once
+#ifdef LP_CUDA_EMU
+#include "emu/emu.h"  // first: the kernels below then compile as host C++ (see emu/emu.h)
+#endif
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
 
 #include "types.h"
+
+// Kernel launch and dynamic shared memory, spelled so that the emulator can take them over:
+//   LP_LAUNCH(grid, block, smem, stream, kernel<...>)(args...)
+#ifdef LP_CUDA_EMU
+#define LP_LAUNCH(grid, block, smem, stream, ...) ::lp_emu::launch_cfg(grid, block, smem, stream, __VA_ARGS__)
+#define LP_DYN_SMEM(type, name) type* name = static_cast<type*>(::lp_emu::dyn_smem())
+#else
+#define LP_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+#define LP_DYN_SMEM(type, name) extern __shared__ type name[]
+#endif
 
 namespace lp {
 namespace cu {
@@ -33,10 +46,14 @@ template <typename T> __device__ __forceinline__ void load_vec(const T* p, float
 }
 // Streaming variant for data read exactly once (weights): do not keep it in L1.
 __device__ __forceinline__ uint4 ld_stream(const void* p) {
+#ifdef LP_CUDA_EMU
+  return *static_cast<const uint4*>(p);
+#else
   uint4 r;
   asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
                : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
   return r;
+#endif
 }
 
 // ---- reductions -----------------------------------------------------------------------------
@@ -72,6 +89,18 @@ __device__ __forceinline__ float block_max(float v, float* scratch) { return blo
 __device__ __forceinline__ double block_sum_d(double v, double* scratch) { return block_reduce<double, warp_sum_d>(v, scratch, 0.0); }
 
 // ---- tensor-core primitives (sm_80+) ---------------------------------------------------------
+#ifdef LP_CUDA_EMU
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  if (valid) std::memcpy(smem, gmem, 16); else std::memset(smem, 0, 16);
+}
+__device__ __forceinline__ void cp_async_commit() {}
+template <int N> __device__ __forceinline__ void cp_async_wait() {}
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void* p) { ::lp_emu::ldmatrix_x4(r, p, false); }
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void* p) { ::lp_emu::ldmatrix_x4(r, p, true); }
+template <typename T> __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+  ::lp_emu::mma16816(c, a, b0, b1, std::is_same<T, __nv_bfloat16>::value);
+}
+#else
 __device__ __forceinline__ uint32_t smem_u32(const void* p) { return uint32_t(__cvta_generic_to_shared(p)); }
 
 // 16-byte async copy global -> shared; when !valid the destination is zero-filled (src-size 0).
@@ -100,6 +129,8 @@ template <> __device__ __forceinline__ void mma16816<__half>(float c[4], const u
   asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
                : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+#endif  // LP_CUDA_EMU
+
 // Packs two floats into one register of two 16-bit values (low half = first).
 template <typename T> __device__ __forceinline__ uint32_t pack2(float lo, float hi);
 template <> __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi) {

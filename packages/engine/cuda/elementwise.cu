@@ -174,7 +174,7 @@ int grid_for(size_t n, int threads) { return int(std::min<size_t>((n + threads -
 
 void embed(Ty ty, const void* table, const int* tokens, int M, int H, float* x, cudaStream_t st) {
   if (M <= 0) return;
-#define L_(T) embed_kernel<T><<<M, 256, 0, st>>>(static_cast<const T*>(table), tokens, H, x)
+#define L_(T) LP_LAUNCH(M, 256, 0, st, embed_kernel<T>)(static_cast<const T*>(table), tokens, H, x)
   LP_DISPATCH(ty, L_)
 #undef L_
   check_launch("embed");
@@ -185,7 +185,7 @@ void resnorm(const ResNormArgs& a, cudaStream_t st) {
   // One CTA per row; few rows (decode) get 1024 threads so the fused LoRA expand, which reads
   // rank x H B elements per token, has more loads in flight.
   const int threads = a.nrows <= 64 ? 1024 : 256;
-#define L_(T) resnorm_kernel<T><<<a.nrows, threads, 0, st>>>(a)
+#define L_(T) LP_LAUNCH(a.nrows, threads, 0, st, resnorm_kernel<T>)(a)
   LP_DISPATCH(a.ty, L_)
 #undef L_
   check_launch("resnorm");
@@ -195,7 +195,7 @@ void rope_kv(const RopeArgs& a, cudaStream_t st) {
   if (a.M <= 0) return;
   const dim3 grid(a.M, a.nh + 2 * a.nkv);
   const int threads = std::min(256, std::max(32, (a.D / 2 + 31) / 32 * 32));
-#define L_(T) rope_kv_kernel<T><<<grid, threads, 0, st>>>(a)
+#define L_(T) LP_LAUNCH(grid, threads, 0, st, rope_kv_kernel<T>)(a)
   LP_DISPATCH(a.ty, L_)
 #undef L_
   check_launch("rope_kv");
@@ -204,7 +204,7 @@ void rope_kv(const RopeArgs& a, cudaStream_t st) {
 void silu_mul(Ty ty, const float* gu, void* act, int M, int I, const FusedExpand& ex, cudaStream_t st) {
   if (M <= 0) return;
   const dim3 grid(M, (I + 255) / 256);
-#define L_(T) silu_mul_kernel<T><<<grid, 256, 0, st>>>(gu, static_cast<T*>(act), I, ex)
+#define L_(T) LP_LAUNCH(grid, 256, 0, st, silu_mul_kernel<T>)(gu, static_cast<T*>(act), I, ex)
   LP_DISPATCH(ty, L_)
 #undef L_
   check_launch("silu_mul");
@@ -215,7 +215,7 @@ void lora_expand(const ExpandArgs& a, cudaStream_t st) {
   int max_out = 0;
   for (int i = 0; i < a.nmod; i++) max_out = std::max(max_out, a.lay.out[a.mods[i]]);
   const dim3 grid(a.n_items * a.nmod, (max_out + 255) / 256);
-#define L_(T) lora_expand_kernel<T><<<grid, 256, 0, st>>>(a)
+#define L_(T) LP_LAUNCH(grid, 256, 0, st, lora_expand_kernel<T>)(a)
   LP_DISPATCH(a.ty, L_)
 #undef L_
   check_launch("lora_expand");
@@ -223,7 +223,7 @@ void lora_expand(const ExpandArgs& a, cudaStream_t st) {
 
 void fill_random(Ty ty, void* p, size_t n, uint64_t seed, float mean, float amp, cudaStream_t st) {
   if (n == 0) return;
-#define L_(T) fill_random_kernel<T><<<grid_for(n, 256), 256, 0, st>>>(static_cast<T*>(p), n, seed, mean, amp)
+#define L_(T) LP_LAUNCH(grid_for(n, 256), 256, 0, st, fill_random_kernel<T>)(static_cast<T*>(p), n, seed, mean, amp)
   LP_DISPATCH(ty, L_)
 #undef L_
   check_launch("fill_random");
@@ -231,13 +231,13 @@ void fill_random(Ty ty, void* p, size_t n, uint64_t seed, float mean, float amp,
 
 void copy_bytes(void* dst, const void* src, size_t bytes, cudaStream_t st) {
   const size_t n = bytes / 16;
-  copy_kernel<<<grid_for(n, 512), 512, 0, st>>>(static_cast<uint4*>(dst), static_cast<const uint4*>(src), n);
+  LP_LAUNCH(grid_for(n, 512), 512, 0, st, copy_kernel)(static_cast<uint4*>(dst), static_cast<const uint4*>(src), n);
   check_launch("copy_bytes");
 }
 
 void poison(void* p, size_t words, uint32_t pattern, cudaStream_t st) {
   if (words == 0) return;
-  poison_kernel<<<grid_for(words, 256), 256, 0, st>>>(static_cast<uint32_t*>(p), words, pattern);
+  LP_LAUNCH(grid_for(words, 256), 256, 0, st, poison_kernel)(static_cast<uint32_t*>(p), words, pattern);
   check_launch("poison");
 }
 

@@ -97,7 +97,7 @@ gemm_mma_kernel(GemmArgs a, int gemm_ctas, int tiles_n, int splits, int kchunk, 
   }
   constexpr int BK = 32, LDS = BK + 8, NTH = WM * WN * 32;
   constexpr int WTM = BM / WM, WTN = BN / WN, MT = WTM / 16, NTL = WTN / 8;
-  extern __shared__ uint4 smem_raw[];
+  LP_DYN_SMEM(uint4, smem_raw);
   T* As = reinterpret_cast<T*>(smem_raw);  // [STAGES][BM][LDS]
   T* Bs = As + STAGES * BM * LDS;          // [STAGES][BN][LDS]
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wm = warp / WN, wn = warp % WN;
@@ -287,11 +287,11 @@ void launch_tiled(const GemmArgs& a, const Plan& p, const GemmScratch& s, cudaSt
   constexpr int smem = ST * (BM + BN) * 40 * int(sizeof(T));
   static bool configured = false;  // raise the dynamic shared memory limit once per instantiation
   if (!configured) {
-    check(cudaFuncSetAttribute(gemm_mma_kernel<T, BM, BN, WM, WN, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), "gemm smem attribute");
+    check(cudaFuncSetAttribute(reinterpret_cast<const void*>(&gemm_mma_kernel<T, BM, BN, WM, WN, ST>), cudaFuncAttributeMaxDynamicSharedMemorySize, smem), "gemm smem attribute");
     configured = true;
   }
   const int ctas = p.tiles * p.splits;
-  gemm_mma_kernel<T, BM, BN, WM, WN, ST><<<ctas + shrink_ctas(a.lora), WM * WN * 32, smem, st>>>(a, ctas, p.tiles_n, p.splits, p.kchunk, s.ws, s.counters);
+  LP_LAUNCH(ctas + shrink_ctas(a.lora), WM * WN * 32, smem, st, gemm_mma_kernel<T, BM, BN, WM, WN, ST>)(a, ctas, p.tiles_n, p.splits, p.kchunk, s.ws, s.counters);
 }
 
 template <typename T>
@@ -299,8 +299,8 @@ void launch_typed(const GemmArgs& a, const Plan& p, const GemmScratch& s, cudaSt
   const int extra = shrink_ctas(a.lora);
   switch (p.path) {
     case Path::Gemv:
-      if (a.M <= 8) gemv_mma_kernel<T, 1><<<p.tiles + extra, 256, 0, st>>>(a, p.tiles);
-      else gemv_mma_kernel<T, 2><<<p.tiles + extra, 256, 0, st>>>(a, p.tiles);
+      if (a.M <= 8) LP_LAUNCH(p.tiles + extra, 256, 0, st, gemv_mma_kernel<T, 1>)(a, p.tiles);
+      else LP_LAUNCH(p.tiles + extra, 256, 0, st, gemv_mma_kernel<T, 2>)(a, p.tiles);
       break;
     case Path::Small: launch_tiled<T, 64, 64, 2, 2, 4>(a, p, s, st); break;
     case Path::Large: launch_tiled<T, 128, 128, 2, 4, 4>(a, p, s, st); break;
@@ -328,9 +328,9 @@ void gemm(const GemmArgs& a, const GemmScratch& s, int num_sms, cudaStream_t st)
   if (p.path == Path::Simt) {
     const int extra = shrink_ctas(a.lora);
     switch (a.ty) {
-      case Ty::F32: gemm_simt_kernel<float><<<p.tiles + extra, 256, 0, st>>>(a, p.tiles, p.tiles_n); break;
-      case Ty::F16: gemm_simt_kernel<__half><<<p.tiles + extra, 256, 0, st>>>(a, p.tiles, p.tiles_n); break;
-      case Ty::BF16: gemm_simt_kernel<__nv_bfloat16><<<p.tiles + extra, 256, 0, st>>>(a, p.tiles, p.tiles_n); break;
+      case Ty::F32: LP_LAUNCH(p.tiles + extra, 256, 0, st, gemm_simt_kernel<float>)(a, p.tiles, p.tiles_n); break;
+      case Ty::F16: LP_LAUNCH(p.tiles + extra, 256, 0, st, gemm_simt_kernel<__half>)(a, p.tiles, p.tiles_n); break;
+      case Ty::BF16: LP_LAUNCH(p.tiles + extra, 256, 0, st, gemm_simt_kernel<__nv_bfloat16>)(a, p.tiles, p.tiles_n); break;
     }
   } else if (a.ty == Ty::BF16) {
     launch_typed<__nv_bfloat16>(a, p, s, st);

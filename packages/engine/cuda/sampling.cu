@@ -305,7 +305,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleArgs a) {
 
 void sample(const SampleArgs& a, cudaStream_t st) {
   if (a.S <= 0) return;
-  sample_kernel<<<a.S, kThreads, 0, st>>>(a);
+  LP_LAUNCH(a.S, kThreads, 0, st, sample_kernel)(a);
   check_launch("sample");
 }
 

@@ -361,7 +361,7 @@ struct AttnCase { Ty ty; int D, nh, nkv, bs, window; };
 void test_attention(Report& rep, Rng& r) {
   const AttnCase cases[] = {{Ty::F32, 16, 4, 2, 16, 0},   {Ty::F32, 16, 4, 1, 5, 0},    {Ty::BF16, 128, 32, 8, 16, 0}, {Ty::BF16, 64, 8, 8, 16, 0},
                             {Ty::F16, 128, 16, 1, 7, 0},  {Ty::BF16, 128, 8, 2, 16, 50}, {Ty::F16, 64, 4, 4, 32, 0},   {Ty::BF16, 80, 4, 2, 16, 0},
-                            {Ty::F32, 128, 8, 2, 16, 0}};
+                            {Ty::F32, 128, 8, 2, 16, 0},  {Ty::F32, 10, 6, 1, 3, 7},    {Ty::BF16, 10, 6, 3, 3, 0}};  // odd head_dim: element loads
   const int L = 2, layer = 1;
   for (const AttnCase& c : cases) {
     const int starts[] = {0, 37, 700, 0, 250}, lens[] = {1, 1, 1, 130, 70};
@@ -417,6 +417,7 @@ void test_attention(Report& rep, Rng& r) {
       poison(dout, c.ty);
       a.n_tok = T; a.tok_list = nullptr; a.splits = splits; a.n_tiles = 0;
       if (attn_decode_needs(T, c.nh, c.nkv, D, splits).ws_floats * 4 > scratch().aws.bytes()) continue;
+      if (quick() && splits == 32 && D > 16) continue;  // 32 splits: covered by the small-D cases
       attention_decode(a, nullptr);
       rep.check("attn decode " + tag + fmt(" splits=%d", splits), compare(download(c.ty, dout.get(), ref.size()), ref), tol_store(c.ty));
     }

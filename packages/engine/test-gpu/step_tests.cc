@@ -235,6 +235,7 @@ int main(int argc, char** argv) {
     const std::string a = argv[i];
     if (a.rfind("--seed=", 0) == 0) seed = std::strtoull(a.c_str() + 7, nullptr, 10);
     else if (a.rfind("--only=", 0) == 0) only = a.substr(7);
+    else if (a == "--quick") lpt::quick() = true;
   }
   cudaDeviceProp prop{};
   cudaGetDeviceProperties(&prop, 0);

@@ -126,6 +126,9 @@ struct Report {
 inline double tol_accum(Ty t) { return t == Ty::F32 ? 2e-5 : 1e-4; }
 inline double tol_store(Ty t) { return t == Ty::F32 ? 2e-5 : (t == Ty::BF16 ? 8e-3 : 1.5e-3); }
 
+// --quick (the CPU emulator's run in CI): drops the slowest repetitions of a covered path.
+inline bool& quick() { static bool q = false; return q; }
+
 // Entry points of the two test files.
 void kernel_tests(Report& rep, uint64_t seed);
 void step_tests(Report& rep, uint64_t seed);
