@@ -91,11 +91,6 @@ inline int __syncthreads_or(int p) { return ::lp_emu::sync_block_or(p); }
 inline void __threadfence() {}
 template <class T> inline T __ldcg(const T* p) { return *p; }
 inline unsigned __float_as_uint(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
-inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
-inline float rsqrtf(float x) { return 1.f / std::sqrt(x); }
-inline float __expf(float x) { return std::exp(x); }
-inline float __logf(float x) { return std::log(x); }
-inline float __fdividef(float a, float b) { return a / b; }
 
 template <class T>
 inline T __shfl_xor_sync(unsigned, T v, int lane_mask, int = 32) {
@@ -111,8 +106,6 @@ inline T __shfl_xor_sync(unsigned, T v, int lane_mask, int = 32) {
 // Atomics: blocks and threads never run at the same time, so plain read-modify-write is atomic.
 template <class T, class U> inline T atomicAdd(T* p, U v) { const T o = *p; *p = T(o + v); return o; }
 template <class T, class U> inline T atomicOr(T* p, U v) { const T o = *p; *p = T(o | v); return o; }
-template <class T, class U> inline T atomicMax(T* p, U v) { const T o = *p; *p = o < T(v) ? T(v) : o; return o; }
-template <class T, class U> inline T atomicExch(T* p, U v) { const T o = *p; *p = T(v); return o; }
 
 // CUDA's device min/max overloads.
 inline int min(int a, int b) { return a < b ? a : b; }

@@ -150,7 +150,6 @@ cudaError_t cudaGetLastError(void) {
   t_last = cudaSuccess;
   return e;
 }
-cudaError_t cudaPeekAtLastError(void) { return t_last != cudaSuccess ? t_last : g_sticky; }
 
 cudaError_t cudaGetDeviceCount(int* n) { *n = 1; return cudaSuccess; }
 cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : fail(cudaErrorInvalidDevice, "device " + std::to_string(d)); }
@@ -179,9 +178,6 @@ cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int d) {
   if (e != cudaSuccess) return e;
   switch (a) {
     case cudaDevAttrMultiProcessorCount: *v = p.multiProcessorCount; break;
-    case cudaDevAttrComputeCapabilityMajor: *v = p.major; break;
-    case cudaDevAttrComputeCapabilityMinor: *v = p.minor; break;
-    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = kMaxSmemOptin; break;
     default: return fail(cudaErrorInvalidValue, "device attribute " + std::to_string(int(a)));
   }
   return cudaSuccess;
@@ -219,7 +215,6 @@ cudaError_t cudaHostAlloc(void** p, size_t n, unsigned int) {
   *p = m;
   return cudaSuccess;
 }
-cudaError_t cudaMallocHost(void** p, size_t n) { return cudaHostAlloc(p, n, 0); }
 cudaError_t cudaFreeHost(void* p) { std::free(p); return cudaSuccess; }
 
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t s) {
@@ -250,7 +245,6 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int flags) {
   (*s)->flags = flags;
   return cudaSuccess;
 }
-cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithFlags(s, 0); }
 cudaError_t cudaStreamDestroy(cudaStream_t s) { delete s; return cudaSuccess; }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
   if (s && s->capture) { s->invalidated = true; return fail(cudaErrorStreamCaptureUnsupported, "cudaStreamSynchronize on a capturing stream"); }
@@ -273,8 +267,6 @@ cudaError_t cudaEventSynchronize(cudaEvent_t) {
   std::lock_guard<std::recursive_mutex> lock(g_mu);
   return g_sticky;
 }
-cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
-cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) { return cudaSuccess; }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
   *ms = std::chrono::duration<float, std::milli>(b->at - a->at).count();
   return cudaSuccess;
