@@ -91,7 +91,19 @@ describe('preemption by recompute', () => {
     const older = worker.scheduler.submit(p(undefined));
     await older.admitted;
     const newer = worker.scheduler.submit(p('lora_qv_r4'));
-    await until(() => newer.preemptions > 0 && newer.state === 'waiting', 20000, 'a preemption of the newer sequence');
+    // The newer waits only until the older finishes (a few tens of ms): polling for that state can
+    // miss it on a loaded machine. Resume right at the preemption instead (the scheduler awaits the
+    // step it is building before anything else can re-admit the newer one).
+    const preempted = new Promise<void>((resolve) => {
+      const preempt = newer.preempt.bind(newer);
+      newer.preempt = () => {
+        preempt();
+        resolve();
+      };
+    });
+    await preempted;
+    expect(newer.preemptions).toBeGreaterThan(0);
+    expect(newer.state).toBe('waiting');
     expect(newer.blocks).toEqual([]);
     expect(worker.adapters.pins('lora_qv_r4')).toBe(0);
     expect(newer.sampled.length).toBeGreaterThan(0);
