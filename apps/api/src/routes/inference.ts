@@ -25,6 +25,10 @@ function requestedRef(family: Family, body: Record<string, unknown>): string | u
     if (typeof body.model !== 'string' || body.model === '') throw badRequest('model is required: a base model id or an adapter (name, name@version or id)', 'missing_model');
     return body.model;
   }
+  // Workers read an OpenAI `model` before `parameters.adapter_id`; a LoRAX body carrying one would
+  // reach a worker naming an adapter the API never resolved for this tenant (and could probe which
+  // adapter ids a worker knows), so it is refused here, as LoRAX itself has no such field.
+  if (body.model !== undefined) throw badRequest('model is not a field of LoRAX requests: name the adapter in parameters.adapter_id', 'unsupported_parameter');
   const params = body.parameters;
   if (params === undefined) return undefined;
   if (!isObject(params)) throw badRequest('parameters must be an object');
