@@ -12,7 +12,12 @@ RUN pnpm install --frozen-lockfile && pnpm build && pnpm deploy --filter @lorapl
 FROM node:20-bookworm-slim
 WORKDIR /app
 COPY --from=build /out /app
-ENV PORT=8080 HOST=0.0.0.0
+# A fixed V8 heap ceiling, so memory stays bounded under load whatever the host has: the heap is
+# collected before it reaches it (a leak fails loudly instead of growing until the OOM killer).
+# Keep it about 3/4 of the container's memory limit (uploads stream to disk, buffers live outside
+# the heap); override at run time with -e NODE_OPTIONS=--max-old-space-size=<MiB>.
+ARG HEAP_MB=1024
+ENV PORT=8080 HOST=0.0.0.0 NODE_OPTIONS=--max-old-space-size=${HEAP_MB}
 EXPOSE 8080
 USER node
 CMD ["node", "dist/cli.js", "serve"]

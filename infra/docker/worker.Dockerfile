@@ -16,5 +16,10 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
  && curl -fsSL https://deb.nodesource.com/setup_20.x | bash - && apt-get install -y nodejs && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY --from=build /out /app
+# A fixed V8 heap ceiling (scheduler, tokenizer, JSON-mode grammars). Model weights, the KV cache,
+# loaded adapters and the host adapter tier are native or Buffer memory outside the V8 heap, so
+# the pod's memory must hold those plus this. Override with -e NODE_OPTIONS=--max-old-space-size=<MiB>.
+ARG HEAP_MB=4096
+ENV NODE_OPTIONS=--max-old-space-size=${HEAP_MB}
 EXPOSE 8000
 ENTRYPOINT ["node", "dist/cli.js", "--host", "0.0.0.0", "--port", "8000"]

@@ -36,6 +36,8 @@ export interface Stack {
   url: string;
   adminKey: string;
   workerUrl: string;
+  /** The worker child process's id (e.g. for a benchmark sampling its memory). */
+  workerPid: number | undefined;
   close(): Promise<void>;
 }
 
@@ -137,6 +139,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     url: api.url,
     adminKey,
     workerUrl,
+    workerPid: child.pid,
     close: async () => {
       await stopWorker();
       await api.close();
