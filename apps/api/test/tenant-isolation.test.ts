@@ -153,6 +153,9 @@ describe.each(variants)('tenant isolation: $name', (variant) => {
     const keys = JSON.parse((await send(stack.url, b.key, { label: 'keys', method: 'GET', path: '/v1/keys' })).text) as { data: Array<{ id: string }> };
     expect(keys.data.map((k) => k.id)).toEqual([b.keyId]);
     expect(adapters.data.every((x) => !a.adapterIds.includes((x as { id: string }).id))).toBe(true);
+    const tenants = await send(stack.url, b.key, { label: 'tenants', method: 'GET', path: '/v1/tenants' });
+    expect(tenants.status).toBe(403);
+    expect(leaked(tenants, [...secrets, a.name])).toEqual([]);
   }
 
   /** A's adapters and upload are untouched by everything B did (its DELETEs included). */

@@ -54,6 +54,8 @@ export function probesFor(ref: string, baseModel: string): Probe[] {
     { label: 'revoke key', method: 'DELETE', path: `/v1/keys/${enc(ref)}` },
     { label: 'complete upload', method: 'POST', path: `/v1/adapters/uploads/${enc(ref)}/complete`, json: { files: [{ name: 'adapter_config.json', parts: [{ part_number: 1, etag: 'x' }] }] } },
     { label: 'abort upload', method: 'DELETE', path: `/v1/adapters/uploads/${enc(ref)}` },
+    // The embedded store's part target, with the identifier where its signed token goes.
+    { label: 'PUT upload part', method: 'PUT', path: `/v1/uploads/parts/${enc(ref)}` },
   ];
 }
 
