@@ -12,6 +12,7 @@
 import { Ajv } from 'ajv';
 import { GrammarConstraint } from './constraint.js';
 import { GrammarCache } from './grammar-cache.js';
+import { checkSchemaLimits, InvalidSchemaError } from './schema-limits.js';
 import { workAroundXgrammar } from './schema-workarounds.js';
 import { readVocabInfo } from './tokenizer-info.js';
 import { Utf8Table } from './utf8-filter.js';
@@ -20,13 +21,7 @@ import { loadXgrammar, type Xgrammar, type XgCompiledGrammar, type XgGrammarComp
 /** A response format: `schema` undefined means any JSON object. */
 export interface JsonFormat { schema?: unknown }
 
-/** An unusable schema; `message` says why (the route turns it into a 400 naming the field). */
-export class InvalidSchemaError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'InvalidSchemaError';
-  }
-}
+export { InvalidSchemaError };
 
 const SEPARATORS: [string, string] = [', ', ': '];
 const ANY_OBJECT = '{"type":"object"}';
@@ -102,6 +97,7 @@ export class StructuredOutput {
     // ajv knows draft-07 by default; `$schema` naming another draft is no reason to refuse.
     const { $schema: _ignored, ...rest } = schema as Record<string, unknown>;
     if (!this.ajv.validateSchema(rest)) throw new InvalidSchemaError(`not a valid JSON schema: ${this.ajv.errorsText(this.ajv.errors)}`);
+    checkSchemaLimits(rest);
     try {
       this.ajv.compile(rest);
     } catch (e) {
