@@ -1,7 +1,26 @@
 // One sequence's grammar state (an xgrammar GrammarMatcher): the allowed-token bitmask before each
 // draw, the drawn token fed back after it, and whether the output is complete.
+//
+// A trap in this matcher's engine (isTrap) fails this sequence and retires the engine. When another
+// sequence's trap retired it, this one moves to the fresh engine at its next mask: a new matcher of
+// the same grammar replays the tokens accepted so far (xgrammar is deterministic, so it stands
+// exactly where the old one stood).
 import type { Utf8Table } from './utf8-filter.js';
-import type { XgGrammarMatcher } from './xgrammar.js';
+import { isTrap, type XgGrammarMatcher } from './xgrammar.js';
+
+/** A matcher and the engine (xgrammar instance) it lives in. */
+export interface EngineMatcher {
+  matcher: XgGrammarMatcher;
+  engine: { retired: boolean };
+}
+
+/** What a constraint needs from the StructuredOutput that made it. */
+export interface ConstraintHost {
+  /** The same grammar on the current engine, having accepted `tokens`. */
+  rebuild(tokens: readonly number[]): Promise<EngineMatcher>;
+  /** Stops using an engine a call trapped in. */
+  retire(engine: EngineMatcher['engine']): void;
+}
 
 /** What the scheduler needs from a per-sequence constraint (JSON mode). */
 export interface SequenceConstraint {
@@ -20,14 +39,36 @@ export class GrammarConstraint implements SequenceConstraint {
   private pending: Promise<unknown> | undefined;
   /** Where the output stands within a UTF-8 character (see utf8-filter.ts). */
   private utf8State = 0;
-  /** Tokens accepted so far. */
-  accepted = 0;
+  /** Tokens accepted so far (replayed when the sequence moves to a fresh engine). */
+  private readonly tokens: number[] = [];
+  private matcher: XgGrammarMatcher;
+  private engine: EngineMatcher['engine'];
 
-  constructor(private readonly matcher: XgGrammarMatcher, private readonly words: number, private readonly utf8: Utf8Table) {}
+  constructor(start: EngineMatcher, private readonly words: number, private readonly utf8: Utf8Table, private readonly host: ConstraintHost) {
+    this.matcher = start.matcher;
+    this.engine = start.engine;
+  }
+
+  get accepted(): number {
+    return this.tokens.length;
+  }
+
+  /** Runs a call into the matcher; a trap retires its engine and fails this sequence only. */
+  private guarded<T>(call: () => T): T {
+    try {
+      return call();
+    } catch (e) {
+      if (isTrap(e)) this.host.retire(this.engine);
+      throw e;
+    }
+  }
 
   async nextMask(): Promise<Uint32Array> {
     if (this.disposed) return new Uint32Array(this.words).fill(0xffffffff); // ended: its draw is dropped anyway
-    const p = this.matcher.getNextTokenBitmask();
+    const p = (async () => {
+      if (this.engine.retired) ({ matcher: this.matcher, engine: this.engine } = await this.host.rebuild(this.tokens));
+      return this.guarded(() => this.matcher.getNextTokenBitmask());
+    })();
     this.pending = p;
     try {
       const m = await p;
@@ -38,25 +79,32 @@ export class GrammarConstraint implements SequenceConstraint {
       return mask;
     } finally {
       this.pending = undefined;
-      if (this.disposed) this.matcher.dispose();
+      if (this.disposed) this.free();
     }
   }
 
   accept(token: number): boolean {
     if (this.disposed) return true;
-    const ok = this.matcher.acceptToken(token);
-    if (ok) this.accepted++;
+    // On a retired engine the token is only recorded: the next mask replays it on the new one.
+    const ok = this.engine.retired ? true : this.guarded(() => this.matcher.acceptToken(token));
+    if (ok) this.tokens.push(token);
     this.utf8State = this.utf8.after(this.utf8State, token);
     return ok;
   }
 
   get complete(): boolean {
-    return !this.disposed && this.matcher.isTerminated();
+    // Not known on a retired engine: the next mask (on the new one) then allows only the stop tokens.
+    return !this.disposed && !this.engine.retired && this.guarded(() => this.matcher.isTerminated());
   }
 
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    if (!this.pending) this.matcher.dispose(); // else freed once the mask in flight is done
+    if (!this.pending) this.free(); // else freed once the mask in flight is done
+  }
+
+  /** Frees the matcher, unless its engine is retired (its memory may be corrupt: dropped with it). */
+  private free(): void {
+    if (!this.engine.retired) this.matcher.dispose();
   }
 }

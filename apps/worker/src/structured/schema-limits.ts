@@ -14,7 +14,9 @@ export class InvalidSchemaError extends Error {
   }
 }
 
-export const SCHEMA_LIMITS = {
+export interface SchemaLimits { depth: number; chars: number; nodes: number; enumValues: number; count: number; pattern: number }
+
+export const SCHEMA_LIMITS: SchemaLimits = {
   /** Nesting of subschemas, counted through `$ref`s (xgrammar traps near 100; OpenAI allows 10). */
   depth: 32,
   /** The schema as JSON, in characters. */
@@ -27,7 +29,7 @@ export const SCHEMA_LIMITS = {
   count: 10_000,
   /** Characters of one `pattern`. */
   pattern: 1_000,
-} as const;
+};
 
 type Node = Record<string, unknown>;
 const isNode = (v: unknown): v is Node => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -68,6 +70,7 @@ const typeAllows = (types: string[], v: unknown): boolean => {
 };
 
 interface Scan {
+  limits: SchemaLimits;
   nodes: number;
   /** Pointer of each subschema holding a `$ref` -> the pointer it references. */
   refs: Map<string, string>;
@@ -78,8 +81,8 @@ interface Scan {
 /** Checks keywords, values and contradictions of one subschema and scans what is below it. */
 function checkNode(schema: unknown, path: string, from: string, scan: Scan, root: unknown, level = 1): number {
   // Checked on the way down, so a schema nested thousands deep costs no deep recursion here either.
-  if (level > SCHEMA_LIMITS.depth) fail('', `nested more than ${SCHEMA_LIMITS.depth} levels deep`);
-  if (++scan.nodes > SCHEMA_LIMITS.nodes) fail('', `more than ${SCHEMA_LIMITS.nodes} subschemas`);
+  if (level > scan.limits.depth) fail('', `nested more than ${scan.limits.depth} levels deep`);
+  if (++scan.nodes > scan.limits.nodes) fail('', `more than ${scan.limits.nodes} subschemas`);
   if (schema === true) return 1;
   if (schema === false) {
     if (!FALSE_OK.has(from)) fail(path, '`false` accepts no value (the schema is unsatisfiable)');
@@ -105,7 +108,7 @@ function checkNode(schema: unknown, path: string, from: string, scan: Scan, root
       (v as unknown[]).forEach((s, i) => (below = Math.max(below, checkNode(s, `${p}/${i}`, k, scan, root, level + 1))));
     } else if (!SCALAR.has(k)) fail(path, `unknown or unsupported keyword \`${k}\``);
   }
-  checkValues(schema, path);
+  checkValues(schema, path, scan.limits);
   if (typeof schema.$ref === 'string') {
     scan.refs.set(path, resolveRef(schema.$ref, root, path));
   }
@@ -114,13 +117,13 @@ function checkNode(schema: unknown, path: string, from: string, scan: Scan, root
 }
 
 /** Bounds, enums and cheap contradictions of one object schema. */
-function checkValues(s: Node, path: string): void {
+function checkValues(s: Node, path: string, limits: SchemaLimits): void {
   const types = typeof s.type === 'string' ? [s.type] : Array.isArray(s.type) ? (s.type as string[]) : undefined;
   if (types && types.length === 0) fail(`${path}/type`, 'an empty type list accepts no value (the schema is unsatisfiable)');
   const values = Array.isArray(s.enum) ? (s.enum as unknown[]) : undefined;
   if (values) {
     if (values.length === 0) fail(`${path}/enum`, 'an empty enum accepts no value (the schema is unsatisfiable)');
-    if (values.length > SCHEMA_LIMITS.enumValues) fail(`${path}/enum`, `more than ${SCHEMA_LIMITS.enumValues} values`);
+    if (values.length > limits.enumValues) fail(`${path}/enum`, `more than ${limits.enumValues} values`);
   }
   for (const [k, list] of [['enum', values], ['const', 'const' in s ? [s.const] : undefined]] as const) {
     if (!list || !types) continue;
@@ -128,10 +131,10 @@ function checkValues(s: Node, path: string): void {
     if (ok.length === 0) fail(`${path}/${k}`, `no value of \`${k}\` has the type ${JSON.stringify(s.type)} (the schema is unsatisfiable)`);
     if (ok.length < list.length) fail(`${path}/${k}`, `values of another type than ${JSON.stringify(s.type)} are not supported (remove them: no output may have them)`);
   }
-  if (typeof s.pattern === 'string' && s.pattern.length > SCHEMA_LIMITS.pattern) fail(`${path}/pattern`, `longer than ${SCHEMA_LIMITS.pattern} characters`);
+  if (typeof s.pattern === 'string' && s.pattern.length > limits.pattern) fail(`${path}/pattern`, `longer than ${limits.pattern} characters`);
   for (const k of ['minLength', 'maxLength', 'minItems', 'maxItems']) {
     const v = s[k];
-    if (typeof v === 'number' && v > SCHEMA_LIMITS.count) fail(`${path}/${k}`, `${v} exceeds the limit of ${SCHEMA_LIMITS.count}`);
+    if (typeof v === 'number' && v > limits.count) fail(`${path}/${k}`, `${v} exceeds the limit of ${limits.count}`);
   }
   const num = (k: string): number | undefined => (typeof s[k] === 'number' ? (s[k] as number) : undefined);
   const range = (lo: string, hi: string): void => {
@@ -207,7 +210,7 @@ function checkRefs(scan: Scan): void {
       const n = levels(from.slice(ptr.length));
       if (n !== undefined) deepest = Math.max(deepest, n + walk(target, [...chain, ptr]));
     }
-    if (deepest > SCHEMA_LIMITS.depth) fail(ptr, `nested more than ${SCHEMA_LIMITS.depth} levels deep (counting through $ref)`);
+    if (deepest > scan.limits.depth) fail(ptr, `nested more than ${scan.limits.depth} levels deep (counting through $ref)`);
     state.set(ptr, deepest);
     return deepest;
   };
@@ -215,11 +218,11 @@ function checkRefs(scan: Scan): void {
 }
 
 /** Throws InvalidSchemaError unless the schema is within the limits and fully supported. */
-export function checkSchemaLimits(schema: unknown): void {
+export function checkSchemaLimits(schema: unknown, limits: SchemaLimits = SCHEMA_LIMITS): void {
   if (!isNode(schema)) fail('', schema === false ? '`false` accepts no value (the schema is unsatisfiable)' : 'the schema must be a JSON object');
   const chars = JSON.stringify(schema).length;
-  if (chars > SCHEMA_LIMITS.chars) fail('', `${chars} characters of JSON, more than the limit of ${SCHEMA_LIMITS.chars}`);
-  const scan: Scan = { nodes: 0, refs: new Map(), depth: new Map() };
+  if (chars > limits.chars) fail('', `${chars} characters of JSON, more than the limit of ${limits.chars}`);
+  const scan: Scan = { limits, nodes: 0, refs: new Map(), depth: new Map() };
   checkNode(schema, '', '', scan, schema);
   checkRefs(scan);
 }
