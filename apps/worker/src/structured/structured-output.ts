@@ -151,8 +151,9 @@ export class StructuredOutput {
     if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) throw new InvalidSchemaError('the schema must be a JSON object');
     // ajv knows draft-07 by default; `$schema` naming another draft is no reason to refuse.
     const { $schema: _ignored, ...rest } = schema as Record<string, unknown>;
-    if (!this.ajv.validateSchema(rest)) throw new InvalidSchemaError(`not a valid JSON schema: ${this.ajv.errorsText(this.ajv.errors)}`);
+    // The limits first: they are cheap and bound what ajv then walks (and later compiles to code).
     checkSchemaLimits(rest, this.opts.limits ?? SCHEMA_LIMITS);
+    if (!this.ajv.validateSchema(rest)) throw new InvalidSchemaError(`not a valid JSON schema: ${this.ajv.errorsText(this.ajv.errors)}`);
     try {
       this.ajv.compile(rest);
     } catch (e) {
