@@ -1,8 +1,9 @@
-// A trap in the grammar engine (xgrammar's WebAssembly instance) fails only the request that caused
-// it: the engine is replaced, the next compile works, and sequences that were decoding on the old
-// instance carry on — their matcher is rebuilt on the new one from the tokens they accepted. The trap
-// is real: with the depth limit raised past what xgrammar survives, a 100-deep schema overruns its
-// C++ stack and corrupts its memory ("memory access out of bounds"), as it did before the limits.
+// A failure in the grammar engine thread (xgrammar's WebAssembly instance) fails only the request
+// that caused it: the thread is replaced, the next compile works, and sequences that were decoding
+// on the old thread carry on — their matcher is rebuilt on the new one from the tokens they accepted.
+// The trap is real: with the depth limit raised past what xgrammar survives, a 100-deep schema
+// overruns its C++ stack and corrupts its memory ("memory access out of bounds"), as it did before
+// the limits. The thread deaths are real too: ended mid-request, or past the compile time limit.
 import { Ajv } from 'ajv';
 import { describe, expect, it } from 'vitest';
 import { SCHEMA_LIMITS } from '../src/structured/schema-limits.js';
@@ -10,7 +11,7 @@ import { InvalidSchemaError, StructuredOutput } from '../src/structured/structur
 import type { GrammarConstraint } from '../src/structured/constraint.js';
 import { readVocabInfo } from '../src/structured/tokenizer-info.js';
 import { modelDir } from './helpers/http.js';
-import { nested } from './helpers/pathological-schemas.js';
+import { nested, SLOW } from './helpers/pathological-schemas.js';
 
 const dir = modelDir('llama');
 const VOCAB = 512, EOS = 2;
@@ -70,27 +71,47 @@ describe('grammar engine isolation', () => {
     expect(so.enginesReplaced).toBe(1);
     before.dispose();
     after.dispose();
+    await so.close();
   });
 
-  it('a matcher that traps fails its own sequence only and replaces the engine', async () => {
+  it('an engine thread that dies with masks in flight: every sequence moves to a fresh engine and completes', async () => {
     const so = new StructuredOutput({ modelDir: dir, vocab: VOCAB, stopTokenIds: [EOS] });
     const compiled = await so.compile({ schema: SCHEMA });
-    const [bad, good] = [await so.constraint(compiled), await so.constraint(compiled)];
-    await drive(good, 2);
-    // The trap an out-of-bounds access raises, from inside this matcher's WebAssembly call.
-    const matcher = (bad as unknown as { matcher: { getNextTokenBitmask(): Promise<Int32Array> } }).matcher;
-    matcher.getNextTokenBitmask = () => {
-      throw new WebAssembly.RuntimeError('memory access out of bounds');
-    };
-    await expect(bad.nextMask()).rejects.toThrow(/memory access out of bounds/);
+    const seqs = [await so.constraint(compiled), await so.constraint(compiled), await so.constraint(compiled)];
+    const heads = await Promise.all(seqs.map((c, i) => drive(c, 1 + i)));
+    // Masks requested, then the thread is ended before it answers them (as a crash would).
+    const inFlight = seqs.map((c) => c.nextMask());
+    await compiled.engine.close();
+    const masks = await Promise.all(inFlight); // answered by the fresh engine, after replaying each output
     expect(so.enginesReplaced).toBe(1);
-    const rest = await drive(good, 50);
-    expect(good.complete).toBe(true);
-    expect(rest.length).toBeGreaterThan(0);
+    const validate = new Ajv().compile(SCHEMA);
+    for (const [i, c] of seqs.entries()) {
+      const t = pick(masks[i]!);
+      expect(c.accept(t)).toBe(true);
+      const tail = await drive(c, 50);
+      expect(c.complete).toBe(true);
+      expect(validate(JSON.parse(await text([...heads[i]!, t, ...tail])))).toBe(true);
+      c.dispose();
+    }
+    await so.close();
+  });
+
+  it('a compile past the time limit ends the engine: a 400 naming the limit, refused again at once; the next compile works', async () => {
+    const so = new StructuredOutput({ modelDir: dir, vocab: VOCAB, stopTokenIds: [EOS] });
+    const warm = await so.constraint(await so.compile({ schema: SCHEMA }));
+    const head = await drive(warm, 2);
+    so.engineLimits.compileMs = 20;
+    await expect(so.compile({ schema: SLOW })).rejects.toThrow(/too complex for the grammar compiler: compiling took longer than the 20 ms limit/);
+    expect(so.enginesReplaced).toBe(1);
+    await expect(so.compile({ schema: SLOW })).rejects.toThrow(/took longer than the 20 ms limit/); // not compiled again
+    expect(so.enginesReplaced).toBe(1);
+    so.engineLimits.compileMs = 60_000;
+    const validate = new Ajv().compile(SCHEMA);
     const next = await so.constraint(await so.compile({ schema: SCHEMA }));
-    expect(JSON.parse(await text(await drive(next, 50)))).toMatchObject({ ok: expect.any(Boolean) });
-    bad.dispose();
-    good.dispose();
+    expect(validate(JSON.parse(await text(await drive(next, 50))))).toBe(true);
+    expect(validate(JSON.parse(await text([...head, ...(await drive(warm, 50))])))).toBe(true);
+    warm.dispose();
     next.dispose();
+    await so.close();
   });
 });

@@ -6,32 +6,30 @@
 // Output format: one line, no free whitespace, separators ", " and ": " (Python json.dumps style).
 // Free whitespace would let a model pad forever; one line keeps outputs short and unambiguous.
 //
-// xgrammar's compile (and mask) calls are synchronous WebAssembly under a Promise API: they run on
-// the event loop. Compiles are serialised (one at a time), cached per schema, and happen in the
-// route, before the request is queued — never inside a scheduler step. A schema reaches the
-// compiler only after schema-limits.ts passed it (bounded depth and size, nothing it cannot honour).
-//
-// Isolation: the grammar engine (one xgrammar WebAssembly instance: tokenizer info, compiler,
-// compiled grammars, matchers) is replaced as soon as any call into it traps (isTrap): the call's
-// own request fails, the cache of grammars compiled by it is dropped, and the next request builds
-// a fresh instance. Sequences still decoding on the old one move over at their next mask: their
-// grammar is compiled again on the new instance and their accepted tokens replayed (constraint.ts).
+// Isolation: xgrammar (synchronous WebAssembly) runs in a grammar engine thread (engine-thread.ts)
+// that owns its compiled grammars and matchers; the event loop only sends requests and gets masks.
+// A schema reaches the compiler only after schema-limits.ts passed it (bounded depth and size,
+// nothing it cannot honour); the compile then runs under a time limit, and the engine under a
+// WebAssembly memory and a JS heap limit (engine-client.ts). A request that traps, runs past a limit
+// or crashes the thread fails alone (a compile with a 400 naming the limit, a sequence with a 500):
+// the thread is ended, the next request starts a fresh one, and every other sequence moves to it at
+// its next mask (its grammar compiled again, its accepted tokens replayed: constraint.ts).
 import { Ajv } from 'ajv';
 import { GrammarConstraint, type EngineMatcher } from './constraint.js';
+import { ENGINE_LIMITS, EngineDiedError, EngineRequestError, EngineThread, newId, type EngineLimits } from './engine-client.js';
 import { GrammarCache } from './grammar-cache.js';
 import { checkSchemaLimits, InvalidSchemaError, SCHEMA_LIMITS, type SchemaLimits } from './schema-limits.js';
 import { workAroundXgrammar } from './schema-workarounds.js';
-import { readVocabInfo } from './tokenizer-info.js';
-import { Utf8Table } from './utf8-filter.js';
-import { isTrap, loadXgrammar, type Xgrammar, type XgCompiledGrammar, type XgGrammarCompiler } from './xgrammar.js';
+import { readVocabInfo, type VocabInfo } from './tokenizer-info.js';
 
 /** A response format: `schema` undefined means any JSON object. */
 export interface JsonFormat { schema?: unknown }
 
 export { InvalidSchemaError };
 
-const SEPARATORS: [string, string] = [', ', ': '];
 const ANY_OBJECT = '{"type":"object"}';
+/** Formats whose compile ended an engine (trap, limit, crash), refused at once from then on. */
+const REFUSED_KEPT = 256;
 
 export interface StructuredOutputOptions {
   modelDir: string;
@@ -43,23 +41,17 @@ export interface StructuredOutputOptions {
   cacheSize?: number;
   /** What a schema may hold (schema-limits.ts). Default SCHEMA_LIMITS. */
   limits?: SchemaLimits;
+  /** Time and memory limits of the grammar engine. Default ENGINE_LIMITS. */
+  engineLimits?: Partial<EngineLimits>;
 }
 
-/** One grammar engine: an xgrammar instance and what was built in it. */
-export interface GrammarEngine {
-  xg: Xgrammar;
-  compiler: XgGrammarCompiler;
-  utf8: Utf8Table;
-  /** Compiled grammars of this instance, by format key. */
-  cache: GrammarCache;
-  /** A call into it trapped: nothing may use it again. */
-  retired: boolean;
-}
+/** One grammar engine thread and the grammars compiled in it, by format key. */
+interface Engine { thread: EngineThread; cache: GrammarCache }
 
 /** A compiled format: its grammar, the engine it lives in, and the key to compile it again elsewhere. */
 export interface CompiledFormat {
-  grammar: XgCompiledGrammar;
-  engine: GrammarEngine;
+  grammarId: number;
+  engine: EngineThread;
   key: string;
   format: JsonFormat;
 }
@@ -67,84 +59,88 @@ export interface CompiledFormat {
 const formatKey = (format: JsonFormat): string => (format.schema === undefined ? `object:` : `schema:${JSON.stringify(format.schema)}`);
 
 export class StructuredOutput {
-  private ready: Promise<GrammarEngine> | undefined;
-  /** Grammar engines replaced after a trap. */
+  private current: Promise<Engine> | undefined;
+  private vocabInfo: Promise<VocabInfo> | undefined;
+  /** Grammar engines replaced after a trap, an exceeded limit or a crash. */
   enginesReplaced = 0;
   private hits = 0;
   private misses = 0;
-  private compileChain: Promise<unknown> = Promise.resolve();
-  /** Lines xgrammar printed to stderr while a compile ran (its reason for rejecting a schema). */
-  private captured: string[] | undefined;
+  private size = 0;
+  private readonly refused = new Map<string, InvalidSchemaError>();
   private readonly ajv = new Ajv({ strict: false, validateFormats: false });
-  /** The vocabulary's UTF-8 tables: the same for every engine. */
-  private utf8: Utf8Table | undefined;
+  /** The engine's limits (engine-client.ts); changes apply to the next request. */
+  readonly engineLimits: EngineLimits;
+  /** What a schema may hold (schema-limits.ts); changes apply to the next compile. */
+  schemaLimits: SchemaLimits;
+  private closed = false;
   readonly words: number;
 
   constructor(private readonly opts: StructuredOutputOptions) {
     this.words = Math.ceil(opts.vocab / 32);
+    this.engineLimits = { ...ENGINE_LIMITS, ...opts.engineLimits };
+    this.schemaLimits = opts.limits ?? SCHEMA_LIMITS;
   }
 
   get cacheStats(): { size: number; hits: number; misses: number } {
-    return { size: this.current?.cache.size ?? 0, hits: this.hits, misses: this.misses };
+    return { size: this.size, hits: this.hits, misses: this.misses };
   }
 
-  private current: GrammarEngine | undefined;
-
-  /** Stops using `engine` (a call into it trapped); the next request gets a fresh instance. */
-  retire(engine: { retired: boolean }): void {
-    if (engine.retired) return;
-    engine.retired = true; // its objects are dropped unfreed: the memory they would be freed in may be corrupt
-    this.enginesReplaced++;
-    if (this.current === engine) {
-      this.current = undefined;
-      this.ready = undefined;
-    }
+  /** The current engine, starting one (the first, or after the last one ended). */
+  private engine(): Promise<Engine> {
+    if (this.closed) return Promise.reject(new Error('JSON mode is shut down'));
+    const started = (this.current ??= (async () => {
+      const info = await (this.vocabInfo ??= readVocabInfo(this.opts.modelDir, this.opts.vocab));
+      const thread = new EngineThread(
+        { encodedVocab: info.encodedVocab, tokenBytes: info.tokenBytes, vocabType: info.vocabType, prependSpace: info.prependSpace, vocab: this.opts.vocab, stopTokenIds: this.opts.stopTokenIds },
+        this.engineLimits,
+        (dead) => this.replaced(dead),
+      );
+      await thread.ready;
+      this.size = 0;
+      return { thread, cache: new GrammarCache(this.opts.cacheSize ?? 64, (grammarId) => thread.post({ op: 'disposeGrammar', target: grammarId })) };
+    })());
+    started.catch(() => {
+      if (this.current === started) this.current = undefined;
+    });
+    return started;
   }
 
-  private init(): Promise<GrammarEngine> {
-    this.ready ??= (async () => {
-      const xg = loadXgrammar();
-      const info = await readVocabInfo(this.opts.modelDir, this.opts.vocab);
-      // The emscripten runtime binds its error printer (console.error) once, when the wasm module is
-      // instantiated — inside the first xgrammar call below. Routing it through this function lets a
-      // failed compile report xgrammar's reason instead of only "Aborted()".
-      const original = console.error;
-      console.error = (...args: unknown[]): void => {
-        if (this.captured) this.captured.push(args.map(String).join(' '));
-        else original.apply(console, args);
-      };
-      try {
-        const ti = await xg.TokenizerInfo.createTokenizerInfo(info.encodedVocab, info.vocabType, info.prependSpace, info.encodedVocab.length, this.opts.stopTokenIds);
-        const compiler = await xg.GrammarCompiler.createGrammarCompiler(ti);
-        this.utf8 ??= new Utf8Table(info.tokenBytes, this.words);
-        this.current = { xg, compiler, utf8: this.utf8, cache: new GrammarCache(this.opts.cacheSize ?? 64), retired: false };
-        return this.current;
-      } finally {
-        console.error = original;
-      }
-    })();
-    this.ready.catch(() => (this.ready = undefined));
-    return this.ready;
+  private replaced(dead: EngineThread): void {
+    if (!this.closed) this.enginesReplaced++;
+    const current = this.current;
+    void current?.then((e) => {
+      if (e.thread === dead && this.current === current) this.current = undefined;
+    }, () => undefined);
   }
 
   /** Validates and compiles a format (cached). Throws InvalidSchemaError for an unusable schema. */
   async compile(format: JsonFormat): Promise<CompiledFormat> {
-    const key = formatKey(format);
-    return this.compileOn(format, key, true);
+    return this.compileOn(format, formatKey(format), true);
   }
 
   private async compileOn(format: JsonFormat, key: string, check: boolean): Promise<CompiledFormat> {
-    const engine = await this.init();
-    const before = engine.cache.misses;
-    const p = engine.cache.get(key, () => {
-      if (check && format.schema !== undefined) this.checkSchema(format.schema);
-      const run = this.compileChain.then(() => this.compileNow(engine, format));
-      this.compileChain = run.catch(() => undefined);
-      return run;
-    });
-    if (engine.cache.misses === before) this.hits++;
-    else this.misses++;
-    return { grammar: await p, engine, key, format };
+    for (let attempt = 0; ; attempt++) {
+      const refused = this.refused.get(key);
+      if (refused) {
+        this.hits++;
+        throw refused;
+      }
+      const { thread, cache } = await this.engine();
+      const before = cache.misses;
+      const p = cache.get(key, () => {
+        if (check && format.schema !== undefined) this.checkSchema(format.schema);
+        return this.compileIn(thread, format, key);
+      });
+      if (cache.misses === before) this.hits++;
+      else this.misses++;
+      this.size = cache.size;
+      try {
+        return { grammarId: await p, engine: thread, key, format };
+      } catch (e) {
+        // Another request ended the engine while this compile waited: compile again on the new one.
+        if (!(e instanceof EngineDiedError) || attempt >= 2) throw e;
+      }
+    }
   }
 
   private checkSchema(schema: unknown): void {
@@ -152,7 +148,7 @@ export class StructuredOutput {
     // ajv knows draft-07 by default; `$schema` naming another draft is no reason to refuse.
     const { $schema: _ignored, ...rest } = schema as Record<string, unknown>;
     // The limits first: they are cheap and bound what ajv then walks (and later compiles to code).
-    checkSchemaLimits(rest, this.opts.limits ?? SCHEMA_LIMITS);
+    checkSchemaLimits(rest, this.schemaLimits);
     if (!this.ajv.validateSchema(rest)) throw new InvalidSchemaError(`not a valid JSON schema: ${this.ajv.errorsText(this.ajv.errors)}`);
     try {
       this.ajv.compile(rest);
@@ -163,53 +159,53 @@ export class StructuredOutput {
     }
   }
 
-  private async compileNow(engine: GrammarEngine, format: JsonFormat): Promise<XgCompiledGrammar> {
-    const { compiler } = engine;
-    if (engine.retired) throw new InvalidSchemaError('the grammar engine failed on another schema: please retry');
-    this.captured = [];
+  private async compileIn(thread: EngineThread, format: JsonFormat, key: string): Promise<number> {
+    const grammarId = newId();
+    const json = format.schema === undefined ? ANY_OBJECT : JSON.stringify(workAroundXgrammar(format.schema));
     try {
-      if (format.schema === undefined) return await compiler.compileJSONSchema(ANY_OBJECT, false, -1, SEPARATORS, false);
-      return await compiler.compileJSONSchema(JSON.stringify(workAroundXgrammar(format.schema)), false, -1, SEPARATORS, true);
+      await thread.request({ op: 'compile', grammarId, json, strict: format.schema !== undefined });
+      return grammarId;
     } catch (e) {
-      if (isTrap(e)) {
-        this.retire(engine);
-        throw new InvalidSchemaError(`the grammar compiler failed on this schema (${(e as Error).message}); the schema is not supported`);
-      }
-      const why = this.captured
-        .filter((l) => l.includes('[FATAL]') || l.includes('error'))
-        .map((l) => l.replace(/^\[FATAL\]\s*\S+:\d+:\s*/, '').replace(/^Check failed: \(.*\) is false:\s*/, ''))
-        .join('; ');
-      throw new InvalidSchemaError(`the schema is not supported by the grammar compiler: ${why || String((e as Error)?.message ?? e)}`);
-    } finally {
-      this.captured = undefined;
+      if (!(e instanceof EngineRequestError)) throw e;
+      if (e.kind === 'error') throw new InvalidSchemaError(`the schema is not supported by the grammar compiler: ${e.message}`);
+      const why =
+        e.kind === 'trap' ? `the grammar compiler failed on this schema (${e.message}); the schema is not supported`
+        : e.kind === 'time' || e.kind === 'memory' ? `the schema is too complex for the grammar compiler: ${e.message}`
+        : `the grammar compiler failed on this schema (${e.message})`;
+      // It ended the engine: it is not compiled again (it would end the next one too).
+      const err = new InvalidSchemaError(why);
+      this.refused.set(key, err);
+      if (this.refused.size > REFUSED_KEPT) this.refused.delete(this.refused.keys().next().value!);
+      throw err;
     }
   }
 
   /** A fresh grammar state for one sequence. */
   async constraint(compiled: CompiledFormat): Promise<GrammarConstraint> {
-    // Its engine may have been retired since the compile (another request's trap): start on the current one.
-    const start = compiled.engine.retired ? await this.rebuild(compiled, []) : await this.matcher(compiled, []);
-    return new GrammarConstraint(start, this.words, compiled.engine.utf8, {
-      rebuild: (tokens) => this.rebuild(compiled, tokens),
-      retire: (engine) => this.retire(engine),
-    });
+    const start = await this.matcher(compiled, []);
+    return new GrammarConstraint(start, this.words, { rebuild: (tokens) => this.matcher(compiled, tokens) });
   }
 
-  /** A matcher of `compiled` that has accepted `tokens`, on `compiled`'s engine (a trap retires it). */
+  /** A matcher of `compiled`'s format that has accepted `tokens`, on the current engine (compiled there if it ended since). */
   private async matcher(compiled: CompiledFormat, tokens: readonly number[]): Promise<EngineMatcher> {
-    const { engine } = compiled;
-    try {
-      const matcher = await engine.xg.GrammarMatcher.createGrammarMatcher(compiled.grammar, this.opts.stopTokenIds, true);
-      for (const t of tokens) if (!matcher.acceptToken(t)) throw new Error(`replaying the output: the grammar rejects token ${t}`);
-      return { matcher, engine };
-    } catch (e) {
-      if (isTrap(e)) this.retire(engine);
-      throw e;
+    for (let attempt = 0; ; attempt++) {
+      const c = compiled.engine.dead ? await this.compileOn(compiled.format, compiled.key, false) : compiled;
+      const matcherId = newId();
+      try {
+        await c.engine.request({ op: 'matcher', grammarId: c.grammarId, matcherId, replay: [...tokens] });
+        return { engine: c.engine, matcherId };
+      } catch (e) {
+        if (!(e instanceof EngineDiedError) || attempt >= 2) throw e;
+      }
     }
   }
 
-  /** `compiled` on the current engine, with `tokens` accepted: a sequence moving off a retired engine. */
-  private async rebuild(compiled: CompiledFormat, tokens: readonly number[]): Promise<EngineMatcher> {
-    return this.matcher(await this.compileOn(compiled.format, compiled.key, false), tokens);
+  /** Ends the engine thread (worker shutdown). */
+  async close(): Promise<void> {
+    this.closed = true;
+    const current = this.current;
+    this.current = undefined;
+    const engine = await current?.catch(() => undefined);
+    await engine?.thread.close();
   }
 }

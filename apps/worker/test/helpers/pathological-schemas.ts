@@ -30,3 +30,6 @@ export const PATHOLOGICAL: Array<[string, unknown, RegExp]> = [
   ['a required property the output may not have', { type: 'object', required: ['a'] }, /"a" is not in `properties`/],
   ['an enum of the wrong type', { type: 'string', enum: [1, 2] }, /no value of `enum` has the type "string"/],
 ];
+
+/** An allowed schema whose compile takes a while (hundreds of ms or more): 1,000 integer properties. */
+export const SLOW = { type: 'object', properties: Object.fromEntries(Array.from({ length: 1000 }, (_, i) => [`p${i}`, { type: 'integer' }])), additionalProperties: false };
