@@ -93,6 +93,11 @@ export class EngineThread {
     this.ready.catch(() => undefined);
   }
 
+  /** A compile is running in the thread (from its start there to its answer). */
+  get compiling(): boolean {
+    return this.compileTimer !== undefined;
+  }
+
   get dead(): boolean {
     return this.died !== undefined;
   }

@@ -19,16 +19,20 @@ export interface EngineThreadInit {
   progress: SharedArrayBuffer;
 }
 
-/** `json`: the schema text given to the compiler; `strict`: no properties beyond those declared. */
-export type CompileRequest = { op: 'compile'; id: number; grammarId: number; json: string; strict: boolean };
+/**
+ * `json`: the schema text given to the compiler; `strict`: no properties beyond those declared;
+ * `check`: the user's schema, checked with ajv first (ajv compiles a schema to JS code: for a large
+ * schema that takes seconds, so it runs here too, under the compile time limit).
+ */
+export type CompileRequest = { op: 'compile'; id: number; grammarId: number; json: string; strict: boolean; check?: unknown };
 export type MatcherRequest = { op: 'matcher'; id: number; grammarId: number; matcherId: number; replay: number[] };
 /** `accept`: tokens drawn since the last request, fed to the matcher first; then the next mask if `mask`. */
 export type AdvanceRequest = { op: 'advance'; id: number; matcherId: number; accept: number[]; mask: boolean };
 export type DisposeRequest = { op: 'disposeMatcher' | 'disposeGrammar'; id: number; target: number };
 export type EngineRequest = CompileRequest | MatcherRequest | AdvanceRequest | DisposeRequest;
 
-/** How a request failed. `trap`: the WebAssembly instance may be corrupt and the thread ends after this reply. */
-export interface EngineFailure { ok: false; id: number; message: string; kind: 'error' | 'trap' | 'memory' | 'rejected' }
+/** How a request failed. `invalid`: ajv refused the schema (message as is); `trap`: the WebAssembly instance may be corrupt and the thread ends after this reply. */
+export interface EngineFailure { ok: false; id: number; message: string; kind: 'error' | 'invalid' | 'trap' | 'memory' | 'rejected' }
 /**
  * An advance reply: `terminated` — the grammar is complete after the accepted tokens (a mask then
  * allows only the stop tokens); `mask` (when asked) — ceil(vocab / 32) words, bit t of word t >> 5 =

@@ -5,6 +5,7 @@
 // batches, masks transferred. Nothing here outlives the thread: when a request traps, runs past the
 // time limit or needs more memory than allowed, the main thread ends this thread and starts another.
 import { parentPort, workerData } from 'node:worker_threads';
+import { Ajv } from 'ajv';
 import type { AdvanceRequest, CompileRequest, EngineFailure, EngineReply, EngineRequest, EngineThreadInit, MatcherRequest } from './engine-protocol.js';
 import { Utf8Table } from './utf8-filter.js';
 import { isTrap, loadXgrammar, type XgCompiledGrammar, type XgGrammarMatcher } from './xgrammar.js';
@@ -49,8 +50,25 @@ let unusable = false;
 
 const failure = (id: number, kind: EngineFailure['kind'], message: string): EngineFailure => ({ ok: false, id, kind, message });
 
+const ajv = new Ajv({ strict: false, validateFormats: false });
+
+/** ajv's verdict on a schema (that it is a valid, usable JSON schema); undefined if it is. */
+function ajvRefusal(schema: object): string | undefined {
+  if (!ajv.validateSchema(schema)) return `not a valid JSON schema: ${ajv.errorsText(ajv.errors)}`;
+  try {
+    ajv.compile(schema);
+  } catch (e) {
+    return `not a usable JSON schema: ${(e as Error).message}`;
+  } finally {
+    ajv.removeSchema(schema);
+  }
+  return undefined;
+}
+
 async function compile(r: CompileRequest): Promise<EngineReply> {
   port.postMessage({ started: r.id });
+  const refusal = r.check === undefined ? undefined : ajvRefusal(r.check as object);
+  if (refusal) return failure(r.id, 'invalid', refusal);
   captured = [];
   try {
     grammars.set(r.grammarId, await compiler.compileJSONSchema(r.json, false, -1, SEPARATORS, r.strict));

@@ -14,7 +14,6 @@
 // or crashes the thread fails alone (a compile with a 400 naming the limit, a sequence with a 500):
 // the thread is ended, the next request starts a fresh one, and every other sequence moves to it at
 // its next mask (its grammar compiled again, its accepted tokens replayed: constraint.ts).
-import { Ajv } from 'ajv';
 import { GrammarConstraint, type EngineMatcher } from './constraint.js';
 import { ENGINE_LIMITS, EngineDiedError, EngineRequestError, EngineThread, newId, type EngineLimits } from './engine-client.js';
 import { GrammarCache } from './grammar-cache.js';
@@ -60,6 +59,8 @@ const formatKey = (format: JsonFormat): string => (format.schema === undefined ?
 
 export class StructuredOutput {
   private current: Promise<Engine> | undefined;
+  /** The current engine's thread, once started. */
+  private thread: EngineThread | undefined;
   private vocabInfo: Promise<VocabInfo> | undefined;
   /** Grammar engines replaced after a trap, an exceeded limit or a crash. */
   enginesReplaced = 0;
@@ -67,7 +68,6 @@ export class StructuredOutput {
   private misses = 0;
   private size = 0;
   private readonly refused = new Map<string, InvalidSchemaError>();
-  private readonly ajv = new Ajv({ strict: false, validateFormats: false });
   /** The engine's limits (engine-client.ts); changes apply to the next request. */
   readonly engineLimits: EngineLimits;
   /** What a schema may hold (schema-limits.ts); changes apply to the next compile. */
@@ -79,6 +79,11 @@ export class StructuredOutput {
     this.words = Math.ceil(opts.vocab / 32);
     this.engineLimits = { ...ENGINE_LIMITS, ...opts.engineLimits };
     this.schemaLimits = opts.limits ?? SCHEMA_LIMITS;
+  }
+
+  /** A compile is running in the engine thread now. */
+  get compiling(): boolean {
+    return this.thread?.compiling ?? false;
   }
 
   get cacheStats(): { size: number; hits: number; misses: number } {
@@ -96,6 +101,7 @@ export class StructuredOutput {
         (dead) => this.replaced(dead),
       );
       await thread.ready;
+      this.thread = thread;
       this.size = 0;
       return { thread, cache: new GrammarCache(this.opts.cacheSize ?? 64, (grammarId) => thread.post({ op: 'disposeGrammar', target: grammarId })) };
     })());
@@ -127,10 +133,7 @@ export class StructuredOutput {
       }
       const { thread, cache } = await this.engine();
       const before = cache.misses;
-      const p = cache.get(key, () => {
-        if (check && format.schema !== undefined) this.checkSchema(format.schema);
-        return this.compileIn(thread, format, key);
-      });
+      const p = cache.get(key, () => this.compileIn(thread, format, key, check && format.schema !== undefined ? this.checkSchema(format.schema) : undefined));
       if (cache.misses === before) this.hits++;
       else this.misses++;
       this.size = cache.size;
@@ -143,30 +146,25 @@ export class StructuredOutput {
     }
   }
 
-  private checkSchema(schema: unknown): void {
+  /** The cheap checks, on this thread; ajv's (slow for a large schema) runs in the engine thread. Returns what ajv checks. */
+  private checkSchema(schema: unknown): object {
     if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) throw new InvalidSchemaError('the schema must be a JSON object');
     // ajv knows draft-07 by default; `$schema` naming another draft is no reason to refuse.
     const { $schema: _ignored, ...rest } = schema as Record<string, unknown>;
-    // The limits first: they are cheap and bound what ajv then walks (and later compiles to code).
+    // The limits first: they are cheap and bound what ajv then walks (and compiles to code).
     checkSchemaLimits(rest, this.schemaLimits);
-    if (!this.ajv.validateSchema(rest)) throw new InvalidSchemaError(`not a valid JSON schema: ${this.ajv.errorsText(this.ajv.errors)}`);
-    try {
-      this.ajv.compile(rest);
-    } catch (e) {
-      throw new InvalidSchemaError(`not a usable JSON schema: ${(e as Error).message}`);
-    } finally {
-      this.ajv.removeSchema(rest);
-    }
+    return rest;
   }
 
-  private async compileIn(thread: EngineThread, format: JsonFormat, key: string): Promise<number> {
+  private async compileIn(thread: EngineThread, format: JsonFormat, key: string, check: object | undefined): Promise<number> {
     const grammarId = newId();
     const json = format.schema === undefined ? ANY_OBJECT : JSON.stringify(workAroundXgrammar(format.schema));
     try {
-      await thread.request({ op: 'compile', grammarId, json, strict: format.schema !== undefined });
+      await thread.request({ op: 'compile', grammarId, json, strict: format.schema !== undefined, ...(check ? { check } : {}) });
       return grammarId;
     } catch (e) {
       if (!(e instanceof EngineRequestError)) throw e;
+      if (e.kind === 'invalid') throw new InvalidSchemaError(e.message);
       if (e.kind === 'error') throw new InvalidSchemaError(`the schema is not supported by the grammar compiler: ${e.message}`);
       const why =
         e.kind === 'trap' ? `the grammar compiler failed on this schema (${e.message}); the schema is not supported`
