@@ -90,7 +90,12 @@ describe('a large vocabulary (Llama 3)', () => {
       expect(allowed(mask, id)).toBe(true);
       expect(c.accept(id)).toBe(true);
     }
+    // Accepted tokens reach the matcher (in the grammar engine thread) with the next request.
+    expect(await c.settle()).toBe(true);
     expect(c.complete).toBe(true);
+    const end = await c.nextMask(); // after the end, only the stop tokens
+    expect(eos.every((t) => allowed(end, t))).toBe(true);
+    expect(end.reduce((n, w) => n + (w.toString(2).match(/1/g)?.length ?? 0), 0)).toBe(eos.length);
     // Mask times are reported, never asserted (shared machine).
     console.log(`llama3 vocab: first compile (incl. tokenizer info) ${compileMs.toFixed(0)} ms, mean mask ${(maskMs / ids.length).toFixed(2)} ms over ${ids.length} tokens`);
 

@@ -72,9 +72,10 @@ export function buildBatch(running: readonly Sequence[], maxBatchTokens: number,
 
 /**
  * Gives the items that sample for a constrained (JSON-mode) sequence their allowed-token mask as a
- * late mask (StepItem.maskLater): the engine starts the forward pass first and computes the masks
- * on this thread while it runs; sampling waits for them. A sequence whose grammar fails is failed
- * and samples unconstrained (its token is dropped: it has ended).
+ * late mask (StepItem.maskLater): the engine starts the forward pass first and asks for the masks
+ * while it runs; the grammar engine thread computes them (structured/engine-thread.ts), in parallel
+ * with the forward pass and this thread; sampling waits for them. A sequence whose grammar fails
+ * is failed and samples unconstrained (its token is dropped: it has ended).
  */
 export function withLateMasks(batch: Batch): Batch {
   batch.items.forEach((it, i) => {

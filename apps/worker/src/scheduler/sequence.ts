@@ -72,6 +72,15 @@ class Deferred<T> {
 
 let nextId = 1;
 
+/** A grammar call's failure as the error this sequence fails with. */
+async function grammarCall<T>(p: Promise<T>): Promise<T> {
+  try {
+    return await p;
+  } catch (e) {
+    throw new SequenceError(500, 'internal_error', `the grammar failed: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
 export class Sequence {
   readonly id = nextId++;
   readonly params: SequenceParams;
@@ -164,18 +173,37 @@ export class Sequence {
   accept(tok: Omit<GeneratedToken, 'tokenText'>, tokenFinish: FinishReason | undefined): Promise<FinishReason | null | undefined> {
     this.sampled.push(tok.token);
     const c = this.params.constraint;
+    let lastDraw: Promise<boolean> | undefined;
     if (c && !this.ended) {
-      if (!c.accept(tok.token)) {
+      if (c.complete) {
+        // The grammar was complete when this token was drawn: its mask allowed only the stop tokens,
+        // so this is the EOS that ends the JSON document (even with ignore_eos: nothing may follow).
+        // It ends the output without joining it, as the end of a document: the text, the tokens and
+        // their count are the document's alone (what clients parse).
+        const reason: FinishReason = tokenFinish === 'stop' ? 'stop' : 'eos';
+        this.tokenFinish = reason;
+        const end = this.textChain.then(async () => {
+          if (this.ended) return undefined;
+          await this.finishFlushing(reason);
+          return reason;
+        });
+        this.textChain = end.catch(() => undefined);
+        return end;
+      } else if (!c.accept(tok.token)) {
         this.tokenFinish = 'stop'; // stops stepping at once; the caller fails the sequence with this error
         return Promise.reject(new SequenceError(500, 'internal_error', `the grammar rejected token ${tok.token}, which its mask allowed`));
+      } else if (tokenFinish === 'length' && c.settle) {
+        // The last draw allowed: if it completed the grammar, the output ends as complete JSON ('eos').
+        lastDraw = c.settle();
+        lastDraw.catch(() => undefined); // observed in processText
       }
-      // The grammar is complete: only EOS may follow, so the output ends here as if EOS came next
-      // (peers sample the EOS the grammar forces; this saves that step). Also at max tokens.
-      if (c.complete && (tokenFinish === undefined || tokenFinish === 'length')) tokenFinish = 'eos';
     }
     if (tokenFinish) this.tokenFinish = tokenFinish;
     if (this.firstTokenAt === undefined) this.firstTokenAt = performance.now();
-    const p = this.textChain.then(() => this.processText(tok, tokenFinish));
+    const p = this.textChain.then(async () => {
+      if (lastDraw && (await grammarCall(lastDraw))) tokenFinish = 'eos';
+      return this.processText(tok, tokenFinish);
+    });
     this.textChain = p.catch(() => undefined);
     return p;
   }

@@ -1,62 +1,111 @@
-// One sequence's grammar state (an xgrammar GrammarMatcher): the allowed-token bitmask before each
-// draw, the drawn token fed back after it, and whether the output is complete.
-import type { Utf8Table } from './utf8-filter.js';
-import type { XgGrammarMatcher } from './xgrammar.js';
+// One sequence's grammar state: a matcher in the grammar engine thread (engine-thread.ts), the
+// allowed-token bitmask before each draw, the drawn tokens fed back, and whether the output is complete.
+//
+// Matching runs in the engine thread, so `accept` only records the token: it goes to the matcher
+// with the next mask request, which accepts it first. A token the grammar rejects fails that mask
+// (and so the sequence); completion is learnt from that mask too (after it, the mask allows only the
+// stop tokens). When the engine thread is replaced (another request trapped or ran past a limit),
+// this constraint moves to the fresh engine at its next request: a new matcher of the same grammar
+// replays the tokens accepted so far (xgrammar is deterministic: it stands exactly where the old one
+// stood), and the request is sent again.
+import { EngineDiedError, type EngineThread } from './engine-client.js';
+
+/** A matcher and the engine thread it lives in. */
+export interface EngineMatcher {
+  engine: EngineThread;
+  matcherId: number;
+}
+
+/** What a constraint needs from the StructuredOutput that made it. */
+export interface ConstraintHost {
+  /** The same grammar on the current engine, having accepted `tokens`. */
+  rebuild(tokens: readonly number[]): Promise<EngineMatcher>;
+}
 
 /** What the scheduler needs from a per-sequence constraint (JSON mode). */
 export interface SequenceConstraint {
   /** Allowed-token bitmask for the next draw: ceil(vocab/32) words, bit t of word t>>5 = token t. */
   nextMask(): Promise<Uint32Array>;
-  /** Feeds a drawn token; false if the grammar rejects it (the mask forbade it). */
+  /** Records a drawn token (checked against the grammar with the next mask); false if known to be rejected. */
   accept(token: number): boolean;
-  /** The grammar reached its end: nothing may follow (the sequence finishes with 'stop'). */
+  /** The grammar had reached its end at the last mask: the draw from it can only be a stop token. */
   readonly complete: boolean;
+  /** Whether the grammar is complete after every token accepted so far (the last draw of a sequence). */
+  settle?(): Promise<boolean>;
   /** Frees the matcher (the sequence ended). Safe to call twice and while a mask is computed. */
   dispose(): void;
 }
 
+/** How often a request goes again on a fresh engine after the engine died under it before it fails. */
+const RETRIES = 2;
+
 export class GrammarConstraint implements SequenceConstraint {
   private disposed = false;
-  private pending: Promise<unknown> | undefined;
-  /** Where the output stands within a UTF-8 character (see utf8-filter.ts). */
-  private utf8State = 0;
-  /** Tokens accepted so far. */
-  accepted = 0;
+  private busy = false;
+  /** Tokens accepted so far (replayed when the sequence moves to a fresh engine). */
+  private readonly tokens: number[] = [];
+  /** How many of `tokens` the matcher has been sent. */
+  private sent = 0;
+  private at: EngineMatcher;
+  complete = false;
 
-  constructor(private readonly matcher: XgGrammarMatcher, private readonly words: number, private readonly utf8: Utf8Table) {}
+  constructor(start: EngineMatcher, private readonly words: number, private readonly host: ConstraintHost) {
+    this.at = start;
+  }
+
+  get accepted(): number {
+    return this.tokens.length;
+  }
 
   async nextMask(): Promise<Uint32Array> {
     if (this.disposed) return new Uint32Array(this.words).fill(0xffffffff); // ended: its draw is dropped anyway
-    const p = this.matcher.getNextTokenBitmask();
-    this.pending = p;
-    try {
-      const m = await p;
-      const mask = new Uint32Array(m.buffer, m.byteOffset, m.length);
-      this.utf8.restrict(mask, this.utf8State); // if nothing valid were left, xgrammar's mask stands
-      // An empty mask would fail the whole step in the sampler; fail this sequence alone instead.
-      if (mask.every((w) => w === 0)) throw new Error('the grammar allows no token of this vocabulary here');
-      return mask;
-    } finally {
-      this.pending = undefined;
-      if (this.disposed) this.matcher.dispose();
-    }
+    const r = await this.advance(true);
+    return new Uint32Array(r.mask!);
+  }
+
+  async settle(): Promise<boolean> {
+    if (this.disposed) return this.complete;
+    await this.advance(false);
+    return this.complete;
   }
 
   accept(token: number): boolean {
-    if (this.disposed) return true;
-    const ok = this.matcher.acceptToken(token);
-    if (ok) this.accepted++;
-    this.utf8State = this.utf8.after(this.utf8State, token);
-    return ok;
+    if (!this.disposed) this.tokens.push(token);
+    return true;
   }
 
-  get complete(): boolean {
-    return !this.disposed && this.matcher.isTerminated();
+  /** Sends the tokens not sent yet (and asks for a mask): on the current engine, moving there if need be. */
+  private async advance(mask: boolean): Promise<{ mask?: ArrayBuffer }> {
+    this.busy = true;
+    try {
+      for (let attempt = 0; ; attempt++) {
+        if (this.at.engine.dead) {
+          this.at = await this.host.rebuild(this.tokens);
+          this.sent = this.tokens.length;
+        }
+        const accept = this.tokens.slice(this.sent);
+        this.sent = this.tokens.length;
+        try {
+          const r = await this.at.engine.request({ op: 'advance', matcherId: this.at.matcherId, accept, mask });
+          this.complete = r.terminated;
+          return r;
+        } catch (e) {
+          if (!(e instanceof EngineDiedError) || attempt >= RETRIES) throw e;
+        }
+      }
+    } finally {
+      this.busy = false;
+      if (this.disposed) this.free();
+    }
   }
 
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    if (!this.pending) this.matcher.dispose(); // else freed once the mask in flight is done
+    if (!this.busy) this.free(); // else freed once the request in flight is done
+  }
+
+  private free(): void {
+    if (!this.at.engine.dead) this.at.engine.post({ op: 'disposeMatcher', target: this.at.matcherId });
   }
 }

@@ -1,22 +1,22 @@
-// Compiled grammars, one per distinct response format, in an LRU cache. A compile is the expensive
-// part of JSON mode (it walks the whole vocabulary); the matcher each sequence gets from a compiled
-// grammar is cheap. Failures are cached too: an unsupported schema is rejected again without
-// recompiling.
-import type { XgCompiledGrammar } from './xgrammar.js';
+// Compiled grammars of one grammar engine, one per distinct response format, in an LRU cache. A
+// compile is the expensive part of JSON mode (it walks the whole vocabulary); the matcher each
+// sequence gets from a compiled grammar is cheap. Failures are cached too: an unsupported schema is
+// rejected again without recompiling. Values are the engine's grammar ids.
 
 export class GrammarCache {
-  private readonly entries = new Map<string, Promise<XgCompiledGrammar>>();
+  private readonly entries = new Map<string, Promise<number>>();
   hits = 0;
   misses = 0;
 
-  constructor(private readonly capacity: number) {}
+  /** `evict`: frees an evicted grammar in the engine. */
+  constructor(private readonly capacity: number, private readonly evict: (grammarId: number) => void) {}
 
   get size(): number {
     return this.entries.size;
   }
 
   /** The compiled grammar for `key`, compiling it with `compile` on a miss. */
-  get(key: string, compile: () => Promise<XgCompiledGrammar>): Promise<XgCompiledGrammar> {
+  get(key: string, compile: () => Promise<number>): Promise<number> {
     const hit = this.entries.get(key);
     if (hit) {
       this.hits++;
@@ -29,11 +29,11 @@ export class GrammarCache {
     p.catch(() => undefined); // a failed compile stays cached as a rejection
     this.entries.set(key, p);
     while (this.entries.size > this.capacity) {
-      const [oldest, evicted] = this.entries.entries().next().value as [string, Promise<XgCompiledGrammar>];
+      const [oldest, evicted] = this.entries.entries().next().value as [string, Promise<number>];
       this.entries.delete(oldest);
       // Matchers built from it keep their own reference to the grammar (xgrammar shares it by
-      // reference count), so freeing this handle does not pull it from under a running sequence.
-      evicted.then((g) => g.dispose(), () => undefined);
+      // reference count), so freeing it does not pull it from under a running sequence.
+      evicted.then(this.evict, () => undefined);
     }
     return p;
   }

@@ -21,6 +21,13 @@ export interface XgGrammarCompiler {
   compileBuiltinJSONGrammar(): Promise<XgCompiledGrammar>;
   dispose(): void;
 }
+/**
+ * A trap of the WebAssembly code that may have left its memory corrupt (out-of-bounds access,
+ * unreachable): the instance must not be used again. xgrammar's own checks end in abort()
+ * ("Aborted(...)"), which unwinds cleanly and leaves the instance usable.
+ */
+export const isTrap = (e: unknown): boolean => e instanceof WebAssembly.RuntimeError && !e.message.startsWith('Aborted(');
+
 export interface XgGrammarMatcher {
   acceptToken(tokenId: number): boolean;
   getNextTokenBitmask(): Promise<Int32Array>;
@@ -40,16 +47,17 @@ export interface Xgrammar {
 interface CjsModule { filename: string; paths: string[]; exports: unknown; _compile(src: string, filename: string): void }
 type ModuleCtor = (new (id: string) => CjsModule) & { _nodeModulePaths(dir: string): string[] };
 
-let loaded: Xgrammar | undefined;
-
+/**
+ * A fresh xgrammar: every call evaluates the bundle again, so it gets its own WebAssembly instance
+ * and memory (the bundle keeps one instance per evaluation). A trap corrupts only that instance's
+ * memory; the worker replaces it with a new one (structured-output.ts).
+ */
 export function loadXgrammar(): Xgrammar {
-  if (loaded) return loaded;
   const path = createRequire(import.meta.url).resolve('@mlc-ai/web-xgrammar');
   const Ctor = Module as unknown as ModuleCtor;
   const m = new Ctor(path);
   m.filename = path;
   m.paths = Ctor._nodeModulePaths(dirname(path));
   m._compile(readFileSync(path, 'utf8'), path);
-  loaded = m.exports as Xgrammar;
-  return loaded;
+  return m.exports as Xgrammar;
 }
