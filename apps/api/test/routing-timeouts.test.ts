@@ -3,49 +3,22 @@
 // other worker; a worker frozen mid-stream ends its client's stream with an error event within
 // the idle timeout while a stream on the other worker completes untouched.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { WorkerRegistry } from '../src/routing/registry.js';
-import { Router } from '../src/routing/router.js';
-import { adapterId, post, serveRouter, type RoutingServer } from './helpers/routing-app.js';
-import { openPgliteTestDb, type TestDb } from './helpers/routing-db.js';
-import { BASE_MODEL, heartbeatFor, sseData, startWorker, WORKER_SECRET, type WorkerProcess } from './helpers/routing-workers.js';
+import { post } from './helpers/routing-app.js';
+import { startRoutingHarness, type RoutingHarness } from './helpers/routing-harness.js';
+import { BASE_MODEL, sseData } from './helpers/routing-workers.js';
 
 const TIMEOUTS = { connectMs: 1000, firstByteMs: 1500, idleMs: 1500 };
 
-let t: TestDb;
-let running: WorkerProcess[] = [];
-let registry: WorkerRegistry;
-let router: Router;
-let api: RoutingServer;
+let h: RoutingHarness;
 
 beforeAll(async () => {
-  t = await openPgliteTestDb();
-  registry = new WorkerRegistry(t.db, { staleAfterMs: 600_000 });
-  router = new Router(registry, { secret: WORKER_SECRET, timeouts: TIMEOUTS });
-  api = await serveRouter(router);
+  h = await startRoutingHarness({ timeouts: TIMEOUTS });
 });
 
-afterEach(async () => {
-  // A frozen worker is resumed, then stopped by its PID.
-  for (const w of running) w.child.kill('SIGCONT');
-  await Promise.all(running.map((w) => w.kill('SIGKILL')));
-  running = [];
-});
+// A frozen worker is resumed, then stopped by its PID.
+afterEach(() => h.stopWorkers());
 
-afterAll(async () => {
-  await api?.close();
-  router?.close();
-  await registry?.close();
-  await t?.close();
-});
-
-/** Two fresh workers, registered; returned in the router's order for `adapter`. */
-async function twoWorkers(tag: string, adapter: string): Promise<[WorkerProcess, WorkerProcess]> {
-  running = await Promise.all([startWorker(`wk_${tag}_1`), startWorker(`wk_${tag}_2`)]);
-  for (const w of running) await registry.heartbeat(heartbeatFor(w.id, w.url));
-  const first = router.order(BASE_MODEL, adapterId(adapter))[0]!.id;
-  const [a, b] = running as [WorkerProcess, WorkerProcess];
-  return a.id === first ? [a, b] : [b, a];
-}
+afterAll(() => h?.close());
 
 /** Reads the first SSE event; `rest()` reads to the end and gives the whole text. */
 async function firstEvent(res: Response) {
@@ -70,26 +43,26 @@ async function firstEvent(res: Response) {
 
 describe('a frozen worker', () => {
   it('costs the first-byte timeout, then the request is answered by the other worker', async () => {
-    const [first, second] = await twoWorkers('head', 'lora_all_r8');
+    const [first, second] = await h.twoWorkers('head', 'lora_all_r8');
     first.child.kill('SIGSTOP');
     const t0 = performance.now();
-    const r = await post(`${api.url}/v1/completions`, { model: 'lora_all_r8', prompt: 'hi', max_tokens: 3, temperature: 0 });
+    const r = await post(`${h.api.url}/v1/completions`, { model: 'lora_all_r8', prompt: 'hi', max_tokens: 3, temperature: 0 });
     const elapsed = performance.now() - t0;
     expect(r.status).toBe(200);
     expect(((await r.json()) as { usage: { completion_tokens: number } }).usage.completion_tokens).toBe(3);
-    expect(api.usage.at(-1)).toMatchObject({ workerId: second.id, status: 200 });
+    expect(h.api.usage.at(-1)).toMatchObject({ workerId: second.id, status: 200 });
     expect(elapsed).toBeGreaterThanOrEqual(TIMEOUTS.firstByteMs);
     expect(elapsed).toBeLessThan(TIMEOUTS.firstByteMs + 5000);
-    expect(registry.healthy(BASE_MODEL).map((w) => w.id)).toEqual([second.id]);
+    expect(h.registry.healthy(BASE_MODEL).map((w) => w.id)).toEqual([second.id]);
   });
 
   it('ends its streams with an error within the idle timeout; streams on the other worker complete', async () => {
-    const [first, second] = await twoWorkers('idle', 'lora_qv_r4');
+    const [first, second] = await h.twoWorkers('idle', 'lora_qv_r4');
     const long = { prompt: 'a b c', max_tokens: 100, ignore_eos: true, temperature: 0, n: 16, stream: true };
-    const onFirst = await post(`${api.url}/v1/completions`, { model: 'lora_qv_r4', ...long });
+    const onFirst = await post(`${h.api.url}/v1/completions`, { model: 'lora_qv_r4', ...long });
     const a = await firstEvent(onFirst);
     // The base model goes to the least loaded worker: the other one.
-    const onSecond = await post(`${api.url}/v1/completions`, { model: BASE_MODEL, ...long });
+    const onSecond = await post(`${h.api.url}/v1/completions`, { model: BASE_MODEL, ...long });
     const b = await firstEvent(onSecond);
     first.child.kill('SIGSTOP');
     const t0 = performance.now();
@@ -100,7 +73,7 @@ describe('a frozen worker', () => {
     const bEvents = sseData(bText);
     expect(bEvents.at(-1)).toBe('[DONE]');
     expect(bEvents.some((e) => typeof e === 'object' && 'error' in e)).toBe(false);
-    const byWorker = Object.fromEntries(api.usage.slice(-2).map((u) => [u.workerId, u.status]));
+    const byWorker = Object.fromEntries(h.api.usage.slice(-2).map((u) => [u.workerId, u.status]));
     expect(byWorker).toEqual({ [first.id]: 502, [second.id]: 200 });
   });
 });
