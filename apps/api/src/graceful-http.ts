@@ -6,9 +6,10 @@
 //   stays open only so that worker heartbeats keep arriving: without them the registry would
 //   judge healthy workers stale while the last streams finish);
 // - /health answers 503 so load balancers stop sending work;
-// - it resolves once no request is in flight and every client connection has closed (idle
-//   keep-alive connections close at once, the others after their answer or the server's
-//   keep-alive timeout), or when the deadline cuts what is left.
+// - it resolves once no request is in flight and every client connection has closed (after an
+//   answer with `Connection: close`, or when the client or the server's keep-alive timeout closes
+//   it; idle connections are not cut at once, because a client may be sending on one right now
+//   and would get a reset), or when the deadline cuts what is left.
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { errorResponse } from './errors.js';
@@ -80,8 +81,6 @@ export class GracefulHttp {
   /** Drains (see the file comment); true when everything finished before the deadline. */
   async drain(deadlineMs: number): Promise<boolean> {
     this.draining = true;
-    // Idle keep-alive connections close now (clients reopen, and are refused or go elsewhere).
-    this.server.closeIdleConnections();
     let timer: NodeJS.Timeout | undefined;
     const clean = await new Promise<boolean>((resolve) => {
       this.onChange = () => {
