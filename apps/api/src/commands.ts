@@ -13,14 +13,15 @@ export const USAGE = `usage:
   loraplex-api stack --model DIR [--port N] [--worker-port N] [--data-dir DIR] [--served-model-name NAME]
                                              the API and one worker on the embedded defaults`;
 
-function onSignals(stop: () => Promise<void>): void {
+/** SIGINT/SIGTERM stop gracefully; exit 0 when everything finished, 1 when the deadline cut requests. */
+function onSignals(stop: () => Promise<unknown>): void {
   let stopping = false;
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     process.on(sig, () => {
       if (stopping) return;
       stopping = true;
       stop().then(
-        () => process.exit(0),
+        (clean) => process.exit(clean === false ? 1 : 0),
         (e: Error) => {
           console.error(e.message);
           process.exit(1);
@@ -67,18 +68,17 @@ export async function runCommand(argv: string[], env: Record<string, string | un
       if (!Number.isInteger(n) || n < 0 || n > 65535) throw new Error(`--${name} must be a port number, got ${v}`);
       return n;
     };
-    const envConfig = configFromEnv(env); // DATABASE_URL, LORAPLEX_S3_*, LORAPLEX_DATA_DIR apply to the stack too
+    const envConfig = configFromEnv(env); // every setting of `serve` applies to the stack too
     const port = num('port', values.port);
     const workerPort = num('worker-port', values['worker-port']);
     const stack = await startStack({
+      config: envConfig,
       model: values.model,
       ...(port !== undefined ? { port } : {}),
       ...(workerPort !== undefined ? { workerPort } : {}),
-      dataDir: values['data-dir'] ?? envConfig.dataDir,
+      ...(values['data-dir'] ? { dataDir: values['data-dir'] } : {}),
       ...(values['served-model-name'] ? { servedModelName: values['served-model-name'] } : {}),
       ...(values.host ? { host: values.host } : {}),
-      ...(envConfig.databaseUrl ? { databaseUrl: envConfig.databaseUrl } : {}),
-      ...(envConfig.s3 ? { s3: envConfig.s3 } : {}),
     });
     onSignals(stack.close);
     return;

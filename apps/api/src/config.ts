@@ -27,6 +27,22 @@ export interface UploadConfig {
   ttlS: number;
 }
 
+export interface WorkerTimeoutsConfig {
+  /** Opening a connection to a worker. */
+  connectMs: number;
+  /** From the request sent to the worker's response head (bounds a non-streamed generation). */
+  firstByteMs: number;
+  /** Longest silence of a worker's answer while the API waits for the next bytes. */
+  idleMs: number;
+}
+
+export interface SweepConfig {
+  /** Objects under an adapter prefix with no committed (ready) adapter are removed once this old. */
+  orphanGraceS: number;
+  /** How often the sweeper runs (it also runs at start). */
+  intervalS: number;
+}
+
 export interface ApiConfig {
   /** Postgres URL; absent: embedded PGlite in <dataDir>/pg. */
   databaseUrl?: string;
@@ -44,6 +60,10 @@ export interface ApiConfig {
   limits: LimitsConfig;
   upload: UploadConfig;
   descriptorTtlS: number;
+  /** On SIGTERM: how long in-flight requests may take before their connections are cut. */
+  shutdownTimeoutS: number;
+  workerTimeouts: WorkerTimeoutsConfig;
+  sweep: SweepConfig;
 }
 
 export class ConfigError extends Error {
@@ -94,6 +114,9 @@ export function defaultConfig(over: Partial<ApiConfig> = {}): ApiConfig {
     limits: { maxConcurrent: 0, tokensPerMinute: 0 },
     upload: { maxUploadBytes: 2048 * MIB, maxFiles: 16, partSize: 16 * MIB, ttlS: 3600 },
     descriptorTtlS: 300,
+    shutdownTimeoutS: 25,
+    workerTimeouts: { connectMs: 5_000, firstByteMs: 300_000, idleMs: 60_000 },
+    sweep: { orphanGraceS: 7200, intervalS: 600 },
     ...over,
   };
 }
@@ -134,5 +157,15 @@ export function configFromEnv(env: Env = process.env): ApiConfig {
       ttlS: intVar(env, 'LORAPLEX_UPLOAD_TTL_S', 3600, 60),
     },
     descriptorTtlS: intVar(env, 'LORAPLEX_DESCRIPTOR_TTL_S', 300, 10),
+    shutdownTimeoutS: intVar(env, 'LORAPLEX_SHUTDOWN_TIMEOUT_S', 25, 0),
+    workerTimeouts: {
+      connectMs: intVar(env, 'LORAPLEX_WORKER_CONNECT_TIMEOUT_MS', 5_000, 1),
+      firstByteMs: intVar(env, 'LORAPLEX_WORKER_FIRST_BYTE_TIMEOUT_MS', 300_000, 1),
+      idleMs: intVar(env, 'LORAPLEX_WORKER_IDLE_TIMEOUT_MS', 60_000, 1),
+    },
+    sweep: {
+      orphanGraceS: intVar(env, 'LORAPLEX_ORPHAN_GRACE_S', 7200, 0),
+      intervalS: intVar(env, 'LORAPLEX_SWEEP_INTERVAL_S', 600, 1),
+    },
   });
 }

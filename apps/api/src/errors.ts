@@ -38,6 +38,13 @@ export const notFound = (message: string, code = 'not_found'): ApiError => new A
 export const tooLarge = (message: string): ApiError => new ApiError(413, 'payload_too_large', message);
 export const unavailable = (message: string, retryAfterS = 1): ApiError => new ApiError(503, 'unavailable', message, { 'Retry-After': String(retryAfterS) });
 
+/** The object store (S3 or the data directory) failed: distinct from the database being down. */
+export function objectStoreUnavailable(what: string, cause: unknown): ApiError {
+  const e = new ApiError(503, 'object_store_unavailable', `the object store is unreachable (${what} failed); retry shortly`, { 'Retry-After': '2' });
+  e.cause = cause;
+  return e;
+}
+
 export function errorBody(status: number, code: string, message: string): { error: { message: string; type: string; code: string } } {
   return { error: { message, type: errorType(status), code } };
 }

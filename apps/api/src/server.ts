@@ -1,6 +1,7 @@
 // Starts the API from a configuration: database (migrated), object store, app, HTTP server.
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
+import type { Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import { createApp } from './app.js';
@@ -11,13 +12,22 @@ import type { App, Services } from './services.js';
 import { DirStore } from './storage/dir-store.js';
 import type { ObjectStore } from './storage/object-store.js';
 import { S3Store } from './storage/s3-store.js';
+import { GracefulHttp } from './graceful-http.js';
+import { OrphanSweeper } from './uploads/sweeper.js';
 import { createRouting, createValidation, type ClosableRouting } from './wiring.js';
 
 export interface ApiServer {
   url: string;
   app: App;
   services: Services;
-  close(): Promise<void>;
+  /** Removes what failed uploads left in the object store (runs at start and every sweep.intervalS). */
+  sweeper: OrphanSweeper;
+  /**
+   * Graceful stop: drains HTTP (see graceful-http.ts) within `deadlineMs` (default: the
+   * configured shutdownTimeoutS), then flushes usage and closes the database. Resolves true when
+   * every request finished before the deadline.
+   */
+  close(deadlineMs?: number): Promise<boolean>;
 }
 
 export interface ApiServerWiring {
@@ -37,10 +47,14 @@ export async function startApiServer(config: ApiConfig, wiring: ApiServerWiring 
   try {
     routing = (wiring.routing ?? createRouting)(database.db, config);
     const { app, services } = createApp({ db: database.db, store: openStore(config), config, validation: wiring.validation ?? createValidation(), routing });
+    let graceful!: GracefulHttp;
     const server: ServerType = await new Promise((resolve, reject) => {
-      const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s));
+      const s = serve({ fetch: (req, env) => graceful.wrap(app.fetch as never)(req, env as never), port: config.port, hostname: config.host }, () => resolve(s));
+      graceful = new GracefulHttp(s as HttpServer);
       s.once('error', reject);
     });
+    const sweeper = new OrphanSweeper({ db: database.db, store: services.store, uploads: services.uploads, graceMs: config.sweep.orphanGraceS * 1000 });
+    sweeper.start(config.sweep.intervalS * 1000);
     const addr = server.address() as AddressInfo;
     const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
     const url = `http://${host.includes(':') ? `[${host}]` : host}:${addr.port}`;
@@ -49,10 +63,14 @@ export async function startApiServer(config: ApiConfig, wiring: ApiServerWiring 
       url,
       app,
       services,
-      close: async () => {
-        await new Promise<void>((res) => server.close(() => res()));
+      sweeper,
+      close: async (deadlineMs = config.shutdownTimeoutS * 1000) => {
+        const clean = await graceful.drain(deadlineMs);
+        if (!clean) console.warn(`[api] requests still running after ${deadlineMs} ms were cut`);
+        await sweeper.stop();
         await r.close();
         await database.close();
+        return clean;
       },
     };
   } catch (e) {

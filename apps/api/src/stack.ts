@@ -4,12 +4,17 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { defaultConfig, type S3Config } from './config.js';
+import { configFromEnv, type ApiConfig, type S3Config } from './config.js';
 import type { RoutingPorts } from './ports.js';
 import { startApiServer, type ApiServerWiring } from './server.js';
 import { createRouting, type ClosableRouting } from './wiring.js';
 
 export interface StackOptions {
+  /**
+   * The API's settings (upload, tenant limits, TTLs, timeouts...), as `loraplex-api serve` reads
+   * them; default: from the environment. The options below override their parts of it.
+   */
+  config?: ApiConfig;
   /** The base model directory the worker serves. */
   model: string;
   servedModelName?: string;
@@ -38,7 +43,8 @@ export interface Stack {
   workerUrl: string;
   /** The worker child process's id (e.g. for a benchmark sampling its memory). */
   workerPid: number | undefined;
-  close(): Promise<void>;
+  /** Stops the API gracefully, then the worker; true when no request had to be cut. */
+  close(): Promise<boolean>;
 }
 
 export function workerCliPath(): string {
@@ -63,19 +69,21 @@ function watchHeartbeats(make: NonNullable<ApiServerWiring['routing']>, onFirst:
 
 export async function startStack(opts: StackOptions): Promise<Stack> {
   const log = opts.log === undefined ? (l: string) => process.stdout.write(`${l}\n`) : opts.log;
-  const port = opts.port ?? 8080;
-  const workerSecret = process.env.LORAPLEX_WORKER_SECRET || randomBytes(24).toString('hex');
-  const configuredKey = process.env.LORAPLEX_ADMIN_KEY;
-  const adminKey = configuredKey || `lpx_admin_${randomBytes(24).toString('hex')}`;
-  const config = defaultConfig({
-    dataDir: resolve(opts.dataDir ?? 'loraplex-data'),
+  const base = opts.config ?? configFromEnv(process.env);
+  const port = opts.port ?? base.port;
+  const workerSecret = base.workerSecret ?? randomBytes(24).toString('hex');
+  const configuredKey = base.adminKey;
+  const adminKey = configuredKey ?? `lpx_admin_${randomBytes(24).toString('hex')}`;
+  const config: ApiConfig = {
+    ...base,
+    dataDir: resolve(opts.dataDir ?? base.dataDir),
     port,
-    host: opts.host ?? '127.0.0.1',
+    host: opts.host ?? base.host,
     workerSecret,
     adminKey,
     ...(opts.databaseUrl ? { databaseUrl: opts.databaseUrl } : {}),
     ...(opts.s3 ? { s3: opts.s3 } : {}),
-  });
+  };
 
   let firstHeartbeat!: () => void;
   const heartbeat = new Promise<void>((res) => (firstHeartbeat = res));
@@ -98,7 +106,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     '--advertise-url', workerUrl,
     ...(opts.workerArgs ?? []),
   ];
-  const child: ChildProcess = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'pipe'], env: process.env });
+  // The IPC channel is the worker's lifeline: it drains and exits when this process dies, even by SIGKILL.
+  const child: ChildProcess = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'pipe', 'ipc'], env: process.env });
   let stderrTail = '';
   child.stderr?.on('data', (d: Buffer) => {
     process.stderr.write(d);
@@ -140,9 +149,13 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     adminKey,
     workerUrl,
     workerPid: child.pid,
+    // The API drains first (its in-flight requests need the worker), then the worker.
     close: async () => {
-      await stopWorker();
-      await api.close();
+      try {
+        return await api.close();
+      } finally {
+        await stopWorker();
+      }
     },
   };
 }

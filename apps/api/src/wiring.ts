@@ -24,7 +24,7 @@ export function createRouting(db: Db, config: ApiConfig): ClosableRouting {
   if (!config.workerSecret) throw new Error('LORAPLEX_WORKER_SECRET is required: it authenticates worker heartbeats and signs adapter descriptors');
   const registry = new WorkerRegistry(db, { staleAfterMs: 6000 });
   const usage = new UsageRecorder(db, { flushMs: 1000, maxBatch: 500 });
-  const router = new Router(registry, { secret: config.workerSecret, descriptorTtlS: config.descriptorTtlS });
+  const router = new Router(registry, { secret: config.workerSecret, descriptorTtlS: config.descriptorTtlS, timeouts: config.workerTimeouts });
   return {
     registry, usage, router,
     limits: new TenantLimits(config.limits),

@@ -2,45 +2,27 @@
 // one killed mid-stream gives the client a clean final error event and the next request goes to
 // another worker; a client that disconnects cancels the sequence on the worker (KV blocks freed).
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { WorkerRegistry } from '../src/routing/registry.js';
-import { Router } from '../src/routing/router.js';
-import { adapterId, post, serveRouter, type RoutingServer } from './helpers/routing-app.js';
-import { openPgliteTestDb, type TestDb } from './helpers/routing-db.js';
-import { BASE_MODEL, heartbeatFor, sseData, startWorker, until, workerMetric, WORKER_SECRET, type WorkerProcess } from './helpers/routing-workers.js';
+import type { WorkerRegistry } from '../src/routing/registry.js';
+import type { Router } from '../src/routing/router.js';
+import { post, type RoutingServer } from './helpers/routing-app.js';
+import { startRoutingHarness, type RoutingHarness } from './helpers/routing-harness.js';
+import { BASE_MODEL, heartbeatFor, sseData, startWorker, until, workerMetric } from './helpers/routing-workers.js';
 
-let t: TestDb;
-let running: WorkerProcess[] = [];
+let h: RoutingHarness;
 let registry: WorkerRegistry;
 let router: Router;
 let api: RoutingServer;
 
 beforeAll(async () => {
-  t = await openPgliteTestDb();
-  registry = new WorkerRegistry(t.db, { staleAfterMs: 600_000 });
-  router = new Router(registry, { secret: WORKER_SECRET });
-  api = await serveRouter(router);
+  h = await startRoutingHarness();
+  ({ registry, router, api } = h);
 });
 
-afterEach(async () => {
-  await Promise.all(running.map((w) => w.kill('SIGKILL')));
-  running = [];
-});
+afterEach(() => h.stopWorkers());
 
-afterAll(async () => {
-  await api?.close();
-  router?.close();
-  await registry?.close();
-  await t?.close();
-});
+afterAll(() => h?.close());
 
-/** Two fresh workers, registered; returned in the router's order for `adapter`. */
-async function twoWorkers(tag: string, adapter: string): Promise<[WorkerProcess, WorkerProcess]> {
-  running = await Promise.all([startWorker(`wk_${tag}_1`), startWorker(`wk_${tag}_2`)]);
-  for (const w of running) await registry.heartbeat(heartbeatFor(w.id, w.url));
-  const first = router.order(BASE_MODEL, adapterId(adapter))[0]!.id;
-  const [a, b] = running as [WorkerProcess, WorkerProcess];
-  return a.id === first ? [a, b] : [b, a];
-}
+const twoWorkers = (tag: string, adapter: string) => h.twoWorkers(tag, adapter);
 
 /** Reads an SSE response until `n` events arrived; returns them and the reader for the rest. */
 async function readEvents(res: Response, n: number) {
@@ -109,9 +91,9 @@ describe('worker failures', () => {
   });
 
   it('answers 503 with Retry-After when every worker is down', async () => {
-    running = [await startWorker('wk_down_1')];
-    await registry.heartbeat(heartbeatFor('wk_down_1', running[0]!.url));
-    await running[0]!.kill('SIGKILL');
+    h.running = [await startWorker('wk_down_1')];
+    await registry.heartbeat(heartbeatFor('wk_down_1', h.running[0]!.url));
+    await h.running[0]!.kill('SIGKILL');
     const r = await post(`${api.url}/v1/completions`, { model: BASE_MODEL, prompt: 'hi', max_tokens: 1 });
     expect(r.status).toBe(503);
     expect(r.headers.get('retry-after')).toBe('2');

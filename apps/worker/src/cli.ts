@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // loraplex-worker: one serving process per GPU (or CPU). Prints one JSON line when listening
-// ({"event":"listening","port":N,...}) and one when drained; SIGTERM/SIGINT drain gracefully.
+// ({"event":"listening","port":N,...}) and one when drained; SIGTERM/SIGINT drain gracefully, within
+// LORAPLEX_SHUTDOWN_TIMEOUT_S (default 25 s; then it exits 1, cutting what is left). Started with an
+// IPC channel (by `loraplex worker` or the stack), it also drains when its parent dies.
 import { parseCli } from './args.js';
 import { startWorker } from './serve.js';
 
@@ -15,14 +17,25 @@ async function main(): Promise<void> {
   const running = await startWorker(opts);
   const { worker, port } = running;
   console.log(JSON.stringify({ event: 'listening', port, host: opts.host, model: worker.modelId, backend: worker.engine.backend, adapterSlots: worker.engine.options.maxAdapters, kvBlocks: worker.engine.blocks.numBlocks }));
+  const rawDeadline = process.env.LORAPLEX_SHUTDOWN_TIMEOUT_S;
+  const deadlineS = rawDeadline === undefined || rawDeadline === '' ? 25 : Number(rawDeadline);
+  if (!Number.isFinite(deadlineS) || deadlineS < 0) {
+    console.error(`LORAPLEX_SHUTDOWN_TIMEOUT_S must be a number of seconds >= 0, got ${JSON.stringify(rawDeadline)}`);
+    process.exit(2);
+  }
   let signalled = false;
   const onSignal = (sig: string): void => {
+    if (signalled && sig === 'parent-exit') return; // already draining
     if (signalled) {
       console.error(`[worker] second ${sig}: exiting now`);
       process.exit(1);
     }
     signalled = true;
     console.log(JSON.stringify({ event: 'draining', signal: sig, running: worker.scheduler.runningCount, waiting: worker.scheduler.waitingCount }));
+    setTimeout(() => {
+      console.error(`[worker] drain did not finish within ${deadlineS} s (${worker.scheduler.runningCount} running, ${worker.scheduler.waitingCount} waiting): exiting`);
+      process.exit(1);
+    }, deadlineS * 1000).unref();
     running.drain().then(
       () => {
         console.log(JSON.stringify({ event: 'drained' }));
@@ -36,6 +49,11 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => onSignal('SIGTERM'));
   process.on('SIGINT', () => onSignal('SIGINT'));
+  if (process.channel) {
+    // The parent's end of the IPC channel closes when the parent exits, however it exits.
+    process.on('disconnect', () => onSignal('parent-exit'));
+    process.channel.unref();
+  }
 }
 
 main().catch((e: unknown) => {

@@ -65,15 +65,33 @@ async function dev(argv: string[]): Promise<void> {
   process.once('SIGTERM', stop);
 }
 
+/**
+ * Runs loraplex-worker as a child: SIGINT/SIGTERM are passed on (it drains), the child's exit
+ * status becomes ours (with a line saying why when it failed), and the IPC channel makes the child
+ * drain and exit when this process dies in a way it cannot pass on (SIGKILL).
+ */
 function worker(argv: string[]): Promise<void> {
   if (argv.includes('--help') || argv.includes('-h')) console.log(WORKER_HELP);
   const cli = join(dirname(fileURLToPath(import.meta.resolve('@loraplex/worker'))), 'cli.js');
-  const child = spawn(process.execPath, [cli, ...argv], { stdio: 'inherit' });
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => child.kill(sig));
-  return new Promise((res) => child.on('exit', (code) => {
-    process.exitCode = code ?? 1;
-    res();
-  }));
+  const child = spawn(process.execPath, [cli, ...argv], { stdio: ['inherit', 'inherit', 'inherit', 'ipc'] });
+  child.channel?.unref();
+  let forwarded: NodeJS.Signals | undefined;
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.on(sig, () => {
+      forwarded = sig;
+      child.kill(sig);
+    });
+  }
+  return new Promise((res, rej) => {
+    child.once('error', (e) => rej(new Error(`could not start the worker: ${e.message}`)));
+    child.once('exit', (code, signal) => {
+      if (code === 0) return res();
+      if (signal) console.error(`loraplex: the worker was killed by ${signal}${forwarded === signal ? '' : ' (not sent by loraplex)'}`);
+      else console.error(`loraplex: the worker exited with code ${code}`);
+      process.exitCode = code ?? 1;
+      res();
+    });
+  });
 }
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: string }> = {

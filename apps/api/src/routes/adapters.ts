@@ -139,9 +139,11 @@ export function registerAdapterRoutes(app: App, s: Services): void {
       const ref = parseRef(refText);
       const rows = ref ? await s.catalog.find(tenantId, ref) : [];
       if (rows.length === 0) throw adapterNotFound(refText);
-      // Rows first: once they are gone nothing can resolve the adapter; then the files.
+      // Open presigned uploads first (their parts live outside the adapter's prefix); then the rows,
+      // so nothing can resolve the adapter; then the files (the orphan sweeper retries a failure).
+      await s.uploads.abortForAdapters(tenantId, rows.map((r) => r.id));
       await s.catalog.deleteRows(tenantId, rows.map((r) => r.id));
-      for (const r of rows) await s.store.delete(r.storageKey).catch((e: Error) => console.warn(`[api] could not remove ${r.storageKey}: ${e.message}`));
+      for (const r of rows) await s.store.delete(r.storageKey).catch((e: Error) => console.warn(`[api] could not remove ${r.storageKey} (the sweeper will): ${e.message}`));
       return c.json({ id: rows[0]!.id, object: 'adapter' as const, deleted: true as const }, 200);
     },
   );

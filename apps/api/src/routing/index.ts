@@ -5,6 +5,6 @@ export { HeartbeatError, heartbeatBody, parseHeartbeat, type HeartbeatBody } fro
 export { WorkerRegistry, type BaseModelRecord, type RegistryOptions, type WorkerRecord } from './registry.js';
 export { leastLoaded, pickWorkers, preferResident, rendezvousScore } from './rendezvous.js';
 export { Router, type ForwardRequest, type RouterOptions, type Usage } from './router.js';
-export { workerHttpClient, type WorkerPost, type WorkerResponse } from './worker-http.js';
+export { DEFAULT_WORKER_TIMEOUTS, WorkerTimeoutError, workerHttpClient, type WorkerPost, type WorkerResponse, type WorkerTimeouts } from './worker-http.js';
 export { TenantLimits, type LimitOptions, type Limited } from './tenant-limits.js';
 export { UsageRecorder, type UsageEvent, type UsageRecorderOptions } from './usage-recorder.js';

@@ -7,7 +7,7 @@ import { DESCRIPTOR_HEADER, DescriptorSigner, type AdapterTarget } from './descr
 import type { WorkerRecord, WorkerRegistry } from './registry.js';
 import { leastLoaded, pickWorkers, preferResident } from './rendezvous.js';
 import { relaySse } from './sse-relay.js';
-import { workerHttpClient, type WorkerPost, type WorkerResponse } from './worker-http.js';
+import { workerHttpClient, type WorkerPost, type WorkerResponse, type WorkerTimeouts } from './worker-http.js';
 import { prepareRequest, usageOfBody, type PreparedRequest } from './wire.js';
 
 export interface Usage {
@@ -47,6 +47,8 @@ export interface RouterOptions {
   retryAfterS?: number;
   /** The HTTP client to workers (default: node:http with keep-alive connections). */
   post?: WorkerPost;
+  /** Timeouts of the default client (connect, first byte, idle); a request not started in time goes to the next worker. */
+  timeouts?: Partial<WorkerTimeouts>;
 }
 
 /** Response headers that describe one hop, or a body the router may have changed. */
@@ -85,7 +87,7 @@ export class Router {
       this.post = opts.post;
       this.closeClient = () => undefined;
     } else {
-      const client = workerHttpClient();
+      const client = workerHttpClient(opts.timeouts ? { timeouts: opts.timeouts } : {});
       this.post = client.post;
       this.closeClient = () => client.close();
     }

@@ -3,16 +3,22 @@
 // measures), and it hands back exactly what the router needs: status, headers, and the body either
 // whole (JSON answers) or as a web stream reader (SSE). Aborting the signal destroys the socket,
 // which the worker takes as a client disconnect and cancels the sequences.
-import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
+//
+// Three timeouts keep a hung worker from hanging its clients: connect (TCP connection), first byte
+// (the response head after the request is sent) and idle (no body bytes while the router waits for
+// some). A long generation that keeps streaming is never idle; a slow client that does not read is
+// not the worker's fault, so the idle clock runs only while a read is pending. A request that
+// fails before its response arrived rejects `post`, so the router can try another worker.
+import { Agent as HttpAgent, request as httpRequest, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { Readable } from 'node:stream';
 
 export interface WorkerResponse {
   status: number;
   headers: IncomingHttpHeaders;
-  /** The whole body as text (rejects if the connection breaks before the end). */
+  /** The whole body as text (rejects if the connection breaks or idles before the end). */
   text(): Promise<string>;
-  /** The body as a web stream reader (reads reject if the connection breaks). */
+  /** The body as a web stream reader (reads reject if the connection breaks or a read idles). */
   reader(): ReadableStreamDefaultReader<Uint8Array>;
   /** Throws the body away (and the connection with it, if it is still streaming). */
   discard(): void;
@@ -20,7 +26,27 @@ export interface WorkerResponse {
 
 export type WorkerPost = (url: string, headers: Record<string, string>, body: string, signal: AbortSignal) => Promise<WorkerResponse>;
 
-export function workerHttpClient(opts: { maxSockets?: number } = {}): { post: WorkerPost; close(): void } {
+export interface WorkerTimeouts {
+  /** Opening the TCP connection (ms). */
+  connectMs: number;
+  /** From the request sent to the response head (ms): a non-streamed answer comes whole, so this bounds its generation. */
+  firstByteMs: number;
+  /** Longest wait for the next body bytes while the router is reading (ms). */
+  idleMs: number;
+}
+
+export const DEFAULT_WORKER_TIMEOUTS: WorkerTimeouts = { connectMs: 5_000, firstByteMs: 300_000, idleMs: 60_000 };
+
+/** A worker did not answer in time; `phase` names which timeout fired. */
+export class WorkerTimeoutError extends Error {
+  constructor(readonly phase: 'connect' | 'first_byte' | 'idle', ms: number) {
+    super(`the worker did not ${phase === 'connect' ? 'accept the connection' : phase === 'first_byte' ? 'start answering' : 'send anything'} within ${ms} ms`);
+    this.name = 'WorkerTimeoutError';
+  }
+}
+
+export function workerHttpClient(opts: { maxSockets?: number; timeouts?: Partial<WorkerTimeouts> } = {}): { post: WorkerPost; close(): void } {
+  const timeouts: WorkerTimeouts = { ...DEFAULT_WORKER_TIMEOUTS, ...opts.timeouts };
   const agentOpts = { keepAlive: true, maxSockets: opts.maxSockets ?? 256, scheduling: 'lifo' as const };
   const http = new HttpAgent(agentOpts);
   const https = new HttpsAgent(agentOpts);
@@ -38,14 +64,17 @@ export function workerHttpClient(opts: { maxSockets?: number } = {}): { post: Wo
         req.destroy(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
       };
       signal.addEventListener('abort', onAbort, { once: true });
+      const clearHeadTimer = headTimer(req, timeouts);
       req.once('error', (e) => {
+        clearHeadTimer();
         signal.removeEventListener('abort', onAbort);
         reject(e);
       });
       req.once('response', (res: IncomingMessage) => {
+        clearHeadTimer();
         // The listener stays until the body ends: an abort mid-body must still reach the socket.
         res.once('close', () => signal.removeEventListener('abort', onAbort));
-        resolve(wrap(res));
+        resolve(wrap(res, timeouts.idleMs));
       });
       req.end(body);
     });
@@ -59,24 +88,71 @@ export function workerHttpClient(opts: { maxSockets?: number } = {}): { post: Wo
   };
 }
 
-function wrap(res: IncomingMessage): WorkerResponse {
+/**
+ * Runs the connect timer until the socket is connected (a reused keep-alive socket already is),
+ * then the first-byte timer until the response head; returns the function that stops both.
+ */
+function headTimer(req: ClientRequest, t: WorkerTimeouts): () => void {
+  let timer: NodeJS.Timeout | undefined;
+  const arm = (phase: 'connect' | 'first_byte', ms: number): void => {
+    clearTimeout(timer);
+    timer = setTimeout(() => req.destroy(new WorkerTimeoutError(phase, ms)), ms);
+  };
+  arm('connect', t.connectMs);
+  req.once('socket', (socket) => {
+    if (socket.connecting) socket.once('connect', () => arm('first_byte', t.firstByteMs));
+    else arm('first_byte', t.firstByteMs);
+  });
+  return () => clearTimeout(timer);
+}
+
+function wrap(res: IncomingMessage, idleMs: number): WorkerResponse {
+  const idle = (): NodeJS.Timeout => setTimeout(() => res.destroy(new WorkerTimeoutError('idle', idleMs)), idleMs);
   return {
     status: res.statusCode ?? 502,
     headers: res.headers,
     text: () =>
       new Promise<string>((resolve, reject) => {
         const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.once('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+        let timer = idle();
+        res.on('data', (c: Buffer) => {
+          chunks.push(c);
+          clearTimeout(timer);
+          timer = idle();
+        });
+        res.once('end', () => {
+          clearTimeout(timer);
+          resolve(Buffer.concat(chunks).toString('utf8'));
+        });
         res.once('error', reject);
         res.once('close', () => {
-          if (!res.complete) reject(new Error('the worker closed the connection mid-answer'));
+          clearTimeout(timer);
+          if (!res.complete) reject(res.errored ?? new Error('the worker closed the connection mid-answer'));
         });
       }),
-    reader: () => (Readable.toWeb(res) as ReadableStream<Uint8Array>).getReader(),
+    reader: () => idleReader((Readable.toWeb(res) as ReadableStream<Uint8Array>).getReader(), idle),
     discard: () => {
       if (res.complete) res.resume();
       else res.destroy();
     },
   };
+}
+
+/** The reader with the idle clock running during each read (the destroyed body rejects the read). */
+function idleReader(inner: ReadableStreamDefaultReader<Uint8Array>, idle: () => NodeJS.Timeout): ReadableStreamDefaultReader<Uint8Array> {
+  return {
+    get closed() {
+      return inner.closed;
+    },
+    read: async () => {
+      const timer = idle();
+      try {
+        return await inner.read();
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+    cancel: (reason?: unknown) => inner.cancel(reason),
+    releaseLock: () => inner.releaseLock(),
+  } as ReadableStreamDefaultReader<Uint8Array>;
 }

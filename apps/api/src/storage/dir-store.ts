@@ -9,7 +9,7 @@ import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ApiError, badRequest, notFound, tooLarge } from '../errors.js';
 import type { DescriptorStorage } from '../ports.js';
-import { checkKey, type CompletedPart, type ObjectStore, type PresignPartOptions } from './object-store.js';
+import { checkKey, type CompletedPart, type ObjectStore, type PresignPartOptions, type StoredObject } from './object-store.js';
 
 interface PartToken {
   k: string;
@@ -59,8 +59,12 @@ export class DirStore implements ObjectStore {
   }
 
   async list(prefix: string): Promise<string[]> {
+    return (await this.listObjects(prefix)).map((o) => o.key);
+  }
+
+  async listObjects(prefix: string): Promise<StoredObject[]> {
     const base = this.path(prefix.replace(/\/+$/, ''));
-    const out: string[] = [];
+    const out: StoredObject[] = [];
     const walk = async (dir: string): Promise<void> => {
       let entries;
       try {
@@ -72,11 +76,15 @@ export class DirStore implements ObjectStore {
       for (const ent of entries) {
         const p = join(dir, ent.name);
         if (ent.isDirectory()) await walk(p);
-        else out.push(relative(this.root, p).split(sep).join('/'));
+        else {
+          // A temp file renamed or removed since readdir is simply not listed.
+          const st = await stat(p).catch(() => undefined);
+          if (st) out.push({ key: relative(this.root, p).split(sep).join('/'), modifiedAt: st.mtime });
+        }
       }
     };
     await walk(base);
-    return out.sort();
+    return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
 
   async delete(prefix: string): Promise<void> {

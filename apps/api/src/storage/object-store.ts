@@ -19,6 +19,12 @@ export interface PresignPartOptions {
   origin: string;
 }
 
+export interface StoredObject {
+  key: string;
+  /** When the object was last written (the sweeper's age). */
+  modifiedAt: Date;
+}
+
 export interface ObjectStore {
   readonly kind: 's3' | 'dir';
   /** Stores an object; a stream needs its size (S3 wants a Content-Length). */
@@ -26,6 +32,8 @@ export interface ObjectStore {
   get(key: string): Promise<Readable>;
   /** Keys under a prefix. */
   list(prefix: string): Promise<string[]>;
+  /** Objects under a prefix, with their last write time. */
+  listObjects(prefix: string): Promise<StoredObject[]>;
   /** Deletes every object under a prefix (a no-op when there is none). */
   delete(prefix: string): Promise<void>;
   createMultipart(key: string): Promise<string>;

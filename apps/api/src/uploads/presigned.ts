@@ -6,7 +6,7 @@ import { createWriteStream } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { and, eq, lt } from 'drizzle-orm';
+import { and, eq, inArray, lt } from 'drizzle-orm';
 import type { Db } from '../db/client.js';
 import { adapters, uploadSessions } from '../db/schema.js';
 import { ApiError, badRequest, notFound, tooLarge } from '../errors.js';
@@ -51,10 +51,10 @@ export class PresignedUploads {
 
   constructor(private readonly d: PresignedDeps) {}
 
-  /** Aborts every expired upload (its parts, session and adapter row); run now and then on create. */
-  async sweepExpired(): Promise<number> {
+  /** Aborts every expired upload (its parts, session and adapter row); run now and then on create, and by the sweeper. */
+  async sweepExpired(now = Date.now()): Promise<number> {
     this.lastSweep = Date.now();
-    const expired = await this.d.db.select().from(uploadSessions).where(lt(uploadSessions.expiresAt, new Date()));
+    const expired = await this.d.db.select().from(uploadSessions).where(lt(uploadSessions.expiresAt, new Date(now)));
     for (const s of expired) await this.abort(s.tenantId, s.id).catch((e: Error) => console.warn(`[api] could not remove expired upload ${s.id}: ${e.message}`));
     return expired.length;
   }
@@ -169,6 +169,21 @@ export class PresignedUploads {
       throw e;
     } finally {
       await rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * Aborts the open uploads of adapters about to be deleted: their multipart uploads (and parts)
+   * and sessions. An object store failure throws, so the deletion fails and can be retried rather
+   * than leaving parts that nothing refers to any more.
+   */
+  async abortForAdapters(tenantId: string, adapterIds: string[]): Promise<void> {
+    if (adapterIds.length === 0) return;
+    const open = await this.d.db.select().from(uploadSessions).where(and(eq(uploadSessions.tenantId, tenantId), inArray(uploadSessions.adapterId, adapterIds)));
+    for (const s of open) {
+      const [row] = await this.d.db.select().from(adapters).where(eq(adapters.id, s.adapterId));
+      if (row) for (const f of s.files) await this.d.store.abortMultipart(row.storageKey + f.name, f.uploadId);
+      await this.d.db.delete(uploadSessions).where(eq(uploadSessions.id, s.id));
     }
   }
 
