@@ -10,7 +10,7 @@ export { readModelConfig, parseModelConfig, type ModelConfig } from './config.js
 export { TextTokenizer, type ChatMessage } from './tokenizer.js';
 export { readAdapterDir, readAdapterFiles, parseAdapterFiles, buildAdapter, loadAdapterDir, type AdapterFiles, type LoadedAdapter } from './adapter/load-adapter.js';
 export { parsePeftConfig, resolveAdapterModules, resolveAdapterModulesAsync, MODULES, type AsyncResolveOptions, type ResolvedModule } from './adapter/peft-config.js';
-export { compilePyRegex, MAX_PATTERN_CHARS, type PyRegex } from './adapter/py-regex.js';
+export { compilePyRegex, MAX_PATTERN_CHARS, MAX_PATTERN_REPEATS, type PyRegex } from './adapter/py-regex.js';
 export { readSafetensorsHeader, writeSafetensors, encodeSafetensors, f32ToBf16, bf16ToF32 } from './io/safetensors.js';
 export { parseTorchCheckpoint } from './io/torch-checkpoint.js';
 export { ensureDemoModel, DEMO_ADAPTERS } from './demo-model.js';

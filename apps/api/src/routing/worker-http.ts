@@ -38,7 +38,10 @@ export function workerHttpClient(opts: { maxSockets?: number } = {}): { post: Wo
         req.destroy(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
       };
       signal.addEventListener('abort', onAbort, { once: true });
-      req.once('error', (e) => {
+      // `on`, not `once`: a worker that answers before reading the whole body (its 413) and closes
+      // makes the rest of the write fail (EPIPE) after the first error or the response; with no
+      // listener left, that error would end the API process.
+      req.on('error', (e) => {
         signal.removeEventListener('abort', onAbort);
         reject(e);
       });

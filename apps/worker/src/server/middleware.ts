@@ -4,17 +4,18 @@ import { bodyLimit } from 'hono/body-limit';
 import { DESCRIPTOR_HEADER, verifyDescriptor, type DescriptorRegistry } from '../adapters/descriptors.js';
 import { BASE_LABEL } from '../metrics.js';
 import type { WorkerContext } from '../worker-context.js';
+import { parseJsonText, JsonBodyError } from '../validation/json-body.js';
 import { ApiError, badRequest, errorResponse } from './errors.js';
 import type { WorkerEnv } from './types.js';
 
-/** Parses the body as JSON (whatever the content type says); malformed JSON or a non-object is a 400. */
+/** Parses the body as JSON (whatever the content type says); malformed, too deep (json-body.ts) or a non-object is a 400. */
 export async function parseJsonBody(c: Context<WorkerEnv>, next: Next): Promise<void> {
   const text = await c.req.text();
   let body: unknown;
   try {
-    body = JSON.parse(text);
+    body = parseJsonText(text);
   } catch (e) {
-    throw badRequest(`malformed JSON body: ${(e as Error).message}`);
+    throw e instanceof JsonBodyError ? badRequest(e.message, e.param) : e;
   }
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw badRequest('the request body must be a JSON object');
   c.set('body', body);
