@@ -3,18 +3,14 @@
 // than drained), parsed by the workers' own bounded parser (nesting depth, numbers JSON.parse turns
 // into Infinity: 400) before any validator or route sees it.
 import type { MiddlewareHandler } from 'hono';
-import { bodyLimit } from 'hono/body-limit';
-import { JsonBodyError, parseJsonText } from '@loraplex/worker/validation';
+import { JsonBodyError, limitBodySize, parseJsonText } from '@loraplex/worker/validation';
 import { ApiError, errorResponse } from './errors.js';
 
 const JSON_TYPE = /^application\/([a-z-.]+\+)?json/i;
 
 /** Bodies over `maxBytes` (by Content-Length, or while a chunked one arrives) are a 413 and end the connection. */
 export function limitBody(maxBytes: number): MiddlewareHandler {
-  return bodyLimit({
-    maxSize: maxBytes,
-    onError: () => errorResponse(413, 'payload_too_large', `the request body is larger than ${maxBytes} bytes`, { connection: 'close' }),
-  });
+  return limitBodySize(maxBytes, () => errorResponse(413, 'payload_too_large', `the request body is larger than ${maxBytes} bytes`, { connection: 'close' }));
 }
 
 /**

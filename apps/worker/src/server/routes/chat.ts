@@ -48,6 +48,8 @@ export async function chatPrompt(ctx: WorkerContext, messages: ChatRequest['mess
   const msgs: ChatMessage[] = messages.map((m) => ({ role: m.role, content: typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join('') }));
   if (!template && !tk.chatTemplate) throw badRequest('the model has no chat template (tokenizer_config.json chat_template); use /v1/completions');
   const text = tk.applyChatTemplate(msgs, { addGenerationPrompt: true, ...(template ? { template } : {}) });
+  // What the template adds per message (roles, markers) counts too: many empty messages are no cheaper to tokenize.
+  refuseOversizedText(ctx, text.length, 'messages');
   return tk.encode(text, false);
 }
 
