@@ -8,6 +8,8 @@ import { authenticate, type AuthEnv } from './auth/middleware.js';
 import type { ApiConfig } from './config.js';
 import type { Db } from './db/client.js';
 import { errorResponse, handleError } from './errors.js';
+import { checkJsonBody, limitBody } from './json-body.js';
+import { MAX_BODY_BYTES } from '@loraplex/worker/validation';
 import type { AdapterValidation, RoutingPorts } from './ports.js';
 import { registerAdapterRoutes } from './routes/adapters.js';
 import { registerInferenceRoutes } from './routes/inference.js';
@@ -35,6 +37,9 @@ export interface AppDeps {
 }
 
 /** Paths that need an API key (the part PUT target, heartbeats, health and docs do not). */
+/** Paths whose bodies are JSON: bounded in size, then checked by the bounded parser (json-body.ts). */
+const JSON_BODIES = ['/v1/tenants', '/v1/keys', '/v1/adapters/uploads', '/v1/adapters/uploads/*', '/v1/completions', '/v1/chat/completions', '/generate', '/generate_stream', '/internal/*'];
+
 const AUTHENTICATED = ['/v1/tenants', '/v1/keys', '/v1/keys/*', '/v1/adapters', '/v1/adapters/*', '/v1/completions', '/v1/chat/completions', '/v1/models', '/v1/usage', '/generate', '/generate_stream'];
 
 export function createApp(deps: AppDeps): { app: App; services: Services } {
@@ -74,7 +79,10 @@ export function createApp(deps: AppDeps): { app: App; services: Services } {
   app.notFound((c) => errorResponse(404, 'not_found', `no route for ${c.req.method} ${c.req.path}`));
 
   app.get('/health', (c) => c.json({ status: 'ok' }));
+  // The size limit comes before authentication, so an oversized body is cut off whoever sends it.
+  for (const p of JSON_BODIES) app.use(p, limitBody(MAX_BODY_BYTES));
   for (const p of AUTHENTICATED) app.use(p, authenticate(auth));
+  for (const p of JSON_BODIES) app.use(p, checkJsonBody);
 
   registerTenantRoutes(app, services);
   registerKeyRoutes(app, services);

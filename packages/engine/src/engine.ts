@@ -2,6 +2,7 @@
 // over mixed batches. The counterpart of vLLM's LLM class.
 import { resolve } from 'node:path';
 import { buildAdapter, parseAdapterFiles, readAdapterFiles, type AdapterFiles, type LoadedAdapter } from './adapter/load-adapter.js';
+import { resolveAdapterModulesAsync } from './adapter/peft-config.js';
 import { readModelConfig, type ModelConfig } from './config.js';
 import { EngineError, toEngineError } from './errors.js';
 import { runGeneration, type FinishReason, type TokenConstraint, type TokenLogprob } from './generate.js';
@@ -162,8 +163,10 @@ export class Engine {
     this.pendingAdapters.add(name);
     try {
       const path = files ? adapterDir : resolve(adapterDir);
-      const { config, tensors } = parseAdapterFiles(files ?? (await readAdapterFiles(path)), path);
-      const loaded = buildAdapter(config, tensors, this.config, this.options.maxLoraRank);
+      // Labelled by name, not path: messages reach clients (a failed load is their 424).
+      const { config, tensors } = parseAdapterFiles(files ?? (await readAdapterFiles(path)), name);
+      const modules = await resolveAdapterModulesAsync(config, this.config, { maxRank: this.options.maxLoraRank });
+      const loaded = buildAdapter(config, tensors, this.config, this.options.maxLoraRank, modules);
       const slot = await this.native.loadAdapter(loaded.spec).catch((e: unknown) => { throw toEngineError(e); });
       const entry: AdapterEntry = { name, slot, rank: loaded.maxRank, path, bytes: loaded.bytes, modules: loaded.modules.length, active: 0, loaded };
       this.adapters.set(name, entry);

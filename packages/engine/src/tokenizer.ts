@@ -56,6 +56,21 @@ export class TextTokenizer {
     return new TextTokenizer(tk, chatTemplate, tokenText(cfg.bos_token), tokenText(cfg.eos_token), compiled);
   }
 
+  private longestToken: number | undefined;
+
+  /**
+   * Characters in the longest token of the vocabulary (added tokens included): no token covers more
+   * of a text, which bounds from below how many tokens a text needs without tokenizing it.
+   */
+  get maxTokenChars(): number {
+    if (this.longestToken === undefined) {
+      let longest = 1;
+      for (const t of Object.keys(this.tk.getVocab(true))) longest = Math.max(longest, t.length);
+      this.longestToken = longest;
+    }
+    return this.longestToken;
+  }
+
   /** Token id of a token string (e.g. the tokenizer_config eos_token), if it is in the vocabulary. */
   tokenId(token: string): number | undefined {
     const id = this.tk.tokenToId(token);

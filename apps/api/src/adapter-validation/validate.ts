@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { buildAdapter, EngineError, parseModelConfig, parsePeftConfig, parseTorchCheckpoint, readSafetensorsHeader, type ModelConfig } from '@loraplex/engine';
+import { buildAdapter, EngineError, parseModelConfig, parsePeftConfig, parseTorchCheckpoint, readSafetensorsHeader, resolveAdapterModulesAsync, type ModelConfig } from '@loraplex/engine';
 import { ALLOWED_FILES } from './entries.js';
 import { AdapterValidationError, type AdapterValidationCode } from './errors.js';
 
@@ -79,13 +79,15 @@ export async function validateAdapterFiles(dir: string, limits: ValidationLimits
     const config = parsePeftConfig(raw);
     const tensors = new Map<string, { dtype: string; shape: number[]; data: Uint8Array }>();
     if (weights[0] === 'adapter_model.safetensors') {
-      const header = await readSafetensorsHeader(join(dir, 'adapter_model.safetensors'));
+      const header = await readSafetensorsHeader(join(dir, 'adapter_model.safetensors'), 'adapter_model.safetensors');
       // Header only: the engine's checks need names, dtypes and shapes, not the weights themselves.
       for (const [name, t] of header.tensors) tensors.set(name, { dtype: t.dtype, shape: t.shape, data: new Uint8Array(0) });
     } else {
       for (const [name, t] of parseTorchCheckpoint(await readFile(join(dir, 'adapter_model.bin')), 'adapter_model.bin')) tensors.set(name, t);
     }
-    const built = buildAdapter(config, tensors, model, limits.maxRank);
+    // The config's patterns are matched off the hot path: in slices, the event loop given back between them.
+    const modules = await resolveAdapterModulesAsync(config, model, { maxRank: limits.maxRank });
+    const built = buildAdapter(config, tensors, model, limits.maxRank, modules);
     rank = built.maxRank;
     alpha = config.loraAlpha;
     targetModules = [...new Set(built.modules.map((m) => m.module))].sort();

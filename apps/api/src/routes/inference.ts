@@ -2,6 +2,7 @@
 // the body's adapter field to the adapter id, hold a tenant-limit slot for the whole response, and
 // hand the request to the router, recording usage when the response has ended.
 import { createRoute, z } from '@hono/zod-openapi';
+import { chatRequest, completionRequest, describeIssues, loraxRequest } from '@loraplex/worker/validation';
 import type { Context } from 'hono';
 import { requireScope, tenantOf, type AuthEnv } from '../auth/middleware.js';
 import { ApiError, badRequest, errorResponse } from '../errors.js';
@@ -69,6 +70,25 @@ function rewriteBody(family: Family, body: Record<string, unknown>, t: Target): 
   return { ...body, parameters: params };
 }
 
+/** The worker's own schema for each route: the API refuses what a worker would, before routing. */
+const WORKER_SCHEMAS: Record<string, z.ZodType> = {
+  '/v1/completions': completionRequest,
+  '/v1/chat/completions': chatRequest,
+  '/generate': loraxRequest,
+  '/generate_stream': loraxRequest,
+};
+
+/**
+ * Checks the body a worker will get against the worker's schema (a 400 worded as the worker's),
+ * so nothing is forwarded that the worker would refuse, nor anything JSON cannot carry unchanged.
+ */
+function checkWorkerBody(path: string, forwarded: Record<string, unknown>): void {
+  const schema = WORKER_SCHEMAS[path];
+  if (!schema) return;
+  const r = schema.safeParse(forwarded);
+  if (!r.success) throw badRequest(describeIssues(r.error.issues).message);
+}
+
 /** Calls `done` once the response body has been read to the end or cancelled (or at once without one). */
 function onBodyDone(res: Response, done: () => void): Response {
   if (!res.body) {
@@ -100,6 +120,8 @@ function onBodyDone(res: Response, done: () => void): Response {
 async function infer(c: Context<AuthEnv>, s: Services, path: string, family: Family, body: Record<string, unknown>): Promise<Response> {
   const tenantId = tenantOf(c.get('principal'));
   const target = await resolveTarget(s, tenantId, family, body);
+  const forwarded = rewriteBody(family, body, target);
+  checkWorkerBody(path, forwarded);
   const slot = s.routing.limits.acquire(tenantId);
   if (typeof slot !== 'function') {
     return errorResponse(429, 'rate_limited', `too many requests for this tenant; retry after ${slot.retryAfterS} s`, { 'Retry-After': String(slot.retryAfterS) });
@@ -114,7 +136,7 @@ async function infer(c: Context<AuthEnv>, s: Services, path: string, family: Fam
   try {
     const res = await s.routing.router.forward({
       path,
-      body: rewriteBody(family, body, target),
+      body: forwarded,
       ...(typeof body.model === 'string' ? { requestedModel: body.model } : {}),
       ...(target.adapter ? { adapter: target.adapter } : {}),
       baseModel: target.baseModel,

@@ -10,9 +10,24 @@ import { authErrors, jsonResponse, listOf, UsageRowSchema } from './schemas.js';
 
 const DAY_MS = 86_400_000;
 
+/**
+ * An ISO 8601 instant (zod checks the calendar) in years 1-9999 UTC: the range both Postgres and
+ * JS dates hold (Postgres has no year 0, JS dates end in 275760), so no bad date reaches the query.
+ */
+const instant = (description: string) =>
+  z.iso
+    .datetime({ offset: true })
+    .refine((s) => {
+      const t = Date.parse(s);
+      const year = new Date(t).getUTCFullYear();
+      return Number.isFinite(t) && year >= 1 && year <= 9999;
+    }, 'must be a date and time between the years 1 and 9999 (UTC)')
+    .optional()
+    .openapi({ description });
+
 const Query = z.strictObject({
-  start: z.iso.datetime({ offset: true }).optional().openapi({ description: 'default: 30 days before end' }),
-  end: z.iso.datetime({ offset: true }).optional().openapi({ description: 'default: now' }),
+  start: instant('default: 30 days before end'),
+  end: instant('default: now'),
   group_by: z.enum(['adapter', 'day', 'hour']).optional().openapi({ description: 'default: day' }),
 });
 

@@ -65,7 +65,10 @@ export function workerHttpClient(opts: { maxSockets?: number; timeouts?: Partial
       };
       signal.addEventListener('abort', onAbort, { once: true });
       const clearHeadTimer = headTimer(req, timeouts);
-      req.once('error', (e) => {
+      // `on`, not `once`: a worker that answers before reading the whole body (its 413) and closes
+      // makes the rest of the write fail (EPIPE) after the first error or the response; with no
+      // listener left, that error would end the API process.
+      req.on('error', (e) => {
         clearHeadTimer();
         signal.removeEventListener('abort', onAbort);
         reject(e);

@@ -3,7 +3,7 @@
 import { createReadStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, sep } from 'node:path';
 import { ApiError, badRequest } from '../errors.js';
 import { newAdapterId } from '../ids.js';
 import { isAdapterValidationError, type AdapterValidation, type BaseModelRecord, type ValidatedAdapter, type WorkerRegistryPort } from '../ports.js';
@@ -50,6 +50,15 @@ export function asApiError(e: unknown): unknown {
   return e;
 }
 
+/**
+ * The error with the upload's temp directory taken out of its message: a file in it is named by
+ * its name alone, so no client sees the server's paths (an fs error, say, names the full path).
+ */
+export function withoutDir(e: unknown, dir: string): unknown {
+  if (e instanceof Error && e.message.includes(dir)) e.message = e.message.split(`${dir}${sep}`).join('').split(dir).join('the upload');
+  return e;
+}
+
 export class AdapterIngest {
   constructor(private readonly d: IngestDeps) {}
 
@@ -61,7 +70,7 @@ export class AdapterIngest {
     try {
       return await this.d.validation.validateAdapterFiles(dir, { modelConfig: base.config, maxRank: base.maxLoraRank, maxBytes: this.d.maxAdapterBytes });
     } catch (e) {
-      throw asApiError(e);
+      throw withoutDir(asApiError(e), dir);
     }
   }
 
@@ -99,7 +108,9 @@ export class AdapterIngest {
   async ingest(tenantId: string, fill: (dir: string) => Promise<{ name: string; baseModel?: string | undefined }>): Promise<AdapterRow> {
     const dir = await this.tempDir();
     try {
-      const got = await fill(dir);
+      const got = await fill(dir).catch((e: unknown) => {
+        throw withoutDir(e, dir);
+      });
       const base = await resolveBaseModel(this.d.registry, got.baseModel);
       await checkNotBaseModelName(this.d.registry, got.name);
       return await this.ingestDir(tenantId, got.name, base, dir);

@@ -8,15 +8,14 @@ import { completions } from './routes/completions.js';
 import { health, listModels, metrics } from './routes/info.js';
 import { loraxCompat, loraxGenerate, loraxGenerateStream } from './routes/lorax.js';
 import type { WorkerEnv } from './types.js';
-
-const MAX_BODY = 32 * 1024 * 1024;
+import { MAX_BODY_BYTES } from '../validation/json-body.js';
 
 export function createApp(ctx: WorkerContext): Hono<WorkerEnv> {
   const app = new Hono<WorkerEnv>();
   app.onError((err, c) => errorResponse(c, err));
   app.notFound((c) => errorResponse(c, notFound(`no route ${c.req.method} ${c.req.path}`)));
 
-  const generation = (route: string) => [countRequests(ctx, route), rejectWhileDraining(ctx), limitBody(MAX_BODY), parseJsonBody, adapterDescriptor(ctx, ctx.descriptors, ctx.workerSecret)] as const;
+  const generation = (route: string) => [countRequests(ctx, route), rejectWhileDraining(ctx), limitBody(MAX_BODY_BYTES), parseJsonBody, adapterDescriptor(ctx, ctx.descriptors, ctx.workerSecret)] as const;
   app.post('/v1/completions', ...generation('completions'), completions(ctx));
   app.post('/v1/chat/completions', ...generation('chat'), chatCompletions(ctx));
   app.post('/generate', ...generation('generate'), loraxGenerate(ctx));

@@ -1,20 +1,21 @@
 // Middleware as named functions: JSON body parsing, the drain guard, request counting, body limit.
 import type { Context, MiddlewareHandler, Next } from 'hono';
-import { bodyLimit } from 'hono/body-limit';
 import { DESCRIPTOR_HEADER, verifyDescriptor, type DescriptorRegistry } from '../adapters/descriptors.js';
 import { BASE_LABEL } from '../metrics.js';
 import type { WorkerContext } from '../worker-context.js';
+import { limitBodySize } from '../validation/body-limit.js';
+import { parseJsonText, JsonBodyError } from '../validation/json-body.js';
 import { ApiError, badRequest, errorResponse } from './errors.js';
 import type { WorkerEnv } from './types.js';
 
-/** Parses the body as JSON (whatever the content type says); malformed JSON or a non-object is a 400. */
+/** Parses the body as JSON (whatever the content type says); malformed, too deep (json-body.ts) or a non-object is a 400. */
 export async function parseJsonBody(c: Context<WorkerEnv>, next: Next): Promise<void> {
   const text = await c.req.text();
   let body: unknown;
   try {
-    body = JSON.parse(text);
+    body = parseJsonText(text);
   } catch (e) {
-    throw badRequest(`malformed JSON body: ${(e as Error).message}`);
+    throw e instanceof JsonBodyError ? badRequest(e.message, e.param) : e;
   }
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw badRequest('the request body must be a JSON object');
   c.set('body', body);
@@ -38,9 +39,15 @@ export function countRequests(ctx: WorkerContext, route: string): MiddlewareHand
   };
 }
 
-/** Bodies over `maxBytes` are a 413 in the route family's error shape. */
+/**
+ * Bodies over `maxBytes` are a 413 in the route family's error shape, with Connection: close so the
+ * rest of the body is not read (kept alive, the connection would be drained for the next request).
+ */
 export function limitBody(maxBytes: number): MiddlewareHandler<WorkerEnv> {
-  return bodyLimit({ maxSize: maxBytes, onError: (c) => errorResponse(c, new ApiError(413, 'invalid_request_error', `the request body is larger than ${maxBytes} bytes`)) });
+  return limitBodySize(maxBytes, (c) => {
+    c.header('Connection', 'close');
+    return errorResponse(c, new ApiError(413, 'invalid_request_error', `the request body is larger than ${maxBytes} bytes`));
+  });
 }
 
 /** Calls `fn` once when the client goes away (request signal aborted by @hono/node-server, or app.request's signal). */

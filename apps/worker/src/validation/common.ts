@@ -3,19 +3,13 @@
 import { z } from 'zod';
 import { ApiError, badRequest, notFound } from '../server/errors.js';
 import type { WorkerContext } from '../worker-context.js';
+import { describeIssues } from './issues.js';
 
 export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.infer<S> {
   const r = schema.safeParse(body);
   if (r.success) return r.data;
-  const issues = r.error.issues;
-  const first = issues[0]!;
-  const where = (path: PropertyKey[]): string => (path.length > 0 ? path.map(String).join('.') : 'body');
-  const msg = issues
-    .slice(0, 5)
-    .map((i) => (i.code === 'unrecognized_keys' ? `${where(i.path)}: unknown or unsupported field(s) ${i.keys.map((k) => `'${k}'`).join(', ')}` : `${where(i.path)}: ${i.message}`))
-    .join('; ');
-  const param = first.code === 'unrecognized_keys' ? [...first.path, first.keys[0]!].map(String).join('.') : first.path.map(String).join('.') || null;
-  throw badRequest(msg, param);
+  const { message, param } = describeIssues(r.error.issues);
+  throw badRequest(message, param);
 }
 
 /**
@@ -44,6 +38,22 @@ export async function resolveModel(ctx: WorkerContext, name: string | null | und
   const d = await ctx.adapters.lookup(name);
   if (!d) throw notFound(`The model \`${name}\` does not exist: it is neither the base model (${ctx.modelId}) nor an adapter in the adapter directory`);
   return { adapter: d.name, ...(d.chatTemplate !== undefined ? { chatTemplate: d.chatTemplate } : {}) };
+}
+
+/**
+ * Refuses a prompt text that cannot fit the context whatever its tokens are, before it is tokenized
+ * or rendered (tokenizing megabytes costs gigabytes): no token covers more than the vocabulary's
+ * longest token, so a text longer than context x that (x2 for normalizers that shorten text) needs
+ * more tokens than the context holds. `chars` is the prompt's length in UTF-16 code units.
+ */
+export function refuseOversizedText(ctx: WorkerContext, chars: number, param: string): void {
+  const tk = ctx.engine.tokenizer;
+  if (!tk) return;
+  const ctxLen = ctx.engine.config.maxPositions;
+  const limit = ctxLen * tk.maxTokenChars * 2;
+  if (chars > limit) {
+    throw badRequest(`This model's maximum context length is ${ctxLen} tokens. However, the prompt has ${chars} characters, more than that many tokens can hold (at most ${limit} characters).`, param);
+  }
 }
 
 /** Checks prompt + max tokens against the context (vLLM's 400) and returns the max tokens to use. */

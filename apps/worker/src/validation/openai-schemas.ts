@@ -7,6 +7,13 @@ import { openAiResponseFormat } from './response-format.js';
 
 const tokenIds = z.array(z.number().int().min(0)).min(1);
 
+/**
+ * Most prompts one /v1/completions body may list (each becomes n sequences): what one request can
+ * queue is bounded, as a 32 MiB body of one-character prompts would otherwise be millions of them.
+ * vLLM and OpenAI set no number; 128 is half the scheduler's default of 256 sequences running at once.
+ */
+export const MAX_PROMPTS = 128;
+
 const sampling = {
   model: z.string().nullish(),
   max_tokens: z.number().int().min(1).nullish(),
@@ -33,7 +40,9 @@ const sampling = {
 
 export const completionRequest = z.strictObject({
   ...sampling,
-  prompt: z.union([z.string(), z.array(z.string()).min(1), tokenIds, z.array(tokenIds).min(1)]),
+  prompt: z
+    .union([z.string(), z.array(z.string()).min(1), tokenIds, z.array(tokenIds).min(1)])
+    .refine((p) => typeof p === 'string' || typeof p[0] === 'number' || p.length <= MAX_PROMPTS, `at most ${MAX_PROMPTS} prompts per request`),
   logprobs: z.number().int().min(0).max(20).nullish(),
   echo: neutralOnly('echo', false),
   best_of: neutralOnly('best_of', 1),

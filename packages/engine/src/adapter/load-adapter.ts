@@ -2,7 +2,7 @@
 // adapter_model.bin), checks every tensor against the base model and produces the float32
 // per-module A/B matrices the native LoRA pool takes.
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import type { ModelConfig } from '../config.js';
 import { EngineError } from '../errors.js';
 import { parseSafetensorsHeader } from '../io/safetensors.js';
@@ -35,20 +35,21 @@ async function readIfFile(p: string): Promise<Buffer | undefined> {
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'EISDIR') return undefined;
-    throw new EngineError('ADAPTER_CONFIG', `${p}: ${(e as Error).message}`);
+    // The code, not the message: fs messages carry the full path, which clients must not see.
+    throw new EngineError('ADAPTER_CONFIG', `${basename(p)} cannot be read (${code ?? 'I/O error'})`);
   }
 }
 
 /** Reads adapter_config.json and the weights file of a PEFT directory into memory. */
 export async function readAdapterFiles(dir: string): Promise<AdapterFiles> {
   const config = await readIfFile(join(dir, 'adapter_config.json'));
-  if (!config) throw new EngineError('ADAPTER_CONFIG', `${dir} has no adapter_config.json`);
-  parseConfigBytes(config, dir); // a bad config is the first thing to report, even with no weights
+  if (!config) throw new EngineError('ADAPTER_CONFIG', 'the adapter has no adapter_config.json');
+  parseConfigBytes(config, 'adapter'); // a bad config is the first thing to report, even with no weights
   const st = await readIfFile(join(dir, 'adapter_model.safetensors'));
   if (st) return { config, weights: st, format: 'safetensors' };
   const bin = await readIfFile(join(dir, 'adapter_model.bin'));
   if (bin) return { config, weights: bin, format: 'bin' };
-  throw new EngineError('ADAPTER_CONFIG', `${dir} has neither adapter_model.safetensors nor adapter_model.bin`);
+  throw new EngineError('ADAPTER_CONFIG', 'the adapter has neither adapter_model.safetensors nor adapter_model.bin');
 }
 
 function safetensorsTensors(bytes: Uint8Array, label: string): Map<string, RawTensor> {
@@ -85,8 +86,8 @@ export async function readAdapterDir(dir: string): Promise<{ config: PeftLoraCon
 
 const KEY = /^(?:base_model\.model\.)?model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_([AB])(?:\.[\w-]+)?\.weight$/;
 
-export function buildAdapter(config: PeftLoraConfig, tensors: Map<string, RawTensor>, model: ModelConfig, maxRank: number): LoadedAdapter {
-  const modules = resolveAdapterModules(config, model, { maxRank });
+export function buildAdapter(config: PeftLoraConfig, tensors: Map<string, RawTensor>, model: ModelConfig, maxRank: number, resolved?: ResolvedModule[]): LoadedAdapter {
+  const modules = resolved ?? resolveAdapterModules(config, model, { maxRank });
   const byName = new Map(modules.map((m) => [`${m.layer}.${m.module}`, m]));
   const n = model.layers * MODULES.length;
   const spec: NativeAdapterSpec = { maxRank: 0, rank: new Int32Array(n), scale: new Float32Array(n), a: new Array(n).fill(null), b: new Array(n).fill(null) };

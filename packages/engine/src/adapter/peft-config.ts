@@ -3,6 +3,7 @@
 // and the rank_pattern / alpha_pattern lookup), so an adapter behaves here as it does in PEFT.
 import type { ModelConfig } from '../config.js';
 import { EngineError } from '../errors.js';
+import { compilePyRegex, type PyRegex } from './py-regex.js';
 
 export const MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
 export type ModuleName = (typeof MODULES)[number];
@@ -31,15 +32,6 @@ function cfgErr(msg: string): EngineError {
 }
 function unsupported(msg: string): EngineError {
   return new EngineError('ADAPTER_UNSUPPORTED', msg);
-}
-
-/** Python `re` patterns used by PEFT configs are, for what adapters use, valid JS patterns. */
-function pyRegex(src: string, anchored: 'full' | 'start', what: string): RegExp {
-  try {
-    return new RegExp(anchored === 'full' ? `^(?:${src})$` : `^(?:${src})`);
-  } catch (e) {
-    throw cfgErr(`${what} ${JSON.stringify(src)} is not a valid regular expression (${(e as Error).message})`);
-  }
 }
 
 export function parsePeftConfig(raw: unknown): PeftLoraConfig {
@@ -102,17 +94,48 @@ function baseModuleNames(layers: number): string[] {
   return names;
 }
 
-function targetMatches(cfg: PeftLoraConfig, key: string, targets: string[] | string): boolean {
-  if (typeof targets === 'string') return pyRegex(targets, 'full', 'target_modules').test(key);
+/** The config's patterns, each compiled once when first needed (RE2: linear-time matching, see py-regex.ts). */
+class Matchers {
+  private target: PyRegex | undefined;
+  private layers: PyRegex[] | undefined;
+  private readonly keys = new Map<string, PyRegex>();
+  readonly patternKeys: string[];
+
+  constructor(private readonly cfg: PeftLoraConfig) {
+    this.patternKeys = [...Object.keys(cfg.rankPattern), ...Object.keys(cfg.alphaPattern)];
+  }
+
+  /** PEFT: re.fullmatch(target_modules, key) when target_modules is a string. */
+  targetRegex(source: string): PyRegex {
+    return (this.target ??= compilePyRegex(source, 'target_modules', cfgErr));
+  }
+
+  /** PEFT: re.match(rf".*\.{layer_pattern}\.(\d+)\.", key) for each layers_pattern; null = PEFT's default. */
+  layerRegexes(): PyRegex[] | null {
+    const lp = this.cfg.layersPattern;
+    if (lp === null || lp.length === 0) return null;
+    return (this.layers ??= (Array.isArray(lp) ? lp : [lp]).map((p) => compilePyRegex(`.*\\.${p}\\.(\\d+)\\.`, `layers_pattern ${JSON.stringify(p)}`, cfgErr)));
+  }
+
+  /** PEFT: re.match(rf".*\.{key}$", name) for a rank_pattern / alpha_pattern key. */
+  keyRegex(key: string): PyRegex {
+    let re = this.keys.get(key);
+    if (!re) this.keys.set(key, (re = compilePyRegex(`.*\\.${key}$`, `rank_pattern/alpha_pattern key ${JSON.stringify(key)}`, cfgErr)));
+    return re;
+  }
+}
+
+function targetMatches(cfg: PeftLoraConfig, key: string, targets: string[] | string, re: Matchers): boolean {
+  if (typeof targets === 'string') return re.targetRegex(targets).fullmatch(key);
   if (targets.includes(key)) return true;
   let found = targets.some((t) => key.endsWith(`.${t}`));
   const idx = cfg.layersToTransform;
   const usingIdx = idx !== null && (Array.isArray(idx) ? idx.length > 0 : true);
   if (usingIdx && found) {
-    let m: RegExpExecArray | null = null;
-    const patterns = cfg.layersPattern === null || cfg.layersPattern.length === 0 ? null : Array.isArray(cfg.layersPattern) ? cfg.layersPattern : [cfg.layersPattern];
-    if (!patterns) m = /^.*\.[^.]*\.(\d+)\./.exec(key);
-    else for (const p of patterns) if ((m = pyRegex(`.*\\.${p}\\.(\\d+)\\.`, 'start', 'layers_pattern').exec(key))) break;
+    let m: Array<string | null> | null = null;
+    const layers = re.layerRegexes();
+    if (!layers) m = /^.*\.[^.]*\.(\d+)\./.exec(key);
+    else for (const p of layers) if ((m = p.match(key))) break;
     if (!m) found = false;
     else found = Array.isArray(idx) ? idx.includes(Number(m[1])) : Number(m[1]) === idx;
   }
@@ -121,21 +144,32 @@ function targetMatches(cfg: PeftLoraConfig, key: string, targets: string[] | str
 
 export interface ResolveOptions { maxRank: number }
 
-/** Resolves which modules the adapter adapts, with rank and scaling, or refuses it. */
-export function resolveAdapterModules(cfg: PeftLoraConfig, model: ModelConfig, opts: ResolveOptions): ResolvedModule[] {
+/**
+ * The resolution as steps: it yields after each module name and each rank/alpha pattern tried, so
+ * the async form can give the event loop back between them (one step is one linear-time match).
+ */
+function* resolveSteps(cfg: PeftLoraConfig, model: ModelConfig, opts: ResolveOptions): Generator<void, ResolvedModule[]> {
   // PEFT's default targets for the llama, mistral and qwen2 model types.
   const targets = cfg.targetModules ?? ['q_proj', 'v_proj'];
   const out: ResolvedModule[] = [];
   const all = targets === 'all-linear';
-  const patternKeys = [...Object.keys(cfg.rankPattern), ...Object.keys(cfg.alphaPattern)];
+  const re = new Matchers(cfg);
   for (const name of baseModuleNames(model.layers)) {
+    yield;
     const isLinear = /\.(q|k|v|o|gate|up|down)_proj$/.test(name);
-    const hit = all ? isLinear : targetMatches(cfg, name, targets);
+    const hit = all ? isLinear : targetMatches(cfg, name, targets, re);
     if (!hit) continue;
     if (name === 'model.embed_tokens' || name === 'lm_head') throw unsupported(`LoRA on ${name} (embeddings / lm_head) is not supported`);
     if (!isLinear) throw unsupported(`target module ${name} is not a linear projection; only ${MODULES.join(', ')} can be adapted`);
     const m = /^model\.layers\.(\d+)\.\w+\.(\w+)$/.exec(name)!;
-    const patternKey = patternKeys.find((k) => pyRegex(`.*\\.${k}$`, 'start', 'rank_pattern/alpha_pattern key').test(name)) ?? name;
+    let patternKey = name;
+    for (const k of re.patternKeys) {
+      yield;
+      if (re.keyRegex(k).match(name) !== null) {
+        patternKey = k;
+        break;
+      }
+    }
     const rank = cfg.rankPattern[patternKey] ?? cfg.r;
     const alpha = cfg.alphaPattern[patternKey] ?? cfg.loraAlpha;
     if (rank > opts.maxRank) throw unsupported(`${name} has LoRA rank ${rank}, above this engine's maxLoraRank ${opts.maxRank}`);
@@ -143,4 +177,52 @@ export function resolveAdapterModules(cfg: PeftLoraConfig, model: ModelConfig, o
   }
   if (out.length === 0) throw cfgErr(`target_modules ${JSON.stringify(targets)} match no module of the base model`);
   return out;
+}
+
+/** Resolves which modules the adapter adapts, with rank and scaling, or refuses it. */
+export function resolveAdapterModules(cfg: PeftLoraConfig, model: ModelConfig, opts: ResolveOptions): ResolvedModule[] {
+  const steps = resolveSteps(cfg, model, opts);
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+  }
+}
+
+export interface AsyncResolveOptions extends ResolveOptions {
+  /** Longest the event loop is held at once (ms, default 5). */
+  sliceMs?: number;
+  /** Most time matching may take in all before the adapter is refused (ms, default 2000). */
+  budgetMs?: number;
+  /** Clock in ms (tests drive it). */
+  now?: () => number;
+}
+
+/**
+ * resolveAdapterModules for servers: gives the event loop back every `sliceMs`, so the patterns of
+ * an uploaded config never stall other requests, and refuses an adapter whose patterns need more
+ * than `budgetMs` of matching in all (RE2 keeps each match linear, but a long pattern times many
+ * module names can still add up).
+ */
+export async function resolveAdapterModulesAsync(cfg: PeftLoraConfig, model: ModelConfig, opts: AsyncResolveOptions): Promise<ResolvedModule[]> {
+  const now = opts.now ?? (() => performance.now());
+  const sliceMs = opts.sliceMs ?? 5;
+  const budgetMs = opts.budgetMs ?? 2000;
+  const steps = resolveSteps(cfg, model, opts);
+  let spent = 0;
+  for (;;) {
+    const sliceStart = now();
+    for (;;) {
+      const r = steps.next();
+      if (r.done) return r.value;
+      const inSlice = now() - sliceStart;
+      if (spent + inSlice > budgetMs) {
+        throw unsupported(`matching the adapter's target_modules / layers_pattern / rank_pattern / alpha_pattern against the base model's modules takes more than ${budgetMs} ms; use simpler patterns`);
+      }
+      if (inSlice >= sliceMs) {
+        spent += inSlice;
+        break;
+      }
+    }
+    await new Promise<void>((res) => setImmediate(res));
+  }
 }

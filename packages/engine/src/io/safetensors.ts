@@ -32,21 +32,21 @@ function bad(path: string, why: string): EngineError {
   return new EngineError('INVALID_SAFETENSORS', `${path}: ${why}`);
 }
 
-/** Parses and fully validates a safetensors header against the file size. */
-export async function readSafetensorsHeader(path: string): Promise<SafetensorsHeader> {
+/** Parses and fully validates a safetensors header against the file size; `label` (default: the path) prefixes error messages. */
+export async function readSafetensorsHeader(path: string, label = path): Promise<SafetensorsHeader> {
   const fileSize = (await stat(path)).size;
-  if (fileSize < 8) throw bad(path, `file is ${fileSize} bytes, too short for a safetensors header`);
+  if (fileSize < 8) throw bad(label, `file is ${fileSize} bytes, too short for a safetensors header`);
   const fh = await open(path, 'r');
   try {
     const lenBuf = Buffer.alloc(8);
     await fh.read(lenBuf, 0, 8, 0);
     const headerLen = Number(lenBuf.readBigUInt64LE(0));
     if (headerLen > MAX_HEADER_BYTES || 8 + headerLen > fileSize) {
-      throw bad(path, `header length ${headerLen} does not fit in a ${fileSize}-byte file (truncated or not safetensors)`);
+      throw bad(label, `header length ${headerLen} does not fit in a ${fileSize}-byte file (truncated or not safetensors)`);
     }
     const headerBuf = Buffer.alloc(headerLen);
     await fh.read(headerBuf, 0, headerLen, 8);
-    return parseSafetensorsHeader(path, headerBuf, fileSize);
+    return parseSafetensorsHeader(label, headerBuf, fileSize);
   } finally {
     await fh.close();
   }

@@ -5,7 +5,7 @@ import type { ChatMessage } from '@loraplex/engine';
 import type { Context } from 'hono';
 import { BASE_LABEL } from '../../metrics.js';
 import type { GeneratedToken, Sequence, SequenceParams } from '../../scheduler/sequence.js';
-import { maxTokensFor, parseBody, resolveModel, stopList } from '../../validation/common.js';
+import { maxTokensFor, parseBody, refuseOversizedText, resolveModel, stopList } from '../../validation/common.js';
 import { chatRequest, type ChatRequest } from '../../validation/openai-schemas.js';
 import { requestedFormat } from '../../validation/response-format.js';
 import type { WorkerContext } from '../../worker-context.js';
@@ -38,9 +38,18 @@ async function chatLogprobs(texts: TokenTexts, toks: GeneratedToken[]): Promise<
 /** Renders the conversation and tokenizes it. */
 export async function chatPrompt(ctx: WorkerContext, messages: ChatRequest['messages'], template: string | undefined): Promise<number[]> {
   const tk = ctx.engine.tokenizer!;
+  // The rendered prompt holds every content, so their length alone bounds it (checked before any copy).
+  let chars = 0;
+  for (const m of messages) {
+    if (typeof m.content === 'string') chars += m.content.length;
+    else for (const p of m.content) chars += p.text.length;
+  }
+  refuseOversizedText(ctx, chars, 'messages');
   const msgs: ChatMessage[] = messages.map((m) => ({ role: m.role, content: typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join('') }));
   if (!template && !tk.chatTemplate) throw badRequest('the model has no chat template (tokenizer_config.json chat_template); use /v1/completions');
   const text = tk.applyChatTemplate(msgs, { addGenerationPrompt: true, ...(template ? { template } : {}) });
+  // What the template adds per message (roles, markers) counts too: many empty messages are no cheaper to tokenize.
+  refuseOversizedText(ctx, text.length, 'messages');
   return tk.encode(text, false);
 }
 

@@ -2,7 +2,7 @@
 // token ids), n choices each, streaming as SSE ending with `data: [DONE]`.
 import type { Context } from 'hono';
 import type { GeneratedToken, Sequence, SequenceParams } from '../../scheduler/sequence.js';
-import { maxTokensFor, parseBody, resolveModel, stopList } from '../../validation/common.js';
+import { maxTokensFor, parseBody, refuseOversizedText, resolveModel, stopList } from '../../validation/common.js';
 import { completionRequest, type CompletionRequest } from '../../validation/openai-schemas.js';
 import { requestedFormat } from '../../validation/response-format.js';
 import type { WorkerContext } from '../../worker-context.js';
@@ -34,6 +34,8 @@ async function logprobsOf(texts: TokenTexts, toks: GeneratedToken[], offset: num
 async function promptsOf(ctx: WorkerContext, prompt: CompletionRequest['prompt']): Promise<number[][]> {
   const list: Array<string | number[]> = typeof prompt === 'string' ? [prompt] : typeof prompt[0] === 'number' ? [prompt as number[]] : (prompt as Array<string | number[]>);
   const vocab = ctx.engine.config.vocab;
+  // Every text is checked before any is tokenized: one huge prompt among small ones costs nothing.
+  for (const p of list) if (typeof p === 'string') refuseOversizedText(ctx, p.length, 'prompt');
   return Promise.all(
     list.map(async (p) => {
       if (typeof p === 'string') return ctx.engine.tokenizer!.encode(p);

@@ -6,7 +6,7 @@ import { resolveSampling, type ResolvedSampling } from '@loraplex/engine';
 import type { Context } from 'hono';
 import { BASE_LABEL } from '../../metrics.js';
 import type { FinishReason, GeneratedToken, Sequence, SequenceParams, SequenceResult } from '../../scheduler/sequence.js';
-import { maxTokensFor, parseBody, resolveModel } from '../../validation/common.js';
+import { maxTokensFor, parseBody, refuseOversizedText, resolveModel } from '../../validation/common.js';
 import { loraxRequest, type LoraxParameters } from '../../validation/lorax-schemas.js';
 import { requestedFormat } from '../../validation/response-format.js';
 import type { WorkerContext } from '../../worker-context.js';
@@ -47,6 +47,7 @@ async function prepare(ctx: WorkerContext, c: Context<WorkerEnv>, streaming: boo
   if (streaming && p.decoder_input_details) throw badRequest('decoder_input_details is not supported when streaming tokens', 'parameters.decoder_input_details');
   const model = await resolveModel(ctx, p.adapter_id);
   c.set('adapterLabel', model.adapter ?? BASE_LABEL);
+  refuseOversizedText(ctx, body.inputs.length, 'inputs');
   const prompt = await ctx.engine.tokenizer!.encode(body.inputs);
   const maxTokens = maxTokensFor(ctx, prompt.length, p.max_new_tokens, 'rest');
   const { sampling, doSample } = loraxSampling(ctx, p, maxTokens, p.return_k_alternatives ?? 0);
