@@ -2,12 +2,13 @@
 // loraplex-worker: one serving process per GPU (or CPU). Prints one JSON line when listening
 // ({"event":"listening","port":N,...}) and one when drained; SIGTERM/SIGINT drain gracefully.
 import { parseCli } from './args.js';
-import { startWorker } from './serve.js';
+import { assertSafeBind, startWorker } from './serve.js';
 
 async function main(): Promise<void> {
   let opts;
   try {
     opts = parseCli(process.argv.slice(2));
+    assertSafeBind(opts.host, opts);
   } catch (e) {
     console.error((e as Error).message);
     process.exit(2);

@@ -1,8 +1,9 @@
 // Forwards an inference request to a worker for its base model: rendezvous order on the adapter id
-// (least loaded for the base model), the signed adapter descriptor in a header, fallback to the
+// (least loaded for the base model), the request signature and the signed adapter descriptor in headers, fallback to the
 // next worker while nothing has reached the client yet, the worker's answer streamed through, the
 // worker request aborted when the client goes away, and usage reported once per request.
 import type { IncomingHttpHeaders } from 'node:http';
+import { SIGNATURE_HEADER, signRequest } from '@loraplex/worker/platform-signature';
 import { DESCRIPTOR_HEADER, DescriptorSigner, type AdapterTarget } from './descriptor.js';
 import type { WorkerRecord, WorkerRegistry } from './registry.js';
 import { leastLoaded, pickWorkers, preferResident } from './rendezvous.js';
@@ -71,6 +72,7 @@ class ClientGone extends Error {}
 
 export class Router {
   private readonly signer: DescriptorSigner;
+  private readonly secret: string;
   private readonly maxAttempts: number;
   private readonly retryAfterS: number;
   private readonly post: WorkerPost;
@@ -79,6 +81,7 @@ export class Router {
 
   constructor(private readonly registry: WorkerRegistry, opts: RouterOptions) {
     this.signer = new DescriptorSigner(opts.secret, opts.descriptorTtlS ?? 300);
+    this.secret = opts.secret;
     this.maxAttempts = opts.maxAttempts ?? 3;
     this.retryAfterS = opts.retryAfterS ?? 2;
     if (opts.post) {
@@ -173,7 +176,10 @@ export class Router {
 
     let res: WorkerResponse;
     try {
-      res = await this.post(`${worker.url}${req.path}`, headers, prep.json, ctrl.signal);
+      // Workers trust only the platform (contract §1a): each attempt carries its own signature
+      // (a fresh nonce, so a retry is not refused as a replay).
+      const signed = { ...headers, [SIGNATURE_HEADER]: signRequest(this.secret, 'POST', req.path, prep.json) };
+      res = await this.post(`${worker.url}${req.path}`, signed, prep.json, ctrl.signal);
     } catch {
       return failed();
     }
