@@ -80,10 +80,12 @@ describe('preferResident', () => {
     const order = pickWorkers(fleet(3), key).map((w) => ({ ...w, residentAdapters: [key] }));
     const busy = new Map([[order[0]!.id, 3]]);
     expect(preferResident(order, key, { inFlight: (id) => busy.get(id) ?? 0 })[0]!.id).toBe(order[1]!.id);
-    // A cold worker must be coldPenalty requests less busy to win over a resident one.
+    // A cold second choice must be coldPenalty + spillMargin requests less busy to win over a resident first one.
     const cold = order.map((w, i) => (i === 1 ? { ...w, residentAdapters: [] } : w));
     expect(preferResident(cold, key, { inFlight: (id) => busy.get(id) ?? 0 })[0]!.id).toBe(order[0]!.id);
-    busy.set(order[0]!.id, 5);
+    busy.set(order[0]!.id, 6);
+    expect(preferResident(cold, key, { inFlight: (id) => busy.get(id) ?? 0 })[0]!.id).toBe(order[0]!.id);
+    busy.set(order[0]!.id, 7);
     expect(preferResident(cold, key, { inFlight: (id) => busy.get(id) ?? 0 })[0]!.id).toBe(order[1]!.id);
   });
 });

@@ -41,6 +41,18 @@ export interface PreferOptions {
    * value lets load spreading copy every adapter onto every worker.
    */
   slotLoadPenalty?: number;
+  /**
+   * This API instance sent the adapter to the worker since the worker's last heartbeat: it is in a
+   * slot there now, though no heartbeat has said so yet.
+   */
+  sentSinceHeartbeat?: (workerId: string) => boolean;
+  /**
+   * How many more requests in flight the rendezvous-first worker may have before a later top choice
+   * in the same residency class takes the request, per rank (default 2). Without it a difference of
+   * one request moves an adapter that is in no slot to another worker, and over time every adapter
+   * visits every worker; the rendezvous order alone spreads adapters evenly, so this herds nothing.
+   */
+  spillMargin?: number;
 }
 
 /**
@@ -56,9 +68,13 @@ export function preferResident<W extends Candidate>(order: readonly W[], adapter
   const inFlight = opts.inFlight ?? (() => 0);
   const coldPenalty = opts.coldPenalty ?? 4;
   const slotLoadPenalty = opts.slotLoadPenalty ?? 4;
-  const cost = (w: W): number =>
-    inFlight(w.id) + (w.slotAdapters?.includes(adapterId) ? 0 : slotLoadPenalty) + (w.residentAdapters.includes(adapterId) || w.slotAdapters?.includes(adapterId) ? 0 : coldPenalty);
-  const head = order.slice(0, k).map((w, rank) => ({ w, rank, c: cost(w) }));
+  const sent = opts.sentSinceHeartbeat ?? (() => false);
+  const spillMargin = opts.spillMargin ?? 2;
+  const cost = (w: W): number => {
+    const inSlot = w.slotAdapters?.includes(adapterId) === true || sent(w.id);
+    return inFlight(w.id) + (inSlot ? 0 : slotLoadPenalty) + (inSlot || w.residentAdapters.includes(adapterId) ? 0 : coldPenalty);
+  };
+  const head = order.slice(0, k).map((w, rank) => ({ w, rank, c: cost(w) + rank * spillMargin }));
   head.sort((a, b) => a.c - b.c || a.rank - b.rank);
   return [...head.map((x) => x.w), ...order.slice(k)];
 }

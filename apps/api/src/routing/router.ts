@@ -70,6 +70,9 @@ function apiError(status: number, type: string, code: string, message: string, h
 
 class ClientGone extends Error {}
 
+/** Adapters whose last worker the router remembers (cleared when full: it is only a hint). */
+const MAX_LAST_SENT = 100_000;
+
 export class Router {
   private readonly signer: DescriptorSigner;
   private readonly secret: string;
@@ -78,10 +81,13 @@ export class Router {
   private readonly post: WorkerPost;
   private readonly closeClient: () => void;
   private readonly inFlight = new Map<string, number>();
+  /** Per adapter: the worker this instance last sent it to, and when (performance.now()). */
+  private readonly lastSent = new Map<string, { workerId: string; atMs: number }>();
 
   constructor(private readonly registry: WorkerRegistry, opts: RouterOptions) {
     this.signer = new DescriptorSigner(opts.secret, opts.descriptorTtlS ?? 300);
     this.secret = opts.secret;
+
     this.maxAttempts = opts.maxAttempts ?? 3;
     this.retryAfterS = opts.retryAfterS ?? 2;
     if (opts.post) {
@@ -109,7 +115,11 @@ export class Router {
     const healthy = this.registry.healthy(baseModel);
     const inFlight = (id: string): number => this.inFlightTo(id);
     if (adapterId === undefined) return leastLoaded(healthy, inFlight);
-    return preferResident(pickWorkers(healthy, adapterId), adapterId, { inFlight });
+    const last = this.lastSent.get(adapterId);
+    // Between heartbeats, the worker we last sent the adapter to holds it in a slot: without this,
+    // every request until the next heartbeat could load it on another worker as well.
+    const sentSinceHeartbeat = (workerId: string): boolean => last !== undefined && last.workerId === workerId && last.atMs >= (healthy.find((w) => w.id === workerId)?.seenAtMs ?? Infinity);
+    return preferResident(pickWorkers(healthy, adapterId), adapterId, { inFlight, sentSinceHeartbeat });
   }
 
   async forward(req: ForwardRequest): Promise<Response> {
@@ -158,6 +168,10 @@ export class Router {
     const onClientAbort = (): void => ctrl.abort(req.signal?.reason);
     req.signal?.addEventListener('abort', onClientAbort, { once: true });
     this.inFlight.set(worker.id, this.inFlightTo(worker.id) + 1);
+    if (req.adapter) {
+      if (this.lastSent.size >= MAX_LAST_SENT) this.lastSent.clear();
+      this.lastSent.set(req.adapter.id, { workerId: worker.id, atMs: performance.now() });
+    }
     let released = false;
     const release = (): void => {
       if (released) return;
