@@ -58,10 +58,18 @@ export class ReplayCache {
     return this.seen.size;
   }
 
-  /** True the first time a nonce is offered within the window; false for a replay (or a full cache). */
+  /**
+   * True the first time a nonce is offered within the window; false for a replay, or when the cache
+   * is full (maxEntries accepted requests within two skew windows), which fails safe: a 401.
+   */
   accept(nonce: string, t: number, nowS = Date.now() / 1000): boolean {
     if (nowS >= this.nextSweepS) {
-      for (const [n, forgetAt] of this.seen) if (forgetAt < nowS) this.seen.delete(n);
+      // Insertion order is nearly time order (API clocks differ by at most the skew), so the sweep
+      // stops at the first live entry; an expired one behind it goes at a later sweep.
+      for (const [n, forgetAt] of this.seen) {
+        if (forgetAt >= nowS) break;
+        this.seen.delete(n);
+      }
       this.nextSweepS = nowS + 1;
     }
     if (this.seen.has(nonce)) return false;

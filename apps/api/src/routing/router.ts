@@ -1,7 +1,8 @@
 // Forwards an inference request to a worker for its base model: rendezvous order on the adapter id
-// (least loaded for the base model), the request signature and the signed adapter descriptor in headers, fallback to the
-// next worker while nothing has reached the client yet, the worker's answer streamed through, the
-// worker request aborted when the client goes away, and usage reported once per request.
+// preferring workers that hold it in a slot (least loaded for the base model), the request
+// signature and the signed adapter descriptor in headers, fallback to the next worker while nothing
+// has reached the client yet, the worker's answer streamed through, the worker request aborted when
+// the client goes away, and usage reported once per request.
 import type { IncomingHttpHeaders } from 'node:http';
 import { SIGNATURE_HEADER, signRequest } from '@loraplex/worker/platform-signature';
 import { DESCRIPTOR_HEADER, DescriptorSigner, type AdapterTarget } from './descriptor.js';
