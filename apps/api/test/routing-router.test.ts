@@ -12,7 +12,7 @@ import { Router } from '../src/routing/router.js';
 import { UsageRecorder } from '../src/routing/usage-recorder.js';
 import { adapterId, adapterTarget, post, serveRouter, type RoutingServer } from './helpers/routing-app.js';
 import { createTenant, openPgliteTestDb, type TestDb } from './helpers/routing-db.js';
-import { BASE_MODEL, heartbeatFor, postToWorker, sseData, startWorker, WORKER_SECRET, type WorkerProcess } from './helpers/routing-workers.js';
+import { BASE_MODEL, heartbeatFor, postToWorker, sseData, startWorker, until, WORKER_SECRET, type WorkerProcess } from './helpers/routing-workers.js';
 
 const SECRET = WORKER_SECRET;
 let t: TestDb;
@@ -148,6 +148,37 @@ describe('worker choice', () => {
     expect([...seen.get('lora_all_r8')!][0]).toBe(router.order(BASE_MODEL, adapterId('lora_all_r8'))[0]!.id);
     // Base requests: least loaded, ties at random; 12 sequential requests use both workers.
     expect(seen.get(BASE_MODEL)!.size).toBe(2);
+  });
+
+  it('keeps an adapter on the worker it last sent it to until a heartbeat says where it is, even with requests in flight there', async () => {
+    // Two capture workers that hold every answer until released: requests stay in flight.
+    const held: Array<() => void> = [];
+    const hits = new Map<string, number>();
+    const servers = await Promise.all(['wk_h1', 'wk_h2'].map(async (id) => {
+      const s = createServer((req, res) => {
+        req.resume();
+        req.on('end', () => {
+          hits.set(id, (hits.get(id) ?? 0) + 1);
+          held.push(() => res.writeHead(200, { 'content-type': 'application/json' }).end('{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}'));
+        });
+      });
+      await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+      return { id, s, url: `http://127.0.0.1:${(s.address() as { port: number }).port}` };
+    }));
+    const reg = new WorkerRegistry(t.db);
+    const target = { ...adapterTarget('lora_all_r8'), id: 'ad_affinity0000000000', baseModel: 'hold-model' };
+    // Both hold the adapter in host memory only.
+    for (const w of servers) await reg.heartbeat({ ...heartbeatFor(w.id, w.url, { baseModel: 'hold-model' }), host_adapters: [target.id], slot_adapters: [] });
+    const r = new Router(reg, { secret: SECRET });
+    const first = r.order('hold-model', target.id)[0]!.id;
+    const pending = Array.from({ length: 4 }, () => r.forward({ path: '/v1/completions', body: { model: 'x', prompt: 'x' }, adapter: target, baseModel: 'hold-model' }).then((res) => res.text()));
+    await until(() => held.length === 4, 5000, 'four requests held');
+    // Without the hint the 4th request (3 in flight on `first`, cost 3 + 4 > 0 + 4 + 2) would have spilled.
+    expect(hits.get(first)).toBe(4);
+    held.splice(0).forEach((release) => release());
+    await Promise.all(pending);
+    await reg.close();
+    await Promise.all(servers.map(({ s }) => new Promise((res2) => s.close(res2))));
   });
 
   it('answers 503 with Retry-After when no worker serves the base model', async () => {
