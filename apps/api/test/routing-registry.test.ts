@@ -43,6 +43,19 @@ describe.each([
     await reg.close();
   });
 
+  it('keeps engine slots apart from the host tier, through Postgres to other instances, and reads an old worker\'s resident_adapters as host tier', async () => {
+    const reg = new WorkerRegistry(t.db);
+    await reg.heartbeat({ ...heartbeatFor('wk_new', 'http://127.0.0.1:9002'), slot_adapters: ['ad_hot'], host_adapters: ['ad_hot', 'ad_warm'], resident_adapters: ['ad_hot', 'ad_warm'] });
+    await reg.heartbeat(heartbeatFor('wk_old', 'http://127.0.0.1:9003', { resident: ['ad_old'] }));
+    const residency = (r: WorkerRegistry) => Object.fromEntries(r.healthy(BASE_MODEL).map((w) => [w.id, { slot: w.slotAdapters, resident: w.residentAdapters }]));
+    const want = { wk_new: { slot: ['ad_hot'], resident: ['ad_hot', 'ad_warm'] }, wk_old: { slot: [], resident: ['ad_old'] } };
+    expect(residency(reg)).toEqual(want);
+    const other = new WorkerRegistry(t.db);
+    expect(await other.refresh()).toBe(true);
+    expect(residency(other)).toEqual(want);
+    await Promise.all([reg.close(), other.close()]);
+  });
+
   it('refuses malformed heartbeats with a 400 HeartbeatError and writes nothing', async () => {
     const reg = new WorkerRegistry(t.db);
     const bad: Array<[Record<string, unknown>, RegExp]> = [
@@ -50,6 +63,7 @@ describe.each([
       [{ ...heartbeatFor('wk_b', 'http://x:1'), id: '' }, /id/],
       [{ ...heartbeatFor('wk_b', 'http://x:1'), capacity: { adapter_slots: -1 } }, /capacity/],
       [{ ...heartbeatFor('wk_b', 'http://x:1'), resident_adapters: 'ad_1' }, /resident_adapters/],
+      [{ ...heartbeatFor('wk_b', 'http://x:1'), slot_adapters: [''] }, /slot_adapters/],
       [{ ...heartbeatFor('wk_b', 'http://x:1'), draining: 'no' }, /draining/],
     ];
     for (const [body, msg] of bad) {
@@ -96,7 +110,7 @@ describe.each([
 
 function rowOf(id: string) {
   const hb = heartbeatFor(id, 'http://127.0.0.1:9999') as { capacity: never; load: never };
-  return { id, url: 'http://127.0.0.1:9999', baseModel: BASE_MODEL, capacity: hb.capacity, load: hb.load, residentAdapters: [], draining: false };
+  return { id, url: 'http://127.0.0.1:9999', baseModel: BASE_MODEL, capacity: hb.capacity, load: hb.load, residentAdapters: [], slotAdapters: [], draining: false };
 }
 
 describe('WorkerRegistry while the Postgres connection is cut', () => {

@@ -80,11 +80,64 @@ describe('preferResident', () => {
     const order = pickWorkers(fleet(3), key).map((w) => ({ ...w, residentAdapters: [key] }));
     const busy = new Map([[order[0]!.id, 3]]);
     expect(preferResident(order, key, { inFlight: (id) => busy.get(id) ?? 0 })[0]!.id).toBe(order[1]!.id);
-    // A cold worker must be coldPenalty requests less busy to win over a resident one.
+    // A cold second choice must be coldPenalty + spillMargin requests less busy to win over a resident first one.
     const cold = order.map((w, i) => (i === 1 ? { ...w, residentAdapters: [] } : w));
     expect(preferResident(cold, key, { inFlight: (id) => busy.get(id) ?? 0 })[0]!.id).toBe(order[0]!.id);
-    busy.set(order[0]!.id, 5);
+    busy.set(order[0]!.id, 6);
+    expect(preferResident(cold, key, { inFlight: (id) => busy.get(id) ?? 0 })[0]!.id).toBe(order[0]!.id);
+    busy.set(order[0]!.id, 7);
     expect(preferResident(cold, key, { inFlight: (id) => busy.get(id) ?? 0 })[0]!.id).toBe(order[1]!.id);
+  });
+});
+
+describe('preferResident with engine slots apart from the host tier', () => {
+  const key = keys[5]!;
+  const two = (first: { slot?: string[]; resident?: string[] }, second: { slot?: string[]; resident?: string[] }) =>
+    pickWorkers(fleet(2), key).map((w, i) => {
+      const r = i === 0 ? first : second;
+      return { ...w, slotAdapters: r.slot ?? [], residentAdapters: r.resident ?? r.slot ?? [] };
+    });
+  const firstId = (order: ReturnType<typeof two>, busy: Record<number, number> = {}, opts = {}) => {
+    const inFlight = (id: string) => busy[order.findIndex((w) => w.id === id)] ?? 0;
+    return order.indexOf(preferResident(order, key, { inFlight, ...opts })[0]!);
+  };
+
+  it('prefers a slot over the host tier, the host tier over cold, then the rendezvous order', () => {
+    expect(firstId(two({ resident: [key] }, { slot: [key] }))).toBe(1);
+    expect(firstId(two({ slot: [key] }, { resident: [key] }))).toBe(0);
+    expect(firstId(two({}, { resident: [key] }))).toBe(1);
+    expect(firstId(two({}, {}))).toBe(0);
+    expect(firstId(two({ resident: [key] }, { resident: [key] }))).toBe(0);
+    expect(firstId(two({ slot: [key] }, { slot: [key] }))).toBe(0);
+  });
+
+  it('spills to the other worker only when the preferred one is clearly busier', () => {
+    // Slot (cost 0) against host tier (slotLoadPenalty 4 + spillMargin 2).
+    expect(firstId(two({ slot: [key] }, { resident: [key] }), { 0: 6 })).toBe(0);
+    expect(firstId(two({ slot: [key] }, { resident: [key] }), { 0: 7 })).toBe(1);
+    // Same class: the rendezvous-first keeps it until spillMargin (2) more requests are in flight there.
+    expect(firstId(two({ slot: [key] }, { slot: [key] }), { 0: 2 })).toBe(0);
+    expect(firstId(two({ slot: [key] }, { slot: [key] }), { 0: 3 })).toBe(1);
+    expect(firstId(two({}, {}), { 0: 3 })).toBe(1);
+    // A slot on the second choice wins against a busy-ish first choice that would have to load it.
+    expect(firstId(two({ resident: [key] }, { slot: [key] }), { 1: 1 })).toBe(1);
+  });
+
+  it('counts an adapter this instance sent since the last heartbeat as in a slot there', () => {
+    const order = two({ resident: [key] }, { resident: [key] });
+    const sentToSecond = (id: string) => id === order[1]!.id;
+    expect(order.indexOf(preferResident(order, key, { sentSinceHeartbeat: sentToSecond })[0]!)).toBe(1);
+  });
+
+  it('spreads adapters over the fleet: with every adapter everywhere in slots, each worker is first for about 1/n', () => {
+    const ws = fleet(4).map((w) => ({ ...w, slotAdapters: keys.slice(0, 400), residentAdapters: keys.slice(0, 400) }));
+    const first = new Map<string, number>();
+    for (const k of keys.slice(0, 400)) {
+      const id = preferResident(pickWorkers(ws, k), k)[0]!.id;
+      first.set(id, (first.get(id) ?? 0) + 1);
+    }
+    expect(first.size).toBe(4);
+    for (const n of first.values()) expect(Math.abs(n - 100)).toBeLessThan(40);
   });
 });
 

@@ -5,13 +5,14 @@
 import { createServer, type IncomingMessage } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { usageEvents } from '../src/db/schema.js';
+import { SIGNATURE_HEADER, verifyRequestSignature } from '@loraplex/worker/platform-signature';
 import { verifyDescriptor } from '../src/routing/descriptor.js';
 import { WorkerRegistry } from '../src/routing/registry.js';
 import { Router } from '../src/routing/router.js';
 import { UsageRecorder } from '../src/routing/usage-recorder.js';
 import { adapterId, adapterTarget, post, serveRouter, type RoutingServer } from './helpers/routing-app.js';
 import { createTenant, openPgliteTestDb, type TestDb } from './helpers/routing-db.js';
-import { BASE_MODEL, heartbeatFor, sseData, startWorker, WORKER_SECRET, type WorkerProcess } from './helpers/routing-workers.js';
+import { BASE_MODEL, heartbeatFor, postToWorker, sseData, startWorker, until, WORKER_SECRET, type WorkerProcess } from './helpers/routing-workers.js';
 
 const SECRET = WORKER_SECRET;
 let t: TestDb;
@@ -46,7 +47,7 @@ describe('non-streaming answers', () => {
     const viaApi = await post(`${api.url}/v1/completions`, body);
     expect(viaApi.status).toBe(200);
     const got = (await viaApi.json()) as { usage: { prompt_tokens: number; completion_tokens: number } };
-    const direct = (await (await post(`${workers[0]!.url}/v1/completions`, body)).json()) as Record<string, unknown>;
+    const direct = (await (await postToWorker(workers[0]!, '/v1/completions', body)).json()) as Record<string, unknown>;
     expect(withoutIds(got)).toEqual(withoutIds(direct));
     expect(got.usage.completion_tokens).toBe(12);
     expect(lastUsage()).toMatchObject({ promptTokens: got.usage.prompt_tokens, completionTokens: 12, status: 200, adapter: model === BASE_MODEL ? null : adapterId(model) });
@@ -81,7 +82,7 @@ describe('streaming answers', () => {
     expect(r.headers.get('content-type')).toMatch(/^text\/event-stream/);
     const events = sseData(await r.text());
     expect(events[events.length - 1]).toBe('[DONE]');
-    const direct = sseData(await (await post(`${workers[1]!.url}/v1/completions`, { ...body, stream_options: { include_usage: true } })).text());
+    const direct = sseData(await (await postToWorker(workers[1]!, '/v1/completions', { ...body, stream_options: { include_usage: true } })).text());
     const workerUsage = (direct[direct.length - 2] as { usage: { prompt_tokens: number; completion_tokens: number } }).usage;
     expect(workerUsage.completion_tokens).toBe(20);
     const usageChunks = events.filter((e) => typeof e === 'object' && 'usage' in e);
@@ -95,7 +96,7 @@ describe('streaming answers', () => {
     const body = { model: BASE_MODEL, messages: [{ role: 'user', content: 'hi' }], max_tokens: 9, ignore_eos: true, stream: true };
     const events = sseData(await (await post(`${api.url}/v1/chat/completions`, body)).text());
     expect(events.some((e) => typeof e === 'object' && 'usage' in e)).toBe(false);
-    const direct = (await (await post(`${workers[0]!.url}/v1/chat/completions`, { ...body, stream: false })).json()) as { usage: { prompt_tokens: number } };
+    const direct = (await (await postToWorker(workers[0]!, '/v1/chat/completions', { ...body, stream: false })).json()) as { usage: { prompt_tokens: number } };
     expect(lastUsage()).toMatchObject({ promptTokens: direct.usage.prompt_tokens, completionTokens: 9, status: 200, path: '/v1/chat/completions' });
   });
 
@@ -105,7 +106,7 @@ describe('streaming answers', () => {
     expect(events).toHaveLength(11);
     const last = events[10]!;
     expect(typeof last.generated_text).toBe('string');
-    const direct = sseData(await (await post(`${workers[0]!.url}/generate_stream`, { ...body, parameters: { ...body.parameters, details: true } })).text()) as Array<Record<string, unknown>>;
+    const direct = sseData(await (await postToWorker(workers[0]!, '/generate_stream', { ...body, parameters: { ...body.parameters, details: true } })).text()) as Array<Record<string, unknown>>;
     const d = direct[direct.length - 1]!.details as { prompt_tokens: number; generated_tokens: number };
     expect(d.generated_tokens).toBe(11);
     expect(last.details).toEqual(details ? direct[direct.length - 1]!.details : null);
@@ -149,6 +150,37 @@ describe('worker choice', () => {
     expect(seen.get(BASE_MODEL)!.size).toBe(2);
   });
 
+  it('keeps an adapter on the worker it last sent it to until a heartbeat says where it is, even with requests in flight there', async () => {
+    // Two capture workers that hold every answer until released: requests stay in flight.
+    const held: Array<() => void> = [];
+    const hits = new Map<string, number>();
+    const servers = await Promise.all(['wk_h1', 'wk_h2'].map(async (id) => {
+      const s = createServer((req, res) => {
+        req.resume();
+        req.on('end', () => {
+          hits.set(id, (hits.get(id) ?? 0) + 1);
+          held.push(() => res.writeHead(200, { 'content-type': 'application/json' }).end('{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}'));
+        });
+      });
+      await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+      return { id, s, url: `http://127.0.0.1:${(s.address() as { port: number }).port}` };
+    }));
+    const reg = new WorkerRegistry(t.db);
+    const target = { ...adapterTarget('lora_all_r8'), id: 'ad_affinity0000000000', baseModel: 'hold-model' };
+    // Both hold the adapter in host memory only.
+    for (const w of servers) await reg.heartbeat({ ...heartbeatFor(w.id, w.url, { baseModel: 'hold-model' }), host_adapters: [target.id], slot_adapters: [] });
+    const r = new Router(reg, { secret: SECRET });
+    const first = r.order('hold-model', target.id)[0]!.id;
+    const pending = Array.from({ length: 4 }, () => r.forward({ path: '/v1/completions', body: { model: 'x', prompt: 'x' }, adapter: target, baseModel: 'hold-model' }).then((res) => res.text()));
+    await until(() => held.length === 4, 5000, 'four requests held');
+    // Without the hint the 4th request (3 in flight on `first`, cost 3 + 4 > 0 + 4 + 2) would have spilled.
+    expect(hits.get(first)).toBe(4);
+    held.splice(0).forEach((release) => release());
+    await Promise.all(pending);
+    await reg.close();
+    await Promise.all(servers.map(({ s }) => new Promise((res2) => s.close(res2))));
+  });
+
   it('answers 503 with Retry-After when no worker serves the base model', async () => {
     const r = await router.forward({ path: '/v1/completions', body: { model: 'other', prompt: 'x' }, baseModel: 'other-model' });
     expect(r.status).toBe(503);
@@ -159,13 +191,13 @@ describe('worker choice', () => {
 
 describe('what a worker receives', () => {
   it('a signed descriptor of the adapter, the adapter id in the body, and usage forced on', async () => {
-    const seen: Array<{ req: IncomingMessage; body: Record<string, unknown> }> = [];
+    const seen: Array<{ req: IncomingMessage; body: Record<string, unknown>; raw: string }> = [];
     // Records the request and answers like a worker would; it checks the router's side of the wire.
     const capture = createServer((req, res) => {
       let data = '';
       req.on('data', (d: Buffer) => (data += d.toString()));
       req.on('end', () => {
-        seen.push({ req, body: JSON.parse(data) as Record<string, unknown> });
+        seen.push({ req, body: JSON.parse(data) as Record<string, unknown>, raw: data });
         res.writeHead(200, { 'content-type': 'text/event-stream' });
         res.end('data: {"token":{"id":5,"text":"a","logprob":null,"special":false},"generated_text":"a","details":{"finish_reason":"length","prompt_tokens":3,"generated_tokens":1,"seed":null}}\n\n');
       });
@@ -179,7 +211,9 @@ describe('what a worker receives', () => {
     const res = await r.forward({ path: '/generate_stream', body: { inputs: 'x', parameters: { adapter_id: 'my-adapter@3', max_new_tokens: 1 } }, adapter: target, baseModel: 'capture-model' });
     const events = sseData(await res.text()) as Array<Record<string, unknown>>;
     expect(events[0]!.details).toBeNull();
-    const { req, body } = seen[0]!;
+    const { req, body, raw } = seen[0]!;
+    // Signed for this method, path and body (contract §1a).
+    expect(verifyRequestSignature(String(req.headers[SIGNATURE_HEADER]), SECRET, 'POST', '/generate_stream', raw)).toMatchObject({ ok: true });
     expect(body.parameters).toEqual({ adapter_id: 'ad_0123456789abcdef01', max_new_tokens: 1, details: true });
     const d = verifyDescriptor(String(req.headers['x-loraplex-adapter']), SECRET);
     expect(d).toEqual({ v: 1, id: target.id, base_model: 'capture-model', rank: 8, storage: target.storage, files: target.files, exp: expect.any(Number) });

@@ -7,7 +7,7 @@ export const USAGE = `usage: loraplex-worker --model DIR [--port N] [--host ADDR
        [--adapter-cache-dir DIR] [--disk-cache-bytes N] [--host-cache-adapters N] [--host-cache-bytes N]
        [--max-adapters N] [--max-lora-rank N] [--kv-cache-tokens N] [--max-batch-tokens N]
        [--threads N] [--backend cpu|cuda|auto]
-       [--worker-secret S] [--api-url URL] [--advertise-url URL] [--worker-id ID] [--heartbeat-interval SECONDS]`;
+       [--api-key KEY] [--worker-secret S] [--api-url URL] [--advertise-url URL] [--worker-id ID] [--heartbeat-interval SECONDS]`;
 
 export type CliOptions = WorkerOptions & { port: number; host: string };
 
@@ -42,6 +42,7 @@ export function parseCli(argv: string[]): CliOptions {
       'host-cache-adapters': { type: 'string' },
       'host-cache-bytes': { type: 'string' },
       'worker-secret': { type: 'string' },
+      'api-key': { type: 'string' },
       'api-url': { type: 'string' },
       'advertise-url': { type: 'string' },
       'worker-id': { type: 'string' },
@@ -76,6 +77,7 @@ export function parseCli(argv: string[]): CliOptions {
     ...opt('hostCacheAdapters', int('host-cache-adapters', values['host-cache-adapters'], 1)),
     ...opt('hostCacheBytes', int('host-cache-bytes', values['host-cache-bytes'], 1)),
     ...opt('workerSecret', values['worker-secret']),
+    ...opt('apiKey', values['api-key']),
     ...opt('apiUrl', values['api-url']),
     ...opt('advertiseUrl', values['advertise-url']),
     ...opt('workerId', values['worker-id']),

@@ -4,12 +4,13 @@
 // LORAPLEX_SHUTDOWN_TIMEOUT_S (default 25 s; then it exits 1, cutting what is left). Started with an
 // IPC channel (by `loraplex worker` or the stack), it also drains when its parent dies.
 import { parseCli } from './args.js';
-import { startWorker } from './serve.js';
+import { assertSafeBind, startWorker } from './serve.js';
 
 async function main(): Promise<void> {
   let opts;
   try {
     opts = parseCli(process.argv.slice(2));
+    assertSafeBind(opts.host, opts);
   } catch (e) {
     console.error((e as Error).message);
     process.exit(2);

@@ -3,7 +3,28 @@
 // listener and the engine.
 import { serve, type ServerType } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
-import { createWorker, type Worker, type WorkerOptions } from './worker.js';
+import { callerCredentials, createWorker, type Worker, type WorkerOptions } from './worker.js';
+
+/** Whether a listen address is reachable only from this machine. */
+export function isLoopback(host: string): boolean {
+  const h = host.toLowerCase().replace(/^\[|\]$/g, '');
+  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h) || /^::ffff:127\.\d+\.\d+\.\d+$/.test(h);
+}
+
+/**
+ * A worker that anyone on the network could call must check who calls: binding to a non-loopback
+ * address needs the worker secret (platform deployments) or an API key (standalone).
+ */
+export function assertSafeBind(host: string, opts: Pick<WorkerOptions, 'workerSecret' | 'apiKey'>): void {
+  if (isLoopback(host)) return;
+  const { workerSecret, apiKey } = callerCredentials(opts);
+  if (workerSecret || apiKey) return;
+  throw new Error(
+    `refusing to listen on ${host} without authentication: anyone who can reach it could use this worker and list its adapters. ` +
+      'Give --worker-secret (or LORAPLEX_WORKER_SECRET) when the loraplex API routes to it, or --api-key (or LORAPLEX_API_KEY / VLLM_API_KEY) for a standalone worker, ' +
+      'or listen on a loopback address (the default, --host 127.0.0.1).',
+  );
+}
 
 export interface RunningWorker {
   worker: Worker;
@@ -14,6 +35,7 @@ export interface RunningWorker {
 }
 
 export async function startWorker(opts: WorkerOptions & { port?: number; host?: string }): Promise<RunningWorker> {
+  assertSafeBind(opts.host ?? '127.0.0.1', opts);
   const worker = await createWorker(opts);
   const { server, port } = await new Promise<{ server: ServerType; port: number }>((res, rej) => {
     const s = serve({ fetch: worker.app.fetch, port: opts.port ?? 8000, hostname: opts.host ?? '127.0.0.1' }, (info: AddressInfo) => res({ server: s, port: info.port }));

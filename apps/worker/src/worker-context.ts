@@ -3,6 +3,7 @@ import type { Engine } from '@loraplex/engine';
 import type { AdapterManager } from './adapters/adapter-manager.js';
 import type { DescriptorRegistry } from './adapters/descriptors.js';
 import type { WorkerMetrics } from './metrics.js';
+import type { CallerAuth } from './server/auth.js';
 import type { Scheduler } from './scheduler/scheduler.js';
 import type { StructuredOutput } from './structured/structured-output.js';
 
@@ -16,6 +17,8 @@ export interface WorkerContext {
   descriptors: DescriptorRegistry;
   /** Shared secret of signed descriptors and heartbeats (--worker-secret / LORAPLEX_WORKER_SECRET). */
   workerSecret: string | undefined;
+  /** Who may call this worker: the platform's signature and/or a standalone API key. */
+  auth: CallerAuth;
   metrics: WorkerMetrics;
   /** The base model's id in `model` fields and /v1/models (--served-model-name, else the --model path as given). */
   modelId: string;

@@ -15,6 +15,7 @@ import { makeS3Client, s3SettingsFromEnv, S3Source } from './adapters/s3-source.
 import { LocalDirSource, NoAdapters, type AdapterSource } from './adapters/source.js';
 import { AdapterTiers } from './adapters/tiers.js';
 import { WorkerMetrics } from './metrics.js';
+import { ReplayCache } from './platform-signature.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { StructuredOutput } from './structured/structured-output.js';
 import { createApp } from './server/app.js';
@@ -50,6 +51,11 @@ export interface WorkerOptions {
   threads?: number;
   /** Shared secret of signed adapter descriptors and heartbeats. Default LORAPLEX_WORKER_SECRET. */
   workerSecret?: string;
+  /**
+   * A standalone worker's API key: callers send `Authorization: Bearer <key>` (vLLM's --api-key).
+   * Default LORAPLEX_API_KEY, then VLLM_API_KEY. The platform's signed requests are accepted as well.
+   */
+  apiKey?: string;
   /** The API to send heartbeats to (contract §2); none when unset. */
   apiUrl?: string;
   /** How the API reaches this worker. Default http://<host>:<port> (set by serve). */
@@ -71,7 +77,17 @@ export interface Worker extends WorkerContext {
   shutdown(): Promise<void>;
 }
 
+/** The worker secret and API key from the options, else the environment (empty strings are unset). */
+export function callerCredentials(opts: Pick<WorkerOptions, 'workerSecret' | 'apiKey'>): { workerSecret: string | undefined; apiKey: string | undefined } {
+  const env = process.env;
+  return {
+    workerSecret: opts.workerSecret || env.LORAPLEX_WORKER_SECRET || undefined,
+    apiKey: opts.apiKey || env.LORAPLEX_API_KEY || env.VLLM_API_KEY || undefined,
+  };
+}
+
 export async function createWorker(opts: WorkerOptions): Promise<Worker> {
+  const { workerSecret, apiKey } = callerCredentials(opts);
   if (opts.adapterDir !== undefined && opts.adapterS3 !== undefined) throw new Error('give --adapter-dir or --adapter-s3, not both');
   if (opts.adapterDir !== undefined && !opts.adapterSource) {
     const st = await stat(opts.adapterDir).catch(() => undefined);
@@ -113,9 +129,8 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
     slots: engine.options.maxAdapters,
     tiers: () => tiers,
   });
-  const workerSecret = opts.workerSecret ?? (process.env.LORAPLEX_WORKER_SECRET || undefined);
   const structured = new StructuredOutput({ modelDir: opts.model, vocab: engine.config.vocab, stopTokenIds: [...engine.eosTokenIds] });
-  const ctx: WorkerContext = { engine, scheduler: sched, adapters, descriptors, workerSecret, metrics, structured, modelId: opts.servedModelName ?? opts.model, modelPath: opts.model, startedAt: Math.floor(Date.now() / 1000) };
+  const ctx: WorkerContext = { engine, scheduler: sched, adapters, descriptors, workerSecret, auth: { secret: workerSecret, apiKey, replays: new ReplayCache() }, metrics, structured, modelId: opts.servedModelName ?? opts.model, modelPath: opts.model, startedAt: Math.floor(Date.now() / 1000) };
   let heartbeat: Heartbeat | undefined;
   if (opts.apiUrl) {
     if (!workerSecret) throw new Error('--api-url needs --worker-secret (or LORAPLEX_WORKER_SECRET): heartbeats are authenticated with it');

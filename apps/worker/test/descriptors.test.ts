@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signDescriptor, type SignedDescriptor } from '../src/adapters/descriptors.js';
 import { startWorker } from '../src/serve.js';
 import { createWorker, type Worker } from '../src/worker.js';
-import { adaptersDir, modelDir, poster, until } from './helpers/http.js';
+import { adaptersDir, modelDir, platformPoster, until } from './helpers/http.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'lp-descriptors-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -39,7 +39,7 @@ describe('signed adapter descriptors', () => {
   afterAll(() => worker?.shutdown());
 
   const generate = (model: string, header?: string) =>
-    poster((p, init) => worker.app.request(p, init))('/generate', { inputs: 'x', parameters: { adapter_id: model, max_new_tokens: 6, details: true, ignore_eos_token: true } }, header === undefined ? {} : { headers: { 'content-type': 'application/json', 'x-loraplex-adapter': header } });
+    platformPoster((p, init) => worker.app.request(p, init), SECRET)('/generate', { inputs: 'x', parameters: { adapter_id: model, max_new_tokens: 6, details: true, ignore_eos_token: true } }, header === undefined ? {} : { headers: { 'x-loraplex-adapter': header } });
 
   it('serves an adapter described by a valid descriptor, with the engine\'s exact tokens', async () => {
     const r = await generate(ID, signDescriptor(descriptorFor(store), SECRET));
@@ -101,6 +101,7 @@ describe('heartbeats', () => {
     expect(b.body.model_config).toEqual(JSON.parse(readFileSync(join(modelDir('llama'), 'config.json'), 'utf8')));
     expect(b.body.capacity).toMatchObject({ adapter_slots: 8, host_adapters: 64 });
     expect(Array.isArray(b.body.resident_adapters)).toBe(true);
+    expect(b.body).toMatchObject({ slot_adapters: [], host_adapters: [] });
     await w.drain();
     expect(beats[beats.length - 1]!.body.draining).toBe(true);
     await new Promise<void>((r) => api.close(() => r()));

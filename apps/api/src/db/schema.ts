@@ -81,7 +81,10 @@ export const workers = pgTable('workers', {
   baseModel: text('base_model').notNull(),
   capacity: jsonb('capacity').notNull().$type<WorkerCapacity>(),
   load: jsonb('load').notNull().$type<WorkerLoad>(),
+  /** In an engine slot or the host-memory tier (what the column always held). */
   residentAdapters: text('resident_adapters').array().notNull().$type<string[]>(),
+  /** In an engine slot: served without a load (routing affinity prefers these). */
+  slotAdapters: text('slot_adapters').array().notNull().default(sql`'{}'::text[]`).$type<string[]>(),
   draining: boolean('draining').notNull().default(false),
   lastHeartbeat: timestamp('last_heartbeat', { withTimezone: true }).notNull().defaultNow(),
 });

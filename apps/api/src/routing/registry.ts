@@ -9,7 +9,7 @@
 import { sql } from 'drizzle-orm';
 import { baseModels as baseModelsTable, workers as workersTable, type WorkerCapacity, type WorkerLoad } from '../db/schema.js';
 import type { Db } from './db.js';
-import { parseHeartbeat, type HeartbeatBody } from './heartbeat-schema.js';
+import { parseHeartbeat, residencyOf, type HeartbeatBody } from './heartbeat-schema.js';
 
 export interface WorkerRecord {
   id: string;
@@ -17,7 +17,10 @@ export interface WorkerRecord {
   baseModel: string;
   capacity: WorkerCapacity;
   load: WorkerLoad;
+  /** Adapters in an engine slot or the host tier. */
   residentAdapters: string[];
+  /** Adapters in an engine slot (a subset of residentAdapters): served without a load. */
+  slotAdapters: string[];
   draining: boolean;
   /** performance.now() of the newest heartbeat known, on this process's clock. */
   seenAtMs: number;
@@ -94,9 +97,10 @@ export class WorkerRegistry {
   }
 
   private async persist(hb: HeartbeatBody, writeModel: boolean): Promise<void> {
+    const { slot, resident } = residencyOf(hb);
     const row = {
       id: hb.id, url: hb.url, baseModel: hb.base_model, capacity: hb.capacity, load: hb.load,
-      residentAdapters: hb.resident_adapters, draining: hb.draining, lastHeartbeat: sql`now()`,
+      residentAdapters: resident, slotAdapters: slot, draining: hb.draining, lastHeartbeat: sql`now()`,
     };
     await this.db
       .insert(workersTable)
@@ -105,7 +109,7 @@ export class WorkerRegistry {
         target: workersTable.id,
         set: {
           url: sql`excluded.url`, baseModel: sql`excluded.base_model`, capacity: sql`excluded.capacity`, load: sql`excluded.load`,
-          residentAdapters: sql`excluded.resident_adapters`, draining: sql`excluded.draining`, lastHeartbeat: sql`now()`,
+          residentAdapters: sql`excluded.resident_adapters`, slotAdapters: sql`excluded.slot_adapters`, draining: sql`excluded.draining`, lastHeartbeat: sql`now()`,
         },
       });
     if (writeModel) {
@@ -180,7 +184,7 @@ export class WorkerRegistry {
     const rows = await this.db
       .select({
         id: workersTable.id, url: workersTable.url, baseModel: workersTable.baseModel, capacity: workersTable.capacity, load: workersTable.load,
-        residentAdapters: workersTable.residentAdapters, draining: workersTable.draining,
+        residentAdapters: workersTable.residentAdapters, slotAdapters: workersTable.slotAdapters, draining: workersTable.draining,
         ageMs: sql<number>`(extract(epoch from (now() - ${workersTable.lastHeartbeat})) * 1000)::float8`,
       })
       .from(workersTable)
@@ -212,8 +216,9 @@ export class WorkerRegistry {
 }
 
 function toRecord(hb: HeartbeatBody, seenAtMs: number): WorkerRecord {
+  const { slot, resident } = residencyOf(hb);
   return {
     id: hb.id, url: hb.url.replace(/\/+$/, ''), baseModel: hb.base_model, capacity: hb.capacity, load: hb.load,
-    residentAdapters: hb.resident_adapters, draining: hb.draining, seenAtMs,
+    residentAdapters: resident, slotAdapters: slot, draining: hb.draining, seenAtMs,
   };
 }

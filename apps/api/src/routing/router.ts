@@ -1,8 +1,10 @@
 // Forwards an inference request to a worker for its base model: rendezvous order on the adapter id
-// (least loaded for the base model), the signed adapter descriptor in a header, fallback to the
-// next worker while nothing has reached the client yet, the worker's answer streamed through, the
-// worker request aborted when the client goes away, and usage reported once per request.
+// preferring workers that hold it in a slot (least loaded for the base model), the request
+// signature and the signed adapter descriptor in headers, fallback to the next worker while nothing
+// has reached the client yet, the worker's answer streamed through, the worker request aborted when
+// the client goes away, and usage reported once per request.
 import type { IncomingHttpHeaders } from 'node:http';
+import { SIGNATURE_HEADER, signRequest } from '@loraplex/worker/platform-signature';
 import { DESCRIPTOR_HEADER, DescriptorSigner, type AdapterTarget } from './descriptor.js';
 import type { WorkerRecord, WorkerRegistry } from './registry.js';
 import { leastLoaded, pickWorkers, preferResident } from './rendezvous.js';
@@ -71,16 +73,24 @@ function apiError(status: number, type: string, code: string, message: string, h
 
 class ClientGone extends Error {}
 
+/** Adapters whose last worker the router remembers (cleared when full: it is only a hint). */
+const MAX_LAST_SENT = 100_000;
+
 export class Router {
   private readonly signer: DescriptorSigner;
+  private readonly secret: string;
   private readonly maxAttempts: number;
   private readonly retryAfterS: number;
   private readonly post: WorkerPost;
   private readonly closeClient: () => void;
   private readonly inFlight = new Map<string, number>();
+  /** Per adapter: the worker this instance last sent it to, and when (performance.now()). */
+  private readonly lastSent = new Map<string, { workerId: string; atMs: number }>();
 
   constructor(private readonly registry: WorkerRegistry, opts: RouterOptions) {
     this.signer = new DescriptorSigner(opts.secret, opts.descriptorTtlS ?? 300);
+    this.secret = opts.secret;
+
     this.maxAttempts = opts.maxAttempts ?? 3;
     this.retryAfterS = opts.retryAfterS ?? 2;
     if (opts.post) {
@@ -108,7 +118,11 @@ export class Router {
     const healthy = this.registry.healthy(baseModel);
     const inFlight = (id: string): number => this.inFlightTo(id);
     if (adapterId === undefined) return leastLoaded(healthy, inFlight);
-    return preferResident(pickWorkers(healthy, adapterId), adapterId, { inFlight });
+    const last = this.lastSent.get(adapterId);
+    // Between heartbeats, the worker we last sent the adapter to holds it in a slot: without this,
+    // every request until the next heartbeat could load it on another worker as well.
+    const sentSinceHeartbeat = (workerId: string): boolean => last !== undefined && last.workerId === workerId && last.atMs >= (healthy.find((w) => w.id === workerId)?.seenAtMs ?? Infinity);
+    return preferResident(pickWorkers(healthy, adapterId), adapterId, { inFlight, sentSinceHeartbeat });
   }
 
   async forward(req: ForwardRequest): Promise<Response> {
@@ -157,6 +171,10 @@ export class Router {
     const onClientAbort = (): void => ctrl.abort(req.signal?.reason);
     req.signal?.addEventListener('abort', onClientAbort, { once: true });
     this.inFlight.set(worker.id, this.inFlightTo(worker.id) + 1);
+    if (req.adapter) {
+      if (this.lastSent.size >= MAX_LAST_SENT) this.lastSent.clear();
+      this.lastSent.set(req.adapter.id, { workerId: worker.id, atMs: performance.now() });
+    }
     let released = false;
     const release = (): void => {
       if (released) return;
@@ -175,7 +193,10 @@ export class Router {
 
     let res: WorkerResponse;
     try {
-      res = await this.post(`${worker.url}${req.path}`, headers, prep.json, ctrl.signal);
+      // Workers trust only the platform (contract §1a): each attempt carries its own signature
+      // (a fresh nonce, so a retry is not refused as a replay).
+      const signed = { ...headers, [SIGNATURE_HEADER]: signRequest(this.secret, 'POST', req.path, prep.json) };
+      res = await this.post(`${worker.url}${req.path}`, signed, prep.json, ctrl.signal);
     } catch {
       return failed();
     }

@@ -4,7 +4,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { metric } from '../../../worker/test/helpers/http.js';
+import { metric, platformHeaders } from '../../../worker/test/helpers/http.js';
 import { ensureBuilt, spawnWorker } from '../../../worker/test/helpers/process.js';
 import { API_DIR } from './routing-db.js';
 
@@ -53,6 +53,13 @@ export function heartbeatFor(id: string, url: string, over: Partial<{ resident: 
   };
 }
 
+/** A worker's metric, read as the platform does (workers answer /metrics to signed requests only). */
 export async function workerMetric(url: string, name: string, labels = ''): Promise<number> {
-  return metric(await (await fetch(`${url}/metrics`)).text(), name, labels);
+  return metric(await (await fetch(`${url}/metrics`, { headers: platformHeaders(WORKER_SECRET, 'GET', '/metrics') })).text(), name, labels);
+}
+
+/** A request straight to a worker, signed as the API signs it. */
+export function postToWorker(worker: { url: string }, path: string, body: unknown): Promise<Response> {
+  const text = JSON.stringify(body);
+  return fetch(`${worker.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...platformHeaders(WORKER_SECRET, 'POST', path, text) }, body: text });
 }

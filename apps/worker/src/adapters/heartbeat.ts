@@ -26,6 +26,8 @@ export class Heartbeat {
 
   body(draining: boolean): Record<string, unknown> {
     const { engine, scheduler, adapters } = this.ctx;
+    const slots = adapters.resident();
+    const host = adapters.tiers.hostNames();
     return {
       id: this.opts.workerId,
       url: this.opts.advertiseUrl,
@@ -34,7 +36,12 @@ export class Heartbeat {
       max_lora_rank: this.opts.maxLoraRank,
       capacity: { adapter_slots: engine.options.maxAdapters, host_adapters: this.opts.hostAdapters, kv_blocks: engine.blocks.numBlocks, max_batch_tokens: engine.options.maxBatchTokens },
       load: { running: scheduler.runningCount, waiting: scheduler.waitingCount, kv_free_blocks: engine.blocks.freeBlocks },
-      resident_adapters: [...new Set([...adapters.resident(), ...adapters.tiers.hostNames()])],
+      // Routing affinity: adapters in engine slots serve at once; the host tier still costs a slot
+      // load. The API prefers the former, then the latter (contract §2). resident_adapters (both)
+      // is kept for APIs that predate the split.
+      slot_adapters: slots,
+      host_adapters: host,
+      resident_adapters: [...new Set([...slots, ...host])],
       draining,
     };
   }

@@ -1,6 +1,7 @@
 // The worker's Hono app, separate from the listener (tests call app.request()).
 import { Hono } from 'hono';
 import type { WorkerContext } from '../worker-context.js';
+import { authenticateCaller } from './auth.js';
 import { errorResponse, notFound } from './errors.js';
 import { adapterDescriptor, countRequests, limitBody, parseJsonBody, rejectWhileDraining } from './middleware.js';
 import { chatCompletions } from './routes/chat.js';
@@ -15,7 +16,10 @@ export function createApp(ctx: WorkerContext): Hono<WorkerEnv> {
   app.onError((err, c) => errorResponse(c, err));
   app.notFound((c) => errorResponse(c, notFound(`no route ${c.req.method} ${c.req.path}`)));
 
-  const generation = (route: string) => [countRequests(ctx, route), rejectWhileDraining(ctx), limitBody(MAX_BODY_BYTES), parseJsonBody, adapterDescriptor(ctx, ctx.descriptors, ctx.workerSecret)] as const;
+  // Every route but /health: the body limit first (authentication reads the body to check its
+  // digest), then the caller's credentials, before anything looks at what the request names.
+  app.use('*', limitBody(MAX_BODY_BYTES), authenticateCaller(ctx.auth));
+  const generation = (route: string) => [countRequests(ctx, route), rejectWhileDraining(ctx), parseJsonBody, adapterDescriptor(ctx, ctx.descriptors, ctx.workerSecret)] as const;
   app.post('/v1/completions', ...generation('completions'), completions(ctx));
   app.post('/v1/chat/completions', ...generation('chat'), chatCompletions(ctx));
   app.post('/generate', ...generation('generate'), loraxGenerate(ctx));

@@ -2,6 +2,7 @@
 import net from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { SIGNATURE_HEADER, signRequest } from '../../src/platform-signature.js';
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..');
 export const FIXTURES = join(REPO, 'packages', 'engine', 'test', 'fixtures', 'hf-tiny');
@@ -14,6 +15,20 @@ export type Fetcher = (path: string, init?: RequestInit) => Promise<Response> | 
 export function poster(fetcher: Fetcher) {
   return (path: string, body: unknown, init: RequestInit = {}): Promise<Response> =>
     Promise.resolve(fetcher(path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: typeof body === 'string' ? body : JSON.stringify(body), ...init }));
+}
+
+/** The signature header that makes a request come from the platform (contract §1a). */
+export function platformHeaders(secret: string, method: string, path: string, body = ''): Record<string, string> {
+  return { [SIGNATURE_HEADER]: signRequest(secret, method, path, body) };
+}
+
+/** Like poster(), but every request is signed with the worker secret, as the API signs them. */
+export function platformPoster(fetcher: Fetcher, secret: string) {
+  return (path: string, body: unknown, init: RequestInit & { headers?: Record<string, string> } = {}): Promise<Response> => {
+    const text = typeof body === 'string' ? body : JSON.stringify(body);
+    const headers = { 'content-type': 'application/json', ...init.headers, ...platformHeaders(secret, 'POST', path, text) };
+    return Promise.resolve(fetcher(path, { method: 'POST', ...init, headers, body: text }));
+  };
 }
 
 /** The `data:` payloads of an SSE body, in order ('[DONE]' kept as a string). */

@@ -1,0 +1,1 @@
+ALTER TABLE "workers" ADD COLUMN "slot_adapters" text[] DEFAULT '{}'::text[] NOT NULL;
