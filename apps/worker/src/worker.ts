@@ -151,6 +151,7 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
         await sched.drain();
         sched.stop();
         catalog.stop();
+        await structured.close(); // the grammar engine thread
         await engine.close();
       })();
       return closing;
