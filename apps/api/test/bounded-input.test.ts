@@ -102,7 +102,7 @@ describe('bounded JSON bodies', () => {
     for (const path of ['/v1/completions', '/generate', '/v1/keys']) {
       const e = await errorOf(await post(path, path === '/v1/keys' ? ADMIN_KEY : attacker, deep));
       expect(e).toMatchObject({ status: 400, code: 'too_deep' });
-      expect(e.message).toMatch(/more than 128 levels deep/);
+      expect(e.message).toMatch(/more than 256 levels deep/);
     }
     const content = `${'['.repeat(10_000)}${']'.repeat(10_000)}`;
     const chat = await post('/v1/chat/completions', attacker, `{"model":"${BASE_MODEL}","messages":[{"role":"user","content":${content}}]}`);

@@ -35,8 +35,9 @@ const variants: Variant[] = [
       await admin.connect();
       await admin.query(`CREATE DATABASE ${db}`);
       const s3 = await startS3();
-      // The worker child process reads the S3 endpoint and credentials from the environment.
-      Object.assign(process.env, { LORAPLEX_S3_ENDPOINT: s3.config.endpoint, AWS_REGION: s3.config.region });
+      // The worker child process reads the S3 endpoint and credentials from the environment (the
+      // stack reads the same variables, so they name the same store as the options below).
+      Object.assign(process.env, { LORAPLEX_S3_ENDPOINT: s3.config.endpoint, LORAPLEX_S3_BUCKET: s3.config.bucket, AWS_REGION: s3.config.region });
       const url = new URL(PG_ADMIN_URL);
       url.pathname = `/${db}`;
       return {

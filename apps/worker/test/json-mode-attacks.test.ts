@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createWorker, type Worker } from '../src/worker.js';
 import { modelDir, poster } from './helpers/http.js';
 import { PATHOLOGICAL } from './helpers/pathological-schemas.js';
+import { MAX_JSON_DEPTH } from '../src/validation/index.js';
 
 let worker: Worker;
 let post: ReturnType<typeof poster>;
@@ -42,14 +43,28 @@ async function expectNormalStillWorks(): Promise<void> {
   expect(validate(JSON.parse(body.choices[0]!.message.content))).toBe(true);
 }
 
+/** How deep a value nests arrays and objects (a body nesting more is refused before any route reads it). */
+function nesting(v: unknown): number {
+  let depth = 0, max = 0;
+  for (const ch of JSON.stringify(v)) {
+    if (ch === '{' || ch === '[') max = Math.max(max, ++depth);
+    else if (ch === '}' || ch === ']') depth--;
+  }
+  return max;
+}
+
 describe('pathological schemas', () => {
-  for (const [what, schema, message] of PATHOLOGICAL) {
+  for (const [what, schema, schemaMessage] of PATHOLOGICAL) {
+    // The request wraps the schema 3 (chat) or 4 (LoRAX) levels deep; a schema that makes the body
+    // nest past the body parser's bound is refused by it, with its own message, before the schema check.
+    const tooDeepForBody = nesting(schema) + 4 > MAX_JSON_DEPTH;
+    const message = tooDeepForBody ? new RegExp(`more than ${MAX_JSON_DEPTH} levels deep`) : schemaMessage;
     it(`${what}: 400 on the OpenAI and LoRAX routes, /health stays fast, JSON mode keeps working`, async () => {
       const chat = await underAttack(() => post('/v1/chat/completions', { messages: [{ role: 'user', content: 'x' }], max_tokens: 20, response_format: { type: 'json_schema', json_schema: { name: 'x', schema } } }));
       expect(chat.r.status).toBe(400);
       const cb = (await chat.r.json()) as { error: { type: string; param: string; message: string } };
       expect(cb.error.type).toBe('invalid_request_error');
-      expect(cb.error.param).toBe('response_format.json_schema.schema');
+      expect(cb.error.param).toBe(tooDeepForBody ? null : 'response_format.json_schema.schema');
       expect(cb.error.message).toMatch(message);
       expect(chat.healthMs).toBeLessThan(100);
 

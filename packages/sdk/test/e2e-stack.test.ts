@@ -69,8 +69,9 @@ const variants: Variant[] = [
       const s3 = new S3rver({ port: 0, address: '127.0.0.1', silent: true, directory: join(dataDir, 's3') });
       const { port } = await s3.run();
       const endpoint = `http://127.0.0.1:${port}`;
-      // The worker child process reads S3 settings and credentials from the environment.
-      Object.assign(process.env, { LORAPLEX_S3_ENDPOINT: endpoint, AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1' });
+      // The worker child process reads S3 settings and credentials from the environment (the stack
+      // reads the same variables, so they name the same store as the options below).
+      Object.assign(process.env, { LORAPLEX_S3_ENDPOINT: endpoint, LORAPLEX_S3_BUCKET: 'adapters', AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1' });
       await new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } }).send(new CreateBucketCommand({ Bucket: 'adapters' }));
       return {
         databaseUrl: `postgres://postgres@127.0.0.1:5432/${db}`,

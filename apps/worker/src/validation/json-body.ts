@@ -7,7 +7,7 @@
 export const MAX_BODY_BYTES = 32 * 1024 * 1024;
 
 /** Deepest nesting of arrays and objects a body may have (a JSON schema in response_format nests two levels per schema level). */
-export const MAX_JSON_DEPTH = 128;
+export const MAX_JSON_DEPTH = 256;
 
 export class JsonBodyError extends Error {
   constructor(
