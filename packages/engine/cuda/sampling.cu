@@ -49,8 +49,8 @@ __device__ __forceinline__ bool in_cut(uint32_t k, int i, Cut c) { return k < c.
 struct CountW { __device__ double operator()(float) const { return 1.0; } };
 // Unnormalised weight of a candidate after temperature, as the CPU computes it.
 struct WeightW {
-  float mx, T;
-  __device__ double operator()(float f) const { return double(sample_weight(sample_z(f, mx, T))); }
+  float mx, inv_t;
+  __device__ double operator()(float f) const { return double(sample_weight(sample_z(f, mx, inv_t))); }
 };
 
 struct Shared {
@@ -243,7 +243,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleArgs a) {
     bool found = true;
     const CountW count;
     const Cut cand = k < n_fin ? descend(work, V, all, count, double(k), false, found, sh) : all;
-    const WeightW weight{work[top], p.temperature};
+    const WeightW weight{work[top], 1.f / p.temperature};  // IEEE division, as the CPU
     auto mass = [&](Cut c) {
       double s = 0.0;
       for (int i = tid; i < V; i += kThreads) {

@@ -12,9 +12,9 @@ namespace lp {
 namespace {
 
 // Bucket of a candidate from its z (<= 0) and weight; the scalar twin of the AVX2 lanes below.
-inline int bucket_of(float z, float w, float scale) {
-  if (w == 0.f) return SampleOrder::kZeroBucket;
-  return std::min(int(-z * scale), SampleOrder::kBuckets - 1);
+inline int bucket_of(float z, float w, float scale, int buckets) {
+  if (w == 0.f) return buckets;
+  return std::min(int(-z * scale), buckets - 1);
 }
 
 #ifdef LP_AVX2
@@ -41,54 +41,70 @@ inline __m256 sample_weight8(__m256 z) {
 void SampleOrder::build(const float* logits, int vocab, float temperature) {
   logits_ = logits;
   vocab_ = vocab;
-  temperature_ = temperature;
+  inv_t_ = 1.f / temperature;
   const float inf = std::numeric_limits<float>::infinity();
   float mx = -inf, mn = inf;
-  for (int i = 0; i < vocab; i++) {  // vectorised by the compiler
+  int i = 0;
+#ifdef LP_AVX2
+  {
+    __m256 vmax = _mm256_set1_ps(-inf), vmin = _mm256_set1_ps(inf);
+    const __m256 vninf = _mm256_set1_ps(-inf), vinf = _mm256_set1_ps(inf);
+    for (; i + 8 <= vocab; i += 8) {
+      const __m256 l = _mm256_loadu_ps(logits + i);
+      vmax = _mm256_max_ps(vmax, l);
+      vmin = _mm256_min_ps(vmin, _mm256_blendv_ps(l, vinf, _mm256_cmp_ps(l, vninf, _CMP_EQ_OQ)));
+    }
+    float a[8], b[8];
+    _mm256_storeu_ps(a, vmax);
+    _mm256_storeu_ps(b, vmin);
+    for (int j = 0; j < 8; j++) mx = std::max(mx, a[j]), mn = std::min(mn, b[j]);
+  }
+#endif
+  for (; i < vocab; i++) {
     const float l = logits[i];
     mx = std::max(mx, l);
     mn = std::min(mn, l == -inf ? inf : l);
   }
   max_ = mx;
   // Equal-width buckets over z in [max(z_min, kMinSampleZ), 0]; one bucket when all are equal.
-  const float z_lo = std::max(sample_z(mn, mx, temperature), kMinSampleZ);
-  const float scale = z_lo < 0.f ? float(kBuckets - 1) / -z_lo : 0.f;
+  const float z_lo = std::max(sample_z(mn, mx, inv_t_), kMinSampleZ);
+  const int nb = buckets_ = std::min(kMaxBuckets, std::max(16, vocab / 64));
+  const int stride = nb + 2, zero_b = nb, masked_b = nb + 1;
+  const float scale = z_lo < 0.f ? float(nb - 1) / -z_lo : 0.f;
 
   bucket_.resize(size_t(vocab));
-  mass_.assign(kBuckets, 0.0);
-  count_.assign(kBuckets + 1, 0);
-  min_w_.assign(kBuckets, inf);
+  // kCopies interleaved histograms: consecutive candidates often share a bucket, and one copy
+  // would chain every update on the previous one's store.
+  hist_.assign(size_t(kCopies) * size_t(stride), Bin{0.0, 0});
   for (int b : touched_) slot_[size_t(b)] = -1;
-  slot_.resize(kBuckets, -1);
+  slot_.resize(size_t(kMaxBuckets) + 2, -1);
   touched_.clear();
 
   float zs[8], ws[8];
   int bs[8];
-  auto scatter = [&](int i0, int n) {
+  Bin* hist = hist_.data();
+  auto scatter = [&](int i0, int n) {  // bs: buckets with masked candidates already marked
     for (int j = 0; j < n; j++) {
-      const int i = i0 + j;
-      if (logits[i] == -inf) {
-        bucket_[size_t(i)] = kMaskedBucket;
-        continue;
-      }
       const int b = bs[j];
-      bucket_[size_t(i)] = uint16_t(b);
-      count_[size_t(b)]++;
-      if (b == kZeroBucket) continue;
-      mass_[size_t(b)] += double(ws[j]);
-      min_w_[size_t(b)] = std::min(min_w_[size_t(b)], ws[j]);
+      bucket_[size_t(i0 + j)] = uint16_t(b);
+      Bin& h = hist[(j & (kCopies - 1)) * stride + b];
+      h.mass += double(ws[j]);
+      h.count++;
     }
   };
-  int i = 0;
+  i = 0;
 #ifdef LP_AVX2
-  const __m256 vmx = _mm256_set1_ps(mx), vt = _mm256_set1_ps(temperature), vscale = _mm256_set1_ps(scale);
-  const __m256i vlast = _mm256_set1_epi32(kBuckets - 1), vzero_b = _mm256_set1_epi32(kZeroBucket);
+  const __m256 vmx = _mm256_set1_ps(mx), vt = _mm256_set1_ps(inv_t_), vscale = _mm256_set1_ps(scale);
+  const __m256i vlast = _mm256_set1_epi32(nb - 1), vzero_b = _mm256_set1_epi32(zero_b),
+                vmasked_b = _mm256_set1_epi32(masked_b);
   for (; i + 8 <= vocab; i += 8) {
-    const __m256 z = _mm256_div_ps(_mm256_sub_ps(_mm256_loadu_ps(logits + i), vmx), vt);
+    const __m256 l = _mm256_loadu_ps(logits + i);
+    const __m256 z = _mm256_mul_ps(_mm256_sub_ps(l, vmx), vt);
     const __m256 w = sample_weight8(z);
     const __m256 t = _mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), z), vscale);
     __m256i b = _mm256_min_epi32(_mm256_cvttps_epi32(t), vlast);
     b = _mm256_blendv_epi8(b, vzero_b, _mm256_castps_si256(_mm256_cmp_ps(w, _mm256_setzero_ps(), _CMP_EQ_OQ)));
+    b = _mm256_blendv_epi8(b, vmasked_b, _mm256_castps_si256(_mm256_cmp_ps(l, _mm256_set1_ps(-inf), _CMP_EQ_OQ)));
     _mm256_storeu_ps(ws, w);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(bs), b);
     scatter(i, 8);
@@ -97,14 +113,23 @@ void SampleOrder::build(const float* logits, int vocab, float temperature) {
   for (; i < vocab; i += 8) {
     const int n = std::min(8, vocab - i);
     for (int j = 0; j < n; j++) {
-      zs[j] = sample_z(logits[i + j], mx, temperature);
+      zs[j] = sample_z(logits[i + j], mx, inv_t_);
       ws[j] = sample_weight(zs[j]);
-      bs[j] = bucket_of(zs[j], ws[j], scale);
+      bs[j] = logits[i + j] == -inf ? masked_b : bucket_of(zs[j], ws[j], scale, nb);
     }
     scatter(i, n);
   }
+  mass_.assign(size_t(nb), 0.0);
+  count_.assign(size_t(nb) + 1, 0);
+  for (int c = 0; c < kCopies; c++)
+    for (int b = 0; b <= nb; b++) {
+      const Bin& h = hist[c * stride + b];
+      if (b < nb) mass_[size_t(b)] += h.mass;
+      count_[size_t(b)] += h.count;
+    }
   positive_ = 0;
-  for (int b = 0; b < kBuckets; b++) positive_ += count_[size_t(b)];
+  for (int b = 0; b < nb; b++) positive_ += count_[size_t(b)];
+  scale_ = scale;
 }
 
 const SampleOrder::Sorted& SampleOrder::sorted(int b) {
@@ -135,14 +160,14 @@ const SampleOrder::Sorted& SampleOrder::sorted(int b) {
   const float* l = logits_;
   std::stable_sort(s.idx.begin(), s.idx.end(), [l](int32_t a, int32_t c) { return l[a] > l[c]; });
   s.w.reserve(s.idx.size());
-  for (int32_t k : s.idx) s.w.push_back(sample_weight(sample_z(l[k], max_, temperature_)));
+  for (int32_t k : s.idx) s.w.push_back(sample_weight(sample_z(l[k], max_, inv_t_)));
   return s;
 }
 
 SampleOrder::Pos SampleOrder::first_n(int64_t n) const {
   if (n >= positive_) return end();
   int64_t before = 0;
-  for (int b = 0; b < kBuckets; b++) {
+  for (int b = 0; b < buckets_; b++) {
     if (before + count_[size_t(b)] >= n) return Pos{b, int(n - before)};
     before += count_[size_t(b)];
   }
@@ -160,8 +185,12 @@ double SampleOrder::mass(Pos end) {
 }
 
 SampleOrder::Pos SampleOrder::before_weight_below(double threshold, Pos end) {
-  for (int b = 0; b <= std::min(end.b, kBuckets - 1); b++) {
-    if (count_[size_t(b)] == 0 || double(min_w_[size_t(b)]) >= threshold) continue;
+  // Candidates with z > log(threshold) + 1e-3 weigh more than the threshold (sample_weight is within
+  // a few ulp of exp), so the search starts one bucket before that z.
+  const float z_safe = float(std::log(threshold)) + 1e-3f;
+  const int b0 = z_safe >= 0.f ? 0 : std::max(0, bucket_of(z_safe, 1.f, scale_, buckets_) - 1);
+  for (int b = b0; b <= std::min(end.b, buckets_ - 1); b++) {
+    if (count_[size_t(b)] == 0) continue;
     const Sorted& s = sorted(b);
     const int n = b == end.b ? end.r : int(s.idx.size());
     for (int r = 0; r < n; r++)
@@ -177,7 +206,7 @@ SampleOrder::Pos SampleOrder::before_weight_below(double threshold, Pos end) {
 SampleOrder::Pos SampleOrder::through_mass(double target, bool strict, Pos end) {
   auto reaches = [&](double m) { return strict ? m > target : m >= target; };
   double cum = 0.0;
-  for (int b = 0; b <= std::min(end.b, kBuckets - 1); b++) {
+  for (int b = 0; b <= std::min(end.b, buckets_ - 1); b++) {
     if (count_[size_t(b)] == 0) continue;
     const bool partial = b == end.b;
     if (!partial && !reaches(cum + mass_[size_t(b)])) {
@@ -199,7 +228,7 @@ SampleOrder::Pos SampleOrder::through_mass(double target, bool strict, Pos end) 
 
 int32_t SampleOrder::index_at(Pos end) {
   if (end.r > 0) return sorted(end.b).idx[size_t(end.r - 1)];
-  for (int b = std::min(end.b, kBuckets) - 1; b >= 0; b--)
+  for (int b = std::min(end.b, buckets_) - 1; b >= 0; b--)
     if (count_[size_t(b)] > 0) return sorted(b).idx.back();
   return 0;  // unreachable: the maximum always has weight 1
 }

@@ -1,7 +1,7 @@
 // Positions in the sampling order of one row of logits (logit desc, index asc) without sorting
-// the row: one pass buckets every candidate by z = (logit - max) / T into kBuckets equal-width
+// the row: one pass buckets every candidate by z = (logit - max) / T into equal-width
 // buckets (a monotone function of the logit, so buckets are runs of the order) and sums each
-// bucket's weight (double), count and smallest weight. A query scans the bucket totals, and only
+// bucket's weight (double) and count. A query scans the bucket totals, and only
 // the one bucket where its answer lies is collected and sorted, so a draw costs two vectorised
 // passes over the vocabulary plus a sort of a few dozen elements, whatever the vocabulary size.
 // Candidates of weight 0 (z below kMinSampleZ) sit in a bucket of their own after all others:
@@ -14,8 +14,8 @@ namespace lp {
 
 class SampleOrder {
  public:
-  static constexpr int kBuckets = 4096;
-  static constexpr int kZeroBucket = kBuckets, kMaskedBucket = kBuckets + 1;
+  // Buckets: vocab / 64 (a few dozen candidates each when logits are flat), 16 .. kMaxBuckets.
+  static constexpr int kMaxBuckets = 2048;
 
   // An exclusive end in the order: every candidate before the r-th of bucket b (sorted order).
   struct Pos {
@@ -24,7 +24,7 @@ class SampleOrder {
 
   void build(const float* logits, int vocab, float temperature);
   // The end of all candidates of positive weight.
-  Pos end() const { return Pos{kBuckets, 0}; }
+  Pos end() const { return Pos{buckets_, 0}; }
   // The end after the first n candidates (n >= 1), or end() when that reaches weight 0.
   Pos first_n(int64_t n) const;
   // Total weight before `end`.
@@ -46,12 +46,19 @@ class SampleOrder {
 
   const float* logits_ = nullptr;
   int vocab_ = 0;
-  float max_ = 0.f, temperature_ = 1.f;
+  float max_ = 0.f, inv_t_ = 1.f;
   std::vector<uint16_t> bucket_;  // [vocab]
-  std::vector<double> mass_;      // [kBuckets]
-  std::vector<int32_t> count_;    // [kBuckets + 1]
-  std::vector<float> min_w_;      // [kBuckets]
-  std::vector<int32_t> slot_;     // [kBuckets] index into cache_ or -1
+  std::vector<double> mass_;      // [buckets_]
+  std::vector<int64_t> count_;    // [buckets_ + 1]
+  struct Bin {
+    double mass;
+    int64_t count;
+  };
+  static constexpr int kCopies = 2;
+  std::vector<Bin> hist_;         // [kCopies][buckets_ + 2] while building
+  int buckets_ = 16;              // then buckets_: weight 0, buckets_ + 1: masked (-inf)
+  float scale_ = 0.f;             // buckets per unit of -z
+  std::vector<int32_t> slot_;     // [buckets_ + 2] index into cache_ or -1
   std::vector<int> touched_;
   std::vector<Sorted> cache_;
   int64_t positive_ = 0;

@@ -1,5 +1,5 @@
 // The unnormalised sampling weight of a candidate, shared by the CPU sampler (scalar and AVX2) and
-// the CUDA sampler so both draw from bit-identical weights: w = exp(z), z = (logit - max) / T <= 0,
+// the CUDA sampler so both draw from bit-identical weights: w = exp(z), z = (logit - max) / T <= 0 (see sample_z),
 // as a float polynomial (Cephes expf) written with explicit fused multiply-adds, so no compiler
 // contraction choice can change a bit. Exactly 1 at z = 0, exactly 0 below kMinSampleZ (and only
 // there), about 2 ulp from exp elsewhere. The sampler sums weights in double.
@@ -20,12 +20,13 @@ constexpr float kLog2e = 1.44269504088896341f, kLn2Hi = 0.693359375f, kLn2Lo = -
 constexpr float kExpP0 = 1.9875691500e-4f, kExpP1 = 1.3981999507e-3f, kExpP2 = 8.3334519073e-3f,
                 kExpP3 = 4.1665795894e-2f, kExpP4 = 1.6666665459e-1f, kExpP5 = 5.0000001201e-1f;
 
-// z = (logit - max) / T, rounded as IEEE float subtraction then division.
-LP_SAMPLE_HD float sample_z(float logit, float max_logit, float temperature) {
+// z = (logit - max) * (1 / T), rounded as IEEE float subtraction then multiplication (a multiply
+// instead of a divide per candidate); inv_temperature = 1.f / T, rounded once.
+LP_SAMPLE_HD float sample_z(float logit, float max_logit, float inv_temperature) {
 #ifdef __CUDA_ARCH__
-  return __fdiv_rn(__fsub_rn(logit, max_logit), temperature);
+  return __fmul_rn(__fsub_rn(logit, max_logit), inv_temperature);
 #else
-  return (logit - max_logit) / temperature;
+  return (logit - max_logit) * inv_temperature;
 #endif
 }
 
