@@ -1,16 +1,18 @@
 // Sampling on the device, one CTA of 1024 threads per segment, reproducing cpu/sampler.cc:
 // raw log-softmax (for returned log-probs), repetition / presence / frequency penalties, the
 // allowed-token mask, then greedy argmax or temperature sampling truncated by top-k, min-p and
-// top-p in vLLM's order, drawn with the same counter-based RNG (splitmix64 over (seed, draw)).
+// top-p in vLLM's order, drawn with the same counter-based RNG (splitmix64 over (seed, draw)) from
+// the same weights (sample_weight.h, bit-identical to the CPU's).
 //
-// The CPU sorts candidates by (logit desc, index asc) and walks prefixes of that order. Every
-// truncation (top-k count, min-p threshold, top-p mass, the draw itself) is "the first element of
-// the sorted order where a running count or mass reaches a target", so instead of sorting 128K
-// logits we find that element by a 4-pass radix descent over the 32-bit order key (a 256-bucket
-// histogram of count or mass per pass), then settle ties by index. Masses are summed in double as
-// on the CPU; only the summation order differs (last-bit differences).
+// Candidates are ordered by (logit desc, index asc) (cpu/sampler.cc states the rules). Top-k,
+// top-p and the draw are each "the first element of that order where a running count or mass
+// reaches a target", found by a 4-pass radix descent over the 32-bit order key (a 256-bucket
+// histogram of count or mass per pass) that then settles ties by index; min-p is "the first
+// element whose weight is below min_p", one block-wide minimum. Masses are summed in double as on
+// the CPU; only the summation order differs (last-bit differences).
 #include <climits>
 
+#include "../native/cpu/sample_weight.h"
 #include "common.cuh"
 #include "kernels.h"
 
@@ -45,10 +47,10 @@ struct Cut { uint32_t key; int idx; };
 __device__ __forceinline__ bool in_cut(uint32_t k, int i, Cut c) { return k < c.key || (k == c.key && i <= c.idx); }
 
 struct CountW { __device__ double operator()(float) const { return 1.0; } };
-// Probability of a candidate after temperature, as the CPU computes it.
-struct ProbW {
-  double T, mxT, sum;
-  __device__ double operator()(float f) const { return exp(double(f) / T - mxT) / sum; }
+// Unnormalised weight of a candidate after temperature, as the CPU computes it.
+struct WeightW {
+  float mx, inv_t;
+  __device__ double operator()(float f) const { return double(sample_weight(sample_z(f, mx, inv_t))); }
 };
 
 struct Shared {
@@ -241,39 +243,44 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleArgs a) {
     bool found = true;
     const CountW count;
     const Cut cand = k < n_fin ? descend(work, V, all, count, double(k), false, found, sh) : all;
-    const double T = double(p.temperature);
-    const double mxT = double(work[top] / p.temperature);  // float division, as the CPU does
-    double s = 0.0;
-    for (int i = tid; i < V; i += kThreads) {
-      const float f = work[i];
-      if (f != -INFINITY && in_cut(desc_key(f), i, cand)) s += exp(double(f) / T - mxT);
-    }
-    const double sum = block_sum_d(s, sh.dred);
-    const ProbW prob{T, mxT, sum};
-    Cut keep = cand;
-    if (p.min_p > 0.f) {
-      const double thresh = prob(work[top]) * double(p.min_p);
-      int nk = 0;
+    const WeightW weight{work[top], 1.f / p.temperature};  // IEEE division, as the CPU
+    auto mass = [&](Cut c) {
+      double s = 0.0;
       for (int i = tid; i < V; i += kThreads) {
         const float f = work[i];
-        if (f != -INFINITY && in_cut(desc_key(f), i, cand) && prob(f) >= thresh) nk++;
+        if (f != -INFINITY && in_cut(desc_key(f), i, c)) s += weight(f);
       }
-      if (tid == 0) sh.ired[2] = 0;
-      __syncthreads();
-      atomicAdd(&sh.ired[2], nk);
-      __syncthreads();
-      keep = descend(work, V, cand, count, double(max(1, sh.ired[2])), false, found, sh);
+      return block_sum_d(s, sh.dred);
+    };
+    const double z = mass(cand);
+    Cut keep = cand;
+    if (p.min_p > 0.f) {
+      // Up to (excluding) the first candidate whose weight is below min_p (the top weighs 1).
+      unsigned long long first = ~0ull;
+      for (int i = tid; i < V; i += kThreads) {
+        const float f = work[i];
+        const uint32_t key = desc_key(f);
+        if (f != -INFINITY && in_cut(key, i, cand) && weight(f) < double(p.min_p))
+          first = min(first, (static_cast<unsigned long long>(key) << 32) | unsigned(i));
+      }
+      first = block_min_u64(first, sh);
+      if (first != ~0ull) keep = Cut{uint32_t(first >> 32), int(first & 0xffffffffu) - 1};
     }
-    if (p.top_p < 1.f) keep = descend(work, V, keep, prob, double(p.top_p), false, found, sh);
-    double tl = 0.0;
-    for (int i = tid; i < V; i += kThreads) {
-      const float f = work[i];
-      if (f != -INFINITY && in_cut(desc_key(f), i, keep)) tl += prob(f);
+    if (p.top_p < 1.f) keep = descend(work, V, keep, weight, double(p.top_p) * z, false, found, sh);
+    const double u = uniform01(p.seed, uint64_t(p.draw)) * mass(keep);
+    const Cut ch = descend(work, V, keep, weight, u, true, found, sh);
+    if (found) {
+      chosen = ch.idx;
+    } else {  // rounding left u above the running mass: the last candidate of positive weight
+      unsigned long long last = ~0ull;
+      for (int i = tid; i < V; i += kThreads) {
+        const float f = work[i];
+        const uint32_t key = desc_key(f);
+        if (f != -INFINITY && in_cut(key, i, keep) && weight(f) > 0.0)
+          last = min(last, ~((static_cast<unsigned long long>(key) << 32) | unsigned(i)));
+      }
+      chosen = int(~block_min_u64(last, sh) & 0xffffffffu);
     }
-    const double total = block_sum_d(tl, sh.dred);
-    const double u = uniform01(p.seed, uint64_t(p.draw)) * total;
-    const Cut ch = descend(work, V, keep, prob, u, true, found, sh);
-    chosen = found ? ch.idx : keep.idx;
   }
 
   // Top-n alternatives of the raw distribution, extracted in order (raw log-prob desc, index asc).

@@ -91,6 +91,16 @@ export interface NativeAddon {
   /** The CPU backend multiplies bfloat16 weights by bfloat16-rounded activations (AVX512-BF16). */
   cpuBf16DotProducts: boolean;
   cudaDeviceCount(): number;
+  /**
+   * The host sampler's tokens for draws firstDraw .. firstDraw + draws - 1 of one row of logits
+   * (no penalties or mask): lets tests compare drawn frequencies with an exact softmax.
+   */
+  sampleLogits(
+    logits: Float32Array,
+    sampling: { temperature: number; topK?: number; topP?: number; minP?: number; seed: number },
+    firstDraw: number,
+    draws: number,
+  ): Int32Array;
 }
 
 let addon: NativeAddon | undefined;

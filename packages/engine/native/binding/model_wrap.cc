@@ -20,6 +20,7 @@
 #include "../core/backend.h"
 #include "js_convert.h"
 #include "../cpu/kernels.h"
+#include "../cpu/sampler.h"
 
 namespace lp {
 
@@ -403,8 +404,48 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   bool loading_ = false;
 };
 
+// sampleLogits(logits: Float32Array, sampling: {temperature, topK?, topP?, minP?, seed}, firstDraw,
+// draws): Int32Array: the host sampler's tokens for draws firstDraw .. firstDraw + draws - 1 of one
+// row of logits (no penalties, no mask). Lets tests compare drawn frequencies with the exact
+// softmax of a logits vector they choose.
+static Napi::Value SampleLogits(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto bad = [&](const char* why) { Napi::TypeError::New(env, std::string("sampleLogits: ") + why).ThrowAsJavaScriptException(); return env.Undefined(); };
+  if (info.Length() < 4 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array || !info[1].IsObject() ||
+      !info[2].IsNumber() || !info[3].IsNumber())
+    return bad("expects (Float32Array logits, sampling object, firstDraw, draws)");
+  auto row = info[0].As<Napi::Float32Array>();
+  Napi::Object so = info[1].As<Napi::Object>();
+  auto num = [&](const char* key, double dflt) { Napi::Value v = so.Get(key); return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : dflt; };
+  SamplingParams p;
+  p.temperature = float(num("temperature", 1.0));
+  p.top_k = int(num("topK", 0));
+  p.top_p = float(num("topP", 1.0));
+  p.min_p = float(num("minP", 0.0));
+  const double seed = num("seed", 0.0), first = info[2].As<Napi::Number>().DoubleValue(), n = info[3].As<Napi::Number>().DoubleValue();
+  p.want_logprob = false;
+  if (row.ElementLength() == 0 || !(p.temperature >= 0.f) || p.top_k < 0 || !(p.top_p > 0.f && p.top_p <= 1.f) || !(p.min_p >= 0.f && p.min_p <= 1.f) ||
+      !(seed >= 0) || !(first >= 0 && first + n <= 2147483647.0) || !(n >= 0 && n <= 1e7))
+    return bad("parameters out of range");
+  p.seed = uint64_t(seed);
+  const int vocab = int(row.ElementLength());
+  auto out = Napi::Int32Array::New(env, size_t(n));
+  std::vector<float> work(static_cast<size_t>(vocab));
+  for (size_t j = 0; j < size_t(n); j++) {
+    std::copy(row.Data(), row.Data() + vocab, work.begin());
+    p.draw = int(first) + int(j);
+    try {
+      out[j] = sample_token(work.data(), vocab, p, nullptr, 0, 0, nullptr).token;
+    } catch (const EngineFailure& e) {
+      return bad(e.message.c_str());
+    }
+  }
+  return out;
+}
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeModel", NativeModel::Define(env));
+  exports.Set("sampleLogits", Napi::Function::New(env, SampleLogits));
   exports.Set("cpuBf16DotProducts", Napi::Boolean::New(env, bf16_dot_products()));
 #ifdef LORAPLEX_WITH_CUDA
   exports.Set("cudaDeviceCount", Napi::Function::New(env, [](const Napi::CallbackInfo& i) { return Napi::Number::New(i.Env(), cuda_device_count()); }));

@@ -6,6 +6,8 @@
 #include <numeric>
 #include <unordered_map>
 
+#include "sample_order.h"
+
 namespace lp {
 
 static uint64_t splitmix64(uint64_t x) {
@@ -28,6 +30,27 @@ static void log_softmax(const float* logits, int vocab, std::vector<float>& out)
   for (int i = 0; i < vocab; i++) sum += std::exp(double(logits[i]) - mx);
   const float lse = mx + float(std::log(sum));
   for (int i = 0; i < vocab; i++) out[i] = logits[i] - lse;
+}
+
+// Temperature sampling truncated by top-k, min-p and top-p in vLLM's order. Candidates are ordered
+// by (logit desc, index asc); weights w = sample_weight((logit - max) / T) (max: w = 1) summed in
+// double. With C the first top_k of that order (all finite logits when top_k is off) and
+// Z = sum(w over C):
+//   min-p keeps C up to (excluding) its first element with w < min_p;
+//   top-p then keeps the shortest prefix whose mass reaches top_p * Z;
+//   the draw u = uniform01(seed, draw) * (mass kept) picks the first element whose running mass
+//   exceeds u.
+// SampleOrder finds those positions without sorting the vocabulary (see sample_order.h).
+static int32_t sample_truncated(const float* logits, int vocab, const SamplingParams& p) {
+  thread_local SampleOrder order;
+  order.build(logits, vocab, p.temperature);
+  SampleOrder::Pos end = order.end();
+  if (p.top_k > 0) end = order.first_n(p.top_k);
+  const double z = order.mass(end);
+  if (p.min_p > 0.f) end = order.before_weight_below(double(p.min_p), end);
+  if (p.top_p < 1.f) end = order.through_mass(double(p.top_p) * z, false, end);
+  const double u = uniform01(p.seed, uint64_t(p.draw)) * order.mass(end);
+  return order.index_at(order.through_mass(u, true, end));
 }
 
 SampleResult sample_token(float* logits, int vocab, const SamplingParams& p, const int32_t* history, int hist_len,
@@ -67,43 +90,7 @@ SampleResult sample_token(float* logits, int vocab, const SamplingParams& p, con
   if (p.temperature <= 0.f) {
     chosen = int32_t(std::max_element(logits, logits + vocab) - logits);  // first maximum, as torch.argmax
   } else {
-    // Candidates sorted by logit, then truncated by top-k, min-p and top-p (vLLM's order).
-    std::vector<int32_t> idx(vocab);
-    std::iota(idx.begin(), idx.end(), 0);
-    int k = (p.top_k > 0 && p.top_k < vocab) ? p.top_k : vocab;
-    std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int32_t a, int32_t b) {
-      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
-    });
-    idx.resize(k);
-    while (!idx.empty() && logits[idx.back()] == NEG_INF) idx.pop_back();
-    std::vector<double> prob(idx.size());
-    const double mx = logits[idx[0]] / p.temperature;
-    double sum = 0;
-    for (size_t i = 0; i < idx.size(); i++) sum += prob[i] = std::exp(double(logits[idx[i]]) / p.temperature - mx);
-    for (auto& v : prob) v /= sum;
-    size_t keep = idx.size();
-    if (p.min_p > 0.f) {
-      const double thresh = prob[0] * p.min_p;
-      keep = 1;
-      while (keep < idx.size() && prob[keep] >= thresh) keep++;
-    }
-    if (p.top_p < 1.f) {
-      double cum = 0;
-      size_t n = 0;
-      while (n < keep) {
-        cum += prob[n++];
-        if (cum >= p.top_p) break;
-      }
-      keep = std::max<size_t>(n, 1);
-    }
-    double total = 0;
-    for (size_t i = 0; i < keep; i++) total += prob[i];
-    double u = uniform01(p.seed, uint64_t(p.draw)) * total, acc = 0;
-    chosen = idx[keep - 1];
-    for (size_t i = 0; i < keep; i++) {
-      acc += prob[i];
-      if (u < acc) { chosen = idx[i]; break; }
-    }
+    chosen = sample_truncated(logits, vocab, p);
   }
   res.token = chosen;
   res.logprob = want_lp ? raw_lp[chosen] : std::numeric_limits<float>::quiet_NaN();
