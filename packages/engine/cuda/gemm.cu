@@ -6,6 +6,10 @@
 //               "last CTA reduces" epilogue (deterministic) when there are too few output tiles.
 //  - gemm_simt: float32 models (tests) and K not a multiple of 8 (unaligned rows).
 // All three may carry LoRA shrink CTAs (lora_shrink.cuh), placed before the GEMM CTAs.
+// Each states its blocks per SM in __launch_bounds__: the shrink code it inlines wants many
+// registers (loads kept in flight), and without a stated budget ptxas picked one per build (80 to
+// 168 registers) and spilled at some. The budgets are the occupancy each kernel had before the
+// shrink grew (sm_90, -Xptxas=-v): gemv and SIMT 2 x 256 threads, 128x128 tiles 1, 64x64 tiles 5.
 #include <algorithm>
 
 #include "common.cuh"
@@ -21,7 +25,7 @@ namespace cu {
 // mma's k-slots {2q, 2q+1, 2q+8, 2q+9} are mapped to 4 of those k (a permutation of k that A and B
 // share, so the dot products are unchanged).
 template <typename T, int NT>
-__global__ void __launch_bounds__(256) gemv_mma_kernel(GemmArgs a, int gemm_ctas) {
+__global__ void __launch_bounds__(256, 2) gemv_mma_kernel(GemmArgs a, int gemm_ctas) {
   const int bid = gemm_cta_or_shrink<T>(a, gemm_ctas);
   if (bid < 0) return;
   __shared__ float red[8][16][NT * 8 + 1];  // [warp][row][token] partial sums
@@ -87,7 +91,7 @@ __global__ void __launch_bounds__(256) gemv_mma_kernel(GemmArgs a, int gemm_ctas
 // Tiled tensor-core GEMM. Block tile BM x BN, k-step 32, WM x WN warps, STAGES-deep cp.async ring.
 // Shared rows are padded to 40 elements (80 bytes) so ldmatrix reads are bank-conflict free.
 template <typename T, int BM, int BN, int WM, int WN, int STAGES>
-__global__ void __launch_bounds__(WM * WN * 32)
+__global__ void __launch_bounds__(WM * WN * 32, BM * BN >= 128 * 128 ? 1 : 5)
 gemm_mma_kernel(GemmArgs a, int gemm_ctas, int tiles_n, int splits, int kchunk, float* ws, int* counters) {
   const int bid = gemm_cta_or_shrink<T>(a, gemm_ctas);
   if (bid < 0) return;
@@ -201,7 +205,7 @@ gemm_mma_kernel(GemmArgs a, int gemm_ctas, int tiles_n, int splits, int kchunk, 
 // ---------------------------------------------------------------------------------------------
 // SIMT fallback: 64x64 tile, k-step 16, 256 threads with a 4x4 register tile each.
 template <typename T>
-__global__ void __launch_bounds__(256) gemm_simt_kernel(GemmArgs a, int gemm_ctas, int tiles_n) {
+__global__ void __launch_bounds__(256, 2) gemm_simt_kernel(GemmArgs a, int gemm_ctas, int tiles_n) {
   const int bid = gemm_cta_or_shrink<T>(a, gemm_ctas);
   if (bid < 0) return;
   __shared__ float As[16][64 + 4], Ws[16][64 + 4];  // [k][m], [k][n]

@@ -40,10 +40,10 @@ __device__ void lora_shrink_cta(const ShrinkArgs& a, const T* x, int K, int e) {
     float acc[kItemTokens];
 #pragma unroll
     for (int t = 0; t < kItemTokens; t++) acc[t] = 0.f;
-    if (vec) {
-      // kShrinkU 16-byte A chunks per lane are loaded before the first is used, then the same
-      // kShrinkU chunks of each token's x: kShrinkU independent loads in flight per lane instead
-      // of one (a rank-16 decode shrink reads 8 KiB per A row: latency, not bandwidth, bounds it).
+    if (vec && it.ntok == 1) {
+      // A decode token (an item of one token): kShrinkU 16-byte A chunks per lane are loaded before
+      // the first is used, kShrinkU independent loads in flight per lane instead of one (a rank-16
+      // decode shrink reads 8 KiB per A row: latency, not bandwidth, bounds it).
       const uint4 zero = make_uint4(0, 0, 0, 0);
       for (int k0 = lane * VN; k0 < K; k0 += 32 * VN * kShrinkU) {
         uint4 ar[kShrinkU];
@@ -53,23 +53,20 @@ __device__ void lora_shrink_cta(const ShrinkArgs& a, const T* x, int K, int e) {
           ar[u] = k < K ? ld_stream(A + k) : zero;
         }
 #pragma unroll
-        for (int t = 0; t < kItemTokens; t++) {
-          if (t < it.ntok) {
-            uint4 xr[kShrinkU];
-#pragma unroll
-            for (int u = 0; u < kShrinkU; u++) {
-              const int k = k0 + u * 32 * VN;
-              xr[u] = k < K ? *reinterpret_cast<const uint4*>(xb + int64_t(t) * K + k) : zero;
-            }
-#pragma unroll
-            for (int u = 0; u < kShrinkU; u++) {
-              const T* av = reinterpret_cast<const T*>(&ar[u]);
-              const T* xv = reinterpret_cast<const T*>(&xr[u]);
-#pragma unroll
-              for (int i = 0; i < VN; i++) acc[t] += to_f(av[i]) * to_f(xv[i]);
-            }
-          }
+        for (int u = 0; u < kShrinkU; u++) {
+          const int k = k0 + u * 32 * VN;
+          const uint4 xr = k < K ? *reinterpret_cast<const uint4*>(xb + k) : zero;
+          acc[0] = vec_dot<T>(ar[u], xr, acc[0]);
         }
+      }
+    } else if (vec) {
+      // A prefill item: each A chunk serves up to kItemTokens tokens, whose arithmetic hides the
+      // load's latency; loading kShrinkU chunks ahead here would need kItemTokens x more registers.
+      for (int k = lane * VN; k < K; k += 32 * VN) {
+        const uint4 ar = ld_stream(A + k);
+#pragma unroll
+        for (int t = 0; t < kItemTokens; t++)
+          if (t < it.ntok) acc[t] = vec_dot<T>(ar, *reinterpret_cast<const uint4*>(xb + int64_t(t) * K + k), acc[t]);
       }
     } else {
       for (int k = lane; k < K; k += 32) {
