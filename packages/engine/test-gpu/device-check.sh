@@ -19,9 +19,10 @@
 # builds the test and benchmark targets inside the addon build that `pnpm build` made, which
 # already compiled the kernels for sm_90), the test binary and the benchmark starting and finding
 # no GPU, the emulator kernel tests (skipped by --quick: test/cuda-emulator.test.ts runs them), the
-# Python scripts' syntax, the carry packing and the size check of what a device call sends
-# (--quick packs with a fast xz level: larger, so a pass is conservative), the carry unpacked and
-# started as the device does, and summary.json written from the dry run's own outputs.
+# Python scripts' syntax, the carry packing (into scratch space: a packed .device stays as it was)
+# and the size check of what a device call sends (--quick packs with a fast xz level: larger, so a
+# pass is conservative), the carry unpacked and started as the device does, and summary.json
+# written from the dry run's own outputs.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ENGINE=$(dirname "$HERE")
@@ -71,29 +72,33 @@ skip() { STAGES+=("$1 skipped 0 0"); echo "== $1: skipped ($2)"; }
 } >"$RAW/env.txt" 2>&1
 
 NODE=""; NODE_MODULES_OK=0
-# unpack_carry DIR: node -> DIR/node, node_modules -> the repo (the device's tree has none).
+# unpack_carry CARRY DIR DEST: CARRY/node.xz -> DIR/node, CARRY/nm.tar.xz (node_modules) -> DEST
+# (on the device the repo, whose tree has none).
 unpack_carry() {
-  local dir=$1 dest=$2
+  local carry=$1 dir=$2 dest=$3
   mkdir -p "$dir" "$dest" &&
-    python3 -c "import lzma, shutil, os, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb')); os.chmod(sys.argv[2], 0o755)" "$ROOT/.device/node.xz" "$dir/node" &&
-    python3 -c "import tarfile, sys; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" "$ROOT/.device/nm.tar.xz" "$dest" &&
+    python3 -c "import lzma, shutil, os, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb')); os.chmod(sys.argv[2], 0o755)" "$carry/node.xz" "$dir/node" &&
+    python3 -c "import tarfile, sys; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" "$carry/nm.tar.xz" "$dest" &&
     "$dir/node" --version
 }
 export -f unpack_carry; export ROOT
 
 if [ $DRY -eq 1 ]; then
   ARCH=90
-  # 1. The carry: pack it (a fast xz level under --quick) and check what a device call sends.
+  # 1. The carry: pack it (a fast xz level under --quick) into scratch space (a packed .device
+  #    stays as it was) and check what a device call sends.
+  SCRATCH=$(mktemp -d /tmp/lpdev-carry.XXXXXX)
   LEVEL=6; [ -n "$QUICK" ] && LEVEL=1
-  stage carry 400 bash "$HERE/pack-carry.sh" --level "$LEVEL"
+  stage carry 400 bash "$HERE/pack-carry.sh" --level "$LEVEL" --out "$SCRATCH/device"
   # 2. The carry as the device uses it: node starts, vitest and the tokenizers binding load.
-  if [ -f "$ROOT/.device/node.xz" ]; then
-    stage carry_unpack 120 bash -c "unpack_carry '$RAW/node' '$RAW/carry' && cd '$RAW/carry' && '$RAW/node/node' node_modules/vitest/vitest.mjs --version && '$RAW/node/node' -e \"require('./packages/engine/node_modules/tokenizers'); require('./packages/engine/node_modules/node-api-headers'); console.log(require('./packages/engine/node_modules/node-addon-api').include_dir)\""
+  if [ -f "$SCRATCH/device/node.xz" ]; then
+    stage carry_unpack 120 bash -c "unpack_carry '$SCRATCH/device' '$SCRATCH/node' '$SCRATCH/carry' && cd '$SCRATCH/carry' && '$SCRATCH/node/node' node_modules/vitest/vitest.mjs --version && '$SCRATCH/node/node' -e \"require('./packages/engine/node_modules/tokenizers'); require('./packages/engine/node_modules/node-api-headers'); console.log(require('./packages/engine/node_modules/node-addon-api').include_dir)\""
   fi
+  rm -rf "$SCRATCH"
   # 3. Python scripts: syntax (the device's python3 runs them).
   stage python 60 python3 -m py_compile "$ENGINE/bench/gpu/hf_peft_bench.py" "$ENGINE/bench/gpu/combine.py" "$HERE/summarize.py" "$HERE/pack_carry.py"
   # 4. Build for sm_90.
-  if [ -n "$QUICK" ] && [ -f "$ENGINE/build/CMakeCache.txt" ] && grep -q '^CMAKE_CUDA_COMPILER:' "$ENGINE/build/CMakeCache.txt"; then
+  if [ -n "$QUICK" ] && [ -f "$ENGINE/build/CMakeCache.txt" ] && grep -q '^LORAPLEX_CUDA_ARCHS:' "$ENGINE/build/CMakeCache.txt"; then
     BUILD=$ENGINE/build
     stage build 400 nice -n 10 cmake --build "$BUILD" -j "$(nproc)" --target cuda_kernel_tests loraplex_gpu_bench
     BUILT=$?
@@ -123,7 +128,7 @@ else
   BUILD=${BUILD_GPU:-$ENGINE/build/gpu}
   # 1. Node and node_modules from the carry (the addon build reads node-addon-api's headers).
   if [ $FIX -eq 1 ] && [ -f "$ROOT/.device/node.xz" ] && [ -f "$ROOT/.device/nm.tar.xz" ]; then
-    stage carry_unpack 60 bash -c "unpack_carry /tmp/lpnode '$ROOT'" && NODE=/tmp/lpnode/node && NODE_MODULES_OK=1
+    stage carry_unpack 60 bash -c "unpack_carry '$ROOT/.device' /tmp/lpnode '$ROOT'" && NODE=/tmp/lpnode/node && NODE_MODULES_OK=1
   else
     FIX=0; skip carry_unpack "no .device carry (packages/engine/test-gpu/pack-carry.sh)"
   fi
