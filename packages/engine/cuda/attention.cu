@@ -20,6 +20,9 @@ namespace cu {
 namespace {
 
 constexpr int kDecThreads = 128, kDecTile = 64, kMaxG = 8;
+// 16-byte K or V chunks one thread loads before using the first (a bf16 head_dim-128 tile is 8
+// K chunks and 8 V chunks per thread: each phase issues the whole tile's loads at once).
+constexpr int kDecPF = 8;
 
 template <typename T>
 __global__ void __launch_bounds__(kDecThreads) attn_decode_kernel(AttnArgs a, int nsub, int gcta) {
@@ -47,13 +50,14 @@ __global__ void __launch_bounds__(kDecThreads) attn_decode_kernel(AttnArgs a, in
   // by element with the chunk's tail past D read as zero. DP = D padded to whole chunks.
   const int NCH = (D + VN - 1) / VN, DP = NCH * VN;
   const bool vec = D % VN == 0;
-  auto load_chunk = [&](const T* row, int ch, float* o) {
-    if (vec) {
-      load_vec(row + ch * VN, o);
-    } else {
-#pragma unroll
-      for (int i = 0; i < VN; i++) o[i] = ch * VN + i < D ? to_f(row[ch * VN + i]) : 0.f;
-    }
+  const uint4 zero = make_uint4(0, 0, 0, 0);
+  auto load_raw = [&](const T* row, int ch) -> uint4 {
+    if (vec) return *reinterpret_cast<const uint4*>(row + ch * VN);
+    uint4 u = zero;
+    T* e = reinterpret_cast<T*>(&u);
+    for (int i = 0; i < VN; i++)
+      if (ch * VN + i < D) e[i] = row[ch * VN + i];
+    return u;
   };
   for (int e = tid; e < gh * DP; e += kDecThreads) {
     const int g = e / DP, dd = e % DP;
@@ -64,6 +68,11 @@ __global__ void __launch_bounds__(kDecThreads) attn_decode_kernel(AttnArgs a, in
   int LPK = 1;
   while (LPK * 2 <= min(32, NCH)) LPK *= 2;
   const int CPL = (NCH + LPK - 1) / LPK, KPW = 32 / LPK, kl = lane / LPK, cl = lane % LPK;
+  // Keys of a tile this lane scores: warp * KPW + kl + it * 4 * KPW for it < nit; chunks: nit * CPL.
+  const int nit = (kDecTile - warp * KPW + 4 * KPW - 1) / (4 * KPW), nfl = nit * CPL;
+  float d[kMaxG];
+#pragma unroll
+  for (int g = 0; g < kMaxG; g++) d[g] = 0.f;
   // PV phase: thread = (chunk c, key lane kl2) over NKL key lanes.
   const int NKL = kDecThreads / NCH, c = tid % NCH, kl2 = tid / NCH;
   float acc[kMaxG][VN];
@@ -75,33 +84,40 @@ __global__ void __launch_bounds__(kDecThreads) attn_decode_kernel(AttnArgs a, in
 
   for (int k0 = kb; k0 < ke; k0 += kDecTile) {
     const int nk = min(kDecTile, ke - k0);
-    for (int base = warp * KPW; base < kDecTile; base += 4 * KPW) {
-      const int kk = base + kl;
-      float d[kMaxG];
+    // Score phase: this lane's chunks of the whole tile (its keys x CPL chunks each) are loaded
+    // kDecPF at a time before any is used, kDecPF independent 16-byte loads in flight per thread.
+    for (int f0 = 0; f0 < nfl; f0 += kDecPF) {
+      uint4 raw[kDecPF];
 #pragma unroll
-      for (int g = 0; g < kMaxG; g++) d[g] = 0.f;
-      if (kk < nk) {
-        const T* kp = kaddr(k0 + kk, 0);
-        for (int ci = 0; ci < CPL; ci++) {
-          const int ch = cl + ci * LPK;
+      for (int u = 0; u < kDecPF; u++) {
+        const int f = f0 + u, it = f / CPL, ch = cl + (f - it * CPL) * LPK, kk = warp * KPW + it * 4 * KPW + kl;
+        raw[u] = f < nfl && kk < nk && ch < NCH ? load_raw(kaddr(k0 + kk, 0), ch) : zero;
+      }
+#pragma unroll
+      for (int u = 0; u < kDecPF; u++) {
+        const int f = f0 + u, it = f / CPL, ci = f - it * CPL, ch = cl + ci * LPK, kk = warp * KPW + it * 4 * KPW + kl;
+        if (f < nfl) {  // uniform across the warp
           if (ch < NCH) {
-            float kvv[VN];
-            load_chunk(kp, ch, kvv);
+            const T* e = reinterpret_cast<const T*>(&raw[u]);
 #pragma unroll
             for (int g = 0; g < kMaxG; g++)
               if (g < gh)
 #pragma unroll
-                for (int i = 0; i < VN; i++) d[g] += qs[g][ch * VN + i] * kvv[i];
+                for (int i = 0; i < VN; i++) d[g] += qs[g][ch * VN + i] * to_f(e[i]);
+          }
+          if (ci == CPL - 1) {  // the key's last chunk: reduce over its LPK lanes
+#pragma unroll
+            for (int g = 0; g < kMaxG; g++)
+              for (int o = LPK / 2; o > 0; o >>= 1) d[g] += __shfl_xor_sync(0xffffffffu, d[g], o);
+            if (cl == 0)
+#pragma unroll
+              for (int g = 0; g < kMaxG; g++)
+                if (g < gh) sc[g][kk] = kk < nk ? d[g] : -INFINITY;
+#pragma unroll
+            for (int g = 0; g < kMaxG; g++) d[g] = 0.f;
           }
         }
       }
-#pragma unroll
-      for (int g = 0; g < kMaxG; g++)
-        for (int o = LPK / 2; o > 0; o >>= 1) d[g] += __shfl_xor_sync(0xffffffffu, d[g], o);
-      if (cl == 0)
-#pragma unroll
-        for (int g = 0; g < kMaxG; g++)
-          if (g < gh) sc[g][kk] = kk < nk ? d[g] : -INFINITY;
     }
     __syncthreads();
     for (int g = warp; g < gh; g += kDecThreads / 32) {  // online softmax, one warp per head
@@ -126,16 +142,28 @@ __global__ void __launch_bounds__(kDecThreads) attn_decode_kernel(AttnArgs a, in
 #pragma unroll
         for (int i = 0; i < VN; i++) acc[g][i] *= al;
       }
-      for (int kk = kl2; kk < nk; kk += NKL) {
-        float vv[VN];
-        load_chunk(kaddr(k0 + kk, 1), c, vv);
+      // PV phase: kDecPF value chunks (keys kl2, kl2 + NKL, ...) loaded before the first is used.
+      for (int kb0 = kl2; kb0 < nk; kb0 += NKL * kDecPF) {
+        uint4 raw[kDecPF];
 #pragma unroll
-        for (int g = 0; g < kMaxG; g++)
-          if (g < gh) {
-            const float p = sc[g][kk];
+        for (int u = 0; u < kDecPF; u++) {
+          const int kk = kb0 + u * NKL;
+          raw[u] = kk < nk ? load_raw(kaddr(k0 + kk, 1), c) : zero;
+        }
 #pragma unroll
-            for (int i = 0; i < VN; i++) acc[g][i] += p * vv[i];
+        for (int u = 0; u < kDecPF; u++) {
+          const int kk = kb0 + u * NKL;
+          if (kk < nk) {
+            const T* e = reinterpret_cast<const T*>(&raw[u]);
+#pragma unroll
+            for (int g = 0; g < kMaxG; g++)
+              if (g < gh) {
+                const float p = sc[g][kk];
+#pragma unroll
+                for (int i = 0; i < VN; i++) acc[g][i] += p * to_f(e[i]);
+              }
           }
+        }
       }
     }
     __syncthreads();

@@ -44,6 +44,37 @@ template <typename T> __device__ __forceinline__ void load_vec(const T* p, float
 #pragma unroll
   for (int i = 0; i < Vec<T>::N; i++) out[i] = to_f(e[i]);
 }
+// Dot product of two 16-byte vectors of T held in registers, added to acc element by element in
+// order. The words are widened with shifts and masks rather than by viewing the uint4 as T[]: taking
+// a register's address made ptxas spill in the kernels that inline the LoRA shrink.
+__device__ __forceinline__ float bits_f(uint32_t w) {
+#ifdef LP_CUDA_EMU
+  float f;
+  std::memcpy(&f, &w, 4);
+  return f;
+#else
+  return __uint_as_float(w);
+#endif
+}
+template <typename T> __device__ __forceinline__ float word_dot(uint32_t a, uint32_t x, float acc);
+template <> __device__ __forceinline__ float word_dot<float>(uint32_t a, uint32_t x, float acc) {
+  return acc + bits_f(a) * bits_f(x);
+}
+template <> __device__ __forceinline__ float word_dot<__nv_bfloat16>(uint32_t a, uint32_t x, float acc) {
+  acc += bits_f(a << 16) * bits_f(x << 16);  // a bfloat16 is the high half of a float
+  return acc + bits_f(a & 0xffff0000u) * bits_f(x & 0xffff0000u);
+}
+template <> __device__ __forceinline__ float word_dot<__half>(uint32_t a, uint32_t x, float acc) {
+  const auto lo = [](uint32_t w) { return __half2float(__ushort_as_half(static_cast<unsigned short>(w & 0xffffu))); };
+  acc += lo(a) * lo(x);
+  return acc + lo(a >> 16) * lo(x >> 16);
+}
+template <typename T> __device__ __forceinline__ float vec_dot(const uint4& a, const uint4& x, float acc) {
+  acc = word_dot<T>(a.x, x.x, acc);
+  acc = word_dot<T>(a.y, x.y, acc);
+  acc = word_dot<T>(a.z, x.z, acc);
+  return word_dot<T>(a.w, x.w, acc);
+}
 // Streaming variant for data read exactly once (weights): do not keep it in L1.
 __device__ __forceinline__ uint4 ld_stream(const void* p) {
 #ifdef LP_CUDA_EMU

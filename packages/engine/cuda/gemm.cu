@@ -5,7 +5,11 @@
 //  - gemm_mma:  tiled, cp.async multi-stage pipeline, ldmatrix + mma.sync m16n8k16; split-K with a
 //               "last CTA reduces" epilogue (deterministic) when there are too few output tiles.
 //  - gemm_simt: float32 models (tests) and K not a multiple of 8 (unaligned rows).
-// All three may carry LoRA shrink CTAs (lora_shrink.cuh) after the GEMM CTAs.
+// All three may carry LoRA shrink CTAs (lora_shrink.cuh), placed before the GEMM CTAs.
+// Each states its blocks per SM in __launch_bounds__: the shrink code it inlines wants many
+// registers (loads kept in flight), and without a stated budget ptxas picked one per build (80 to
+// 168 registers) and spilled at some. The budgets are the occupancy each kernel had before the
+// shrink grew (sm_90, -Xptxas=-v): gemv and SIMT 2 x 256 threads, 128x128 tiles 1, 64x64 tiles 5.
 #include <algorithm>
 
 #include "common.cuh"
@@ -21,14 +25,12 @@ namespace cu {
 // mma's k-slots {2q, 2q+1, 2q+8, 2q+9} are mapped to 4 of those k (a permutation of k that A and B
 // share, so the dot products are unchanged).
 template <typename T, int NT>
-__global__ void __launch_bounds__(256) gemv_mma_kernel(GemmArgs a, int gemm_ctas) {
-  if (int(blockIdx.x) >= gemm_ctas) {
-    lora_shrink_cta<T>(a.lora, static_cast<const T*>(a.x), a.K, blockIdx.x - gemm_ctas);
-    return;
-  }
+__global__ void __launch_bounds__(256, 2) gemv_mma_kernel(GemmArgs a, int gemm_ctas) {
+  const int bid = gemm_cta_or_shrink<T>(a, gemm_ctas);
+  if (bid < 0) return;
   __shared__ float red[8][16][NT * 8 + 1];  // [warp][row][token] partial sums
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
-  const int K = a.K, N = a.N, M = a.M, n0 = blockIdx.x * 16;
+  const int K = a.K, N = a.N, M = a.M, n0 = bid * 16;
   const T* W = static_cast<const T*>(a.w);
   const T* X = static_cast<const T*>(a.x);
   const T* w0 = W + int64_t(min(n0 + g, N - 1)) * K;      // rows past N are clamped, results dropped
@@ -89,19 +91,17 @@ __global__ void __launch_bounds__(256) gemv_mma_kernel(GemmArgs a, int gemm_ctas
 // Tiled tensor-core GEMM. Block tile BM x BN, k-step 32, WM x WN warps, STAGES-deep cp.async ring.
 // Shared rows are padded to 40 elements (80 bytes) so ldmatrix reads are bank-conflict free.
 template <typename T, int BM, int BN, int WM, int WN, int STAGES>
-__global__ void __launch_bounds__(WM * WN * 32)
+__global__ void __launch_bounds__(WM * WN * 32, BM * BN >= 128 * 128 ? 1 : 5)
 gemm_mma_kernel(GemmArgs a, int gemm_ctas, int tiles_n, int splits, int kchunk, float* ws, int* counters) {
-  if (int(blockIdx.x) >= gemm_ctas) {
-    lora_shrink_cta<T>(a.lora, static_cast<const T*>(a.x), a.K, blockIdx.x - gemm_ctas);
-    return;
-  }
+  const int bid = gemm_cta_or_shrink<T>(a, gemm_ctas);
+  if (bid < 0) return;
   constexpr int BK = 32, LDS = BK + 8, NTH = WM * WN * 32;
   constexpr int WTM = BM / WM, WTN = BN / WN, MT = WTM / 16, NTL = WTN / 8;
   LP_DYN_SMEM(uint4, smem_raw);
   T* As = reinterpret_cast<T*>(smem_raw);  // [STAGES][BM][LDS]
   T* Bs = As + STAGES * BM * LDS;          // [STAGES][BN][LDS]
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wm = warp / WN, wn = warp % WN;
-  const int tile = blockIdx.x / splits, split = blockIdx.x % splits;
+  const int tile = bid / splits, split = bid % splits;
   const int m0 = (tile / tiles_n) * BM, n0 = (tile % tiles_n) * BN;
   const int M = a.M, N = a.N, K = a.K;
   const int kbeg = split * kchunk, kend = min(K, kbeg + kchunk);
@@ -205,14 +205,12 @@ gemm_mma_kernel(GemmArgs a, int gemm_ctas, int tiles_n, int splits, int kchunk, 
 // ---------------------------------------------------------------------------------------------
 // SIMT fallback: 64x64 tile, k-step 16, 256 threads with a 4x4 register tile each.
 template <typename T>
-__global__ void __launch_bounds__(256) gemm_simt_kernel(GemmArgs a, int gemm_ctas, int tiles_n) {
-  if (int(blockIdx.x) >= gemm_ctas) {
-    lora_shrink_cta<T>(a.lora, static_cast<const T*>(a.x), a.K, blockIdx.x - gemm_ctas);
-    return;
-  }
+__global__ void __launch_bounds__(256, 2) gemm_simt_kernel(GemmArgs a, int gemm_ctas, int tiles_n) {
+  const int bid = gemm_cta_or_shrink<T>(a, gemm_ctas);
+  if (bid < 0) return;
   __shared__ float As[16][64 + 4], Ws[16][64 + 4];  // [k][m], [k][n]
   const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
-  const int m0 = (blockIdx.x / tiles_n) * 64, n0 = (blockIdx.x % tiles_n) * 64;
+  const int m0 = (bid / tiles_n) * 64, n0 = (bid % tiles_n) * 64;
   const int M = a.M, N = a.N, K = a.K;
   const T* X = static_cast<const T*>(a.x);
   const T* W = static_cast<const T*>(a.w);

@@ -97,22 +97,22 @@ float* DeviceWeights::vec(size_t elems) {
   return bufs_.back().get<float>();
 }
 
-void DeviceWeights::upload_matrix(void* dst, const WeightRef& w) {
+void DeviceWeights::upload_matrix(void* dst, const WeightRef& w, cudaStream_t st) {
   const size_t n = size_t(w.rows) * size_t(w.cols);
   if (ty_of(w.dtype) == ty_) {
-    check(cudaMemcpy(dst, w.data, n * ty_size(ty_), cudaMemcpyHostToDevice), "weight upload");
+    check(cudaMemcpyAsync(dst, w.data, n * ty_size(ty_), cudaMemcpyHostToDevice, st), "weight upload");
     return;
   }
   std::vector<uint8_t> tmp(n * ty_size(ty_));  // a weight in another dtype than layer 0's q
   convert_host(w.data, w.dtype, tmp.data(), ty_, n);
-  check(cudaMemcpy(dst, tmp.data(), tmp.size(), cudaMemcpyHostToDevice), "weight upload");
+  check(cudaMemcpyAsync(dst, tmp.data(), tmp.size(), cudaMemcpyHostToDevice, st), "weight upload");
 }
 
-void DeviceWeights::upload_vector(float* dst, const WeightRef& w) {
+void DeviceWeights::upload_vector(float* dst, const WeightRef& w, cudaStream_t st) {
   const size_t n = size_t(w.rows) * size_t(w.cols);
   std::vector<float> tmp(n);
   convert_host(w.data, w.dtype, tmp.data(), Ty::F32, n);
-  check(cudaMemcpy(dst, tmp.data(), n * sizeof(float), cudaMemcpyHostToDevice), "weight upload");
+  check(cudaMemcpyAsync(dst, tmp.data(), n * sizeof(float), cudaMemcpyHostToDevice, st), "weight upload");
 }
 
 void DeviceWeights::random_matrix(void* dst, size_t elems, float amp, cudaStream_t st) {
@@ -128,24 +128,24 @@ DeviceWeights::DeviceWeights(const ModelSpec& s, cudaStream_t st) : ty_(ty_of(s.
   auto norm = [&](const WeightRef& w, size_t n) -> float* {
     float* p = vec(n);
     if (rnd) fill_random(Ty::F32, p, n, seed_ ^ (0x9e3779b97f4a7c15ULL * ++counter_), 1.f, 0.1f, st);
-    else upload_vector(p, w);
+    else upload_vector(p, w, st);
     return p;
   };
   void* e = matrix(V * H);
   if (rnd) random_matrix(e, V * H, amp, st);
-  else upload_matrix(e, s.embed);
+  else upload_matrix(e, s.embed, st);
   embed_ = e;
   if (!rnd && s.lm_head.data == s.embed.data && s.lm_head.dtype == s.embed.dtype) {
     lm_head_ = embed_;  // tied embeddings share one copy
   } else {
     void* lm = matrix(V * H);
     if (rnd) random_matrix(lm, V * H, amp, st);
-    else upload_matrix(lm, s.lm_head);
+    else upload_matrix(lm, s.lm_head, st);
     lm_head_ = lm;
   }
   final_norm_ = norm(s.final_norm, H);
   float* inv = vec(s.inv_freq.size());
-  check(cudaMemcpy(inv, s.inv_freq.data(), s.inv_freq.size() * sizeof(float), cudaMemcpyHostToDevice), "inv_freq upload");
+  check(cudaMemcpyAsync(inv, s.inv_freq.data(), s.inv_freq.size() * sizeof(float), cudaMemcpyHostToDevice, st), "inv_freq upload");
   inv_freq_ = inv;
 
   layers_.resize(size_t(s.layers));
@@ -163,22 +163,22 @@ DeviceWeights::DeviceWeights(const ModelSpec& s, cudaStream_t st) : ty_(ty_of(s.
       random_matrix(o, H * QD, amp, st);
       random_matrix(down, H * I, amp, st);
     } else {
-      upload_matrix(qkv, L.proj[kQ]);
-      upload_matrix(qkv + QD * H * es, L.proj[kK]);
-      upload_matrix(qkv + (QD + KVD) * H * es, L.proj[kV]);
-      upload_matrix(gu, L.proj[kGate]);
-      upload_matrix(gu + I * H * es, L.proj[kUp]);
-      upload_matrix(o, L.proj[kO]);
-      upload_matrix(down, L.proj[kDown]);
+      upload_matrix(qkv, L.proj[kQ], st);
+      upload_matrix(qkv + QD * H * es, L.proj[kK], st);
+      upload_matrix(qkv + (QD + KVD) * H * es, L.proj[kV], st);
+      upload_matrix(gu, L.proj[kGate], st);
+      upload_matrix(gu + I * H * es, L.proj[kUp], st);
+      upload_matrix(o, L.proj[kO], st);
+      upload_matrix(down, L.proj[kDown], st);
     }
     d.qkv = qkv; d.gate_up = gu; d.o = o; d.down = down;
     d.attn_norm = norm(L.attn_norm, H);
     d.ffn_norm = norm(L.ffn_norm, H);
     if (!rnd && L.q_bias.data) {
       float* b = vec(QKV);
-      upload_vector(b, L.q_bias);
-      upload_vector(b + QD, L.k_bias);
-      upload_vector(b + QD + KVD, L.v_bias);
+      upload_vector(b, L.q_bias, st);
+      upload_vector(b + QD, L.k_bias, st);
+      upload_vector(b + QD + KVD, L.v_bias, st);
       d.qkv_bias = b;
     }
   }

@@ -33,8 +33,10 @@ class DeviceWeights {
  private:
   void* matrix(size_t elems);
   float* vec(size_t elems);
-  void upload_matrix(void* dst, const WeightRef& w);           // converts to ty_ when needed
-  void upload_vector(float* dst, const WeightRef& w);
+  // Both copy on `st` (the compute stream), so every upload is ordered before the first step's
+  // kernels; a host buffer of a conversion may be freed on return (pageable memory is staged).
+  void upload_matrix(void* dst, const WeightRef& w, cudaStream_t st);  // converts to ty_ when needed
+  void upload_vector(float* dst, const WeightRef& w, cudaStream_t st);
   void random_matrix(void* dst, size_t elems, float amp, cudaStream_t st);
 
   Ty ty_;

@@ -7,6 +7,9 @@
 //   - decode throughput with 1, 8, 32, 64 distinct rank-16 adapters on all seven modules against
 //     base-only at the same batch size, and against the byte-floor ratio base / (base + adapters)
 //   - adapter upload time, and decode step time while adapters upload on another thread
+//   - per-kernel times of one decode step at batch 1 and 32 (kernel_times.cc): each projection GEMM
+//     with and without its LoRA shrink, decode attention at context 512 and 2048, the LM head
+//   - decode at a 2,048-token context, and sampled decoding (temperature 1, top_p 0.9) against greedy
 //   - prefill TFLOP/s against the matrix rate measured here (own GEMM; cuBLAS when linked)
 // Usage: loraplex_gpu_bench [--quick] [--json=FILE] [--ctx=512]
 #include <algorithm>
@@ -21,6 +24,7 @@
 #include <vector>
 
 #include "kernels.h"
+#include "kernel_times.h"
 #include "memory.h"
 #ifdef LP_HAVE_CUBLAS
 #include <cublas_v2.h>
@@ -111,7 +115,9 @@ AdapterSpec make_adapter(const ModelSpec& s, int rank) {
 struct DecodeBatch {
   int B, ctx, bps;
   std::vector<int> slot, last;
-  DecodeBatch(int b, int c, int steps, const std::vector<int>& slots) : B(b), ctx(c), bps((c + steps + 16) / 16), slot(slots), last(size_t(b), 1) {}
+  SamplingParams sp;
+  DecodeBatch(int b, int c, int steps, const std::vector<int>& slots, const SamplingParams& p)
+      : B(b), ctx(c), bps((c + steps + 16) / 16), slot(slots), last(size_t(b), 1), sp(p) {}
   StepInput input(int k, int vocab) const {
     StepInput in;
     in.seg_offsets = {0}; in.block_offsets = {0}; in.hist_offsets = {0};
@@ -124,7 +130,10 @@ struct DecodeBatch {
       in.block_offsets.push_back(int(in.block_table.size()));
       in.seg_sample.push_back(1);
       in.seg_all_logits.push_back(0);
-      in.sampling.push_back(SamplingParams{});
+      SamplingParams p = sp;
+      p.seed = 1000 + uint64_t(i);
+      p.draw = k;
+      in.sampling.push_back(p);
       in.hist_offsets.push_back(0);
       in.hist_generated_start.push_back(0);
       in.seg_mask.push_back(-1);
@@ -134,8 +143,8 @@ struct DecodeBatch {
 };
 
 // Median wall time of one decode step (upload, graph replay, sampling, download, sync), in ms.
-double decode_ms(Backend& be, int B, int ctx, const std::vector<int>& slots, int vocab, int warm, int reps) {
-  DecodeBatch db(B, ctx, warm + reps, slots);
+double decode_ms(Backend& be, int B, int ctx, const std::vector<int>& slots, int vocab, int warm, int reps, const SamplingParams& sp = {}) {
+  DecodeBatch db(B, ctx, warm + reps, slots, sp);
   StepOutput out;
   std::vector<double> t;
   for (int k = 0; k < warm + reps; k++) {
@@ -220,7 +229,8 @@ int main(int argc, char** argv) {
     const int max_b = 64, steps = quick ? 10 : 30, warm = 4;
     const int bps = (ctx + warm + steps + 16) / 16;
     const int prefill_t = 2048;
-    const int kv_blocks = std::max(max_b * bps, (prefill_t + 16) / 16 * 2);
+    const int long_ctx = 2048, long_b = 32;
+    const int kv_blocks = std::max({max_b * bps, (prefill_t + 16) / 16 * 2, long_b * ((long_ctx + warm + steps + 16) / 16)});
     const ModelSpec spec = llama8b(sh, kv_blocks, 64, 64 * 16);
     double t0 = now_ms();
     auto be = make_cuda_backend(spec);
@@ -236,6 +246,34 @@ int main(int argc, char** argv) {
       const double floor = (wb + kv_bytes(spec, double(B) * (ctx + warm + steps / 2))) / bw * 1e3;
       base_ms.push_back(ms);
       out("| %d | %.3f | %.3f | %.2fx | %.0f |\n", B, ms, floor, ms / floor, B / ms * 1e3);
+    }
+
+    // 3b. Per-kernel times of one decode step, batch 1 and 32.
+    std::vector<KernelTime> ktimes[2];
+    const TimeFn timer = [&](const std::function<void()>& fn) { return time_device(fn, 3, quick ? 10 : 30, st); };
+    for (int i = 0; i < 2; i++) {
+      const int B = i == 0 ? 1 : 32;
+      out("\n### Kernels of one decode step, batch %d (one layer; x %d layers per step)\n\n| kernel | us | MB read | of copy bandwidth |\n|---|---|---|---|\n", B, spec.layers);
+      const std::string rows = kernel_times(B, sms, bw, st, timer, ktimes[i]);
+      out("%s", rows.c_str());
+    }
+
+    // 3c. Long context and sampled decoding.
+    out("\n### Decode, context %d and sampled decoding (temperature 1, top_p 0.9)\n\n| batch | context | sampling | step (ms) | floor (ms) | step / floor |\n|---|---|---|---|---|---|\n", long_ctx);
+    double long_ms[2] = {0, 0}, sampled_ms[2] = {0, 0};
+    SamplingParams sampled;
+    sampled.temperature = 1.f; sampled.top_p = 0.9f;
+    for (int i = 0; i < 2; i++) {
+      const int B = i == 0 ? 1 : long_b;
+      long_ms[i] = decode_ms(*be, B, long_ctx, std::vector<int>(size_t(B), -1), spec.vocab, warm, steps);
+      const double floor = (wb + kv_bytes(spec, double(B) * (long_ctx + warm + steps / 2))) / bw * 1e3;
+      out("| %d | %d | greedy | %.3f | %.3f | %.2fx |\n", B, long_ctx, long_ms[i], floor, long_ms[i] / floor);
+    }
+    for (int i = 0; i < 2; i++) {
+      const int B = i == 0 ? 1 : long_b;
+      sampled_ms[i] = decode_ms(*be, B, ctx, std::vector<int>(size_t(B), -1), spec.vocab, warm, steps, sampled);
+      const double floor = (wb + kv_bytes(spec, double(B) * (ctx + warm + steps / 2))) / bw * 1e3;
+      out("| %d | %d | temperature 1, top_p 0.9 | %.3f | %.3f | %.2fx |\n", B, ctx, sampled_ms[i], floor, sampled_ms[i] / floor);
     }
 
     // 4. Adapters: load 64 distinct rank-16 adapters (all seven modules).
@@ -322,9 +360,19 @@ int main(int argc, char** argv) {
     if (!json_path.empty()) {
       FILE* f = std::fopen(json_path.c_str(), "w");
       if (f) {
-        std::fprintf(f, "{\"device\": \"%s\", \"copy_gbps\": %.1f, \"own_gemm_tflops\": %.1f, \"cublas_tflops\": %.1f, \"ctx\": %d, \"batches\": [1, 8, 32, 64], \"decode_ms\": [%.4f, %.4f, %.4f, %.4f], \"lora_decode_ms\": [%.4f, %.4f, %.4f, %.4f], \"markdown\": ",
+        std::fprintf(f, "{\"device\": \"%s\", \"copy_gbps\": %.1f, \"own_gemm_tflops\": %.1f, \"cublas_tflops\": %.1f, \"ctx\": %d, \"batches\": [1, 8, 32, 64], \"decode_ms\": [%.4f, %.4f, %.4f, %.4f], \"lora_decode_ms\": [%.4f, %.4f, %.4f, %.4f], ",
                      prop.name, bw / 1e9, own_tflops, cublas_tflops, ctx, base_ms[0], base_ms[1], base_ms[2], base_ms[3], lora_ms[0], lora_ms[1],
                      lora_ms[2], lora_ms[3]);
+        std::fprintf(f, "\"long_ctx\": %d, \"long_ctx_batches\": [1, %d], \"long_ctx_decode_ms\": [%.4f, %.4f], \"sampled_batches\": [1, %d], \"sampled_decode_ms\": [%.4f, %.4f], \"kernels\": {",
+                     long_ctx, long_b, long_ms[0], long_ms[1], long_b, sampled_ms[0], sampled_ms[1]);
+        for (int i = 0; i < 2; i++) {
+          std::fprintf(f, "%s\"batch_%d\": [", i ? ", " : "", i == 0 ? 1 : 32);
+          for (size_t k = 0; k < ktimes[i].size(); k++)
+            std::fprintf(f, "%s{\"kernel\": \"%s\", \"us\": %.2f, \"mb\": %.2f, \"pct_bw\": %.1f}", k ? ", " : "", ktimes[i][k].name.c_str(), ktimes[i][k].us,
+                         ktimes[i][k].bytes / 1e6, ktimes[i][k].pct_of_copy_bw);
+          std::fputs("]", f);
+        }
+        std::fputs("}, \"markdown\": ", f);
         std::fputc('"', f);
         for (char c : md) {
           if (c == '"' || c == '\\') std::fputc('\\', f);

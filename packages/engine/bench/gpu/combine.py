@@ -14,10 +14,14 @@ def main():
             if not line.startswith("{"):
                 continue
             obj = json.loads(line)
-            if "runs" in obj:
+            # The meta line, one line per finished batch size, then everything again with "runs"
+            # (missing when the run was stopped by its time limit).
+            if "adapters" in obj:
+                hf_runs[obj["adapters"]] = obj
+            elif "device" in obj:
                 hf_meta = obj
-                for r in obj["runs"]:
-                    hf_runs[r["adapters"]] = r
+            for r in obj.get("runs", []):
+                hf_runs[r["adapters"]] = r
     except OSError:
         pass
     print(bench["markdown"])
@@ -25,7 +29,8 @@ def main():
     if not hf_runs:
         print("HF transformers + PEFT were not available on this machine.")
         return
-    print(f"HF: torch {hf_meta.get('torch', '?')}, {hf_meta.get('device', '?')}, prompt {hf_meta.get('ctx')} tokens, greedy.\n")
+    partial = "" if "runs" in hf_meta else " (partial: stopped by its time limit)"
+    print(f"HF{partial}: torch {hf_meta.get('torch', '?')}, {hf_meta.get('device', '?')}, prompt {hf_meta.get('ctx')} tokens, greedy.\n")
     print("| adapters = batch | loraplex tok/s | HF + PEFT tok/s | speed-up (goal >= 20x) | HF base-only tok/s |")
     print("|---|---|---|---|---|")
     for b, ms in zip(bench["batches"], bench["lora_decode_ms"]):

@@ -57,6 +57,8 @@ def main():
     load_s = time.perf_counter() - t0
 
     out = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "ctx": args.ctx, "new_tokens": args.new, "load_s": load_s, "runs": []}
+    # One line now and one per finished batch size: a run stopped by its time limit keeps both.
+    print(json.dumps({k: v for k, v in out.items() if k != "runs"}), flush=True)
     g = torch.Generator(device="cuda").manual_seed(1)
     for n in args.adapters:
         ids = torch.randint(3, cfg.vocab_size, (n, args.ctx), device="cuda", generator=g)
