@@ -9,7 +9,7 @@ import { DESCRIPTOR_HEADER, DescriptorSigner, type AdapterTarget } from './descr
 import type { WorkerRecord, WorkerRegistry } from './registry.js';
 import { leastLoaded, pickWorkers, preferResident } from './rendezvous.js';
 import { relaySse } from './sse-relay.js';
-import { workerHttpClient, type WorkerPost, type WorkerResponse, type WorkerTimeouts } from './worker-http.js';
+import { StaleConnectionError, workerHttpClient, type WorkerPost, type WorkerResponse, type WorkerTimeouts } from './worker-http.js';
 import { prepareRequest, usageOfBody, type PreparedRequest } from './wire.js';
 
 export interface Usage {
@@ -72,6 +72,9 @@ function apiError(status: number, type: string, code: string, message: string, h
 }
 
 class ClientGone extends Error {}
+
+/** Sends on closed keep-alive connections retried per attempt (each drops one dead socket). */
+const MAX_STALE_RESENDS = 4;
 
 /** Adapters whose last worker the router remembers (cleared when full: it is only a hint). */
 const MAX_LAST_SENT = 100_000;
@@ -191,14 +194,20 @@ export class Router {
       return undefined;
     };
 
-    let res: WorkerResponse;
-    try {
-      // Workers trust only the platform (contract §1a): each attempt carries its own signature
-      // (a fresh nonce, so a retry is not refused as a replay).
-      const signed = { ...headers, [SIGNATURE_HEADER]: signRequest(this.secret, 'POST', req.path, prep.json) };
-      res = await this.post(`${worker.url}${req.path}`, signed, prep.json, ctrl.signal);
-    } catch {
-      return failed();
+    let res: WorkerResponse | undefined;
+    // A keep-alive connection the worker had just closed as idle never delivered the request: send
+    // it again (the agent drops the dead socket) without counting it against the worker, which
+    // would leave a live worker out of routing until its next heartbeat.
+    for (let stale = 0; res === undefined; stale++) {
+      try {
+        // Workers trust only the platform (contract §1a): each send carries its own signature
+        // (a fresh nonce, so a retry is not refused as a replay).
+        const signed = { ...headers, [SIGNATURE_HEADER]: signRequest(this.secret, 'POST', req.path, prep.json) };
+        res = await this.post(`${worker.url}${req.path}`, signed, prep.json, ctrl.signal);
+      } catch (e) {
+        if (e instanceof StaleConnectionError && stale < MAX_STALE_RESENDS && !ctrl.signal.aborted) continue;
+        return failed();
+      }
     }
     if (res.status === 503 || res.status === 429) {
       // Draining or full: the worker did not take the request, another may.

@@ -9,6 +9,11 @@
 // some). A long generation that keeps streaming is never idle; a slow client that does not read is
 // not the worker's fault, so the idle clock runs only while a read is pending. A request that
 // fails before its response arrived rejects `post`, so the router can try another worker.
+//
+// A keep-alive connection the worker closed as idle (its keepAliveTimeout) while this side handed it
+// to a new request fails with ECONNRESET/EPIPE before the worker read anything (Node's documented
+// keep-alive race): that rejects with StaleConnectionError, which says nothing about the worker's
+// health, and the router sends the request again.
 import { Agent as HttpAgent, request as httpRequest, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { Readable } from 'node:stream';
@@ -45,6 +50,16 @@ export class WorkerTimeoutError extends Error {
   }
 }
 
+/** A reused keep-alive connection was already closed by the worker: the request never reached it. */
+export class StaleConnectionError extends Error {
+  constructor(readonly cause: Error) {
+    super(`the reused connection to the worker was closed (${cause.message})`);
+    this.name = 'StaleConnectionError';
+  }
+}
+
+const STALE_SOCKET_CODES = new Set(['ECONNRESET', 'EPIPE']);
+
 export function workerHttpClient(opts: { maxSockets?: number; timeouts?: Partial<WorkerTimeouts> } = {}): { post: WorkerPost; close(): void } {
   const timeouts: WorkerTimeouts = { ...DEFAULT_WORKER_TIMEOUTS, ...opts.timeouts };
   const agentOpts = { keepAlive: true, maxSockets: opts.maxSockets ?? 256, scheduling: 'lifo' as const };
@@ -68,12 +83,15 @@ export function workerHttpClient(opts: { maxSockets?: number; timeouts?: Partial
       // `on`, not `once`: a worker that answers before reading the whole body (its 413) and closes
       // makes the rest of the write fail (EPIPE) after the first error or the response; with no
       // listener left, that error would end the API process.
-      req.on('error', (e) => {
+      let responded = false;
+      req.on('error', (e: NodeJS.ErrnoException) => {
         clearHeadTimer();
         signal.removeEventListener('abort', onAbort);
-        reject(e);
+        const stale = !responded && !signal.aborted && req.reusedSocket && STALE_SOCKET_CODES.has(e.code ?? '');
+        reject(stale ? new StaleConnectionError(e) : e);
       });
       req.once('response', (res: IncomingMessage) => {
+        responded = true;
         clearHeadTimer();
         // The listener stays until the body ends: an abort mid-body must still reach the socket.
         res.once('close', () => signal.removeEventListener('abort', onAbort));
@@ -92,21 +110,29 @@ export function workerHttpClient(opts: { maxSockets?: number; timeouts?: Partial
 }
 
 /**
- * Runs the connect timer until the socket is connected (a reused keep-alive socket already is),
- * then the first-byte timer until the response head; returns the function that stops both.
+ * Runs the connect timer from when the agent hands the request a socket until it is connected (a
+ * reused keep-alive socket already is), then the first-byte timer until the response head; returns
+ * the function that stops both. Time spent queued in the agent for a free socket is this process's
+ * own backlog, not the worker being slow to accept, so no timer blames the worker for it (the
+ * client's signal still bounds it).
  */
 function headTimer(req: ClientRequest, t: WorkerTimeouts): () => void {
   let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
   const arm = (phase: 'connect' | 'first_byte', ms: number): void => {
     clearTimeout(timer);
-    timer = setTimeout(() => req.destroy(new WorkerTimeoutError(phase, ms)), ms);
+    if (!stopped) timer = setTimeout(() => req.destroy(new WorkerTimeoutError(phase, ms)), ms);
   };
-  arm('connect', t.connectMs);
   req.once('socket', (socket) => {
-    if (socket.connecting) socket.once('connect', () => arm('first_byte', t.firstByteMs));
-    else arm('first_byte', t.firstByteMs);
+    if (socket.connecting) {
+      arm('connect', t.connectMs);
+      socket.once('connect', () => arm('first_byte', t.firstByteMs));
+    } else arm('first_byte', t.firstByteMs);
   });
-  return () => clearTimeout(timer);
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
 }
 
 function wrap(res: IncomingMessage, idleMs: number): WorkerResponse {

@@ -46,13 +46,24 @@ export class Heartbeat {
     };
   }
 
+  private post(body: string): Promise<Response> {
+    return fetch(new URL('/internal/workers/heartbeat', this.opts.apiUrl), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${this.opts.secret}` },
+      body,
+      signal: AbortSignal.timeout(5000),
+    });
+  }
+
   async send(draining = false): Promise<boolean> {
     try {
-      const r = await fetch(new URL('/internal/workers/heartbeat', this.opts.apiUrl), {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${this.opts.secret}` },
-        body: JSON.stringify(this.body(draining)),
-        signal: AbortSignal.timeout(5000),
+      const body = JSON.stringify(this.body(draining));
+      // Once more at once when the request did not go through (fetch's TypeError, e.g. a
+      // keep-alive connection the API had just closed as idle): a missed beat under load costs
+      // the interval, and three in a row take this worker out of routing.
+      const r = await this.post(body).catch((e: unknown) => {
+        if (e instanceof TypeError) return this.post(body);
+        throw e;
       });
       await r.body?.cancel();
       if (!r.ok) throw new Error(`HTTP ${r.status}`);
