@@ -10,7 +10,8 @@
 //
 // Records errors (goal 0), TTFT p50/p99, the RSS of the API and worker processes sampled over the
 // run and its least-squares slope after the warm-up (bytes/min), and checks that the usage rows in
-// the database count exactly the completed requests. The heap ceilings are passed the way the
+// the database with status 200 count exactly the completed requests (and the others, per status,
+// the failed ones: the router records a row for every request). The heap ceilings are passed the way the
 // images set them (NODE_OPTIONS=--max-old-space-size). Starts and stops only its own processes (by
 // PID) and removes its temp directory.
 import { fork } from 'node:child_process';
@@ -56,8 +57,16 @@ async function runStackChild(opts) {
   });
   let closing;
   const close = () => (closing ??= stack.close().finally(() => process.exit(0)));
+  const { sql } = await import('drizzle-orm');
   process.on('message', (m) => {
     if (m === 'memory') process.send({ type: 'memory', ...process.memoryUsage() });
+    else if (m === 'usage') {
+      // Usage rows per HTTP status: the router records one for every request, refused ones included.
+      void stack.db.execute(sql`select status, count(*)::int as n from usage_events group by status`).then(
+        (r) => process.send({ type: 'usage', byStatus: Object.fromEntries(r.rows.map((row) => [String(row.status), Number(row.n)])) }),
+        (e) => process.send({ type: 'usage', error: String(e) }),
+      );
+    }
     else if (m === 'stop') void close();
   });
   process.on('disconnect', () => void close()); // the parent went away
@@ -237,7 +246,7 @@ async function main() {
 
     log(`load: ${plan.clients} streaming clients for ${plan.duration} s (warm-up ${plan.warmup} s), ${plan.maxTokens} tokens each`);
     const end = t0 + plan.duration * 1000;
-    const ttfts = [], errors = new Map();
+    const ttfts = [], errors = new Map(), failedByStatus = new Map();
     let next = 0, completed = 0, tokens = 0, failed = 0;
     await Promise.all(Array.from({ length: plan.clients }, async () => {
       while (performance.now() < end && !stopping) {
@@ -250,6 +259,8 @@ async function main() {
           if (r.ttftMs !== undefined) ttfts.push(r.ttftMs);
         } catch (e) {
           failed++;
+          const status = /^HTTP (\d{3})\b/.exec(String(e.message))?.[1] ?? 'no status';
+          failedByStatus.set(status, (failedByStatus.get(status) ?? 0) + 1);
           const key = String(e.message ?? e).replace(/ad_[a-f0-9]+|a\d+/g, '*');
           errors.set(key, (errors.get(key) ?? 0) + 1);
         }
@@ -260,27 +271,41 @@ async function main() {
     clearInterval(sampler);
     await new Promise((r) => setTimeout(r, 200)); // the last heap sample's answer
 
-    // Usage is written in batches (about once a second): wait until every completed request is counted.
-    let usageRows = 0;
+    // Usage is written in batches (about once a second): wait until every request is counted. The
+    // router records a row for every request, refused ones included, with the status the client
+    // saw: rows with status 200 must equal the completed requests, and the others the failures
+    // that got an HTTP status.
+    const usageByStatus = () => new Promise((res, rej) => {
+      const on = (m) => {
+        if (m.type !== 'usage') return;
+        child.off('message', on);
+        if (m.error) rej(new Error(m.error));
+        else res(m.byStatus);
+      };
+      child.on('message', on);
+      child.send('usage');
+    });
+    const failedWithStatus = failed - (failedByStatus.get('no status') ?? 0);
+    let usage = {};
     const deadline = Date.now() + 30_000;
     for (;;) {
-      usageRows = 0;
-      for (const t of tenants) {
-        const start = new Date(Date.now() - 86_400_000).toISOString();
-        for (const row of (await api(base, t.key, 'GET', `/v1/usage?group_by=adapter&start=${encodeURIComponent(start)}`)).data) usageRows += row.requests;
-      }
-      if (usageRows >= completed + failed || Date.now() > deadline) break;
+      usage = await usageByStatus();
+      const rows = Object.values(usage).reduce((a, n) => a + n, 0);
+      if (rows >= completed + failedWithStatus || Date.now() > deadline) break;
       await new Promise((r) => setTimeout(r, 500));
     }
+    const usageRows = usage['200'] ?? 0;
+    const usageMatches = usageRows === completed && [...failedByStatus].every(([st, n]) => st === 'no status' || (usage[st] ?? 0) === n)
+      && Object.keys(usage).every((st) => st === '200' || failedByStatus.has(st));
 
-    const result = { plan, loadAvg: [load0, loadavg()[0]], seconds, completed, failed, errors: [...errors], tokens, ttftP50: pct(ttfts, 0.5), ttftP99: pct(ttfts, 0.99), usageRows, samples, config };
+    const result = { plan, loadAvg: [load0, loadavg()[0]], seconds, completed, failed, errors: [...errors], tokens, ttftP50: pct(ttfts, 0.5), ttftP99: pct(ttfts, 0.99), usageRows, usage, usageMatches, samples, config };
     const md = report(result);
     console.log(`\n${md}\n`);
     if (v.write) {
       const key = writeBenchSection(resolve(v.doc ?? join(repoRoot, 'docs/benchmarks.md')), `soak ${new Date().toISOString().slice(0, 10)} ${machine()}`, section(result, md));
       log(`wrote section "${key}"`);
     }
-    process.exitCode = failed === 0 && usageRows === completed ? 0 : 1;
+    process.exitCode = failed === 0 && usageMatches ? 0 : 1;
   } finally {
     await cleanup();
   }
@@ -302,9 +327,9 @@ function report(r) {
   const { plan } = r;
   const mem = [memoryRow('API (RSS)', r.samples, 'api', plan.warmup), memoryRow('API (V8 heap used)', r.samples, 'apiHeap', plan.warmup), memoryRow('worker (RSS)', r.samples, 'worker', plan.warmup)];
   const lines = [
-    '| completed | errors | req/s | tok/s | TTFT p50 ms | TTFT p99 ms | usage rows | usage rows = completed |',
-    '|---:|---:|---:|---:|---:|---:|---:|---|',
-    `| ${r.completed} | ${r.failed} | ${f(r.completed / r.seconds, 1)} | ${f(r.tokens / r.seconds, 0)} | ${f(r.ttftP50)} | ${f(r.ttftP99)} | ${r.usageRows} | ${r.usageRows === r.completed ? 'yes' : 'no'} |`,
+    '| completed | errors | req/s | tok/s | TTFT p50 ms | TTFT p99 ms | usage rows, status 200 | usage rows by status | rows = requests per status |',
+    '|---:|---:|---:|---:|---:|---:|---:|---|---|',
+    `| ${r.completed} | ${r.failed} | ${f(r.completed / r.seconds, 1)} | ${f(r.tokens / r.seconds, 0)} | ${f(r.ttftP50)} | ${f(r.ttftP99)} | ${r.usageRows} | ${Object.entries(r.usage).map(([st, n]) => `${st}: ${n}`).join(', ') || '—'} | ${r.usageMatches ? 'yes' : 'no'} |`,
     '',
     `| process | MiB after warm-up | MiB at the end | peak MiB | slope after warm-up, bytes/min (KiB/min) | samples |`,
     '|---|---:|---:|---:|---:|---:|',
@@ -326,14 +351,14 @@ function section(r, md) {
     `- Heap ceilings as in the images: API \`--max-old-space-size=${plan.apiHeapMb}\`, worker \`--max-old-space-size=${plan.workerHeapMb}\` (NODE_OPTIONS)`,
     `- Model: random Llama float32, ${(countParams(config) / 1e6).toFixed(2)}M params (hidden ${config.hidden}, ${config.layers} layers, vocab ${config.vocab}); ${plan.adapters} random rank-${RANK} adapters on all 7 projections over ${plan.tenants} tenants (adapter k belongs to tenant k mod ${plan.tenants})`,
     `- Load: ${plan.clients} streaming clients for ${f(r.seconds, 0)} s, each request the next adapter round-robin, alternately OpenAI \`/v1/completions\` and LoRAX \`/generate_stream\`, ${plan.promptTokens}-token prompts, ${plan.maxTokens} greedy tokens (ignore EOS); memory sampled every ${plan.sampleEvery} s, slope by least squares over the samples after a ${plan.warmup} s warm-up`,
-    '- Goals: 0 errors; usage rows = completed requests; RSS flat after the warm-up',
+    '- Goals: 0 errors; usage rows with status 200 = completed requests (and rows of any other status = the failed requests with that status); RSS flat after the warm-up',
     '',
     md,
   ].join('\n');
 }
 
 if (v.help) {
-  console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 15).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
+  console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 16).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
 } else if (v['stack-child']) {
   await runStackChild(JSON.parse(v['stack-child']));
 } else {

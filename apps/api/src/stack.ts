@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { configFromEnv, type ApiConfig, type S3Config } from './config.js';
+import type { Db } from './db/client.js';
 import type { RoutingPorts } from './ports.js';
 import { startApiServer, type ApiServerWiring } from './server.js';
 import { createRouting, type ClosableRouting } from './wiring.js';
@@ -43,6 +44,8 @@ export interface Stack {
   workerUrl: string;
   /** The worker child process's id (e.g. for a benchmark sampling its memory). */
   workerPid: number | undefined;
+  /** The API's database (e.g. for a benchmark counting usage rows by status). */
+  db: Db;
   /** Stops the API gracefully, then the worker; true when no request had to be cut. */
   close(): Promise<boolean>;
 }
@@ -149,6 +152,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     adminKey,
     workerUrl,
     workerPid: child.pid,
+    db: api.services.db,
     // The API drains first (its in-flight requests need the worker), then the worker.
     close: async () => {
       try {
