@@ -6,7 +6,7 @@
 //
 //   node apps/api/bench/soak.mjs [--duration 300] [--clients 200] [--adapters 50] [--tenants 3]
 //        [--max-tokens 16] [--warmup S] [--sample-every S] [--api-heap-mb 1024]
-//        [--worker-heap-mb 4096] [--threads 1] [--write [--doc FILE]]
+//        [--worker-heap-mb 1024] [--threads 1] [--write [--doc FILE]]
 //
 // Records errors (goal 0), TTFT p50/p99, the RSS of the API and worker processes sampled over the
 // run and its least-squares slope after the warm-up (bytes/min), and checks that the usage rows in
@@ -172,7 +172,7 @@ async function main() {
   const plan = {
     duration: Number(v.duration ?? 300), clients: Number(v.clients ?? 200), adapters: Number(v.adapters ?? 50), tenants: Number(v.tenants ?? 3),
     maxTokens: Number(v['max-tokens'] ?? 16), promptTokens: 16, threads: Number(v.threads ?? 1),
-    apiHeapMb: Number(v['api-heap-mb'] ?? 1024), workerHeapMb: Number(v['worker-heap-mb'] ?? 4096),
+    apiHeapMb: Number(v['api-heap-mb'] ?? 1024), workerHeapMb: Number(v['worker-heap-mb'] ?? 1024),
   };
   plan.warmup = Number(v.warmup ?? Math.min(60, plan.duration / 5));
   plan.sampleEvery = Number(v['sample-every'] ?? Math.max(1, Math.min(5, plan.duration / 30)));
