@@ -6,11 +6,21 @@
 import { parseCli } from './args.js';
 import { assertSafeBind, startWorker } from './serve.js';
 
+/** LORAPLEX_SHUTDOWN_TIMEOUT_S in seconds (default 25). */
+function drainDeadlineS(): number {
+  const raw = process.env.LORAPLEX_SHUTDOWN_TIMEOUT_S;
+  const s = raw === undefined || raw === '' ? 25 : Number(raw);
+  if (!Number.isFinite(s) || s < 0) throw new Error(`LORAPLEX_SHUTDOWN_TIMEOUT_S must be a number of seconds >= 0, got ${JSON.stringify(raw)}`);
+  return s;
+}
+
 async function main(): Promise<void> {
-  let opts;
+  let opts, deadlineS: number;
+  // Every configuration error exits 2 before the model is loaded.
   try {
     opts = parseCli(process.argv.slice(2));
     assertSafeBind(opts.host, opts);
+    deadlineS = drainDeadlineS();
   } catch (e) {
     console.error((e as Error).message);
     process.exit(2);
@@ -18,12 +28,6 @@ async function main(): Promise<void> {
   const running = await startWorker(opts);
   const { worker, port } = running;
   console.log(JSON.stringify({ event: 'listening', port, host: opts.host, model: worker.modelId, backend: worker.engine.backend, adapterSlots: worker.engine.options.maxAdapters, kvBlocks: worker.engine.blocks.numBlocks }));
-  const rawDeadline = process.env.LORAPLEX_SHUTDOWN_TIMEOUT_S;
-  const deadlineS = rawDeadline === undefined || rawDeadline === '' ? 25 : Number(rawDeadline);
-  if (!Number.isFinite(deadlineS) || deadlineS < 0) {
-    console.error(`LORAPLEX_SHUTDOWN_TIMEOUT_S must be a number of seconds >= 0, got ${JSON.stringify(rawDeadline)}`);
-    process.exit(2);
-  }
   let signalled = false;
   const onSignal = (sig: string): void => {
     if (signalled && sig === 'parent-exit') return; // already draining
