@@ -2,6 +2,7 @@
 // heartbeats, the OpenAPI document (/openapi.json) and Swagger UI (/docs), all from the same schemas.
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { swaggerUI } from '@hono/swagger-ui';
+import type { Clock } from '@loraplex/common';
 import { AdapterCatalog } from './adapters/catalog.js';
 import { Authenticator } from './auth/authenticator.js';
 import { authenticate, type AuthEnv } from './auth/middleware.js';
@@ -34,6 +35,8 @@ export interface AppDeps {
   tmpRoot?: string;
   /** How long verified keys and resolved adapters are served from memory while Postgres is down. */
   cacheTtlMs?: number;
+  /** The clock those memories' ages are read on (default systemClock; tests drive one). */
+  clock?: Clock;
 }
 
 /** Paths that need an API key (the part PUT target, heartbeats, health and docs do not). */
@@ -43,8 +46,8 @@ const JSON_BODIES = ['/v1/tenants', '/v1/keys', '/v1/adapters/uploads', '/v1/ada
 const AUTHENTICATED = ['/v1/tenants', '/v1/keys', '/v1/keys/*', '/v1/adapters', '/v1/adapters/*', '/v1/completions', '/v1/chat/completions', '/v1/models', '/v1/usage', '/generate', '/generate_stream'];
 
 export function createApp(deps: AppDeps): { app: App; services: Services } {
-  const auth = new Authenticator(deps.db, { ...(deps.config.adminKey !== undefined ? { adminKey: deps.config.adminKey } : {}), ...(deps.cacheTtlMs !== undefined ? { cacheTtlMs: deps.cacheTtlMs } : {}) });
-  const catalog = new AdapterCatalog(deps.db, deps.cacheTtlMs);
+  const auth = new Authenticator(deps.db, { ...(deps.config.adminKey !== undefined ? { adminKey: deps.config.adminKey } : {}), ...(deps.cacheTtlMs !== undefined ? { cacheTtlMs: deps.cacheTtlMs } : {}), ...(deps.clock !== undefined ? { clock: deps.clock } : {}) });
+  const catalog = new AdapterCatalog(deps.db, deps.cacheTtlMs, deps.clock);
   const ingest = new AdapterIngest({
     catalog,
     store: deps.store,

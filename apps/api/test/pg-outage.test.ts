@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import net from 'node:net';
 import { join } from 'node:path';
+import { ManualClock } from '@loraplex/common';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../src/app.js';
@@ -48,6 +49,7 @@ describe('Postgres outage (real server behind a proxy)', () => {
   let database: OpenDatabase;
   let store: Awaited<ReturnType<typeof tempDirStore>>;
   let app: ReturnType<typeof createApp>['app'];
+  const clock = new ManualClock();
 
   beforeAll(async () => {
     const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
@@ -62,7 +64,7 @@ describe('Postgres outage (real server behind a proxy)', () => {
     store = await tempDirStore();
     await seedBaseModel(database.db);
     const config = defaultConfig({ adminKey: ADMIN_KEY, workerSecret: 'w' });
-    ({ app } = createApp({ db: database.db, store: store.store, config, validation: createValidation(), routing: new RecordingRouting(database.db), cacheTtlMs: 1500 }));
+    ({ app } = createApp({ db: database.db, store: store.store, config, validation: createValidation(), routing: new RecordingRouting(database.db), cacheTtlMs: 1500, clock }));
   });
   afterAll(async () => {
     await database?.close();
@@ -99,7 +101,7 @@ describe('Postgres outage (real server behind a proxy)', () => {
     // What needs the database and is not cached answers 503, not a crash.
     expect((await call(app, 'GET', '/v1/adapters', { key: t.key })).status).toBe(503);
     // The memory is short-lived.
-    await new Promise((r) => setTimeout(r, 1600));
+    clock.advance(1600);
     expect((await infer(t.key)).status).toBe(503);
 
     await proxy.up();

@@ -1,4 +1,5 @@
 // Tenant limits and descriptor signing (pure, with a controlled clock).
+import { ManualClock } from '@loraplex/common';
 import { describe, expect, it } from 'vitest';
 import { DescriptorSigner, signDescriptor, verifyDescriptor, type AdapterTarget } from '../src/routing/descriptor.js';
 import { TenantLimits, type Limited } from '../src/routing/tenant-limits.js';
@@ -21,18 +22,18 @@ describe('TenantLimits', () => {
   });
 
   it('refuses a tenant over its tokens per minute until the tokens age out, with the right Retry-After', () => {
-    let now = 1_000_000_000;
-    const l = new TenantLimits({ maxConcurrent: 0, tokensPerMinute: 1000 }, () => now);
+    const clock = new ManualClock(1_000_000_000);
+    const l = new TenantLimits({ maxConcurrent: 0, tokensPerMinute: 1000 }, clock);
     l.addTokens('t', 600);
-    now += 20_000;
+    clock.advance(20_000);
     l.addTokens('t', 500);
     const r = l.acquire('t');
     // 1100 used: the first 600 leave the window 40 s from now.
     expect(isLimited(r) && r).toEqual({ retryAfterS: 40, reason: 'tokens_per_minute' });
     expect(typeof l.acquire('other')).toBe('function');
-    now += 39_000;
+    clock.advance(39_000);
     expect(isLimited(l.acquire('t'))).toBe(true);
-    now += 1_000;
+    clock.advance(1_000);
     expect(l.tokensUsed('t')).toBe(500);
     expect(typeof l.acquire('t')).toBe('function');
   });

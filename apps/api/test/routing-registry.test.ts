@@ -1,6 +1,7 @@
 // WorkerRegistry on PGlite and on the real Postgres server: heartbeats validated and upserted,
 // health from heartbeat age / draining / router failures, refresh from other API instances' rows,
 // and serving from cache while the Postgres connection is cut (a real TCP proxy), then recovery.
+import { ManualClock } from '@loraplex/common';
 import { eq } from 'drizzle-orm';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { baseModels, workers } from '../src/db/schema.js';
@@ -9,8 +10,6 @@ import { WorkerRegistry } from '../src/routing/registry.js';
 import { openPgliteTestDb, openPgTestDb, PG_PORT, type PgTestDb, type TestDb } from './helpers/routing-db.js';
 import { startTcpProxy, type TcpProxy } from './helpers/routing-proxy.js';
 import { BASE_MODEL, heartbeatFor, MODEL_CONFIG, until } from './helpers/routing-workers.js';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe.each([
   ['PGlite', openPgliteTestDb],
@@ -78,30 +77,39 @@ describe.each([
   });
 
   it('leaves out draining workers, stale workers, and workers the router failed to reach until they heartbeat again', async () => {
-    const reg = new WorkerRegistry(t.db, { staleAfterMs: 300 });
+    const clock = new ManualClock(1_000);
+    const reg = new WorkerRegistry(t.db, { staleAfterMs: 300, clock });
     await reg.heartbeat(heartbeatFor('wk_1', 'http://127.0.0.1:9001'));
     await reg.heartbeat(heartbeatFor('wk_2', 'http://127.0.0.1:9002', { draining: true }));
     expect(reg.healthy(BASE_MODEL).map((w) => w.id)).toEqual(['wk_1']);
     reg.reportFailure('wk_1');
     expect(reg.healthy(BASE_MODEL)).toEqual([]);
-    await sleep(2);
+    clock.advance(2);
     await reg.heartbeat(heartbeatFor('wk_1', 'http://127.0.0.1:9001'));
     expect(reg.healthy(BASE_MODEL).map((w) => w.id)).toEqual(['wk_1']);
-    await sleep(350);
+    clock.advance(299);
+    expect(reg.healthy(BASE_MODEL).map((w) => w.id)).toEqual(['wk_1']);
+    clock.advance(1);
     expect(reg.healthy(BASE_MODEL)).toEqual([]);
     await reg.close();
   });
 
   it('learns workers that heartbeat to another API instance through the database', async () => {
     const other = new WorkerRegistry(t.db);
-    const reg = new WorkerRegistry(t.db, { refreshMs: 20 });
+    const clock = new ManualClock();
+    const reg = new WorkerRegistry(t.db, { refreshMs: 20, clock });
     expect(reg.healthy(BASE_MODEL)).toEqual([]);
     await other.heartbeat(heartbeatFor('wk_elsewhere', 'http://127.0.0.1:9009'));
-    await until(() => reg.healthy(BASE_MODEL).length === 1, 5000, 'refresh');
+    // Reads start a background refresh once refreshMs has passed on the registry's clock.
+    await until(() => {
+      clock.advance(20);
+      return reg.healthy(BASE_MODEL).length === 1;
+    }, 5000, 'refresh');
     expect(reg.healthy(BASE_MODEL)[0]!.id).toBe('wk_elsewhere');
+    // A background refresh still in flight may predate the row below: let it end first.
+    await reg.refresh();
     // An old row is stale on arrival: its age is measured by Postgres, not by the API's clock.
     await t.db.insert(workers).values({ ...rowOf('wk_old'), lastHeartbeat: new Date(Date.now() - 60_000) });
-    await sleep(30);
     expect(await reg.refresh()).toBe(true);
     expect(reg.healthy(BASE_MODEL).map((w) => w.id)).toEqual(['wk_elsewhere']);
     await Promise.all([reg.close(), other.close()]);
@@ -126,12 +134,12 @@ describe('WorkerRegistry while the Postgres connection is cut', () => {
   });
 
   it('keeps serving its cache and accepting heartbeats, then persists and refreshes again once it is back', async () => {
-    const reg = new WorkerRegistry(t.db, { refreshMs: 20, queryTimeoutMs: 1000, staleAfterMs: 5000 });
+    // The clock stands still: no background refresh starts, and no heartbeat goes stale.
+    const reg = new WorkerRegistry(t.db, { refreshMs: 20, queryTimeoutMs: 1000, staleAfterMs: 5000, clock: new ManualClock() });
     await reg.heartbeat(heartbeatFor('wk_1', 'http://127.0.0.1:9001'));
     expect(await reg.refresh()).toBe(true);
 
     proxy.cut();
-    await sleep(30);
     expect(await reg.refresh()).toBe(false);
     expect(reg.lastRefreshError).toBeInstanceOf(Error);
     expect(reg.healthy(BASE_MODEL).map((w) => w.id)).toEqual(['wk_1']);

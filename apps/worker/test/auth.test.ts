@@ -4,10 +4,14 @@
 // adapters, a worker refuses to listen on a non-loopback address without credentials, and its
 // heartbeat tells engine slots from the host tier.
 import { spawnSync } from 'node:child_process';
+import { ManualClock } from '@loraplex/common';
+import { Hono } from 'hono';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ReplayCache, SIGNATURE_HEADER, SIGNATURE_SKEW_S, signRequest, verifyRequestSignature } from '../src/platform-signature.js';
 import { assertSafeBind, isLoopback } from '../src/serve.js';
-import { UNAUTHORIZED_MESSAGE } from '../src/server/auth.js';
+import { authenticateCaller, UNAUTHORIZED_MESSAGE } from '../src/server/auth.js';
+import { ApiError } from '../src/server/errors.js';
+import type { WorkerEnv } from '../src/server/types.js';
 import { callerCredentials, createWorker, type Worker } from '../src/worker.js';
 import { adaptersDir, modelDir, platformHeaders } from './helpers/http.js';
 import { CLI, ensureBuilt, spawnWorker } from './helpers/process.js';
@@ -43,6 +47,23 @@ describe('the platform signature', () => {
     expect(c.accept('n3', 150, 150)).toBe(false);
     expect(c.accept('n3', 170, 100 + SIGNATURE_SKEW_S + 1)).toBe(true);
     expect(c.size).toBe(2);
+  });
+});
+
+describe('the caller check on an injected clock', () => {
+  it('judges the signature window and replays by the clock it is given', async () => {
+    const clock = new ManualClock(1_000_000_000_000);
+    const app = new Hono<WorkerEnv>();
+    app.onError((e) => new Response(null, { status: e instanceof ApiError ? e.status : 500 }));
+    app.use('*', authenticateCaller({ secret: SECRET, apiKey: undefined, replays: new ReplayCache(), clock }));
+    app.post('/x', (c) => c.text('ok'));
+    const send = async (header: string): Promise<number> => (await app.request('/x', { method: 'POST', body: 'b', headers: { [SIGNATURE_HEADER]: header } })).status;
+    const first = signRequest(SECRET, 'POST', '/x', 'b', clock.now() / 1000);
+    expect(await send(first)).toBe(200);
+    expect(await send(first)).toBe(401); // replayed
+    clock.advance((SIGNATURE_SKEW_S + 1) * 1000);
+    expect(await send(signRequest(SECRET, 'POST', '/x', 'b', 1_000_000_000))).toBe(401); // stale on this clock
+    expect(await send(signRequest(SECRET, 'POST', '/x', 'b', clock.now() / 1000))).toBe(200);
   });
 });
 

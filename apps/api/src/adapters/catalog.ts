@@ -2,6 +2,7 @@
 // Every lookup is scoped by tenant_id in SQL, so another tenant's adapter (by name, version or id)
 // is simply not found. Resolution for inference falls back to a short-lived memory of recent
 // answers only while Postgres is unreachable.
+import { Lru, systemClock, type Clock } from '@loraplex/common';
 import { and, desc, eq, max } from 'drizzle-orm';
 import type { Db } from '../db/client.js';
 import { adapters } from '../db/schema.js';
@@ -61,9 +62,10 @@ interface CachedResolution {
 }
 
 export class AdapterCatalog {
-  private readonly recent = new Map<string, CachedResolution>();
+  /** By tenant and ref; the least recently resolved go first beyond 10,000. */
+  private readonly recent = new Lru<string, CachedResolution>({ maxEntries: 10_000 });
 
-  constructor(private readonly db: Db, private readonly cacheTtlMs = 60_000) {}
+  constructor(private readonly db: Db, private readonly cacheTtlMs = 60_000, private readonly clock: Clock = systemClock) {}
 
   /** Rows a ref names inside the tenant: a name gives every version (newest first). */
   async find(tenantId: string, ref: AdapterRef): Promise<AdapterRow[]> {
@@ -93,8 +95,8 @@ export class AdapterCatalog {
     try {
       rows = await this.find(tenantId, ref);
     } catch (e) {
-      const hit = this.recent.get(cacheKey);
-      if (hit && Date.now() - hit.at < this.cacheTtlMs) return hit.row;
+      const hit = this.recent.peek(cacheKey);
+      if (hit && this.clock.now() - hit.at < this.cacheTtlMs) return hit.row;
       console.warn(`[api] adapter lookup failed and is not cached: ${(e as Error).message}`);
       throw unavailable('the adapter catalog is unreachable; retry shortly', 2);
     }
@@ -104,7 +106,7 @@ export class AdapterCatalog {
       if (rows[0]) throw notFound(`adapter ${JSON.stringify(refText)} is not ready (status ${rows[0].status})`, 'adapter_not_ready');
       throw adapterNotFound(refText);
     }
-    this.recent.set(cacheKey, { row, at: Date.now() });
+    this.recent.set(cacheKey, { row, at: this.clock.now() });
     return row;
   }
 
@@ -141,7 +143,7 @@ export class AdapterCatalog {
   async deleteRows(tenantId: string, ids: string[]): Promise<void> {
     for (const id of ids) {
       await this.db.delete(adapters).where(and(eq(adapters.tenantId, tenantId), eq(adapters.id, id)));
-      for (const [k, v] of this.recent) if (v.row.id === id) this.recent.delete(k);
+      for (const [k, v] of this.recent.entries()) if (v.row.id === id) this.recent.delete(k);
     }
   }
 }

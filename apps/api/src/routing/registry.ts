@@ -6,6 +6,7 @@
 // Staleness is judged on this process's clock only: a row's age is computed by Postgres
 // (now() - last_heartbeat) and turned into a local "seen at" time, so clock skew between the
 // database and the API never makes a live worker look stale.
+import { monotonicClock, type Clock } from '@loraplex/common';
 import { sql } from 'drizzle-orm';
 import { baseModels as baseModelsTable, workers as workersTable, type WorkerCapacity, type WorkerLoad } from '../db/schema.js';
 import type { Db } from './db.js';
@@ -22,7 +23,7 @@ export interface WorkerRecord {
   /** Adapters in an engine slot (a subset of residentAdapters): served without a load. */
   slotAdapters: string[];
   draining: boolean;
-  /** performance.now() of the newest heartbeat known, on this process's clock. */
+  /** The registry's clock reading (RegistryOptions.clock) at the newest heartbeat known. */
   seenAtMs: number;
 }
 
@@ -41,9 +42,9 @@ export interface RegistryOptions {
   queryTimeoutMs?: number;
   /** base_models rows are rewritten at most this often when their content has not changed. */
   baseModelWriteMs?: number;
+  /** This process's clock for heartbeat ages and refresh intervals (default monotonicClock; tests drive one). */
+  clock?: Clock;
 }
-
-const now = (): number => performance.now();
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -56,6 +57,7 @@ export class WorkerRegistry {
   private readonly refreshMs: number;
   private readonly queryTimeoutMs: number;
   private readonly baseModelWriteMs: number;
+  private readonly clock: Clock;
   private workers = new Map<string, WorkerRecord>();
   private models = new Map<string, BaseModelRecord & { json: string; writtenAtMs: number }>();
   /** Workers this instance failed to reach, with when: excluded until a newer heartbeat. */
@@ -71,6 +73,7 @@ export class WorkerRegistry {
     this.refreshMs = opts.refreshMs ?? 500;
     this.queryTimeoutMs = opts.queryTimeoutMs ?? 2000;
     this.baseModelWriteMs = opts.baseModelWriteMs ?? 60_000;
+    this.clock = opts.clock ?? monotonicClock;
   }
 
   /**
@@ -80,7 +83,7 @@ export class WorkerRegistry {
    */
   async heartbeat(body: unknown): Promise<{ persisted: boolean }> {
     const hb = parseHeartbeat(body);
-    const seenAtMs = now();
+    const seenAtMs = this.clock.now();
     this.workers.set(hb.id, toRecord(hb, seenAtMs));
     const modelJson = JSON.stringify(hb.model_config);
     const known = this.models.get(hb.base_model);
@@ -123,7 +126,7 @@ export class WorkerRegistry {
   /** Healthy workers serving `baseModel`: fresh heartbeat, not draining, not failed since. */
   healthy(baseModel: string): WorkerRecord[] {
     this.maybeRefresh();
-    const t = now();
+    const t = this.clock.now();
     const out: WorkerRecord[] = [];
     for (const w of this.workers.values()) {
       if (w.baseModel !== baseModel || w.draining || t - w.seenAtMs >= this.staleAfterMs) continue;
@@ -150,18 +153,18 @@ export class WorkerRegistry {
    * it is back, instead of waiting for the heartbeat to go stale.
    */
   reportFailure(workerId: string): void {
-    this.failedAt.set(workerId, now());
+    this.failedAt.set(workerId, this.clock.now());
   }
 
   private maybeRefresh(): void {
-    if (this.closed || this.inflight || now() - this.refreshedAtMs < this.refreshMs) return;
+    if (this.closed || this.inflight || this.clock.now() - this.refreshedAtMs < this.refreshMs) return;
     void this.refresh();
   }
 
   /** Reloads workers and base models from Postgres; false (cache kept) when that fails. */
   refresh(): Promise<boolean> {
     if (this.inflight) return this.inflight;
-    const started = now();
+    const started = this.clock.now();
     this.inflight = withTimeout(this.load(started), this.queryTimeoutMs, 'registry refresh')
       .then(() => {
         this.lastRefreshError = null;
@@ -173,7 +176,7 @@ export class WorkerRegistry {
       })
       .finally(() => {
         // Failed refreshes also wait refreshMs: a down database is not hammered by every request.
-        this.refreshedAtMs = now();
+        this.refreshedAtMs = this.clock.now();
         this.inflight = undefined;
       });
     return this.inflight;
@@ -197,7 +200,7 @@ export class WorkerRegistry {
       next.set(r.id, local && local.seenAtMs >= seenAtMs ? local : { ...r, url: r.url.replace(/\/+$/, ''), seenAtMs });
     }
     // Heartbeats this instance received but could not persist stay while they are fresh.
-    const t = now();
+    const t = this.clock.now();
     for (const w of this.workers.values()) if (!next.has(w.id) && t - w.seenAtMs < this.staleAfterMs) next.set(w.id, w);
     this.workers = next;
     for (const m of models) {

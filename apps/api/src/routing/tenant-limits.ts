@@ -2,6 +2,7 @@
 // Tokens are known only when a request ends, so the minute's budget is checked at admission and
 // charged afterwards (addTokens): requests admitted while under the limit may overshoot it a little,
 // and the tenant then waits until enough of the last minute's tokens age out.
+import { systemClock, type Clock } from '@loraplex/common';
 
 export interface LimitOptions {
   /** Requests a tenant may have in flight; 0 or Infinity: unlimited. */
@@ -32,7 +33,7 @@ const unlimited = (n: number): boolean => !(n > 0) || !Number.isFinite(n);
 export class TenantLimits {
   private readonly tenants = new Map<string, TenantState>();
 
-  constructor(private readonly opts: LimitOptions, private readonly nowMs: () => number = Date.now) {}
+  constructor(private readonly opts: LimitOptions, private readonly clock: Clock = systemClock) {}
 
   private limits(tenantId: string): { maxConcurrent: number; tokensPerMinute: number } {
     const o = this.opts.forTenant?.(tenantId);
@@ -49,7 +50,7 @@ export class TenantLimits {
   tokensUsed(tenantId: string): number {
     const s = this.tenants.get(tenantId);
     if (!s) return 0;
-    const sec = Math.floor(this.nowMs() / 1000);
+    const sec = Math.floor(this.clock.now() / 1000);
     let sum = 0;
     for (let i = 0; i < WINDOW_S; i++) if (s.stamps[i]! > sec - WINDOW_S) sum += s.buckets[i]!;
     return sum;
@@ -79,7 +80,7 @@ export class TenantLimits {
   addTokens(tenantId: string, n: number): void {
     if (!(n > 0)) return;
     const s = this.state(tenantId);
-    const sec = Math.floor(this.nowMs() / 1000);
+    const sec = Math.floor(this.clock.now() / 1000);
     const i = sec % WINDOW_S;
     if (s.stamps[i] !== sec) {
       s.stamps[i] = sec;
@@ -90,7 +91,7 @@ export class TenantLimits {
 
   /** Whole seconds until the tokens of the last minute fall below the limit (0: under it now). */
   private secondsUntilUnder(s: TenantState, limit: number): number {
-    const sec = Math.floor(this.nowMs() / 1000);
+    const sec = Math.floor(this.clock.now() / 1000);
     const live: Array<[number, number]> = [];
     let used = 0;
     for (let i = 0; i < WINDOW_S; i++) {
@@ -104,7 +105,7 @@ export class TenantLimits {
     for (const [stamp, n] of live) {
       used -= n;
       // The bucket of second `stamp` leaves the window at stamp + 60.
-      if (used < limit) return Math.max(1, Math.ceil(stamp + WINDOW_S - this.nowMs() / 1000));
+      if (used < limit) return Math.max(1, Math.ceil(stamp + WINDOW_S - this.clock.now() / 1000));
     }
     return WINDOW_S;
   }

@@ -9,14 +9,14 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Lru } from '@loraplex/common';
 import type { AdapterDescriptor } from './source.js';
 
 export interface ManifestFile { name: string; size: number; sha256: string }
 
-interface Entry { dir: string; bytes: number; lastUsed: number }
+interface Entry { dir: string; bytes: number }
 
 const MANIFEST = '.manifest.json';
-let clock = 0;
 
 async function hashFile(path: string): Promise<{ sha256: string; md5: string; size: number }> {
   const sha = createHash('sha256'), md5 = createHash('md5');
@@ -30,18 +30,20 @@ async function hashFile(path: string): Promise<{ sha256: string; md5: string; si
 }
 
 export class DiskCache {
-  private readonly entries = new Map<string, Entry>();
+  /** By bytes; entries being read are skipped by eviction. */
+  private readonly entries: Lru<string, Entry>;
   private readonly loads = new Map<string, Promise<string>>();
   /** Entries being read by the host tier right now: never evicted under a reader. */
   private readonly busy = new Map<string, number>();
   private ready: Promise<void> | undefined;
+  private adopting = false;
 
-  constructor(readonly root: string, readonly maxBytes: number) {}
+  constructor(readonly root: string, readonly maxBytes: number) {
+    this.entries = new Lru({ maxWeight: maxBytes, weigh: (e) => e.bytes, canEvict: (_, e) => !this.adopting && !this.busy.has(e.dir) });
+  }
 
   get bytes(): number {
-    let n = 0;
-    for (const e of this.entries.values()) n += e.bytes;
-    return n;
+    return this.entries.weight;
   }
 
   get size(): number {
@@ -51,6 +53,9 @@ export class DiskCache {
   /** Adopts complete entries left by an earlier run and removes unfinished downloads. */
   private init(): Promise<void> {
     this.ready ??= (async () => {
+      // Adopting evicts nothing, so starting up deletes no complete entry: an excess over maxBytes
+      // left by an earlier run (with a larger limit) goes at the next download.
+      this.adopting = true;
       await mkdir(this.root, { recursive: true });
       for (const d of await readdir(this.root, { withFileTypes: true })) {
         const dir = join(this.root, d.name);
@@ -60,12 +65,12 @@ export class DiskCache {
         }
         try {
           const files = JSON.parse(await readFile(join(dir, MANIFEST), 'utf8')) as ManifestFile[];
-          this.entries.set(d.name, { dir, bytes: files.reduce((s, f) => s + f.size, 0), lastUsed: ++clock });
+          this.entries.set(d.name, { dir, bytes: files.reduce((s, f) => s + f.size, 0) });
         } catch {
           await rm(dir, { recursive: true, force: true });
         }
       }
-    })();
+    })().finally(() => (this.adopting = false));
     return this.ready;
   }
 
@@ -81,10 +86,7 @@ export class DiskCache {
     await this.init();
     const key = DiskCache.key(d);
     const hit = this.entries.get(key);
-    if (hit) {
-      hit.lastUsed = ++clock;
-      return hit.dir;
-    }
+    if (hit) return hit.dir;
     let load = this.loads.get(key);
     if (!load) {
       load = this.download(key, d).finally(() => this.loads.delete(key));
@@ -110,7 +112,7 @@ export class DiskCache {
 
   /** Drops an entry whose files no longer match their manifest. */
   async discard(dir: string): Promise<void> {
-    for (const [k, e] of this.entries) if (e.dir === dir) this.entries.delete(k);
+    for (const [k, e] of this.entries.entries()) if (e.dir === dir) this.entries.delete(k);
     await rm(dir, { recursive: true, force: true });
   }
 
@@ -132,22 +134,12 @@ export class DiskCache {
       await writeFile(join(tmp, MANIFEST), JSON.stringify(manifest));
       await rm(dir, { recursive: true, force: true });
       await rename(tmp, dir);
-      this.entries.set(key, { dir, bytes: manifest.reduce((s, f) => s + f.size, 0), lastUsed: ++clock });
-      await this.evict(key);
+      // Least recently used entries go until the cache fits (never this one or one being read).
+      for (const gone of this.entries.set(key, { dir, bytes: manifest.reduce((s, f) => s + f.size, 0) })) await rm(gone.value.dir, { recursive: true, force: true });
       return dir;
     } catch (e) {
       await rm(tmp, { recursive: true, force: true });
       throw e;
-    }
-  }
-
-  /** Least recently used entries go until the cache fits (never `keep` or one being read). */
-  private async evict(keep: string): Promise<void> {
-    const victims = [...this.entries].filter(([k, e]) => k !== keep && !this.busy.has(e.dir)).sort(([, a], [, b]) => a.lastUsed - b.lastUsed);
-    for (const [k, e] of victims) {
-      if (this.bytes <= this.maxBytes) break;
-      this.entries.delete(k);
-      await rm(e.dir, { recursive: true, force: true });
     }
   }
 

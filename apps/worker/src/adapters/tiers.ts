@@ -9,6 +9,7 @@
 // hasRoomFor() is false and the request gets 429 with Retry-After (NIM's answer to more active
 // adapters than the cache holds) instead of the worker growing without bound.
 import { createHash } from 'node:crypto';
+import { Lru } from '@loraplex/common';
 import { readAdapterFiles, type AdapterFiles } from '@loraplex/engine';
 import { SequenceError } from '../scheduler/sequence.js';
 import type { DiskCache } from './disk-cache.js';
@@ -21,13 +22,12 @@ export interface HostLimits {
   maxBytes: number;
 }
 
-interface HostEntry { files: AdapterFiles; bytes: number; lastUsed: number; path: string }
+interface HostEntry { files: AdapterFiles; bytes: number; path: string }
 
-let clock = 0;
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
 export class AdapterTiers {
-  private readonly host = new Map<string, HostEntry>();
+  private readonly host: Lru<string, HostEntry>;
   private readonly loads = new Map<string, Promise<HostEntry>>();
   /** Set by the slot manager: queued or running requests need this adapter. */
   inUse: (name: string) => boolean = () => false;
@@ -36,12 +36,12 @@ export class AdapterTiers {
     readonly source: AdapterSource,
     readonly disk: DiskCache,
     readonly limits: HostLimits,
-  ) {}
+  ) {
+    this.host = new Lru({ maxEntries: limits.maxAdapters, maxWeight: limits.maxBytes, weigh: (e) => e.bytes, canEvict: (n) => !this.inUse(n) });
+  }
 
   get hostBytes(): number {
-    let n = 0;
-    for (const e of this.host.values()) n += e.bytes;
-    return n;
+    return this.host.weight;
   }
 
   hostNames(): string[] {
@@ -62,9 +62,9 @@ export class AdapterTiers {
 
   /** The adapter's files, from host memory or moved up from the disk cache / source. */
   async files(name: string, d: AdapterDescriptor): Promise<AdapterFiles> {
-    const hit = this.host.get(name);
+    const hit = this.host.peek(name);
     if (hit && hit.path === d.path) {
-      hit.lastUsed = ++clock;
+      this.host.touch(name);
       return hit.files;
     }
     let load = this.loads.get(name);
@@ -92,7 +92,7 @@ export class AdapterTiers {
         return this.readVerified(d);
       });
     }
-    const entry: HostEntry = { files, bytes: files.config.byteLength + files.weights.byteLength, lastUsed: ++clock, path: d.path };
+    const entry: HostEntry = { files, bytes: files.config.byteLength + files.weights.byteLength, path: d.path };
     this.makeRoom(name, entry.bytes);
     this.host.set(name, entry);
     return entry;
@@ -116,14 +116,8 @@ export class AdapterTiers {
 
   /** Evicts idle entries, least recently used first, until `bytes` more fit; 429 when they cannot. */
   private makeRoom(name: string, bytes: number): void {
-    const fits = (): boolean => this.host.size < this.limits.maxAdapters && this.hostBytes + bytes <= this.limits.maxBytes;
-    const idle = [...this.host].filter(([n]) => n !== name && !this.inUse(n)).sort(([, a], [, b]) => a.lastUsed - b.lastUsed);
     this.host.delete(name);
-    for (const [n] of idle) {
-      if (fits()) break;
-      this.host.delete(n);
-    }
-    if (!fits()) {
+    if (!this.host.makeRoom(1, bytes).fits) {
       if (bytes > this.limits.maxBytes) throw new SequenceError(424, 'adapter_load_error', `adapter ${name} is ${bytes} bytes, more than the host cache holds (--host-cache-bytes ${this.limits.maxBytes})`);
       throw this.tooManyAdapters();
     }

@@ -7,6 +7,7 @@
 // replayed nonce, a wrong key) and whatever the request names, so a caller learns nothing about
 // adapters or tenants from it; the reason goes to the log only at debug level (LORAPLEX_DEBUG_AUTH).
 import { timingSafeEqual, createHash } from 'node:crypto';
+import { systemClock, type Clock } from '@loraplex/common';
 import type { MiddlewareHandler } from 'hono';
 import { ReplayCache, SIGNATURE_HEADER, verifyRequestSignature } from '../platform-signature.js';
 import { ApiError } from './errors.js';
@@ -18,8 +19,8 @@ export interface CallerAuth {
   /** A standalone worker's API key (--api-key / LORAPLEX_API_KEY / VLLM_API_KEY). */
   apiKey: string | undefined;
   replays: ReplayCache;
-  /** Unix seconds (injectable for tests of the timestamp window). */
-  now?: () => number;
+  /** Wall-clock time for the signature window and the replay cache (default systemClock; tests inject one). */
+  clock?: Clock;
 }
 
 /** Paths any caller may reach: the liveness/readiness probe. */
@@ -37,7 +38,7 @@ function keyMatches(authorization: string | undefined, apiKey: string): boolean 
 }
 
 export function authenticateCaller(auth: CallerAuth): MiddlewareHandler<WorkerEnv> {
-  const now = auth.now ?? (() => Date.now() / 1000);
+  const clock = auth.clock ?? systemClock;
   const debug = process.env.LORAPLEX_DEBUG_AUTH === '1';
   return async function authenticateCaller(c, next) {
     if (OPEN_PATHS.has(c.req.path) || (auth.secret === undefined && auth.apiKey === undefined)) return next();
@@ -48,7 +49,7 @@ export function authenticateCaller(auth: CallerAuth): MiddlewareHandler<WorkerEn
       const url = new URL(c.req.url);
       // The body as sent: Hono caches it, so the JSON parser later reads the same bytes.
       const body = new Uint8Array(await c.req.arrayBuffer());
-      const t = now();
+      const t = clock.now() / 1000;
       const check = verifyRequestSignature(signature, auth.secret, c.req.method, url.pathname + url.search, body, t);
       if (check.ok && auth.replays.accept(check.nonce, check.t, t)) return next();
       why = check.ok ? 'replayed nonce' : check.reason;

@@ -2,14 +2,22 @@
 // compile is the expensive part of JSON mode (it walks the whole vocabulary); the matcher each
 // sequence gets from a compiled grammar is cheap. Failures are cached too: an unsupported schema is
 // rejected again without recompiling. Values are the engine's grammar ids.
+import { Lru } from '@loraplex/common';
 
 export class GrammarCache {
-  private readonly entries = new Map<string, Promise<number>>();
+  private readonly entries: Lru<string, Promise<number>>;
   hits = 0;
   misses = 0;
 
   /** `evict`: frees an evicted grammar in the engine. */
-  constructor(private readonly capacity: number, private readonly evict: (grammarId: number) => void) {}
+  constructor(capacity: number, evict: (grammarId: number) => void) {
+    this.entries = new Lru({
+      maxEntries: capacity,
+      // Matchers built from it keep their own reference to the grammar (xgrammar shares it by
+      // reference count), so freeing it does not pull it from under a running sequence.
+      onEvict: (_, evicted) => void evicted.then(evict, () => undefined),
+    });
+  }
 
   get size(): number {
     return this.entries.size;
@@ -20,21 +28,12 @@ export class GrammarCache {
     const hit = this.entries.get(key);
     if (hit) {
       this.hits++;
-      this.entries.delete(key); // re-insert: Map order is the recency order
-      this.entries.set(key, hit);
       return hit;
     }
     this.misses++;
     const p = compile();
     p.catch(() => undefined); // a failed compile stays cached as a rejection
     this.entries.set(key, p);
-    while (this.entries.size > this.capacity) {
-      const [oldest, evicted] = this.entries.entries().next().value as [string, Promise<number>];
-      this.entries.delete(oldest);
-      // Matchers built from it keep their own reference to the grammar (xgrammar shares it by
-      // reference count), so freeing it does not pull it from under a running sequence.
-      evicted.then(this.evict, () => undefined);
-    }
     return p;
   }
 }

@@ -14,6 +14,7 @@
 // or crashes the thread fails alone (a compile with a 400 naming the limit, a sequence with a 500):
 // the thread is ended, the next request starts a fresh one, and every other sequence moves to it at
 // its next mask (its grammar compiled again, its accepted tokens replayed: constraint.ts).
+import { Lru } from '@loraplex/common';
 import { GrammarConstraint, type EngineMatcher } from './constraint.js';
 import { ENGINE_LIMITS, EngineDiedError, EngineRequestError, EngineThread, newId, type EngineLimits } from './engine-client.js';
 import { GrammarCache } from './grammar-cache.js';
@@ -67,7 +68,8 @@ export class StructuredOutput {
   private hits = 0;
   private misses = 0;
   private size = 0;
-  private readonly refused = new Map<string, InvalidSchemaError>();
+  /** Oldest first out: reads peek, so a refused format's recency is when it was refused. */
+  private readonly refused = new Lru<string, InvalidSchemaError>({ maxEntries: REFUSED_KEPT });
   /** The engine's limits (engine-client.ts); changes apply to the next request. */
   readonly engineLimits: EngineLimits;
   /** What a schema may hold (schema-limits.ts); changes apply to the next compile. */
@@ -126,7 +128,7 @@ export class StructuredOutput {
 
   private async compileOn(format: JsonFormat, key: string, check: boolean): Promise<CompiledFormat> {
     for (let attempt = 0; ; attempt++) {
-      const refused = this.refused.get(key);
+      const refused = this.refused.peek(key);
       if (refused) {
         this.hits++;
         throw refused;
@@ -173,7 +175,6 @@ export class StructuredOutput {
       // It ended the engine: it is not compiled again (it would end the next one too).
       const err = new InvalidSchemaError(why);
       this.refused.set(key, err);
-      if (this.refused.size > REFUSED_KEPT) this.refused.delete(this.refused.keys().next().value!);
       throw err;
     }
   }
