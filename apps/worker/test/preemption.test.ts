@@ -29,11 +29,11 @@ afterAll(async () => {
   await ref?.close();
 });
 
-const allFree = (): boolean => worker.engine.blocks.freeBlocks === worker.engine.blocks.numBlocks;
+const allFree = (): boolean => worker.engine.kvUsage().freeBlocks === worker.engine.kvUsage().totalBlocks;
 
 describe('preemption by recompute', () => {
   it('concurrent mixed-adapter greedy and seeded requests that must preempt equal Engine.generate alone', async () => {
-    expect(worker.engine.blocks.numBlocks).toBe(4);
+    expect(worker.engine.kvUsage().totalBlocks).toBe(4);
     type Case = { adapter?: string; prompt: string; max: number; seed?: number; stream?: boolean; prefill?: boolean };
     const prompts = ['Hello world', 'The quick brown fox', 'Once upon a time', 'a b c d e f'];
     const cases: Case[] = Array.from({ length: 12 }, (_, i) => ({

@@ -145,7 +145,7 @@ describe('batching and KV', () => {
     const alone = await setup({ kvBlocks: 8, blockSize: 4 }).scheduler.submit(params(undefined, 12, [1, 2, 3, 4])).done;
     for (const r of results) expect(r.tokens.map((t) => t.token)).toEqual(alone.tokens.map((t) => t.token));
     await sleep(5); // the loop retires finished sequences right after their last step
-    expect(engine.blocks.freeBlocks).toBe(8);
+    expect(engine.kvUsage().freeBlocks).toBe(8);
   });
 
   it('preempts the most recently admitted sequence and re-admits it before anything that waited behind it', async () => {
@@ -167,7 +167,7 @@ describe('batching and KV', () => {
     expect(cAgain!).toBeLessThanOrEqual(stepsOf(d!)[0]!);
     for (const r of results) expect(r.tokens).toHaveLength(12);
     await sleep(5);
-    expect(engine.blocks.freeBlocks).toBe(4);
+    expect(engine.kvUsage().freeBlocks).toBe(4);
   });
 
   it('rejects a request longer than the whole KV cache up front', () => {
@@ -222,9 +222,9 @@ describe('cancellation and drain', () => {
     engine.stepDelayMs = 2;
     const s = scheduler.submit(params(undefined, 200, [1, 2, 3]));
     while (s.output.length < 3) await sleep(1);
-    expect(engine.blocks.freeBlocks).toBeLessThan(64);
+    expect(engine.kvUsage().freeBlocks).toBeLessThan(64);
     scheduler.cancel(s);
-    expect(engine.blocks.freeBlocks).toBe(64);
+    expect(engine.kvUsage().freeBlocks).toBe(64);
     await expect(s.done).rejects.toBeInstanceOf(CancelledError);
     await sleep(10);
     expect(scheduler.runningCount).toBe(0);
