@@ -53,7 +53,13 @@ class GenerationSequence extends ScheduledSequence {
   }
 
   override stepMask(): Pick<StepItem, 'mask' | 'maskLater'> {
-    return { mask: this.req.constraint?.nextMask() ?? null };
+    try {
+      return { mask: this.req.constraint?.nextMask() ?? null };
+    } catch (e) {
+      // Fails this call alone (the scheduler is shared): the item still runs, its token is dropped.
+      this.fail(e);
+      return { mask: null };
+    }
   }
 
   override promptLogitsRow(position: number, row: Float32Array): void {
