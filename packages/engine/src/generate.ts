@@ -114,9 +114,12 @@ export async function runGeneration(reqs: SequenceRequest[], ctx: GenerationCont
   for (const r of reqs) {
     const total = r.prompt.length + r.sampling.maxTokens;
     if (r.prompt.length === 0) throw new EngineError('INVALID_ARGUMENT', 'a prompt needs at least one token');
-    if (r.prompt.length > ctx.maxPositions) throw new EngineError('INVALID_ARGUMENT', `the prompt has ${r.prompt.length} tokens, more than the model's ${ctx.maxPositions} positions`);
+    if (r.prompt.length > ctx.maxPositions) {
+      throw new EngineError('INVALID_ARGUMENT', `the prompt has ${r.prompt.length} tokens, more than the model's ${ctx.maxPositions} positions`);
+    }
     if (ctx.scheduler.blocksNeeded(r.prompt.length, r.sampling.maxTokens) > kv.totalBlocks) {
-      throw new EngineError('KV_CACHE_FULL', `a request of ${total} tokens needs more KV blocks than the cache has (${kv.totalBlocks} x ${kv.blockSize} tokens)`);
+      const cache = `${kv.totalBlocks} x ${kv.blockSize} tokens`;
+      throw new EngineError('KV_CACHE_FULL', `a request of ${total} tokens needs more KV blocks than the cache has (${cache})`);
     }
   }
   const seqs = reqs.map((r) => new GenerationSequence(r, ctx.vocab));

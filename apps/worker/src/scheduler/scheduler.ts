@@ -101,7 +101,8 @@ export class Scheduler {
     const need = this.core.blocksNeeded(prompt.length, sampling.maxTokens);
     const kv = this.core.kvUsage();
     if (need > kv.totalBlocks) {
-      throw new SequenceError(400, 'invalid_request_error', `the request needs ${need} KV blocks (prompt ${prompt.length} + max tokens ${sampling.maxTokens}) but the KV cache has ${kv.totalBlocks} of ${kv.blockSize} tokens`);
+      const what = `${need} KV blocks (prompt ${prompt.length} + max tokens ${sampling.maxTokens})`;
+      throw new SequenceError(400, 'invalid_request_error', `the request needs ${what} but the KV cache has ${kv.totalBlocks} of ${kv.blockSize} tokens`);
     }
     if (params.adapter !== undefined) this.adapters.checkCapacity(params.adapter);
     const seq = new Sequence(params, this.decoder);

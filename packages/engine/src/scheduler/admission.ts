@@ -9,7 +9,7 @@
 import type { BlockAllocator } from '../kv-cache.js';
 import type { AdapterGate } from './gate.js';
 import { BASE_KEY, type AdapterQueues } from './queue.js';
-import type { ScheduledSequence } from './sequence.js';
+import type { FinishReason, ScheduledSequence } from './sequence.js';
 
 /** Blocks kept free at admission while sequences run, headroom for their decode tokens (vLLM: 1%). */
 export function watermarkBlocks(numBlocks: number): number {
@@ -58,7 +58,11 @@ export function chooseAdmissions<S extends ScheduledSequence>(a: AdmissionInput<
  * sequences are visited in admission order and victims taken from the end, so a victim has not
  * been given a block yet in this pass. `preempt` must remove the victim from `running`.
  */
-export function secureDecodeBlocks<S extends ScheduledSequence>(running: S[], kv: Pick<BlockAllocator, 'blocksFor' | 'freeBlocks' | 'ensure'>, preempt: (victim: S) => void): void {
+export function secureDecodeBlocks<S extends ScheduledSequence>(
+  running: S[],
+  kv: Pick<BlockAllocator, 'blocksFor' | 'freeBlocks' | 'ensure'>,
+  preempt: (victim: S) => void,
+): void {
   for (let i = 0; i < running.length; ) {
     const s = running[i]!;
     if (s.generating && s.prefilled) {
@@ -73,7 +77,7 @@ export function secureDecodeBlocks<S extends ScheduledSequence>(running: S[], kv
 }
 
 /** The token-level finish of a sequence that just sampled `token` (its sampled list not yet grown). */
-export function tokenFinish(s: ScheduledSequence, token: number, eos: ReadonlySet<number>, maxPositions: number): 'eos' | 'stop' | 'length' | undefined {
+export function tokenFinish(s: ScheduledSequence, token: number, eos: ReadonlySet<number>, maxPositions: number): FinishReason | undefined {
   const p = s.sampling;
   if (!p.ignoreEos && eos.has(token)) return 'eos';
   if (p.stopTokenIds.includes(token)) return 'stop';

@@ -64,7 +64,13 @@ export interface SchedulerOptions {
   manual?: boolean;
 }
 
-const noAdapters: AdapterGate = { admissible: () => false, pin: (a) => { throw new EngineError('ADAPTER_NOT_FOUND', `adapter ${a} is not loaded`); }, unpin: () => undefined };
+const noAdapters: AdapterGate = {
+  admissible: () => false,
+  pin: (a) => {
+    throw new EngineError('ADAPTER_NOT_FOUND', `adapter ${a} is not loaded`);
+  },
+  unpin: () => undefined,
+};
 
 export class Scheduler<S extends ScheduledSequence = ScheduledSequence> {
   private readonly kv: BlockAllocator;
@@ -158,7 +164,8 @@ export class Scheduler<S extends ScheduledSequence = ScheduledSequence> {
     if (seq.prompt.length === 0) throw new EngineError('INVALID_ARGUMENT', 'a prompt needs at least one token');
     const need = this.blocksNeeded(seq.prompt.length, seq.sampling.maxTokens);
     if (need > this.kv.numBlocks) {
-      throw new EngineError('KV_CACHE_FULL', `a request of ${seq.prompt.length + seq.sampling.maxTokens} tokens needs ${need} KV blocks but the cache has ${this.kv.numBlocks} of ${this.kv.blockSize} tokens`);
+      const total = seq.prompt.length + seq.sampling.maxTokens;
+      throw new EngineError('KV_CACHE_FULL', `a request of ${total} tokens needs ${need} KV blocks but the cache has ${this.kv.numBlocks} of ${this.kv.blockSize} tokens`);
     }
     seq.enqueuedAt = this.clock.now();
     this.queues.push(seq);
@@ -245,7 +252,9 @@ export class Scheduler<S extends ScheduledSequence = ScheduledSequence> {
   private admit(): void {
     const waiting = this.queues.adaptersWaiting();
     if (waiting.length > 0) this.gate.wanted?.(waiting);
-    const admitted = chooseAdmissions({ queues: this.queues, running: this.running, kv: this.kv, gate: this.gate, maxRunning: this.maxRunning, watermark: this.watermark });
+    const admitted = chooseAdmissions({
+      queues: this.queues, running: this.running, kv: this.kv, gate: this.gate, maxRunning: this.maxRunning, watermark: this.watermark,
+    });
     for (const s of admitted) {
       s.adapterSlot = s.adapter === undefined ? -1 : this.gate.pin(s.adapter);
       this.running.push(s);
@@ -367,7 +376,8 @@ export class Scheduler<S extends ScheduledSequence = ScheduledSequence> {
       };
       let p: Promise<unknown>;
       try {
-        const res = s.accept({ token: r.token, logprob: r.logprob, top: r.top }, tokenFinish(s, r.token, this.opts.eos, this.opts.maxPositions));
+        const finish = tokenFinish(s, r.token, this.opts.eos, this.opts.maxPositions);
+        const res = s.accept({ token: r.token, logprob: r.logprob, top: r.top }, finish);
         p = res instanceof Promise ? res.then(done, failed) : Promise.resolve(done(res));
       } catch (e) {
         p = Promise.resolve(failed(e));
