@@ -32,7 +32,7 @@ const grammar = await so.compile({ schema });
 
 async function run(mode) {
   const seqs = await Promise.all(Array.from({ length: S }, async (_, i) => ({
-    prompt: Array.from({ length: 8 }, (_, k) => 400 + ((i * 31 + k * 7) % 1000)), blocks: e.blocks.allocate(e.blocks.blocksFor(8 + STEPS + 1)),
+    prompt: Array.from({ length: 8 }, (_, k) => 400 + ((i * 31 + k * 7) % 1000)), blocks: e.allocateBlocks(Math.ceil((8 + STEPS + 1) / e.kvUsage().blockSize)),
     out: [], computed: 0, c: mode === 'none' ? null : await so.constraint(grammar),
   })));
   let stepMs = 0, maskMs = 0;
@@ -61,7 +61,7 @@ async function run(mode) {
     }
   } finally {
     for (const s of seqs) {
-      e.blocks.release(s.blocks);
+      e.releaseBlocks(s.blocks);
       s.c?.dispose();
     }
   }

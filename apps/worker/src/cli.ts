@@ -27,7 +27,7 @@ async function main(): Promise<void> {
   }
   const running = await startWorker(opts);
   const { worker, port } = running;
-  console.log(JSON.stringify({ event: 'listening', port, host: opts.host, model: worker.modelId, backend: worker.engine.backend, adapterSlots: worker.engine.options.maxAdapters, kvBlocks: worker.engine.blocks.numBlocks }));
+  console.log(JSON.stringify({ event: 'listening', port, host: opts.host, model: worker.modelId, backend: worker.engine.backend, adapterSlots: worker.engine.options.maxAdapters, kvBlocks: worker.engine.kvUsage().totalBlocks }));
   let signalled = false;
   const onSignal = (sig: string): void => {
     if (signalled && sig === 'parent-exit') return; // already draining

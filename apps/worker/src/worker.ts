@@ -120,11 +120,14 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
   );
   let scheduler: Scheduler | undefined;
   const adapters = new AdapterManager(engine, tiers, { ...metrics.adapterHooks(), changed: () => scheduler?.wake() });
-  scheduler = new Scheduler(engine, adapters, tokenizer, { maxBatchTokens: engine.options.maxBatchTokens, ...(opts.maxRunning !== undefined ? { maxRunning: opts.maxRunning } : {}) }, metrics.schedulerHooks());
+  scheduler = new Scheduler(engine.scheduler, adapters, tokenizer, opts.maxRunning !== undefined ? { maxRunning: opts.maxRunning } : {}, metrics.schedulerHooks());
   const sched = scheduler;
   metrics.bindGauges({
     scheduler: () => sched,
-    kv: () => ({ free: engine.blocks.freeBlocks, total: engine.blocks.numBlocks }),
+    kv: () => {
+      const kv = engine.kvUsage();
+      return { free: kv.freeBlocks, total: kv.totalBlocks };
+    },
     residentAdapters: () => adapters.resident().length,
     slots: engine.options.maxAdapters,
     tiers: () => tiers,

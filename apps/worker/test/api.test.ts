@@ -256,9 +256,9 @@ describe('cancellation, metrics and drain', () => {
       const r = await post('/v1/completions', { prompt: 'Hello', max_tokens: 200, ignore_eos: true, temperature: 0, n: 3, stream: true }, { signal: ac.signal });
       const reader = r.body!.getReader();
       await reader.read();
-      expect(engine.blocks.freeBlocks).toBeLessThan(engine.blocks.numBlocks);
+      expect(engine.kvUsage().freeBlocks).toBeLessThan(engine.kvUsage().totalBlocks);
       ac.abort();
-      expect(engine.blocks.freeBlocks).toBe(engine.blocks.numBlocks); // synchronously, on the abort
+      expect(engine.kvUsage().freeBlocks).toBe(engine.kvUsage().totalBlocks); // synchronously, on the abort
       await until(() => worker.scheduler.runningCount === 0, 2000, 'the sequences to leave the batch');
       const m = await (await get('/metrics')).text();
       expect(metric(m, 'loraplex_sequences_cancelled_total', 'adapter="__base__"')).toBe(3);
@@ -268,7 +268,7 @@ describe('cancellation, metrics and drain', () => {
       const pending = post('/v1/completions', { prompt: 'Hello', max_tokens: 200, ignore_eos: true }, { signal: ac2.signal });
       await until(() => worker.scheduler.runningCount === 1, 2000, 'admission');
       ac2.abort();
-      expect(engine.blocks.freeBlocks).toBe(engine.blocks.numBlocks);
+      expect(engine.kvUsage().freeBlocks).toBe(engine.kvUsage().totalBlocks);
       await pending.catch(() => undefined);
       await until(() => worker.scheduler.runningCount === 0, 2000, 'the cancelled sequence to leave the batch');
     } finally {

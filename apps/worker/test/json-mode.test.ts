@@ -254,7 +254,7 @@ describe('streaming and batching', () => {
       const t0 = Date.now();
       while (worker.scheduler.runningCount > 0 && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 5));
       expect(worker.scheduler.runningCount).toBe(0);
-      expect(engine.blocks.freeBlocks).toBe(engine.blocks.numBlocks);
+      expect(engine.kvUsage().freeBlocks).toBe(engine.kvUsage().totalBlocks);
     } finally {
       engine.runStep = step;
     }

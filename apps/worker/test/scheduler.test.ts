@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { CancelledError } from '../src/scheduler/scheduler.js';
 import { SequenceError, type Sequence } from '../src/scheduler/sequence.js';
-import { params, setup, sleep } from './helpers/fake-engine.js';
+import { params, runToIdle, setup } from './helpers/fake-engine.js';
 
 describe('fairness', () => {
   it('round-robin admission: a rare adapter is admitted right after the popular one, not after its whole queue', async () => {
@@ -123,7 +123,7 @@ describe('adapters', () => {
 
 describe('batching and KV', () => {
   it('admits by prompt blocks, grows tables as sequences decode, preempts when the cache runs out, and never overcommits', async () => {
-    const { engine, scheduler } = setup({ kvBlocks: 8, blockSize: 4 });
+    const { engine, scheduler } = setup({ kvBlocks: 8, blockSize: 4, manual: true });
     // Every step's block tables, copied (the live tables are emptied when a sequence ends).
     const tables: number[][][] = [];
     const runStep = engine.runStep.bind(engine);
@@ -132,6 +132,7 @@ describe('batching and KV', () => {
       return runStep(items);
     };
     const seqs = Array.from({ length: 6 }, () => scheduler.submit(params(undefined, 12, [1, 2, 3, 4]))); // 16 tokens = 4 blocks each
+    await runToIdle(scheduler);
     const results = await Promise.all(seqs.map((s) => s.done));
     // Prompt blocks only at admission: more than the 2 whole-length reservations ran together.
     expect(Math.max(...engine.steps.map((st) => st.length))).toBeGreaterThan(2);
@@ -144,19 +145,19 @@ describe('batching and KV', () => {
     // Recompute changes nothing: every sequence equals one run with a cache to itself.
     const alone = await setup({ kvBlocks: 8, blockSize: 4 }).scheduler.submit(params(undefined, 12, [1, 2, 3, 4])).done;
     for (const r of results) expect(r.tokens.map((t) => t.token)).toEqual(alone.tokens.map((t) => t.token));
-    await sleep(5); // the loop retires finished sequences right after their last step
-    expect(engine.blocks.freeBlocks).toBe(8);
+    expect(engine.kvUsage().freeBlocks).toBe(8); // retired right after their last step
   });
 
   it('preempts the most recently admitted sequence and re-admits it before anything that waited behind it', async () => {
     const preempted: number[] = [];
     const preemptedAt = new Map<number, number>();
     const { engine, scheduler } = setup({
-      kvBlocks: 4, blockSize: 4, sched: { maxRunning: 3 },
+      kvBlocks: 4, blockSize: 4, sched: { maxRunning: 3 }, manual: true,
       hooks: { preempted: (s) => (preempted.push(s.id), preemptedAt.set(s.id, engine.steps.length)) },
     });
     // 4 + 12 tokens = the whole cache each; the prompts (one block each) admit three at once, d waits.
     const [a, b, c, d] = Array.from({ length: 4 }, () => scheduler.submit(params(undefined, 12, [1, 2, 3, 4])));
+    await runToIdle(scheduler);
     const results = await Promise.all([a, b, c, d].map((s) => s!.done));
     expect(preempted[0]).toBe(c!.id); // the newest running one, not the one that needed the block
     expect(preempted).not.toContain(a!.id); // the oldest never loses its blocks to younger ones
@@ -166,8 +167,7 @@ describe('batching and KV', () => {
     expect(cAgain).toBeDefined();
     expect(cAgain!).toBeLessThanOrEqual(stepsOf(d!)[0]!);
     for (const r of results) expect(r.tokens).toHaveLength(12);
-    await sleep(5);
-    expect(engine.blocks.freeBlocks).toBe(4);
+    expect(engine.kvUsage().freeBlocks).toBe(4);
   });
 
   it('rejects a request longer than the whole KV cache up front', () => {
@@ -218,15 +218,15 @@ describe('text', () => {
 
 describe('cancellation and drain', () => {
   it('cancelling a running sequence frees its KV blocks at once', async () => {
-    const { engine, scheduler } = setup({ kvBlocks: 64 });
-    engine.stepDelayMs = 2;
+    const { engine, scheduler } = setup({ kvBlocks: 64, manual: true });
     const s = scheduler.submit(params(undefined, 200, [1, 2, 3]));
-    while (s.output.length < 3) await sleep(1);
-    expect(engine.blocks.freeBlocks).toBeLessThan(64);
+    for (let i = 0; i < 4; i++) await scheduler.step();
+    expect(s.sampled).toHaveLength(4);
+    expect(engine.kvUsage().freeBlocks).toBeLessThan(64);
     scheduler.cancel(s);
-    expect(engine.blocks.freeBlocks).toBe(64);
+    expect(engine.kvUsage().freeBlocks).toBe(64);
     await expect(s.done).rejects.toBeInstanceOf(CancelledError);
-    await sleep(10);
+    expect(await scheduler.step()).toBe(false);
     expect(scheduler.runningCount).toBe(0);
   });
 

@@ -6,7 +6,8 @@ import { resolveAdapterModulesAsync } from './adapter/peft-config.js';
 import { readModelConfig, type ModelConfig } from './config.js';
 import { EngineError, toEngineError } from './errors.js';
 import { runGeneration, type FinishReason, type TokenConstraint, type TokenLogprob } from './generate.js';
-import { BlockAllocator } from './kv-cache.js';
+import { loadedAdaptersGate } from './scheduler/gate.js';
+import { Scheduler, type KvUsage } from './scheduler/scheduler.js';
 import { loadAddon, type NativeModel, type NativeModelSpec, type NativeStepInput, type NativeStepOutput } from './native.js';
 import { resolveSampling, type SamplingOptions } from './sampling.js';
 import { buildStepInput, fillLateMasks, lateMasks, splitStepOutput, type LateMask, type StepItem, type StepItemResult } from './step.js';
@@ -60,7 +61,11 @@ export class Engine {
   readonly config: ModelConfig;
   readonly tokenizer: TextTokenizer | undefined;
   readonly backend: string;
-  readonly blocks: BlockAllocator;
+  /**
+   * The one scheduler of this engine: it owns the KV block allocator. Engine.generate submits to it;
+   * the worker configures it (adapter gate, hooks) and submits its own sequences.
+   */
+  readonly scheduler: Scheduler;
   readonly eosTokenIds: Set<number>;
   readonly options: Required<EngineOptions>;
   private readonly native: NativeModel;
@@ -76,11 +81,16 @@ export class Engine {
     this.native = native;
     this.backend = backend;
     this.options = options;
-    this.blocks = new BlockAllocator(Math.ceil(options.kvCacheTokens / options.blockSize), options.blockSize);
     this.eosTokenIds = new Set(config.eosTokenIds);
     // Serving chat, stop on the tokenizer's eos token too (as vLLM does).
     const tkEos = tokenizer?.eosToken !== undefined ? tokenizer.tokenId(tokenizer.eosToken) : undefined;
     if (tkEos !== undefined) this.eosTokenIds.add(tkEos);
+    this.scheduler = new Scheduler({
+      runStep: (items) => this.runStep(items),
+      numBlocks: Math.ceil(options.kvCacheTokens / options.blockSize), blockSize: options.blockSize,
+      vocab: config.vocab, maxPositions: config.maxPositions, eos: this.eosTokenIds, maxBatchTokens: options.maxBatchTokens,
+      gate: loadedAdaptersGate((name) => this.adapters.get(name)?.slot),
+    });
   }
 
   static async load(modelDir: string, opts: EngineOptions = {}): Promise<Engine> {
@@ -205,7 +215,28 @@ export class Engine {
   }
 
   info(): ReturnType<NativeModel['info']> & { freeKvBlocks: number; kvBlocks: number } {
-    return { ...this.native.info(), freeKvBlocks: this.blocks.freeBlocks, kvBlocks: this.blocks.numBlocks };
+    const kv = this.scheduler.kvUsage();
+    return { ...this.native.info(), freeKvBlocks: kv.freeBlocks, kvBlocks: kv.totalBlocks };
+  }
+
+  /** The KV cache's blocks, read-only (the scheduler owns the allocator). */
+  kvUsage(): KvUsage {
+    return this.scheduler.kvUsage();
+  }
+
+  /** n KV blocks for a caller of the raw step API (tests, benchmarks); throws KV_CACHE_FULL and takes none. */
+  allocateBlocks(n: number): number[] {
+    return this.scheduler.leaseBlocks(n);
+  }
+
+  /** Grows a block table from allocateBlocks() to cover `tokens` positions. */
+  extendBlocks(table: number[], tokens: number): void {
+    this.scheduler.extendLease(table, tokens);
+  }
+
+  /** Gives back a block table from allocateBlocks() (emptied). */
+  releaseBlocks(table: number[]): void {
+    this.scheduler.releaseLease(table);
   }
 
   /** One forward step over a mixed batch (the API the worker's scheduler drives). Steps run one at a time. */
@@ -285,11 +316,8 @@ export class Engine {
         requests.map(async (r, i) => ({ prompt: await this.tokenize(r.prompt), adapter: adapters[i], sampling: resolveSampling(r.sampling, this.config.vocab), r })),
       );
       const results = await runGeneration(
-        prepared.map((p) => ({ prompt: p.prompt, adapterSlot: p.adapter?.slot ?? -1, sampling: p.sampling, returnPromptLogits: p.r.returnPromptLogits === true, constraint: p.r.constraint })),
-        {
-          vocab: this.config.vocab, maxPositions: this.config.maxPositions, eos: this.eosTokenIds, blocks: this.blocks,
-          maxBatchTokens: this.options.maxBatchTokens, runStep: (items) => this.runStep(items),
-        },
+        prepared.map((p) => ({ prompt: p.prompt, adapter: p.r.adapter, sampling: p.sampling, returnPromptLogits: p.r.returnPromptLogits === true, constraint: p.r.constraint })),
+        { vocab: this.config.vocab, maxPositions: this.config.maxPositions, scheduler: this.scheduler },
       );
       return await Promise.all(
         results.map(async (res, i) => ({

@@ -1,14 +1,14 @@
-// Engine.generate's loop: a small iteration-level scheduler over the step API. All requests of one
-// call share every step: decode tokens first, then prefill chunks under a token budget. KV blocks
-// for a request's whole length are reserved when it is admitted, so a running request never runs
-// out of blocks; requests that do not fit yet wait for others to finish.
-import type { BlockAllocator } from './kv-cache.js';
+// Engine.generate over the engine's scheduler: every request becomes a GenerationSequence, submitted
+// to the same scheduler the worker drives (same admission, preemption and finish rules), and the
+// call resolves when all of them have finished. Preemption by recompute keeps greedy and seeded
+// outputs identical to an uninterrupted run.
 import { EngineError } from './errors.js';
 import type { ResolvedSampling } from './sampling.js';
-import { usesPenalties } from './sampling.js';
-import type { StepItem, StepItemResult, TopLogprob } from './step.js';
+import type { Scheduler } from './scheduler/scheduler.js';
+import { ScheduledSequence, type AcceptResult, type FinishReason, type SampledToken } from './scheduler/sequence.js';
+import type { StepItem, TopLogprob } from './step.js';
 
-export type FinishReason = 'length' | 'stop' | 'eos';
+export type { FinishReason } from './scheduler/sequence.js';
 
 /** Constrains decoding (JSON mode): a bitmask of allowed tokens before each draw. */
 export interface TokenConstraint {
@@ -31,125 +31,107 @@ export interface SequenceResult {
 
 export interface SequenceRequest {
   prompt: number[];
-  adapterSlot: number;
+  adapter: string | undefined;
   sampling: ResolvedSampling;
   returnPromptLogits: boolean;
   constraint?: TokenConstraint;
 }
 
-interface Seq {
-  req: SequenceRequest;
-  blocks: number[];
-  computed: number;               // positions whose K/V are in the cache
-  output: number[];
-  logitChunks: Float32Array[];
-  logprobs: TokenLogprob[];
-  finish?: FinishReason;
+/** One request of a generate() call: collects its tokens, logprobs and prompt logits. */
+class GenerationSequence extends ScheduledSequence {
+  readonly output: number[] = [];
+  readonly logprobs: TokenLogprob[] = [];
+  promptLogits: Float32Array | undefined;
+  finish: FinishReason | undefined;
+  private settle!: { resolve(): void; reject(e: unknown): void };
+  readonly done: Promise<void>;
+
+  constructor(readonly req: SequenceRequest, private readonly vocab: number) {
+    super({ adapter: req.adapter, prompt: req.prompt, sampling: req.sampling, promptLogits: req.returnPromptLogits });
+    this.done = new Promise<void>((resolve, reject) => (this.settle = { resolve, reject }));
+    this.done.catch(() => undefined); // observed by generate()
+  }
+
+  override stepMask(): Pick<StepItem, 'mask' | 'maskLater'> {
+    try {
+      return { mask: this.req.constraint?.nextMask() ?? null };
+    } catch (e) {
+      // Fails this call alone (the scheduler is shared): the item still runs, its token is dropped.
+      this.fail(e);
+      return { mask: null };
+    }
+  }
+
+  override promptLogitsRow(position: number, row: Float32Array): void {
+    this.promptLogits ??= new Float32Array(this.prompt.length * this.vocab);
+    this.promptLogits.set(row, position * this.vocab);
+  }
+
+  override accept(tok: SampledToken, finish: FinishReason | undefined): AcceptResult {
+    this.output.push(tok.token);
+    this.req.constraint?.accept(tok.token);
+    if (this.sampling.logprobs !== undefined) this.logprobs.push({ token: tok.token, logprob: tok.logprob!, top: tok.top ?? [] });
+    // A completed constraint stops with 'stop', after EOS and stop tokens, before length.
+    if (finish !== 'eos' && finish !== 'stop' && this.req.constraint?.isTerminated?.()) finish = 'stop';
+    super.accept(tok, finish);
+    if (finish) this.end(finish);
+    return finish ?? null;
+  }
+
+  override finishWithoutSampling(): void {
+    super.finishWithoutSampling();
+    this.end('length');
+  }
+
+  end(reason: FinishReason): void {
+    this.finish = reason;
+    this.settle.resolve();
+  }
+
+  override fail(err: unknown): void {
+    if (this.ended) return;
+    super.fail(err);
+    this.settle.reject(err);
+  }
+
+  result(): SequenceResult {
+    const r: SequenceResult = { tokens: this.output, finishReason: this.finish ?? 'length' };
+    if (this.req.returnPromptLogits) r.promptLogits = this.promptLogits ?? new Float32Array(this.prompt.length * this.vocab);
+    if (this.sampling.logprobs !== undefined) r.logprobs = this.logprobs;
+    return r;
+  }
 }
 
-export interface LoopContext {
+export interface GenerationContext {
   vocab: number;
   maxPositions: number;
-  eos: Set<number>;
-  blocks: BlockAllocator;
-  maxBatchTokens: number;
-  runStep(items: StepItem[]): Promise<StepItemResult[]>;
+  scheduler: Scheduler;
 }
 
-function checkFinish(s: Seq, tok: number, ctx: LoopContext): FinishReason | undefined {
-  const p = s.req.sampling;
-  if (!p.ignoreEos && ctx.eos.has(tok)) return 'eos';
-  if (p.stopTokenIds.includes(tok)) return 'stop';
-  if (s.req.constraint?.isTerminated?.()) return 'stop';
-  if (s.output.length >= p.maxTokens) return 'length';
-  if (s.req.prompt.length + s.output.length >= ctx.maxPositions) return 'length';
-  return undefined;
-}
-
-export async function runGeneration(reqs: SequenceRequest[], ctx: LoopContext): Promise<SequenceResult[]> {
-  const seqs: Seq[] = reqs.map((req) => ({ req, blocks: [], computed: 0, output: [], logitChunks: [], logprobs: [] }));
-  for (const s of seqs) {
-    const total = s.req.prompt.length + s.req.sampling.maxTokens;
-    if (s.req.prompt.length === 0) throw new EngineError('INVALID_ARGUMENT', 'a prompt needs at least one token');
-    if (s.req.prompt.length > ctx.maxPositions) throw new EngineError('INVALID_ARGUMENT', `the prompt has ${s.req.prompt.length} tokens, more than the model's ${ctx.maxPositions} positions`);
-    if (ctx.blocks.blocksFor(Math.min(total, ctx.maxPositions)) > ctx.blocks.numBlocks) {
-      throw new EngineError('KV_CACHE_FULL', `a request of ${total} tokens needs more KV blocks than the cache has (${ctx.blocks.numBlocks} x ${ctx.blocks.blockSize} tokens)`);
+/** Runs every request through the scheduler; all-or-nothing: a failure cancels the call's other sequences. */
+export async function runGeneration(reqs: SequenceRequest[], ctx: GenerationContext): Promise<SequenceResult[]> {
+  const kv = ctx.scheduler.kvUsage();
+  for (const r of reqs) {
+    const total = r.prompt.length + r.sampling.maxTokens;
+    if (r.prompt.length === 0) throw new EngineError('INVALID_ARGUMENT', 'a prompt needs at least one token');
+    if (r.prompt.length > ctx.maxPositions) {
+      throw new EngineError('INVALID_ARGUMENT', `the prompt has ${r.prompt.length} tokens, more than the model's ${ctx.maxPositions} positions`);
     }
-    if (s.req.sampling.maxTokens === 0 && !s.req.returnPromptLogits) s.finish = 'length';
+    if (ctx.scheduler.blocksNeeded(r.prompt.length, r.sampling.maxTokens) > kv.totalBlocks) {
+      const cache = `${kv.totalBlocks} x ${kv.blockSize} tokens`;
+      throw new EngineError('KV_CACHE_FULL', `a request of ${total} tokens needs more KV blocks than the cache has (${cache})`);
+    }
   }
-  const waiting = seqs.filter((s) => !s.finish);
-  const running: Seq[] = [];
+  const seqs = reqs.map((r) => new GenerationSequence(r, ctx.vocab));
   try {
-    while (waiting.length > 0 || running.length > 0) {
-      while (waiting.length > 0) {
-        const s = waiting[0]!;
-        const need = ctx.blocks.blocksFor(Math.min(s.req.prompt.length + s.req.sampling.maxTokens, ctx.maxPositions));
-        if (need > ctx.blocks.freeBlocks) break;
-        s.blocks = ctx.blocks.allocate(need);
-        running.push(waiting.shift()!);
-      }
-      if (running.length === 0) throw new EngineError('KV_CACHE_FULL', 'no request fits in the free KV blocks');
-      const items: StepItem[] = [];
-      const owners: Seq[] = [];
-      let budget = ctx.maxBatchTokens;
-      const push = (s: Seq, tokens: number[], sample: boolean, allLogits: boolean): void => {
-        const p = s.req.sampling;
-        items.push({
-          tokens, startPosition: s.computed, blockTable: s.blocks, adapterSlot: s.req.adapterSlot, sample, allLogits,
-          sampling: p, draw: s.output.length,
-          history: sample && usesPenalties(p) ? { tokens: [...s.req.prompt, ...s.output], generatedStart: s.req.prompt.length } : undefined,
-          mask: sample ? s.req.constraint?.nextMask() ?? null : null,
-        });
-        owners.push(s);
-        budget -= tokens.length;
-      };
-      for (const s of running) if (s.computed >= s.req.prompt.length) push(s, [s.output[s.output.length - 1]!], true, false);
-      for (const s of running) {
-        if (s.computed >= s.req.prompt.length || budget <= 0) continue;
-        const n = Math.min(budget, s.req.prompt.length - s.computed);
-        const last = s.computed + n === s.req.prompt.length;
-        push(s, s.req.prompt.slice(s.computed, s.computed + n), last && s.req.sampling.maxTokens > 0, s.req.returnPromptLogits);
-      }
-      // Adjacent tokens with the same adapter form one LoRA segment in the kernels.
-      const order = items.map((_, i) => i).sort((a, b) => items[a]!.adapterSlot - items[b]!.adapterSlot || a - b);
-      const sortedItems = order.map((i) => items[i]!), sortedOwners = order.map((i) => owners[i]!);
-      const results = await ctx.runStep(sortedItems);
-      results.forEach((r, i) => {
-        const s = sortedOwners[i]!, it = sortedItems[i]!;
-        s.computed += it.tokens.length;
-        if (r.logits) s.logitChunks.push(r.logits);
-        if (it.sample && r.token !== undefined) {
-          s.output.push(r.token);
-          s.req.constraint?.accept(r.token);
-          if (s.req.sampling.logprobs !== undefined) s.logprobs.push({ token: r.token, logprob: r.logprob!, top: r.top ?? [] });
-          s.finish = checkFinish(s, r.token, ctx);
-        } else if (s.computed >= s.req.prompt.length && s.req.sampling.maxTokens === 0) {
-          s.finish = 'length';
-        }
-      });
-      for (let i = running.length - 1; i >= 0; i--) {
-        const s = running[i]!;
-        if (s.finish) {
-          ctx.blocks.release(s.blocks);
-          running.splice(i, 1);
-        }
-      }
+    for (const s of seqs) {
+      if (s.sampling.maxTokens === 0 && !s.req.returnPromptLogits) s.end('length');
+      else ctx.scheduler.submit(s);
     }
-  } finally {
-    for (const s of running) ctx.blocks.release(s.blocks);
+    await Promise.all(seqs.map((s) => s.done));
+  } catch (e) {
+    for (const s of seqs) if (!s.isEnded && s.finish === undefined) ctx.scheduler.cancel(s, e);
+    throw e;
   }
-  return seqs.map((s) => {
-    const r: SequenceResult = { tokens: s.output, finishReason: s.finish ?? 'length' };
-    if (s.req.returnPromptLogits) {
-      const all = new Float32Array(s.req.prompt.length * ctx.vocab);
-      let off = 0;
-      for (const c of s.logitChunks) {
-        all.set(c, off);
-        off += c.length;
-      }
-      r.promptLogits = all;
-    }
-    if (s.req.sampling.logprobs !== undefined) r.logprobs = s.logprobs;
-    return r;
-  });
+  return seqs.map((s) => s.result());
 }

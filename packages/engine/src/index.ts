@@ -6,6 +6,12 @@ export { resolveSampling, usesPenalties } from './sampling.js';
 export type { StepItem, StepItemResult, TopLogprob } from './step.js';
 export type { FinishReason, TokenConstraint, TokenLogprob } from './generate.js';
 export { BlockAllocator } from './kv-cache.js';
+export {
+  Scheduler, ScheduledSequence, AdapterQueues, BASE_KEY, buildBatch, chooseAdmissions, secureDecodeBlocks, outstandingPrefill, tokenFinish,
+  watermarkBlocks, loadedAdaptersGate, realClock,
+  type SchedulerHooks, type SchedulerOptions, type KvUsage, type StepFn, type SampledToken, type SequenceSpec, type AcceptResult,
+  type Queued, type Batch, type BatchBlocks, type AdmissionInput, type AdapterGate, type Clock,
+} from './scheduler/index.js';
 export { readModelConfig, parseModelConfig, type ModelConfig } from './config.js';
 export { TextTokenizer, type ChatMessage } from './tokenizer.js';
 export { readAdapterDir, readAdapterFiles, parseAdapterFiles, buildAdapter, loadAdapterDir, type AdapterFiles, type LoadedAdapter } from './adapter/load-adapter.js';

@@ -249,13 +249,13 @@ describe('request refusals', () => {
   });
   it('a request larger than the KV cache is refused; the cache is intact afterwards', async () => {
     await expectCode(engine.generate([{ prompt: Array(60).fill(5), sampling: { maxTokens: 10 } }]), 'KV_CACHE_FULL');
-    expect(engine.blocks.freeBlocks).toBe(4);
-    expect(() => engine.blocks.allocate(5)).toThrow(/KV cache needs 5 more block/);
-    expect(engine.blocks.freeBlocks).toBe(4);
+    expect(engine.kvUsage().freeBlocks).toBe(4);
+    expect(() => engine.allocateBlocks(5)).toThrow(/KV cache needs 5 more block/);
+    expect(engine.kvUsage().freeBlocks).toBe(4);
     // Requests that fit only one at a time still all complete (they wait for blocks).
     const outs = await engine.generate(Array.from({ length: 3 }, () => ({ prompt: Array(40).fill(7), sampling: { maxTokens: 8, temperature: 0, ignoreEos: true } })));
     expect(outs.map((o) => o.tokens.length)).toEqual([8, 8, 8]);
-    expect(engine.blocks.freeBlocks).toBe(4);
+    expect(engine.kvUsage().freeBlocks).toBe(4);
   });
   it('the native step validates its inputs', async () => {
     const base = { tokens: [1, 2], startPosition: 0, blockTable: [0], adapterSlot: -1, sample: false, allLogits: false };

@@ -46,7 +46,7 @@ describe.each(MODELS)('%s fixture', (m: FixtureModel) => {
       const prompt = ref.prompts[i]!;
       const greedy = ref.variants[variant]![i]!.greedy_tokens;
       const want = logits.get(`${variant}/p${i}/gen_logits`)!; // [12, 512]; row k produced greedy token k
-      const table = engine.blocks.allocate(engine.blocks.blocksFor(prompt.length + greedy.length));
+      const table = engine.allocateBlocks(Math.ceil((prompt.length + greedy.length) / engine.kvUsage().blockSize));
       try {
         const first = await engine.runStep([{ tokens: prompt, startPosition: 0, blockTable: table, adapterSlot: slot, sample: false, allLogits: true }]);
         const rows: Float32Array[] = [first[0]!.logits!.slice((prompt.length - 1) * 512)];
@@ -58,7 +58,7 @@ describe.each(MODELS)('%s fixture', (m: FixtureModel) => {
         rows.forEach((r, k) => got.set(r, k * 512));
         expect(maxAbsDiff(got, want.data)).toBeLessThan(TOL);
       } finally {
-        engine.blocks.release(table);
+        engine.releaseBlocks(table);
       }
     }
   });

@@ -33,7 +33,7 @@ async function drive(late: boolean, steps: number): Promise<Seq[]> {
     prompt: Array.from({ length: 5 + i }, (_, k) => (k * 13 + i * 7 + 3) % V), slot: i % 3 === 0 ? e.adapterSlot('a') : -1, masked: i % 2 === 0,
     seed: 40 + i, temperature: i < 3 ? 0 : 0.9, blocks: [], out: [], logprobs: [], computed: 0,
   }));
-  for (const s of seqs) s.blocks = e.blocks.allocate(e.blocks.blocksFor(s.prompt.length + steps + 1));
+  for (const s of seqs) s.blocks = e.allocateBlocks(Math.ceil((s.prompt.length + steps + 1) / e.kvUsage().blockSize));
   try {
     for (let step = 0; step <= steps; step++) {
       const items: StepItem[] = seqs.map((s, i) => {
@@ -60,7 +60,7 @@ async function drive(late: boolean, steps: number): Promise<Seq[]> {
       });
     }
   } finally {
-    for (const s of seqs) e.blocks.release(s.blocks);
+    for (const s of seqs) e.releaseBlocks(s.blocks);
   }
   return seqs;
 }
@@ -84,7 +84,7 @@ describe('late masks', () => {
 
   it('the mask is computed while the step is in flight; the step waits for it', async () => {
     const V = e.config.vocab;
-    const blocks = e.blocks.allocate(1);
+    const blocks = e.allocateBlocks(1);
     try {
       const events: string[] = [];
       const only = 7;
@@ -106,12 +106,12 @@ describe('late masks', () => {
       expect(r!.token).toBe(only);
       expect(events).toEqual(['mask started', 'mask ready', 'step done']);
     } finally {
-      e.blocks.release(blocks);
+      e.releaseBlocks(blocks);
     }
   });
 
   it('a failed late mask fails its step only; the next step runs', async () => {
-    const blocks = e.blocks.allocate(1);
+    const blocks = e.allocateBlocks(1);
     try {
       const item = (maskLater: StepItem['maskLater']): StepItem => ({ tokens: [4, 5], startPosition: 0, blockTable: blocks, adapterSlot: -1, sample: true, allLogits: false, draw: 0, maskLater });
       await expect(e.runStep([item(async () => { throw new Error('grammar broke'); })])).rejects.toThrow(/grammar broke/);
@@ -121,7 +121,7 @@ describe('late masks', () => {
       // An all-zero late mask is the same error as an all-zero immediate one.
       await expect(e.runStep([item(async () => new Uint32Array(Math.ceil(e.config.vocab / 32)))])).rejects.toThrow(/allows no token/);
     } finally {
-      e.blocks.release(blocks);
+      e.releaseBlocks(blocks);
     }
   });
 });

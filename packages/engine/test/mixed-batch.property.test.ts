@@ -65,7 +65,7 @@ async function randomSchedule(engine: Engine, adapterDirs: Record<string, string
       let tokens: number[];
       if (s.computed < s.prompt.length) tokens = s.prompt.slice(s.computed, s.computed + int(1, s.prompt.length - s.computed));
       else tokens = [s.out[s.out.length - 1]!];
-      engine.blocks.ensure(s.blocks, s.computed + tokens.length);
+      engine.extendBlocks(s.blocks, s.computed + tokens.length);
       const sample = s.computed + tokens.length >= s.prompt.length;
       items.push({ tokens, startPosition: s.computed, blockTable: s.blocks, adapterSlot: s.adapter ? engine.adapterSlot(s.adapter) : -1, sample, allLogits: false, sampling: greedy });
       owners.push(s);
@@ -76,7 +76,7 @@ async function randomSchedule(engine: Engine, adapterDirs: Record<string, string
       const s = owners[i]!;
       s.computed += items[i]!.tokens.length;
       if (r.token !== undefined) s.out.push(r.token);
-      if (s.out.length >= s.maxTokens) engine.blocks.release(s.blocks);
+      if (s.out.length >= s.maxTokens) engine.releaseBlocks(s.blocks);
     });
   }
   // Reference: each sequence alone.
@@ -88,7 +88,7 @@ async function randomSchedule(engine: Engine, adapterDirs: Record<string, string
     const [alone] = await engine.generate([{ prompt: s.prompt, adapter: s.adapter, sampling: { temperature: 0, maxTokens: s.maxTokens, ignoreEos: true } }]);
     expect(s.out, `sequence with adapter ${s.adapter ?? 'none'} and prompt length ${s.prompt.length}`).toEqual(alone!.tokens);
   }
-  expect(engine.blocks.freeBlocks).toBe(engine.blocks.numBlocks);
+  expect(engine.kvUsage().freeBlocks).toBe(engine.kvUsage().totalBlocks);
 }
 
 describe('random mixed batches equal single runs', () => {

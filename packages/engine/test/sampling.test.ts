@@ -55,17 +55,17 @@ describe('sampling', () => {
     const topkCounts = new Set<number>();
     const items = (k: number, topK: number): StepItem[] =>
       Array.from({ length: 50 }, (_, i) => ({
-        tokens: P0, startPosition: 0, blockTable: engine.blocks.allocate(1), adapterSlot: -1, sample: true, allLogits: false,
+        tokens: P0, startPosition: 0, blockTable: engine.allocateBlocks(1), adapterSlot: -1, sample: true, allLogits: false,
         sampling: resolveSampling({ temperature: T, topK, seed: k * 1000 + i }, V), draw: 0,
       }));
     for (let k = 0; k < n / 50; k++) {
       const its = items(k, 0);
       const res = await engine.runStep(its);
       for (const r of res) counts.set(r.token!, (counts.get(r.token!) ?? 0) + 1);
-      its.forEach((it) => engine.blocks.release(it.blockTable as number[]));
+      its.forEach((it) => engine.releaseBlocks(it.blockTable as number[]));
       const its2 = items(k + 100, 3);
       for (const r of await engine.runStep(its2)) topkCounts.add(r.token!);
-      its2.forEach((it) => engine.blocks.release(it.blockTable as number[]));
+      its2.forEach((it) => engine.releaseBlocks(it.blockTable as number[]));
     }
     const top = [...lp.keys()].sort((a, b) => lp[b]! - lp[a]!);
     for (const tok of top.slice(0, 3)) {
@@ -97,12 +97,12 @@ describe('sampling', () => {
       const gen3 = [350, 350, 214];
       for (const t of new Set(gen3)) want[t]! -= c.frequencyPenalty * gen3.filter((x) => x === t).length + c.presencePenalty;
       const argmax = [...want.keys()].reduce((a, b) => (want[b]! > want[a]! ? b : a), 0);
-      const table = engine.blocks.allocate(1);
+      const table = engine.allocateBlocks(1);
       const [r] = await engine.runStep([{
         tokens: hist, startPosition: 0, blockTable: table, adapterSlot: -1, sample: true, allLogits: false,
         sampling: resolveSampling({ temperature: 0, ...c }, V), history: { tokens: hist, generatedStart: P0.length },
       }]);
-      engine.blocks.release(table);
+      engine.releaseBlocks(table);
       expect(r!.token).toBe(argmax);
     }
     // Penalised generation differs from plain greedy on this model (it repeats 3, 3, 3 ...).

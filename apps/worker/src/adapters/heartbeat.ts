@@ -34,8 +34,8 @@ export class Heartbeat {
       base_model: this.ctx.modelId,
       model_config: this.opts.modelConfig,
       max_lora_rank: this.opts.maxLoraRank,
-      capacity: { adapter_slots: engine.options.maxAdapters, host_adapters: this.opts.hostAdapters, kv_blocks: engine.blocks.numBlocks, max_batch_tokens: engine.options.maxBatchTokens },
-      load: { running: scheduler.runningCount, waiting: scheduler.waitingCount, kv_free_blocks: engine.blocks.freeBlocks },
+      capacity: { adapter_slots: engine.options.maxAdapters, host_adapters: this.opts.hostAdapters, kv_blocks: engine.kvUsage().totalBlocks, max_batch_tokens: engine.options.maxBatchTokens },
+      load: { running: scheduler.runningCount, waiting: scheduler.waitingCount, kv_free_blocks: engine.kvUsage().freeBlocks },
       // Routing affinity: adapters in engine slots serve at once; the host tier still costs a slot
       // load. The API prefers the former, then the latter (contract §2). resident_adapters (both)
       // is kept for APIs that predate the split.

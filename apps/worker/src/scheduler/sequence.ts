@@ -1,13 +1,14 @@
-// One generated sequence (a request with n = 3 is three sequences): what the scheduler needs to
-// step it (prompt, sampling, KV block table, progress) and what a route reads from it (an ordered
-// event stream for streaming responses, a final result for the others).
-import type { ResolvedSampling, TopLogprob } from '@loraplex/engine';
+// One generated sequence (a request with n = 3 is three sequences): the engine scheduler's
+// token-level state (ScheduledSequence: prompt, sampling, KV block table, progress, sampled ids)
+// plus what a route reads from it (an ordered event stream for streaming responses, a final result
+// for the others). Text processing (detokenisation, stop strings, events) lags one step behind the
+// scheduler: accept() records the token at once and resolves once its text is processed.
+import { ScheduledSequence, type FinishReason, type ResolvedSampling, type SampledToken, type StepItem, type TopLogprob } from '@loraplex/engine';
 import type { SequenceConstraint } from '../structured/constraint.js';
 import { IncrementalDetokenizer, type Decoder } from './detokenizer.js';
 import { StopMatcher } from './stop-strings.js';
 
-/** Why a sequence ended: eos (an EOS token), stop (a stop token id or stop string), length (max tokens or context). */
-export type FinishReason = 'eos' | 'stop' | 'length';
+export type { FinishReason } from '@loraplex/engine';
 
 export interface SequenceParams {
   /** Adapter name, or undefined for the base model. */
@@ -70,8 +71,6 @@ class Deferred<T> {
   }
 }
 
-let nextId = 1;
-
 /** A grammar call's failure as the error this sequence fails with. */
 async function grammarCall<T>(p: Promise<T>): Promise<T> {
   try {
@@ -81,25 +80,13 @@ async function grammarCall<T>(p: Promise<T>): Promise<T> {
   }
 }
 
-export class Sequence {
-  readonly id = nextId++;
+const message = (e: unknown): string => (e instanceof Error ? e.message : String(e));
+
+export class Sequence extends ScheduledSequence {
   readonly params: SequenceParams;
-  readonly enqueuedAt = performance.now();
-  state: 'waiting' | 'running' | 'finished' = 'waiting';
-  /** KV block table, grown step by step (freed when the sequence is preempted). */
-  blocks: number[] = [];
-  /** Positions whose keys/values are in the cache. */
-  computed = 0;
-  /** Positions to fill before decoding: the prompt, or after a preemption the prompt and the tokens sampled so far. */
-  prefillLength: number;
-  /** Times this sequence was preempted (KV freed, to be recomputed on re-admission). */
-  preemptions = 0;
-  /** Sampled token ids: the scheduler's view (draw index, penalty history, next decode input). */
-  readonly sampled: number[] = [];
   /** Tokens whose text has been processed, cut at a stop string: what the result reports. */
   readonly output: GeneratedToken[] = [];
   readonly promptLogprobs: number[] = [];
-  adapterSlot = -1;
   cancelled = false;
   firstTokenAt: number | undefined;
   private text = '';
@@ -108,46 +95,15 @@ export class Sequence {
   private readonly events: SequenceEvent[] = [];
   private waiter: (() => void) | undefined;
   private failure: unknown;
-  private ended = false;
-  private tokenFinish: FinishReason | undefined;
   private textChain: Promise<unknown> = Promise.resolve();
   private readonly admittedD = new Deferred<void>();
   private readonly doneD = new Deferred<SequenceResult>();
 
   constructor(params: SequenceParams, decoder: Decoder) {
+    super({ adapter: params.adapter, prompt: params.prompt, sampling: params.sampling, promptLogits: params.promptLogprobs });
     this.params = params;
-    this.prefillLength = params.prompt.length;
     this.detok = new IncrementalDetokenizer(decoder);
     this.stops = new StopMatcher(params.stop, params.includeStopString);
-  }
-
-  /** Still stepping: not ended and no token-level finish (EOS, stop token id, length) yet. */
-  get generating(): boolean {
-    return !this.ended && this.tokenFinish === undefined;
-  }
-
-  get prefilled(): boolean {
-    return this.computed >= this.prefillLength;
-  }
-
-  /** Tokens [from, to) of the sequence so far: the prompt, then the sampled tokens. */
-  tokensAt(from: number, to: number): number[] {
-    const prompt = this.params.prompt, P = prompt.length;
-    if (to <= P) return prompt.slice(from, to);
-    return [...prompt.slice(Math.min(from, P), P), ...this.sampled.slice(Math.max(0, from - P), to - P)];
-  }
-
-  /**
-   * Preemption by recompute (the scheduler has freed the blocks and unpinned the adapter): back to
-   * waiting; on re-admission it prefills the prompt and the tokens it already sampled, which are
-   * neither re-sampled nor re-emitted, and sampling goes on at the same draw index.
-   */
-  preempt(): void {
-    this.state = 'waiting';
-    this.computed = 0;
-    this.prefillLength = this.params.prompt.length + this.sampled.length;
-    this.adapterSlot = -1;
-    this.preemptions++;
   }
 
   /** Resolves when the sequence is admitted to the running batch (its adapter is resident); rejects if it fails first. */
@@ -159,9 +115,56 @@ export class Sequence {
     return this.doneD.promise;
   }
 
-  markAdmitted(): void {
-    this.state = 'running';
+  override markAdmitted(): void {
+    super.markAdmitted();
     this.admittedD.resolve();
+  }
+
+  /**
+   * JSON mode: the allowed-token mask as a late mask (StepItem.maskLater): the engine starts the
+   * forward pass first and asks for the mask while it runs; the grammar engine thread computes it
+   * (structured/engine-thread.ts), in parallel with the forward pass and this thread; sampling waits
+   * for it. A sequence whose grammar fails is failed and samples unconstrained (its token is
+   * dropped: it has ended).
+   */
+  override stepMask(): Pick<StepItem, 'mask' | 'maskLater'> {
+    const c = this.params.constraint;
+    if (!c) return { mask: null };
+    return {
+      mask: null,
+      maskLater: () =>
+        c.nextMask().catch((e: unknown) => {
+          this.fail(new SequenceError(500, 'internal_error', `the grammar failed: ${message(e)}`));
+          return null;
+        }),
+    };
+  }
+
+  /** Row p of the prompt's logits predicts prompt position p + 1 (LoRAX decoder_input_details). */
+  override promptLogitsRow(position: number, row: Float32Array): void {
+    const prompt = this.params.prompt;
+    if (position === 0 && this.promptLogprobs.length === 0) this.promptLogprobs.push(Number.NaN);
+    const target = position + 1;
+    if (target >= prompt.length) return;
+    let max = -Infinity;
+    for (let v = 0; v < row.length; v++) if (row[v]! > max) max = row[v]!;
+    let sum = 0;
+    for (let v = 0; v < row.length; v++) sum += Math.exp(row[v]! - max);
+    this.promptLogprobs.push(row[prompt[target]!]! - max - Math.log(sum));
+  }
+
+  override stepFailed(err: unknown): void {
+    this.fail(new SequenceError(500, 'engine_error', `the engine step failed: ${message(err)}`));
+  }
+
+  override schedulerFailed(err: unknown): void {
+    this.fail(new SequenceError(500, 'internal_error', `scheduler failure: ${message(err)}`));
+  }
+
+  override finishWithoutSampling(): void {
+    this.tokenFinish = 'length';
+    const end = this.textChain.then(() => (this.ended ? undefined : this.finishFlushing('length')));
+    this.textChain = end.catch((e: unknown) => this.fail(e));
   }
 
   /**
@@ -170,7 +173,7 @@ export class Sequence {
    * step. Resolves, once its text is processed, to the finish reason if the sequence ended there,
    * null if it goes on, undefined if the token was dropped (sampled after a stop string or a cancel).
    */
-  accept(tok: Omit<GeneratedToken, 'tokenText'>, tokenFinish: FinishReason | undefined): Promise<FinishReason | null | undefined> {
+  override accept(tok: SampledToken, tokenFinish: FinishReason | undefined): Promise<FinishReason | null | undefined> {
     this.sampled.push(tok.token);
     const c = this.params.constraint;
     let lastDraw: Promise<boolean> | undefined;
@@ -251,7 +254,7 @@ export class Sequence {
   }
 
   /** Ends the sequence with an error (adapter load failure, engine failure, cancellation). */
-  fail(err: unknown): void {
+  override fail(err: unknown): void {
     if (this.ended) return;
     this.ended = true;
     this.params.constraint?.dispose();
@@ -260,10 +263,6 @@ export class Sequence {
     this.admittedD.reject(err);
     this.doneD.reject(err);
     this.wake();
-  }
-
-  get isEnded(): boolean {
-    return this.ended;
   }
 
   private emit(e: SequenceEvent): void {

@@ -1,6 +1,7 @@
-// A fake engine for scheduler and adapter-manager tests: the real BlockAllocator, scripted steps
-// (token = f(last token, adapter slot)), slots with optional load latency and failures.
-import { BlockAllocator, EngineError, resolveSampling, type AdapterInfo, type StepItem, type StepItemResult } from '@loraplex/engine';
+// A fake engine for scheduler and adapter-manager tests: the engine's real scheduler (and its KV
+// allocator) over scripted steps (token = f(last token, adapter slot)), slots with optional load
+// latency and failures.
+import { EngineError, Scheduler as EngineScheduler, resolveSampling, type AdapterInfo, type Clock, type KvUsage, type StepItem, type StepItemResult } from '@loraplex/engine';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AdapterManager } from '../../src/adapters/adapter-manager.js';
@@ -8,13 +9,16 @@ import { DiskCache } from '../../src/adapters/disk-cache.js';
 import { AdapterTiers } from '../../src/adapters/tiers.js';
 import { FIXTURES } from './http.js';
 import type { AdapterDescriptor, AdapterSource } from '../../src/adapters/source.js';
-import { Scheduler, type SchedulerHooks, type SchedulerOptions, type StepEngine } from '../../src/scheduler/scheduler.js';
+import { Scheduler, type SchedulerHooks } from '../../src/scheduler/scheduler.js';
 import type { SequenceParams } from '../../src/scheduler/sequence.js';
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-export class FakeEngine implements StepEngine {
-  readonly blocks: BlockAllocator;
+export class FakeEngine {
+  /** The engine scheduler over this fake's steps (set by setup()). */
+  core: EngineScheduler | undefined;
+  readonly kvBlocks: number;
+  readonly blockSize: number;
   readonly eosTokenIds = new Set<number>([0]);
   readonly config = { maxPositions: 256, vocab: 64 };
   readonly options: { maxAdapters: number };
@@ -32,7 +36,12 @@ export class FakeEngine implements StepEngine {
   constructor(opts: { maxAdapters?: number; kvBlocks?: number; blockSize?: number } = {}) {
     this.options = { maxAdapters: opts.maxAdapters ?? 2 };
     this.slots = new Array(this.options.maxAdapters).fill(undefined);
-    this.blocks = new BlockAllocator(opts.kvBlocks ?? 256, opts.blockSize ?? 4);
+    this.kvBlocks = opts.kvBlocks ?? 256;
+    this.blockSize = opts.blockSize ?? 4;
+  }
+
+  kvUsage(): KvUsage {
+    return this.core!.kvUsage();
   }
 
   async loadAdapter(name: string, dir: string): Promise<AdapterInfo> {
@@ -84,12 +93,38 @@ export function tiersOver(source: AdapterSource, hostAdapters = 64): AdapterTier
 /** Decodes token t as one letter. */
 export const letters = { decode: async (ids: number[]): Promise<string> => ids.map((i) => String.fromCharCode(97 + (i % 26))).join('') };
 
-export function setup(opts: { maxAdapters?: number; kvBlocks?: number; blockSize?: number; adapters?: string[]; sched?: Partial<SchedulerOptions>; hooks?: SchedulerHooks } = {}) {
+export interface SetupOptions {
+  maxAdapters?: number;
+  kvBlocks?: number;
+  blockSize?: number;
+  adapters?: string[];
+  sched?: { maxBatchTokens?: number; maxRunning?: number };
+  hooks?: SchedulerHooks;
+  /** Steps only when the test calls scheduler.step(). */
+  manual?: boolean;
+  clock?: Clock;
+}
+
+export function setup(opts: SetupOptions = {}) {
   const engine = new FakeEngine(opts);
+  const core = new EngineScheduler({
+    runStep: (items) => engine.runStep(items), // looked up per step: tests wrap engine.runStep
+    numBlocks: engine.kvBlocks, blockSize: engine.blockSize, vocab: engine.config.vocab, maxPositions: engine.config.maxPositions,
+    eos: engine.eosTokenIds, maxBatchTokens: opts.sched?.maxBatchTokens ?? 64,
+    ...(opts.manual ? { manual: true } : {}), ...(opts.clock ? { clock: opts.clock } : {}),
+  });
+  engine.core = core;
   let scheduler: Scheduler | undefined;
   const adapters = new AdapterManager(engine, tiersOver(new FakeSource(opts.adapters ?? ['A', 'B', 'C', 'D'])), { changed: () => scheduler?.wake() });
-  scheduler = new Scheduler(engine, adapters, letters, { maxBatchTokens: 64, ...opts.sched }, opts.hooks ?? {});
+  scheduler = new Scheduler(core, adapters, letters, opts.sched?.maxRunning !== undefined ? { maxRunning: opts.sched.maxRunning } : {}, opts.hooks ?? {});
   return { engine, adapters, scheduler };
+}
+
+/** Steps a manual scheduler until it has nothing left to run. */
+export async function runToIdle(scheduler: Scheduler, maxSteps = 10_000): Promise<number> {
+  let n = 0;
+  while (await scheduler.step()) if (++n > maxSteps) throw new Error('the scheduler did not go idle');
+  return n;
 }
 
 export function params(adapter: string | undefined, maxTokens = 4, prompt: number[] = [5, 6, 7], extra: Partial<SequenceParams> = {}): SequenceParams {

@@ -3,14 +3,16 @@
 // budget and the free KV blocks last. A prefill covers the prompt, or after a preemption the prompt
 // and the tokens sampled before it (recompute). Items are ordered by adapter slot so each adapter
 // forms one LoRA segment.
-import { usesPenalties, type StepItem } from '@loraplex/engine';
-import { SequenceError, type Sequence } from './sequence.js';
+import { usesPenalties } from '../sampling.js';
+import type { StepItem } from '../step.js';
+import type { ScheduledSequence } from './sequence.js';
 
-export interface Batch {
+export interface Batch<S extends ScheduledSequence = ScheduledSequence> {
   items: StepItem[];
-  owners: Sequence[];
+  owners: S[];
   prefillTokens: number;
   decodeTokens: number;
+  /** Distinct adapters in the step. */
   adapters: number;
 }
 
@@ -25,22 +27,22 @@ export interface BatchBlocks {
   ensure(table: number[], tokens: number): void;
 }
 
-export function buildBatch(running: readonly Sequence[], maxBatchTokens: number, kv: BatchBlocks): Batch {
+export function buildBatch<S extends ScheduledSequence>(running: readonly S[], maxBatchTokens: number, kv: BatchBlocks): Batch<S> {
   const items: StepItem[] = [];
-  const owners: Sequence[] = [];
+  const owners: S[] = [];
   let budget = maxBatchTokens, prefillTokens = 0, decodeTokens = 0;
-  const push = (s: Sequence, tokens: number[], sample: boolean): void => {
-    const p = s.params.sampling;
-    const prompt = s.params.prompt;
+  const push = (s: S, tokens: number[], sample: boolean): void => {
+    const p = s.sampling;
+    const P = s.prompt.length;
     kv.ensure(s.blocks, s.computed + tokens.length);
     const out = s.sampled;
     items.push({
       tokens, startPosition: s.computed, blockTable: s.blocks, adapterSlot: s.adapterSlot, sample,
-      // Prompt logprobs once: a recompute after a preemption does not ask for them again.
-      allLogits: s.params.promptLogprobs && s.computed < prompt.length && s.promptLogprobs.length < prompt.length,
+      // Prompt logits once: a recompute after a preemption does not ask for them again.
+      allLogits: s.wantsPromptLogits && s.computed < P && s.promptLogitRows < P,
       sampling: p, draw: out.length,
-      history: sample && usesPenalties(p) ? { tokens: [...prompt, ...out], generatedStart: prompt.length } : undefined,
-      mask: null,
+      history: sample && usesPenalties(p) ? { tokens: [...s.prompt, ...out], generatedStart: P } : undefined,
+      ...(sample ? s.stepMask() : { mask: null }),
     });
     owners.push(s);
     budget -= tokens.length;
@@ -57,7 +59,8 @@ export function buildBatch(running: readonly Sequence[], maxBatchTokens: number,
     const n = Math.min(budget, s.prefillLength - s.computed, room);
     if (n <= 0) continue; // no free block for it this step: it waits (or is preempted) while others progress
     const last = s.computed + n === s.prefillLength;
-    push(s, s.tokensAt(s.computed, s.computed + n), last);
+    // A request for prompt logits alone (max tokens 0) samples nothing.
+    push(s, s.tokensAt(s.computed, s.computed + n), last && s.sampling.maxTokens > 0);
     prefillTokens += n;
   }
   const order = items.map((_, i) => i).sort((a, b) => items[a]!.adapterSlot - items[b]!.adapterSlot || a - b);
@@ -68,24 +71,4 @@ export function buildBatch(running: readonly Sequence[], maxBatchTokens: number,
     decodeTokens,
     adapters: new Set(items.map((it) => it.adapterSlot).filter((x) => x >= 0)).size,
   };
-}
-
-/**
- * Gives the items that sample for a constrained (JSON-mode) sequence their allowed-token mask as a
- * late mask (StepItem.maskLater): the engine starts the forward pass first and asks for the masks
- * while it runs; the grammar engine thread computes them (structured/engine-thread.ts), in parallel
- * with the forward pass and this thread; sampling waits for them. A sequence whose grammar fails
- * is failed and samples unconstrained (its token is dropped: it has ended).
- */
-export function withLateMasks(batch: Batch): Batch {
-  batch.items.forEach((it, i) => {
-    const s = batch.owners[i]!, c = s.params.constraint;
-    if (!it.sample || !c) return;
-    it.maskLater = () =>
-      c.nextMask().catch((e: unknown) => {
-        s.fail(new SequenceError(500, 'internal_error', `the grammar failed: ${e instanceof Error ? e.message : String(e)}`));
-        return null;
-      });
-  });
-  return batch;
 }

@@ -4,20 +4,25 @@
 // the order they were created and takes at most one sequence from a queue per turn, then moves on;
 // it persists across steps. So with queues A (1000 waiting) and B (1 waiting), B's request is
 // admitted within one turn of reaching the head, however deep A is: a popular adapter cannot starve
-// a rare one. Within one adapter, order is FIFO. Queues whose adapter is not resident (or is
-// draining to make room for another) are skipped for the turn; see AdapterManager for how a
-// waiting adapter gets a slot even when all slots are busy.
+// a rare one. Within one adapter, order is FIFO. Queues whose adapter is not admissible (not
+// resident, or draining to make room for another) are skipped for the turn.
 //
-// A preempted sequence (see scheduler.ts) goes back to the front of its adapter's queue and the
-// cursor moves to that queue, so it is the next sequence admitted (as vLLM puts preempted requests
-// at the front of its waiting queue); it was admitted fairly once already.
-import type { Sequence } from './sequence.js';
+// A preempted sequence goes back to the front of its adapter's queue and the cursor moves to that
+// queue, so it is the next sequence admitted (as vLLM puts preempted requests at the front of its
+// waiting queue); it was admitted fairly once already.
 
-/** Key of the base model's queue (adapter names are directory names, so they cannot be empty). */
+/** Key of the base model's queue (adapter names cannot be empty). */
 export const BASE_KEY = '';
 
-export class AdapterQueues {
-  private readonly queues = new Map<string, Sequence[]>();
+/** What the queues need of a sequence. */
+export interface Queued {
+  readonly adapter: string | undefined;
+}
+
+const keyOf = (s: Queued): string => s.adapter ?? BASE_KEY;
+
+export class AdapterQueues<S extends Queued> {
+  private readonly queues = new Map<string, S[]>();
   private order: string[] = [];
   private cursor = 0;
   private count = 0;
@@ -26,20 +31,20 @@ export class AdapterQueues {
     return this.count;
   }
 
-  push(seq: Sequence): void {
+  push(seq: S): void {
     this.queueOf(seq).push(seq);
     this.count++;
   }
 
   /** Puts a preempted sequence at the front of its adapter's queue and points the cursor there. */
-  pushFront(seq: Sequence): void {
+  pushFront(seq: S): void {
     this.queueOf(seq).unshift(seq);
     this.count++;
-    this.cursor = this.order.indexOf(seq.params.adapter ?? BASE_KEY);
+    this.cursor = this.order.indexOf(keyOf(seq));
   }
 
-  private queueOf(seq: Sequence): Sequence[] {
-    const key = seq.params.adapter ?? BASE_KEY;
+  private queueOf(seq: S): S[] {
+    const key = keyOf(seq);
     let q = this.queues.get(key);
     if (!q) {
       q = [];
@@ -59,8 +64,8 @@ export class AdapterQueues {
     return this.order.filter((k) => k !== BASE_KEY && (this.queues.get(k)?.length ?? 0) > 0);
   }
 
-  remove(seq: Sequence): boolean {
-    const key = seq.params.adapter ?? BASE_KEY;
+  remove(seq: S): boolean {
+    const key = keyOf(seq);
     const q = this.queues.get(key);
     const i = q ? q.indexOf(seq) : -1;
     if (i < 0) return false;
@@ -71,7 +76,7 @@ export class AdapterQueues {
   }
 
   /** Removes and returns every sequence waiting for `key`. */
-  takeAll(key: string): Sequence[] {
+  takeAll(key: string): S[] {
     const q = this.queues.get(key) ?? [];
     this.count -= q.length;
     this.queues.set(key, []);
@@ -83,7 +88,7 @@ export class AdapterQueues {
    * The head of the first eligible queue at or after the cursor (round-robin), without taking it.
    * If the caller cannot admit it (KV cache full), the cursor stays, so that queue goes first next time.
    */
-  next(eligible: (key: string) => boolean): { key: string; head: Sequence } | undefined {
+  next(eligible: (key: string) => boolean): { key: string; head: S } | undefined {
     const n = this.order.length;
     for (let i = 0; i < n; i++) {
       const key = this.order[(this.cursor + i) % n]!;
@@ -94,12 +99,11 @@ export class AdapterQueues {
   }
 
   /** Admits the head of `key` (the one `next` returned) and moves the cursor past its queue. */
-  take(key: string): Sequence {
+  take(key: string): S {
     const q = this.queues.get(key)!;
     const s = q.shift()!;
     this.count--;
-    const idx = this.order.indexOf(key);
-    this.cursor = idx + 1;
+    this.cursor = this.order.indexOf(key) + 1;
     this.prune(key);
     return s;
   }
