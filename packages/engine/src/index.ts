@@ -8,9 +8,9 @@ export type { FinishReason, TokenConstraint, TokenLogprob } from './generate.js'
 export { BlockAllocator } from './kv-cache.js';
 export {
   Scheduler, ScheduledSequence, AdapterQueues, BASE_KEY, buildBatch, chooseAdmissions, secureDecodeBlocks, outstandingPrefill, tokenFinish,
-  watermarkBlocks, loadedAdaptersGate, realClock,
+  watermarkBlocks, loadedAdaptersGate,
   type SchedulerHooks, type SchedulerOptions, type KvUsage, type StepFn, type SampledToken, type SequenceSpec, type AcceptResult,
-  type Queued, type Batch, type BatchBlocks, type AdmissionInput, type AdapterGate, type Clock,
+  type Queued, type Batch, type BatchBlocks, type AdmissionInput, type AdapterGate,
 } from './scheduler/index.js';
 export { readModelConfig, parseModelConfig, type ModelConfig } from './config.js';
 export { TextTokenizer, type ChatMessage } from './tokenizer.js';

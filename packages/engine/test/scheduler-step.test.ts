@@ -10,7 +10,7 @@ function scheduler(opts: { numBlocks: number; blockSize?: number; maxBatchTokens
   const clock = opts.clock ?? new ManualClock();
   const sched = new Scheduler({
     runStep: async (items) => {
-      clock.t += opts.delayMs ?? 0;
+      clock.advance(opts.delayMs ?? 0);
       return fake.runStep(items);
     },
     numBlocks: opts.numBlocks, blockSize: opts.blockSize ?? 4, vocab: 64, maxPositions: 256, eos: new Set([0]),

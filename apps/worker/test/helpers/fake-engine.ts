@@ -1,7 +1,8 @@
 // A fake engine for scheduler and adapter-manager tests: the engine's real scheduler (and its KV
 // allocator) over scripted steps (token = f(last token, adapter slot)), slots with optional load
 // latency and failures.
-import { EngineError, Scheduler as EngineScheduler, resolveSampling, type AdapterInfo, type Clock, type KvUsage, type StepItem, type StepItemResult } from '@loraplex/engine';
+import type { Clock } from '@loraplex/common';
+import { EngineError, Scheduler as EngineScheduler, resolveSampling, type AdapterInfo, type KvUsage, type StepItem, type StepItemResult } from '@loraplex/engine';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AdapterManager } from '../../src/adapters/adapter-manager.js';

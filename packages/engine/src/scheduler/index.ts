@@ -4,4 +4,3 @@ export { AdapterQueues, BASE_KEY, type Queued } from './queue.js';
 export { buildBatch, type Batch, type BatchBlocks } from './batcher.js';
 export { chooseAdmissions, secureDecodeBlocks, outstandingPrefill, tokenFinish, watermarkBlocks, type AdmissionInput } from './admission.js';
 export { loadedAdaptersGate, type AdapterGate } from './gate.js';
-export { realClock, type Clock } from './clock.js';

@@ -19,7 +19,7 @@ import { BlockAllocator } from '../kv-cache.js';
 import type { StepItem, StepItemResult } from '../step.js';
 import { chooseAdmissions, secureDecodeBlocks, tokenFinish, watermarkBlocks } from './admission.js';
 import { buildBatch, type Batch } from './batcher.js';
-import { realClock, type Clock } from './clock.js';
+import { monotonicClock, type Clock } from '@loraplex/common';
 import type { AdapterGate } from './gate.js';
 import { AdapterQueues } from './queue.js';
 import type { FinishReason, ScheduledSequence } from './sequence.js';
@@ -105,7 +105,7 @@ export class Scheduler<S extends ScheduledSequence = ScheduledSequence> {
     this.runStep = opts.runStep;
     this.gate = opts.gate ?? noAdapters;
     this.hooks = (opts.hooks ?? {}) as SchedulerHooks<S>;
-    this.clock = opts.clock ?? realClock;
+    this.clock = opts.clock ?? monotonicClock;
     this.manual = opts.manual === true;
     this.maxRunning = Math.max(1, Math.min(opts.maxRunning ?? 256, opts.maxBatchTokens));
     this.watermark = watermarkBlocks(opts.numBlocks);

@@ -17,10 +17,4 @@ export function fakeStep(): { steps: RecordedStep[]; runStep: (items: StepItem[]
 
 export const greedy = (maxTokens: number): ResolvedSampling => resolveSampling({ maxTokens, temperature: 0 }, 64);
 
-/** A clock the test moves by hand. */
-export class ManualClock {
-  t = 0;
-  now(): number {
-    return this.t;
-  }
-}
+export { ManualClock } from '@loraplex/common';
