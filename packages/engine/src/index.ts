@@ -6,11 +6,14 @@ export { resolveSampling, usesPenalties } from './sampling.js';
 export type { StepItem, StepItemResult, TopLogprob } from './step.js';
 export type { FinishReason, TokenConstraint, TokenLogprob } from './generate.js';
 export { BlockAllocator } from './kv-cache.js';
-export { readModelConfig, parseModelConfig, type ModelConfig } from './config.js';
 export { TextTokenizer, type ChatMessage } from './tokenizer.js';
-export { readAdapterDir, readAdapterFiles, parseAdapterFiles, buildAdapter, loadAdapterDir, type AdapterFiles, type LoadedAdapter } from './adapter/load-adapter.js';
-export { parsePeftConfig, resolveAdapterModules, resolveAdapterModulesAsync, MODULES, type AsyncResolveOptions, type ResolvedModule } from './adapter/peft-config.js';
-export { compilePyRegex, MAX_PATTERN_CHARS, MAX_PATTERN_REPEATS, type PyRegex } from './adapter/py-regex.js';
-export { readSafetensorsHeader, writeSafetensors, encodeSafetensors, f32ToBf16, bf16ToF32 } from './io/safetensors.js';
-export { parseTorchCheckpoint } from './io/torch-checkpoint.js';
+// The file formats moved to @loraplex/formats; re-exported so the engine's public API is unchanged.
+export {
+  readModelConfig, parseModelConfig, type ModelConfig,
+  readAdapterDir, readAdapterFiles, parseAdapterFiles, buildAdapter, loadAdapterDir, type AdapterFiles, type LoadedAdapter,
+  parsePeftConfig, resolveAdapterModules, resolveAdapterModulesAsync, MODULES, type AsyncResolveOptions, type ResolvedModule,
+  compilePyRegex, MAX_PATTERN_CHARS, MAX_PATTERN_REPEATS, type PyRegex,
+  readSafetensorsHeader, writeSafetensors, encodeSafetensors, f32ToBf16, bf16ToF32,
+  parseTorchCheckpoint,
+} from '@loraplex/formats';
 export { ensureDemoModel, DEMO_ADAPTERS } from './demo-model.js';

@@ -1,5 +1,8 @@
-// Every failure the engine reports is an EngineError with a stable machine-readable code.
-// Native failures arrive as plain Errors whose message starts with "[CODE] "; toEngineError maps them.
+// Every failure the engine reports is an EngineError with a stable machine-readable code. The class
+// lives here, below the engine, so that a parse failure raised by this package (a bad safetensors
+// header, checkpoint, config.json or adapter_config.json) is the same EngineError, with the same
+// code, wherever it surfaces: in the engine, in the worker's host tier or in the API's validation.
+// The engine maps its native failures onto it (toEngineError, packages/engine/src/errors.ts).
 
 export type EngineErrorCode =
   | 'INVALID_ARGUMENT'
@@ -33,14 +36,4 @@ export class EngineError extends Error {
     this.name = 'EngineError';
     this.code = code;
   }
-}
-
-const NATIVE_PREFIX = /^\[([A-Z_]+)\] ([\s\S]*)$/;
-
-export function toEngineError(e: unknown): EngineError {
-  if (e instanceof EngineError) return e;
-  const msg = e instanceof Error ? e.message : String(e);
-  const m = NATIVE_PREFIX.exec(msg);
-  if (m) return new EngineError(m[1] as EngineErrorCode, m[2]!);
-  return new EngineError('NATIVE', msg);
 }

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { buildAdapter, EngineError, parseModelConfig, parsePeftConfig, parseTorchCheckpoint, readSafetensorsHeader, resolveAdapterModulesAsync, type ModelConfig } from '@loraplex/engine';
+import { buildAdapter, EngineError, parseModelConfig, parsePeftConfig, parseTorchCheckpoint, readSafetensorsHeader, resolveAdapterModulesAsync, type ModelConfig } from '@loraplex/formats';
 import { ALLOWED_FILES } from './entries.js';
 import { AdapterValidationError, type AdapterValidationCode } from './errors.js';
 

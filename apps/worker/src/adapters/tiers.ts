@@ -9,7 +9,7 @@
 // hasRoomFor() is false and the request gets 429 with Retry-After (NIM's answer to more active
 // adapters than the cache holds) instead of the worker growing without bound.
 import { createHash } from 'node:crypto';
-import { readAdapterFiles, type AdapterFiles } from '@loraplex/engine';
+import { readAdapterFiles, type AdapterFiles } from '@loraplex/formats';
 import { SequenceError } from '../scheduler/sequence.js';
 import type { DiskCache } from './disk-cache.js';
 import type { AdapterDescriptor, AdapterSource } from './source.js';
