@@ -5,9 +5,11 @@ RUN apt-get update && apt-get install -y --no-install-recommends cmake g++ make 
 RUN npm install -g pnpm@12
 WORKDIR /src
 COPY . .
-# The API imports the engine for adapter validation only: a CPU build of the addon is enough.
+# Adapter validation needs only @loraplex/formats (plain TypeScript). The C++ toolchain above and
+# the CPU build of the engine's addon are still here because the API depends on @loraplex/worker
+# (request schemas, platform signature), which depends on the engine; they go when that does.
 ENV LORAPLEX_CUDA=OFF TURBO_TELEMETRY_DISABLED=1
-RUN pnpm install --frozen-lockfile && pnpm build && pnpm deploy --filter @loraplex/api --prod /out
+RUN pnpm install --frozen-lockfile && pnpm turbo run build --filter=@loraplex/api... && pnpm deploy --filter @loraplex/api --prod /out
 
 FROM node:20-bookworm-slim
 WORKDIR /app

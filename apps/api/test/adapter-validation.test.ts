@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import * as zlib from 'node:zlib';
-import { encodeSafetensors } from '@loraplex/engine';
+import { encodeSafetensors } from '@loraplex/formats';
 import { afterAll, describe, expect, it } from 'vitest';
 import { AdapterValidationError, extractArchive, validateAdapterFiles, type ArchiveFormat } from '../src/adapter-validation/index.js';
 import { paxPath, tar, zip, type TarEntry } from './helpers/archive-writers.js';

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { copyFile, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { encodeSafetensors, f32ToBf16, type TensorToWrite } from './io/safetensors.js';
+import { encodeSafetensors, f32ToBf16, type TensorToWrite } from '@loraplex/formats';
 
 /** Bump when the demo's shape or contents change: older copies are regenerated. */
 const DEMO_VERSION = 1;

@@ -1,9 +1,10 @@
 // The in-process engine: one base model, many LoRA adapters in slots, and generate() / runStep()
 // over mixed batches. The counterpart of vLLM's LLM class.
 import { resolve } from 'node:path';
-import { buildAdapter, parseAdapterFiles, readAdapterFiles, type AdapterFiles, type LoadedAdapter } from './adapter/load-adapter.js';
-import { resolveAdapterModulesAsync } from './adapter/peft-config.js';
-import { readModelConfig, type ModelConfig } from './config.js';
+import {
+  buildAdapter, parseAdapterFiles, readAdapterFiles, readModelConfig, resolveAdapterModulesAsync,
+  type AdapterFiles, type LoadedAdapter, type ModelConfig,
+} from '@loraplex/formats';
 import { EngineError, toEngineError } from './errors.js';
 import { runGeneration, type FinishReason, type TokenConstraint, type TokenLogprob } from './generate.js';
 import { loadedAdaptersGate } from './scheduler/gate.js';

@@ -1,39 +1,9 @@
-// Every failure the engine reports is an EngineError with a stable machine-readable code.
-// Native failures arrive as plain Errors whose message starts with "[CODE] "; toEngineError maps them.
+// EngineError itself lives in @loraplex/formats (its parsers raise it too); re-exported here so the
+// engine's modules keep one import. Native failures arrive as plain Errors whose message starts
+// with "[CODE] "; toEngineError maps them.
+import { EngineError, type EngineErrorCode } from '@loraplex/formats';
 
-export type EngineErrorCode =
-  | 'INVALID_ARGUMENT'
-  | 'INVALID_SAFETENSORS'
-  | 'INVALID_CHECKPOINT'
-  | 'MODEL_CONFIG'
-  | 'UNSUPPORTED_ARCHITECTURE'
-  | 'MISSING_TENSOR'
-  | 'TENSOR_SHAPE'
-  | 'ADAPTER_CONFIG'
-  | 'ADAPTER_UNSUPPORTED'
-  | 'ADAPTER_SHAPE'
-  | 'ADAPTER_NOT_FOUND'
-  | 'ADAPTER_EXISTS'
-  | 'ADAPTER_IN_USE'
-  | 'ADAPTER_POOL_FULL'
-  | 'KV_CACHE_FULL'
-  | 'TOKENIZER'
-  | 'BACKEND_UNAVAILABLE'
-  | 'ENGINE_CLOSED'
-  | 'CUDA'
-  | 'OUT_OF_MEMORY'
-  /** A deferred (late) allowed-token mask could not be computed. */
-  | 'MASKS_FAILED'
-  | 'NATIVE';
-
-export class EngineError extends Error {
-  readonly code: EngineErrorCode;
-  constructor(code: EngineErrorCode, message: string) {
-    super(message);
-    this.name = 'EngineError';
-    this.code = code;
-  }
-}
+export { EngineError, type EngineErrorCode };
 
 const NATIVE_PREFIX = /^\[([A-Z_]+)\] ([\s\S]*)$/;
 

@@ -6,6 +6,7 @@ export { resolveSampling, usesPenalties } from './sampling.js';
 export type { StepItem, StepItemResult, TopLogprob } from './step.js';
 export type { FinishReason, TokenConstraint, TokenLogprob } from './generate.js';
 export { BlockAllocator } from './kv-cache.js';
+<<<<<<< HEAD
 export {
   Scheduler, ScheduledSequence, AdapterQueues, BASE_KEY, buildBatch, chooseAdmissions, secureDecodeBlocks, outstandingPrefill, tokenFinish,
   watermarkBlocks, loadedAdaptersGate,
@@ -13,10 +14,16 @@ export {
   type Queued, type Batch, type BatchBlocks, type AdmissionInput, type AdapterGate,
 } from './scheduler/index.js';
 export { readModelConfig, parseModelConfig, type ModelConfig } from './config.js';
+=======
+>>>>>>> s5-formats
 export { TextTokenizer, type ChatMessage } from './tokenizer.js';
-export { readAdapterDir, readAdapterFiles, parseAdapterFiles, buildAdapter, loadAdapterDir, type AdapterFiles, type LoadedAdapter } from './adapter/load-adapter.js';
-export { parsePeftConfig, resolveAdapterModules, resolveAdapterModulesAsync, MODULES, type AsyncResolveOptions, type ResolvedModule } from './adapter/peft-config.js';
-export { compilePyRegex, MAX_PATTERN_CHARS, MAX_PATTERN_REPEATS, type PyRegex } from './adapter/py-regex.js';
-export { readSafetensorsHeader, writeSafetensors, encodeSafetensors, f32ToBf16, bf16ToF32 } from './io/safetensors.js';
-export { parseTorchCheckpoint } from './io/torch-checkpoint.js';
+// The file formats moved to @loraplex/formats; re-exported so the engine's public API is unchanged.
+export {
+  readModelConfig, parseModelConfig, type ModelConfig,
+  readAdapterDir, readAdapterFiles, parseAdapterFiles, buildAdapter, loadAdapterDir, type AdapterFiles, type LoadedAdapter,
+  parsePeftConfig, resolveAdapterModules, resolveAdapterModulesAsync, MODULES, type AsyncResolveOptions, type ResolvedModule,
+  compilePyRegex, MAX_PATTERN_CHARS, MAX_PATTERN_REPEATS, type PyRegex,
+  readSafetensorsHeader, writeSafetensors, encodeSafetensors, f32ToBf16, bf16ToF32,
+  parseTorchCheckpoint,
+} from '@loraplex/formats';
 export { ensureDemoModel, DEMO_ADAPTERS } from './demo-model.js';

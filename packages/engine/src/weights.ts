@@ -2,9 +2,8 @@
 // engine's canonical keys and checks every shape against the config before anything is mapped.
 import { readFile, stat } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
-import type { ModelConfig } from './config.js';
+import { readSafetensorsHeader, type ModelConfig, type TensorInfo } from '@loraplex/formats';
 import { EngineError } from './errors.js';
-import { readSafetensorsHeader, type TensorInfo } from './io/safetensors.js';
 import type { NativeTensorRef } from './native.js';
 
 export interface ModelWeights {

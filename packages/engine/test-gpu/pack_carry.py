@@ -4,7 +4,9 @@ no node there) into <repo>/.device/ (ignored; name it in the device call's `carr
   node.xz     the node binary running this script, xz-compressed
   nm.tar.xz   the pnpm closure of vitest, tokenizers (its linux-x64-gnu binding only),
               @huggingface/jinja, node-addon-api and node-api-headers (to build the addon there),
-              with the symlinks that make them resolvable from the repo root and packages/engine
+              and re2js, with the symlinks that make them resolvable from the repo root,
+              packages/engine and packages/formats; and @loraplex/formats's build (dist is ignored,
+              so the device's tree lacks it) with the engine's link to it
 Usage: pack_carry.py REPO [--out DIR] [--level N]. Prints each file's size in bytes."""
 import argparse
 import os
@@ -21,7 +23,11 @@ STARTS = [
     'packages/engine/node_modules/@huggingface/jinja',
     'packages/engine/node_modules/node-addon-api',
     'packages/engine/node_modules/node-api-headers',
+    'packages/formats/node_modules/re2js',
 ]
+
+# Workspace packages the engine imports: (the engine's link to it, its built output).
+WORKSPACE = [('packages/engine/node_modules/@loraplex/formats', 'packages/formats/dist')]
 
 
 def siblings(real):
@@ -61,6 +67,9 @@ def main():
     missing = [s for s in STARTS if not os.path.exists(s)]
     if missing:
         sys.exit('pack_carry: not installed (run pnpm install): ' + ', '.join(missing))
+    unbuilt = [d for _, d in WORKSPACE if not os.path.isdir(d)]
+    if unbuilt:
+        sys.exit('pack_carry: not built (run pnpm build): ' + ', '.join(unbuilt))
     links = set(STARTS)
     seen, stack, pkg_dirs = set(), [os.path.realpath(s) for s in STARTS], set()
     while stack:
@@ -78,6 +87,12 @@ def main():
         for link in sorted(links):
             if os.path.islink(link):
                 tf.add(link, recursive=False)
+        for link, built in WORKSPACE:
+            tf.add(link, recursive=False)
+            for dp, _, fn in os.walk(built):
+                for n in fn:
+                    if not n.endswith(SKIP_SUFFIXES):
+                        tf.add(os.path.join(dp, n), recursive=False)
         for d in sorted(pkg_dirs):
             for dp, dn, fn in os.walk(d):
                 for n in fn + [x for x in dn if os.path.islink(os.path.join(dp, x))]:

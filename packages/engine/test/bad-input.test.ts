@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Engine, EngineError } from '../src/index.js';
-import { encodeSafetensors } from '../src/io/safetensors.js';
+import { encodeSafetensors } from '@loraplex/formats';
 import { adapterDir, modelDir } from './helpers/fixtures.js';
 import { writeAdapter, writeAdapterFiles, writeModel } from './helpers/gen-model.js';
 

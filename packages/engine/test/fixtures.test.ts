@@ -6,8 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Engine } from '../src/index.js';
-import { readSafetensorsHeader } from '../src/io/safetensors.js';
-import { contiguousTensor, writeTorchCheckpoint } from './helpers/torch-checkpoint-writer.js';
+import { readSafetensorsHeader } from '@loraplex/formats';
+import { contiguousTensor, writeTorchCheckpoint } from '../../formats/test/helpers/torch-checkpoint-writer.js';
 import { TEST_BACKEND, TEST_TOL } from './helpers/backend.js';
 import { ADAPTERS, MODELS, adapterDir, maxAbsDiff, modelDir, reference, referenceLogits, type FixtureModel } from './helpers/fixtures.js';
 

@@ -1,13 +1,14 @@
 // validateAdapterFiles: does a directory of uploaded files make an adapter the deployment can
-// serve? The engine's own rules decide (PEFT config parsing, target-module resolution, tensor
-// names, shapes and dtypes against the base model), applied to the safetensors header alone so a
-// large adapter is never read into memory; a .bin (pickle) checkpoint is parsed by the engine's
-// restricted reader. Also: sizes within limits, rank within the deployment's maximum, checksums.
+// serve? The engine's own rules decide (@loraplex/formats, the code the engine loads adapters with:
+// PEFT config parsing, target-module resolution, tensor names, shapes and dtypes against the base
+// model), applied to the safetensors header alone so a large adapter is never read into memory; a
+// .bin (pickle) checkpoint is parsed by the same restricted reader. Also: sizes within limits, rank
+// within the deployment's maximum, checksums.
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { buildAdapter, EngineError, parseModelConfig, parsePeftConfig, parseTorchCheckpoint, readSafetensorsHeader, resolveAdapterModulesAsync, type ModelConfig } from '@loraplex/engine';
+import { buildAdapter, EngineError, parseModelConfig, parsePeftConfig, parseTorchCheckpoint, readSafetensorsHeader, resolveAdapterModulesAsync, type ModelConfig } from '@loraplex/formats';
 import { ALLOWED_FILES } from './entries.js';
 import { AdapterValidationError, type AdapterValidationCode } from './errors.js';
 

@@ -10,7 +10,7 @@
 // adapters than the cache holds) instead of the worker growing without bound.
 import { createHash } from 'node:crypto';
 import { Lru } from '@loraplex/common';
-import { readAdapterFiles, type AdapterFiles } from '@loraplex/engine';
+import { readAdapterFiles, type AdapterFiles } from '@loraplex/formats';
 import { SequenceError } from '../scheduler/sequence.js';
 import type { DiskCache } from './disk-cache.js';
 import type { AdapterDescriptor, AdapterSource } from './source.js';

@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseSafetensorsHeader } from '../../src/io/safetensors.js';
+import { parseSafetensorsHeader } from '@loraplex/formats';
 
 export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'hf-tiny');
 export const MODELS = ['llama', 'qwen2'] as const;

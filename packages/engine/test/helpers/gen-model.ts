@@ -1,7 +1,9 @@
 // Writes small random Hugging Face models and PEFT adapters for tests, deterministically from a seed.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { encodeSafetensors, f32ToBf16, type TensorToWrite } from '../../src/io/safetensors.js';
+import { encodeSafetensors, f32ToBf16, type TensorToWrite } from '@loraplex/formats';
+
+export { mulberry32 } from '../../../formats/test/helpers/random.js';
 
 export function rng(seed: number): () => number {
   let s = seed >>> 0 || 1;
@@ -10,18 +12,6 @@ export function rng(seed: number): () => number {
     s ^= s >>> 17;
     s ^= s << 5; s >>>= 0;
     return s / 4294967296;
-  };
-}
-
-/** mulberry32: a small seeded PRNG (used where a test's random cases must stay the same). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
 

@@ -2,7 +2,7 @@
 // We parse only the header in TypeScript (for validation and tensor descriptors); the native
 // addon memory-maps the data itself.
 import { open, stat, writeFile } from 'node:fs/promises';
-import { EngineError } from '../errors.js';
+import { EngineError } from './errors.js';
 
 export type SafetensorsDtype = 'F32' | 'F16' | 'BF16' | 'F64' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 

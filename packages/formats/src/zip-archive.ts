@@ -1,7 +1,7 @@
 // A bounds-checked reader of zip archives as torch.save writes them (stored or deflated entries,
 // ZIP64, CRC-32 checked on every read). Every failure is INVALID_CHECKPOINT naming the file.
 import * as zlib from 'node:zlib';
-import { EngineError } from '../errors.js';
+import { EngineError } from './errors.js';
 
 const MAX_DEFLATE_RATIO = 1032;
 

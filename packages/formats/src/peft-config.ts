@@ -1,8 +1,8 @@
 // PEFT adapter_config.json: which modules of the base model an adapter targets, and each module's
 // rank and scaling, resolved with PEFT's own matching rules (peft 0.10 check_target_module_exists
 // and the rank_pattern / alpha_pattern lookup), so an adapter behaves here as it does in PEFT.
-import type { ModelConfig } from '../config.js';
-import { EngineError } from '../errors.js';
+import type { ModelConfig } from './model-config.js';
+import { EngineError } from './errors.js';
 import { compilePyRegex, type PyRegex } from './py-regex.js';
 
 export const MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;

@@ -11,7 +11,7 @@
 // Every read is bounds-checked and every size is capped, so hostile or damaged files end in an
 // EngineError('INVALID_CHECKPOINT'), never in another exception, a hang or an unbounded allocation.
 import { open } from 'node:fs/promises';
-import { EngineError } from '../errors.js';
+import { EngineError } from './errors.js';
 import { ZipArchive, type ZipEntry } from './zip-archive.js';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });

@@ -3,18 +3,32 @@
 // per-module A/B matrices the native LoRA pool takes.
 import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import type { ModelConfig } from '../config.js';
-import { EngineError } from '../errors.js';
-import { parseSafetensorsHeader } from '../io/safetensors.js';
-import { parseTorchCheckpoint } from '../io/torch-checkpoint.js';
-import type { NativeAdapterSpec, NativeAdapterTensor } from '../native.js';
+import type { ModelConfig } from './model-config.js';
+import { EngineError } from './errors.js';
+import { parseSafetensorsHeader } from './safetensors.js';
+import { parseTorchCheckpoint } from './torch-checkpoint.js';
 import { MODULES, parsePeftConfig, resolveAdapterModules, type ModuleName, type PeftLoraConfig, type ResolvedModule } from './peft-config.js';
+
+/** One stored LoRA matrix, as its file holds it (the engine's native side widens it to float32). */
+export interface AdapterTensor { dtype: 'F32' | 'F16' | 'BF16'; data: Uint8Array }
+
+/**
+ * One adapter, per (layer, module) in layer-major order of the seven modules: the shape the
+ * engine's native LoRA pool takes (its NativeAdapterSpec is this structure).
+ */
+export interface AdapterSpec {
+  maxRank: number;
+  rank: Int32Array;
+  scale: Float32Array;
+  a: Array<AdapterTensor | null>; // A [rank, in]
+  b: Array<AdapterTensor | null>; // B [out, rank]
+}
 
 export interface LoadedAdapter {
   config: PeftLoraConfig;
   modules: ResolvedModule[];
   maxRank: number;
-  spec: NativeAdapterSpec;
+  spec: AdapterSpec;
   bytes: number;
 }
 
@@ -90,7 +104,7 @@ export function buildAdapter(config: PeftLoraConfig, tensors: Map<string, RawTen
   const modules = resolved ?? resolveAdapterModules(config, model, { maxRank });
   const byName = new Map(modules.map((m) => [`${m.layer}.${m.module}`, m]));
   const n = model.layers * MODULES.length;
-  const spec: NativeAdapterSpec = { maxRank: 0, rank: new Int32Array(n), scale: new Float32Array(n), a: new Array(n).fill(null), b: new Array(n).fill(null) };
+  const spec: AdapterSpec = { maxRank: 0, rank: new Int32Array(n), scale: new Float32Array(n), a: new Array(n).fill(null), b: new Array(n).fill(null) };
   const dims = (m: ModuleName): [number, number] => {
     const H = model.hidden, Q = model.heads * model.headDim, KV = model.kvHeads * model.headDim, I = model.intermediate;
     return ({ q_proj: [H, Q], k_proj: [H, KV], v_proj: [H, KV], o_proj: [Q, H], gate_proj: [H, I], up_proj: [H, I], down_proj: [I, H] } as const)[m] as [number, number];
@@ -116,7 +130,7 @@ export function buildAdapter(config: PeftLoraConfig, tensors: Map<string, RawTen
       throw new EngineError('ADAPTER_SHAPE', `tensor ${name} has dtype ${t.dtype}; LoRA weights must be F32, F16 or BF16`);
     }
     const idx = layer * MODULES.length + MODULES.indexOf(mod);
-    const stored: NativeAdapterTensor = { dtype: t.dtype, data: t.data };
+    const stored: AdapterTensor = { dtype: t.dtype, data: t.data };
     if (k[4] === 'A') spec.a[idx] = stored;
     else spec.b[idx] = stored;
     bytes += t.data.byteLength;

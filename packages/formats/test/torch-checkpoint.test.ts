@@ -4,8 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inflateRawSync } from 'node:zlib';
 import { EngineError } from '../src/errors.js';
-import { mulberry32 } from './helpers/gen-model.js';
-import { parseTorchCheckpoint, readTorchCheckpoint, type CheckpointTensor } from '../src/io/torch-checkpoint.js';
+import { mulberry32 } from './helpers/random.js';
+import { parseTorchCheckpoint, readTorchCheckpoint, type CheckpointTensor } from '../src/torch-checkpoint.js';
 import {
   PickleBuilder, encodeStateDictPickle, f32Storage, writeTorchArchive, writeTorchCheckpoint, writeTorchZip,
   type CheckpointOptions, type TorchDtype, type TorchStorage, type TorchTensor,
