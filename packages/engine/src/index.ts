@@ -6,16 +6,12 @@ export { resolveSampling, usesPenalties } from './sampling.js';
 export type { StepItem, StepItemResult, TopLogprob } from './step.js';
 export type { FinishReason, TokenConstraint, TokenLogprob } from './generate.js';
 export { BlockAllocator } from './kv-cache.js';
-<<<<<<< HEAD
 export {
   Scheduler, ScheduledSequence, AdapterQueues, BASE_KEY, buildBatch, chooseAdmissions, secureDecodeBlocks, outstandingPrefill, tokenFinish,
   watermarkBlocks, loadedAdaptersGate,
   type SchedulerHooks, type SchedulerOptions, type KvUsage, type StepFn, type SampledToken, type SequenceSpec, type AcceptResult,
   type Queued, type Batch, type BatchBlocks, type AdmissionInput, type AdapterGate,
 } from './scheduler/index.js';
-export { readModelConfig, parseModelConfig, type ModelConfig } from './config.js';
-=======
->>>>>>> s5-formats
 export { TextTokenizer, type ChatMessage } from './tokenizer.js';
 // The file formats moved to @loraplex/formats; re-exported so the engine's public API is unchanged.
 export {
