@@ -5,7 +5,7 @@
 // heartbeat tells engine slots from the host tier.
 import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ReplayCache, SIGNATURE_HEADER, SIGNATURE_SKEW_S, signRequest, verifyRequestSignature } from '../src/platform-signature.js';
+import { ReplayCache, SIGNATURE_HEADER, SIGNATURE_SKEW_S, signRequest, verifyRequestSignature } from '@loraplex/protocol';
 import { assertSafeBind, isLoopback } from '../src/serve.js';
 import { UNAUTHORIZED_MESSAGE } from '../src/server/auth.js';
 import { callerCredentials, createWorker, type Worker } from '../src/worker.js';

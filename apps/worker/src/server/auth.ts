@@ -8,7 +8,7 @@
 // adapters or tenants from it; the reason goes to the log only at debug level (LORAPLEX_DEBUG_AUTH).
 import { timingSafeEqual, createHash } from 'node:crypto';
 import type { MiddlewareHandler } from 'hono';
-import { ReplayCache, SIGNATURE_HEADER, verifyRequestSignature } from '../platform-signature.js';
+import { ReplayCache, SIGNATURE_HEADER, verifyRequestSignature } from '@loraplex/protocol';
 import { ApiError } from './errors.js';
 import type { WorkerEnv } from './types.js';
 

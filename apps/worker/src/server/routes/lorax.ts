@@ -7,8 +7,7 @@ import type { Context } from 'hono';
 import { BASE_LABEL } from '../../metrics.js';
 import type { FinishReason, GeneratedToken, Sequence, SequenceParams, SequenceResult } from '../../scheduler/sequence.js';
 import { maxTokensFor, parseBody, refuseOversizedText, resolveModel } from '../../validation/common.js';
-import { loraxRequest, type LoraxParameters } from '../../validation/lorax-schemas.js';
-import { requestedFormat } from '../../validation/response-format.js';
+import { loraxRequest, requestedFormat, type LoraxFinishReason, type LoraxParameters } from '@loraplex/protocol';
 import type { WorkerContext } from '../../worker-context.js';
 import { badRequest, errorBody, toApiError } from '../errors.js';
 import { admittedAll, cancelAll, TokenTexts } from '../generation.js';
@@ -16,7 +15,7 @@ import { attachConstraints, submitConstrained } from './json-mode.js';
 import { sseResponse } from '../sse.js';
 import type { WorkerEnv } from '../types.js';
 
-const FINISH: Record<FinishReason, string> = { eos: 'eos_token', stop: 'stop_sequence', length: 'length' };
+const FINISH: Record<FinishReason, LoraxFinishReason> = { eos: 'eos_token', stop: 'stop_sequence', length: 'length' };
 
 interface Prepared { seq: Sequence; params: LoraxParameters; inputs: string; sampling: ResolvedSampling; doSample: boolean; adapter: string | undefined }
 

@@ -2,7 +2,7 @@
 import { resolveSampling, type ResolvedSampling } from '@loraplex/engine';
 import type { FinishReason, SequenceResult } from '../../scheduler/sequence.js';
 import type { WorkerContext } from '../../worker-context.js';
-import type { ChatRequest, CompletionRequest } from '../../validation/openai-schemas.js';
+import type { ChatRequest, CompletionRequest, OpenAiFinishReason } from '@loraplex/protocol';
 
 type Body = CompletionRequest | ChatRequest;
 
@@ -27,7 +27,7 @@ export function openAiSampling(ctx: WorkerContext, b: Body, maxTokens: number, l
   );
 }
 
-export function openAiFinish(r: FinishReason): 'stop' | 'length' {
+export function openAiFinish(r: FinishReason): OpenAiFinishReason {
   return r === 'length' ? 'length' : 'stop';
 }
 
