@@ -32,28 +32,3 @@ export function loraxErrorType(status: number, type: string): string {
 export function loraxError(status: number, type: string, message: string): LoraxErrorEnvelope {
   return { error: message, error_type: loraxErrorType(status, type) };
 }
-
-/** What a client can read of any error body: either envelope, or only the parts that are there. */
-export interface ErrorFields {
-  message?: string;
-  type?: string;
-  code?: string | number;
-}
-
-/** Reads an error body leniently (a proxy's plain-text or partial body still gives what it has). */
-export function readErrorBody(body: unknown): ErrorFields {
-  const out: ErrorFields = {};
-  const b = body as { error?: unknown; error_type?: unknown } | null;
-  if (b && typeof b.error === 'object' && b.error !== null) {
-    const e = b.error as { message?: unknown; type?: unknown; code?: unknown };
-    if (typeof e.message === 'string') out.message = e.message;
-    if (typeof e.type === 'string') out.type = e.type;
-    if (typeof e.code === 'string' || typeof e.code === 'number') out.code = e.code;
-  } else if (b && typeof b.error === 'string') {
-    out.message = b.error;
-    if (typeof b.error_type === 'string') out.type = b.error_type;
-  } else if (typeof body === 'string' && body) {
-    out.message = body;
-  }
-  return out;
-}

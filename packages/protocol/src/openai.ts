@@ -98,7 +98,7 @@ export const chatChoice = z.object({
   index: z.number().int(),
   message: chatResponseMessage,
   logprobs: choiceLogprobs,
-  finish_reason: openAiFinishReason.nullable(),
+  finish_reason: openAiFinishReason,
 });
 
 export const chatResponse = z.object({
