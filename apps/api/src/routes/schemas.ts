@@ -20,7 +20,16 @@ import {
   usageRow,
 } from '@loraplex/protocol';
 
-export const ErrorSchema = apiError.openapi('Error');
+/**
+ * `schema.openapi(...)` for a schema of @loraplex/protocol. zod 4 copies methods onto each schema as
+ * it is built, so one built before @hono/zod-openapi extended zod (whichever module loaded first)
+ * lacks .openapi(); the method on the prototype works on it all the same.
+ */
+function openapi<T extends z.ZodType>(schema: T, ...args: [refId: string] | [metadata: Record<string, unknown>]): T {
+  return (z.ZodType.prototype.openapi as (...a: unknown[]) => T).apply(schema, args);
+}
+
+export const ErrorSchema = openapi(apiError, 'Error');
 
 const errorResponse = (description: string) => ({ content: { 'application/json': { schema: ErrorSchema } }, description });
 
@@ -52,31 +61,32 @@ export { listOf };
 
 export const ScopeSchema = scope;
 
-export const TenantSchema = tenant.openapi('Tenant');
+export const TenantSchema = openapi(tenant, 'Tenant');
 
-export const CreateTenantSchema = createTenant.extend({ name: createTenant.shape.name.openapi({ example: 'acme' }) });
+export const CreateTenantSchema = createTenant.extend({ name: openapi(createTenant.shape.name, { example: 'acme' }) });
 
-export const ApiKeySchema = apiKey.openapi('ApiKey');
+export const ApiKeySchema = openapi(apiKey, 'ApiKey');
 
-export const CreatedKeySchema = createdKey
-  .extend({ key: createdKey.shape.key.openapi({ description: 'The key itself: shown only in this response' }) })
-  .openapi('CreatedApiKey');
+export const CreatedKeySchema = openapi(
+  createdKey.extend({ key: openapi(createdKey.shape.key, { description: 'The key itself: shown only in this response' }) }),
+  'CreatedApiKey',
+);
 
 export const CreateKeySchema = createKey.extend({
-  scopes: createKey.shape.scopes.openapi({ description: "default ['inference', 'adapters:write']" }),
-  tenant_id: createKey.shape.tenant_id.openapi({ description: 'required for the platform admin' }),
+  scopes: openapi(createKey.shape.scopes, { description: "default ['inference', 'adapters:write']" }),
+  tenant_id: openapi(createKey.shape.tenant_id, { description: 'required for the platform admin' }),
 });
 
-export const AdapterSchema = adapter.openapi('Adapter');
+export const AdapterSchema = openapi(adapter, 'Adapter');
 
 export const DeletedSchema = deleted;
 
 export const CreateUploadSchema = createUpload;
 
-export const UploadSchema = upload.openapi('Upload');
+export const UploadSchema = openapi(upload, 'Upload');
 
 export const CompleteUploadSchema = completeUpload;
 
-export const ModelSchema = model.openapi('Model');
+export const ModelSchema = openapi(model, 'Model');
 
-export const UsageRowSchema = usageRow.openapi('UsageRow');
+export const UsageRowSchema = openapi(usageRow, 'UsageRow');
