@@ -48,3 +48,26 @@ describe('platform request signature', () => {
     expect(cache.size).toBe(1);
   });
 });
+
+// Moved from apps/worker/test/auth.test.ts with the code it tests.
+describe('the platform signature', () => {
+  it('binds method, path with query, body and time, and verifies within the skew only', () => {
+    const h = signRequest('s', 'POST', '/v1/completions?x=1', '{"a":1}', 1_000_000, 'nonce-nonce-nonce-1');
+    expect(h).toMatch(/^v1,t=1000000,n=nonce-nonce-nonce-1,s=[A-Za-z0-9_-]{43}$/);
+    expect(verifyRequestSignature(h, 's', 'POST', '/v1/completions?x=1', Buffer.from('{"a":1}'), 1_000_000 + SIGNATURE_SKEW_S)).toEqual({ ok: true, t: 1_000_000, nonce: 'nonce-nonce-nonce-1' });
+    expect(verifyRequestSignature(h, 's', 'POST', '/v1/completions?x=1', '{"a":1}', 1_000_000 + SIGNATURE_SKEW_S + 1).ok).toBe(false);
+    expect(verifyRequestSignature(h, 's', 'POST', '/v1/completions', '{"a":1}', 1_000_000).ok).toBe(false);
+    expect(verifyRequestSignature(h, 's', 'post', '/v1/completions?x=1', '{"a":1}', 1_000_000).ok).toBe(true);
+    expect(() => signRequest('', 'GET', '/', '')).toThrow(/secret/);
+  });
+
+  it('the replay cache refuses a nonce twice, forgets it once its timestamp is out of the window, and fails closed when full', () => {
+    const c = new ReplayCache(2);
+    expect(c.accept('n1', 100, 100)).toBe(true);
+    expect(c.accept('n1', 100, 150)).toBe(false);
+    expect(c.accept('n2', 150, 150)).toBe(true);
+    expect(c.accept('n3', 150, 150)).toBe(false);
+    expect(c.accept('n3', 170, 100 + SIGNATURE_SKEW_S + 1)).toBe(true);
+    expect(c.size).toBe(2);
+  });
+});
