@@ -3,15 +3,17 @@
 import { json, send, type HttpOptions } from './http.js';
 import { LoraplexError } from './errors.js';
 import { sseData } from './sse.js';
-import type { ChatResponse, LoraxGenerateResponse, LoraxStreamDetails, LoraxStreamEvent } from '@loraplex/protocol';
+import type { ChatRequest, ChatResponse, LoraxGenerateResponse, LoraxParameters, LoraxStreamDetails, LoraxStreamEvent } from '@loraplex/protocol';
 import type { ChatMessage, ChatOptions, ChatResult, GenerateOptions, GenerateResult, SamplingOptions, StreamEvent, TokenDetail } from './types.js';
 
 /** The details a result is made of: a /generate answer's, or a stream's last event's with the tokens collected. */
 type LoraxDetails = LoraxStreamDetails & { tokens?: TokenDetail[] };
 
-/** SDK sampling option -> wire field, for LoRAX parameters and OpenAI bodies. */
-const LORAX_FIELDS = { maxNewTokens: 'max_new_tokens', temperature: 'temperature', topP: 'top_p', topK: 'top_k', seed: 'seed', stop: 'stop', repetitionPenalty: 'repetition_penalty' } as const;
-const OPENAI_FIELDS = { ...LORAX_FIELDS, maxNewTokens: 'max_tokens' } as const;
+/** SDK sampling option -> wire field (checked against the protocol's bodies), for LoRAX parameters and OpenAI bodies. */
+const LORAX_FIELDS = {
+  maxNewTokens: 'max_new_tokens', temperature: 'temperature', topP: 'top_p', topK: 'top_k', seed: 'seed', stop: 'stop', repetitionPenalty: 'repetition_penalty',
+} as const satisfies Record<string, keyof LoraxParameters>;
+const OPENAI_FIELDS = { ...LORAX_FIELDS, maxNewTokens: 'max_tokens' } as const satisfies Record<string, keyof ChatRequest>;
 
 function wireFields(o: SamplingOptions, fields: Record<keyof typeof LORAX_FIELDS, string>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
