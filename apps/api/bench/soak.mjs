@@ -52,7 +52,7 @@ async function runStackChild(opts) {
   // This process already runs under its own ceiling; the worker it spawns inherits this one.
   process.env.NODE_OPTIONS = `--max-old-space-size=${opts.workerHeapMb}`;
   const stack = await startStack({
-    model: opts.model, servedModelName: BASE, dataDir: opts.dataDir, port: opts.port, workerPort: opts.workerPort, log: null,
+    workerCli: join(repoRoot, 'apps/worker/dist/cli.js'), model: opts.model, servedModelName: BASE, dataDir: opts.dataDir, port: opts.port, workerPort: opts.workerPort, log: null,
     workerArgs: ['--backend', 'cpu', '--threads', String(opts.threads), '--adapter-cache-dir', join(opts.dataDir, 'worker-cache')],
   });
   let closing;

@@ -10,7 +10,7 @@ import type { ApiConfig } from './config.js';
 import type { Db } from './db/client.js';
 import { errorResponse, handleError } from './errors.js';
 import { checkJsonBody, limitBody } from './json-body.js';
-import { MAX_BODY_BYTES } from '@loraplex/worker/validation';
+import { MAX_BODY_BYTES } from '@loraplex/protocol';
 import type { AdapterValidation, RoutingPorts } from './ports.js';
 import { registerAdapterRoutes } from './routes/adapters.js';
 import { registerInferenceRoutes } from './routes/inference.js';

@@ -11,7 +11,8 @@ export const USAGE = `usage:
   loraplex-api serve                         the API (configured by the environment; see README)
   loraplex-api keys create --admin [--name N]  create a platform admin key, printed once
   loraplex-api stack --model DIR [--port N] [--worker-port N] [--data-dir DIR] [--served-model-name NAME]
-                                             the API and one worker on the embedded defaults`;
+                     [--worker-cli PATH]     the API and one worker on the embedded defaults
+                                             (the worker's dist/cli.js, default $LORAPLEX_WORKER_CLI)`;
 
 /** SIGINT/SIGTERM stop gracefully; exit 0 when everything finished, 1 when the deadline cut requests. */
 function onSignals(stop: () => Promise<unknown>): void {
@@ -59,7 +60,7 @@ export async function runCommand(argv: string[], env: Record<string, string | un
       args: rest,
       strict: true,
       allowPositionals: true,
-      options: { model: { type: 'string' }, port: { type: 'string' }, 'worker-port': { type: 'string' }, 'data-dir': { type: 'string' }, 'served-model-name': { type: 'string' }, host: { type: 'string' } },
+      options: { model: { type: 'string' }, port: { type: 'string' }, 'worker-port': { type: 'string' }, 'data-dir': { type: 'string' }, 'served-model-name': { type: 'string' }, host: { type: 'string' }, 'worker-cli': { type: 'string' } },
     });
     if (positionals.length || !values.model) throw new Error(`stack needs --model DIR\n${USAGE}`);
     const num = (name: string, v: string | undefined): number | undefined => {
@@ -79,6 +80,7 @@ export async function runCommand(argv: string[], env: Record<string, string | un
       ...(values['data-dir'] ? { dataDir: values['data-dir'] } : {}),
       ...(values['served-model-name'] ? { servedModelName: values['served-model-name'] } : {}),
       ...(values.host ? { host: values.host } : {}),
+      ...(values['worker-cli'] ? { workerCli: values['worker-cli'] } : {}),
     });
     onSignals(stack.close);
     return;

@@ -1,4 +1,6 @@
-// OpenAI-style errors: {error: {message, type, code}} with the matching status (contract §3).
+// OpenAI-style errors: {error: {message, type, code}} with the matching status (contract §3); the
+// body's schema is @loraplex/protocol's apiError.
+import type { ApiErrorBody } from '@loraplex/protocol';
 import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
@@ -45,7 +47,7 @@ export function objectStoreUnavailable(what: string, cause: unknown): ApiError {
   return e;
 }
 
-export function errorBody(status: number, code: string, message: string): { error: { message: string; type: string; code: string } } {
+export function errorBody(status: number, code: string, message: string): ApiErrorBody {
   return { error: { message, type: errorType(status), code } };
 }
 

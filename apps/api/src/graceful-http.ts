@@ -12,9 +12,8 @@
 //   and would get a reset), or when the deadline cuts what is left.
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { HEARTBEAT_PATH } from '@loraplex/protocol';
 import { errorResponse } from './errors.js';
-
-export const HEARTBEAT_PATH = '/internal/workers/heartbeat';
 
 type Fetch = (req: Request, env: { incoming: IncomingMessage; outgoing: ServerResponse }) => Response | Promise<Response>;
 

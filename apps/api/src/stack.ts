@@ -2,8 +2,7 @@
 // child process, resolving once the worker's first heartbeat arrived.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { basename, dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { basename, resolve } from 'node:path';
 import { configFromEnv, type ApiConfig, type S3Config } from './config.js';
 import type { Db } from './db/client.js';
 import type { RoutingPorts } from './ports.js';
@@ -26,7 +25,10 @@ export interface StackOptions {
   workerPort?: number;
   databaseUrl?: string;
   s3?: S3Config;
-  /** The worker CLI to run (default: the built @loraplex/worker's dist/cli.js). */
+  /**
+   * The worker CLI to run (the built @loraplex/worker's dist/cli.js; default: $LORAPLEX_WORKER_CLI).
+   * The API does not depend on the worker package, so its caller (the `loraplex` CLI) says where it is.
+   */
   workerCli?: string;
   /** Extra worker flags (e.g. ['--backend', 'cpu']). */
   workerArgs?: string[];
@@ -50,8 +52,11 @@ export interface Stack {
   close(): Promise<boolean>;
 }
 
-export function workerCliPath(): string {
-  return join(dirname(fileURLToPath(import.meta.resolve('@loraplex/worker'))), 'cli.js');
+/** The worker CLI a stack runs: the option, else $LORAPLEX_WORKER_CLI; an error when neither names one. */
+export function workerCliPath(option: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+  const cli = option ?? env.LORAPLEX_WORKER_CLI;
+  if (!cli) throw new Error("the stack needs the worker's CLI: --worker-cli PATH (the built @loraplex/worker's dist/cli.js) or LORAPLEX_WORKER_CLI");
+  return cli;
 }
 
 /** Wraps the routing ports so the stack learns of the worker's first heartbeat. */
@@ -71,6 +76,7 @@ function watchHeartbeats(make: NonNullable<ApiServerWiring['routing']>, onFirst:
 }
 
 export async function startStack(opts: StackOptions): Promise<Stack> {
+  const workerCli = workerCliPath(opts.workerCli);
   const log = opts.log === undefined ? (l: string) => process.stdout.write(`${l}\n`) : opts.log;
   const base = opts.config ?? configFromEnv(process.env);
   const port = opts.port ?? base.port;
@@ -99,7 +105,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const workerHost = config.host === '0.0.0.0' ? '127.0.0.1' : config.host;
   const workerUrl = `http://${workerHost}:${workerPort}`;
   const args = [
-    opts.workerCli ?? workerCliPath(),
+    workerCli,
     '--model', resolve(opts.model),
     '--served-model-name', opts.servedModelName ?? basename(resolve(opts.model)),
     '--host', workerHost,

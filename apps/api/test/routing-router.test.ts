@@ -5,7 +5,7 @@
 import { createServer, type IncomingMessage } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { usageEvents } from '../src/db/schema.js';
-import { SIGNATURE_HEADER, verifyRequestSignature } from '@loraplex/worker/platform-signature';
+import { SIGNATURE_HEADER, verifyRequestSignature } from '@loraplex/protocol';
 import { verifyDescriptor } from '../src/routing/descriptor.js';
 import { WorkerRegistry } from '../src/routing/registry.js';
 import { Router } from '../src/routing/router.js';

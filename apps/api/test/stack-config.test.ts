@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../worker/test/helpers/http.js';
+import { CLI as WORKER_CLI } from '../../worker/test/helpers/process.js';
 import { writeZip } from './helpers/archive.js';
 import { spawnApi, type ApiProcess } from './helpers/api-process.js';
 import { ADMIN_KEY, FIXTURES } from './helpers/setup.js';
@@ -22,7 +23,7 @@ describe('loraplex-api stack configuration', () => {
   it('honours LORAPLEX_MAX_UPLOAD_BYTES like serve', async () => {
     dataDir = await mkdtemp(join(tmpdir(), 'lpx-stack-config-'));
     const workerPort = await freePort();
-    stack = await spawnApi(['stack', '--model', join(FIXTURES, 'base'), '--served-model-name', 'tiny-llama', '--port', String(await freePort()), '--worker-port', String(workerPort), '--data-dir', dataDir], {
+    stack = await spawnApi(['stack', '--model', join(FIXTURES, 'base'), '--served-model-name', 'tiny-llama', '--port', String(await freePort()), '--worker-port', String(workerPort), '--data-dir', dataDir, '--worker-cli', WORKER_CLI], {
       LORAPLEX_MAX_UPLOAD_BYTES: '2000', LORAPLEX_ADMIN_KEY: ADMIN_KEY,
     }, /loraplex API: (http:\/\/\S+)/, 120_000);
     const admin = { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' };

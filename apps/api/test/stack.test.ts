@@ -8,6 +8,7 @@ import { startStack } from '../src/stack.js';
 import { writeZip } from './helpers/archive.js';
 import { FIXTURES } from './helpers/setup.js';
 import { freePort } from '../../worker/test/helpers/http.js';
+import { CLI as WORKER_CLI } from '../../worker/test/helpers/process.js';
 
 
 describe('startStack', () => {
@@ -20,7 +21,7 @@ describe('startStack', () => {
   });
 
   it('starts the API and a worker, resolves after the first heartbeat, serves an uploaded adapter', async () => {
-    const stack = await startStack({ model: join(FIXTURES, 'base'), servedModelName: 'tiny-llama', dataDir, port: await freePort(), workerPort: await freePort(), workerArgs: ['--backend', 'cpu'], log: null });
+    const stack = await startStack({ workerCli: WORKER_CLI, model: join(FIXTURES, 'base'), servedModelName: 'tiny-llama', dataDir, port: await freePort(), workerPort: await freePort(), workerArgs: ['--backend', 'cpu'], log: null });
     try {
       const admin = { authorization: `Bearer ${stack.adminKey}`, 'content-type': 'application/json' };
       const tenant = await (await fetch(`${stack.url}/v1/tenants`, { method: 'POST', headers: admin, body: JSON.stringify({ name: 'stack' }) })).json();

@@ -17,6 +17,7 @@ import { leaked, neverExisting, normalise, probesFor, send, type Answer } from '
 import { startS3, type TestS3 } from './helpers/s3.js';
 import { BASE_MODEL, FIXTURES, PG_ADMIN_URL } from './helpers/setup.js';
 import { freePort } from '../../worker/test/helpers/http.js';
+import { CLI as WORKER_CLI } from '../../worker/test/helpers/process.js';
 
 const ADAPTER_FILES = ['adapter_config.json', 'adapter_model.safetensors'];
 
@@ -85,7 +86,7 @@ describe.each(variants)('tenant isolation: $name', (variant) => {
     const v = await variant.setup();
     cleanup = v.cleanup;
     stack = await startStack({
-      model: join(FIXTURES, 'base'), servedModelName: BASE_MODEL, dataDir, port: await freePort(), workerPort: await freePort(),
+      workerCli: WORKER_CLI, model: join(FIXTURES, 'base'), servedModelName: BASE_MODEL, dataDir, port: await freePort(), workerPort: await freePort(),
       workerArgs: ['--backend', 'cpu', '--threads', '1', '--adapter-cache-dir', join(dataDir, 'worker-cache')], log: null,
       ...(v.databaseUrl ? { databaseUrl: v.databaseUrl } : {}), ...(v.s3 ? { s3: v.s3 } : {}),
     });

@@ -12,4 +12,3 @@ export { IncrementalDetokenizer, type Decoder } from './scheduler/detokenizer.js
 export { StopMatcher } from './scheduler/stop-strings.js';
 export { WorkerMetrics, BASE_LABEL } from './metrics.js';
 export { assertSafeBind, isLoopback } from './serve.js';
-export { SIGNATURE_HEADER, SIGNATURE_SKEW_S, signRequest, verifyRequestSignature, ReplayCache } from './platform-signature.js';

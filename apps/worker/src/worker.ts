@@ -15,7 +15,7 @@ import { makeS3Client, s3SettingsFromEnv, S3Source } from './adapters/s3-source.
 import { LocalDirSource, NoAdapters, type AdapterSource } from './adapters/source.js';
 import { AdapterTiers } from './adapters/tiers.js';
 import { WorkerMetrics } from './metrics.js';
-import { ReplayCache } from './platform-signature.js';
+import { ReplayCache } from '@loraplex/protocol';
 import { Scheduler } from './scheduler/scheduler.js';
 import { StructuredOutput } from './structured/structured-output.js';
 import { createApp } from './server/app.js';

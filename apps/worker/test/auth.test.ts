@@ -1,13 +1,13 @@
 // Workers trust only the platform (issue 11): on the real engine and the tiny fixtures, every
 // request without a valid platform signature or API key gets one uniform 401 whatever it names,
-// signatures are bound to method, path, body and time and are good once, /health says nothing about
-// adapters, a worker refuses to listen on a non-loopback address without credentials, and its
+// signatures are good once (their format is tested in packages/protocol), /health says nothing
+// about adapters, a worker refuses to listen on a non-loopback address without credentials, and its
 // heartbeat tells engine slots from the host tier.
 import { spawnSync } from 'node:child_process';
 import { ManualClock } from '@loraplex/common';
+import { ReplayCache, SIGNATURE_HEADER, SIGNATURE_SKEW_S, signRequest } from '@loraplex/protocol';
 import { Hono } from 'hono';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ReplayCache, SIGNATURE_HEADER, SIGNATURE_SKEW_S, signRequest, verifyRequestSignature } from '../src/platform-signature.js';
 import { assertSafeBind, isLoopback } from '../src/serve.js';
 import { authenticateCaller, UNAUTHORIZED_MESSAGE } from '../src/server/auth.js';
 import { ApiError } from '../src/server/errors.js';
@@ -27,28 +27,6 @@ async function seen(r: Response | Promise<Response>): Promise<string> {
   const res = await r;
   return `${res.status} ${res.headers.get('content-type')} ${await res.text()}`;
 }
-
-describe('the platform signature', () => {
-  it('binds method, path with query, body and time, and verifies within the skew only', () => {
-    const h = signRequest('s', 'POST', '/v1/completions?x=1', '{"a":1}', 1_000_000, 'nonce-nonce-nonce-1');
-    expect(h).toMatch(/^v1,t=1000000,n=nonce-nonce-nonce-1,s=[A-Za-z0-9_-]{43}$/);
-    expect(verifyRequestSignature(h, 's', 'POST', '/v1/completions?x=1', Buffer.from('{"a":1}'), 1_000_000 + SIGNATURE_SKEW_S)).toEqual({ ok: true, t: 1_000_000, nonce: 'nonce-nonce-nonce-1' });
-    expect(verifyRequestSignature(h, 's', 'POST', '/v1/completions?x=1', '{"a":1}', 1_000_000 + SIGNATURE_SKEW_S + 1).ok).toBe(false);
-    expect(verifyRequestSignature(h, 's', 'POST', '/v1/completions', '{"a":1}', 1_000_000).ok).toBe(false);
-    expect(verifyRequestSignature(h, 's', 'post', '/v1/completions?x=1', '{"a":1}', 1_000_000).ok).toBe(true);
-    expect(() => signRequest('', 'GET', '/', '')).toThrow(/secret/);
-  });
-
-  it('the replay cache refuses a nonce twice, forgets it once its timestamp is out of the window, and fails closed when full', () => {
-    const c = new ReplayCache(2);
-    expect(c.accept('n1', 100, 100)).toBe(true);
-    expect(c.accept('n1', 100, 150)).toBe(false);
-    expect(c.accept('n2', 150, 150)).toBe(true);
-    expect(c.accept('n3', 150, 150)).toBe(false);
-    expect(c.accept('n3', 170, 100 + SIGNATURE_SKEW_S + 1)).toBe(true);
-    expect(c.size).toBe(2);
-  });
-});
 
 describe('the caller check on an injected clock', () => {
   it('judges the signature window and replays by the clock it is given', async () => {

@@ -4,7 +4,7 @@
 // tokenizer sees it; and the worker process survives a body of any size, declared or chunked.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi, type MockInstance } from 'vitest';
-import { MAX_BODY_BYTES, MAX_JSON_DEPTH, MAX_PROMPTS } from '../src/validation/index.js';
+import { MAX_BODY_BYTES, MAX_JSON_DEPTH, MAX_PROMPTS } from '@loraplex/protocol';
 import { createWorker, type Worker } from '../src/worker.js';
 import { modelDir, poster } from './helpers/http.js';
 import { postOversized } from './helpers/oversized.js';

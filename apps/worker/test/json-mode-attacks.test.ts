@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createWorker, type Worker } from '../src/worker.js';
 import { modelDir, poster } from './helpers/http.js';
 import { PATHOLOGICAL } from './helpers/pathological-schemas.js';
-import { MAX_JSON_DEPTH } from '../src/validation/index.js';
+import { MAX_JSON_DEPTH } from '@loraplex/protocol';
 
 let worker: Worker;
 let post: ReturnType<typeof poster>;

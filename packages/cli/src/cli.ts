@@ -58,7 +58,9 @@ async function dev(argv: string[]): Promise<void> {
     model = (await ensureDemoModel(join(dataDir, 'demo-model'))).modelDir;
     servedModelName ??= 'loraplex-demo';
   }
-  const stack = await startStack({ model, dataDir, ...(servedModelName ? { servedModelName } : {}), ...(port !== undefined ? { port } : {}), ...(typeof a.values.host === 'string' ? { host: a.values.host } : {}) });
+  // The API does not depend on the worker; this CLI does, and says where the worker's CLI is.
+  const workerCli = join(dirname(fileURLToPath(import.meta.resolve('@loraplex/worker'))), 'cli.js');
+  const stack = await startStack({ model, dataDir, workerCli, ...(servedModelName ? { servedModelName } : {}), ...(port !== undefined ? { port } : {}), ...(typeof a.values.host === 'string' ? { host: a.values.host } : {}) });
   console.log(JSON.stringify({ event: 'ready', url: stack.url, adminKey: stack.adminKey, model }));
   const stop = (): void => void stack.close().then(() => process.exit(0), () => process.exit(1));
   process.once('SIGINT', stop);

@@ -1,6 +1,7 @@
 // Typed errors: every failure a program can act on is its own class, carrying the HTTP status and
 // the server's message ({error: {message, type, code}} from the API, LoRAX's {error, error_type}
-// from a worker).
+// from a worker; both envelopes are @loraplex/protocol's).
+import type { LoraxErrorEnvelope, OpenAiErrorEnvelope } from '@loraplex/protocol';
 
 export class LoraplexError extends Error {
   constructor(message: string, readonly status?: number, readonly type?: string, readonly code?: string | number | null) {
@@ -45,12 +46,15 @@ export function parseRetryAfter(v: string | null): number | undefined {
   return Number.isNaN(t) ? undefined : Math.max(0, (t - Date.now()) / 1000);
 }
 
+/** Either error envelope, read leniently: a proxy's or an older server's body may hold only some fields. */
+type ErrorBody = { error?: Partial<Record<keyof OpenAiErrorEnvelope['error'], unknown>> | LoraxErrorEnvelope['error'] | null; error_type?: unknown };
+
 /** The typed error for a non-2xx response body. */
 export function errorFromResponse(status: number, body: unknown, headers: Headers): LoraplexError {
   let message = `HTTP ${status}`, type: string | undefined, code: string | number | null | undefined;
-  const b = body as { error?: unknown; error_type?: unknown } | null;
+  const b = body as ErrorBody | null;
   if (b && typeof b.error === 'object' && b.error !== null) {
-    const e = b.error as { message?: unknown; type?: unknown; code?: unknown };
+    const e = b.error;
     if (typeof e.message === 'string') message = e.message;
     if (typeof e.type === 'string') type = e.type;
     if (typeof e.code === 'string' || typeof e.code === 'number') code = e.code;

@@ -3,13 +3,17 @@
 import { json, send, type HttpOptions } from './http.js';
 import { LoraplexError } from './errors.js';
 import { sseData } from './sse.js';
-import type { ChatMessage, ChatOptions, ChatResult, FinishReason, GenerateOptions, GenerateResult, SamplingOptions, StreamEvent, TokenDetail } from './types.js';
+import type { ChatRequest, ChatResponse, LoraxGenerateResponse, LoraxParameters, LoraxStreamDetails, LoraxStreamEvent } from '@loraplex/protocol';
+import type { ChatMessage, ChatOptions, ChatResult, GenerateOptions, GenerateResult, SamplingOptions, StreamEvent, TokenDetail } from './types.js';
 
-interface LoraxDetails { finish_reason: FinishReason; prompt_tokens?: number; generated_tokens: number; seed?: number | null; tokens?: TokenDetail[] }
+/** The details a result is made of: a /generate answer's, or a stream's last event's with the tokens collected. */
+type LoraxDetails = LoraxStreamDetails & { tokens?: TokenDetail[] };
 
-/** SDK sampling option -> wire field, for LoRAX parameters and OpenAI bodies. */
-const LORAX_FIELDS = { maxNewTokens: 'max_new_tokens', temperature: 'temperature', topP: 'top_p', topK: 'top_k', seed: 'seed', stop: 'stop', repetitionPenalty: 'repetition_penalty' } as const;
-const OPENAI_FIELDS = { ...LORAX_FIELDS, maxNewTokens: 'max_tokens' } as const;
+/** SDK sampling option -> wire field (checked against the protocol's bodies), for LoRAX parameters and OpenAI bodies. */
+const LORAX_FIELDS = {
+  maxNewTokens: 'max_new_tokens', temperature: 'temperature', topP: 'top_p', topK: 'top_k', seed: 'seed', stop: 'stop', repetitionPenalty: 'repetition_penalty',
+} as const satisfies Record<string, keyof LoraxParameters>;
+const OPENAI_FIELDS = { ...LORAX_FIELDS, maxNewTokens: 'max_tokens' } as const satisfies Record<string, keyof ChatRequest>;
 
 function wireFields(o: SamplingOptions, fields: Record<keyof typeof LORAX_FIELDS, string>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
@@ -36,7 +40,8 @@ function result(text: string, d: LoraxDetails, withTokens: boolean): GenerateRes
 
 export async function generate(h: HttpOptions, prompt: string, o: GenerateOptions): Promise<GenerateResult> {
   const res = await send(h, { path: '/generate', json: loraxBody(prompt, o), ...(o.signal ? { signal: o.signal } : {}), ...(o.timeout ? { timeout: o.timeout } : {}) });
-  const body = await json<{ generated_text: string; details: LoraxDetails }>(res);
+  // details: true is always sent, so the answer has them.
+  const body = await json<LoraxGenerateResponse & { details: LoraxDetails }>(res);
   return result(body.generated_text, body.details, o.details === true);
 }
 
@@ -45,7 +50,7 @@ export async function* generateStream(h: HttpOptions, prompt: string, o: Generat
   (res as Response & { clearTimeout?: () => void }).clearTimeout?.();
   const tokens: TokenDetail[] = [];
   for await (const ev of sseData(res)) {
-    const e = ev as { token: TokenDetail; generated_text: string | null; details: LoraxDetails | null };
+    const e = ev as LoraxStreamEvent & { token: TokenDetail };
     tokens.push(e.token);
     const out: StreamEvent = { token: { id: e.token.id, text: e.token.text, logprob: e.token.logprob, special: e.token.special } };
     if (e.generated_text !== null && e.generated_text !== undefined && e.details) {
@@ -67,7 +72,7 @@ export async function chat(h: HttpOptions, messages: ChatMessage[], o: ChatOptio
   const body: Record<string, unknown> = { model: o.adapterId ?? (await baseModel()), messages, ...wireFields(o, OPENAI_FIELDS) };
   if (o.responseFormat) body.response_format = o.responseFormat.schema ? { type: 'json_schema', json_schema: { name: 'response', schema: o.responseFormat.schema } } : { type: 'json_object' };
   const res = await send(h, { path: '/v1/chat/completions', json: body, ...(o.signal ? { signal: o.signal } : {}), ...(o.timeout ? { timeout: o.timeout } : {}) });
-  const r = await json<{ choices: Array<{ message: ChatMessage; finish_reason: string }>; usage: { prompt_tokens: number; completion_tokens: number } }>(res);
+  const r = await json<ChatResponse>(res);
   const c = r.choices[0]!;
   return { message: { role: c.message.role, content: c.message.content }, finishReason: c.finish_reason, promptTokens: r.usage.prompt_tokens, completionTokens: r.usage.completion_tokens };
 }

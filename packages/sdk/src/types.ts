@@ -1,9 +1,25 @@
-// Request and response types of the SDK (the wire shapes are in docs/platform-contract.md §3).
+// Request and response types of the SDK. The wire shapes are @loraplex/protocol's (docs/platform-contract.md
+// §3); the SDK's own camelCase options and results are declared here. Only types are imported, so the
+// SDK carries no schema code (nor node:crypto) at run time.
+import type {
+  Adapter as WireAdapter,
+  ApiKey as WireApiKey,
+  ChatRequest,
+  CreatedKey,
+  LoraxFinishReason,
+  LoraxResponseFormat,
+  LoraxToken,
+  Model as WireModel,
+  OpenAiFinishReason,
+  Tenant as WireTenant,
+  UsageRow as WireUsageRow,
+} from '@loraplex/protocol';
 
 /** A JSON Schema object (draft 2020-12 subset that the server's grammar compiler accepts). */
 export type JsonSchema = Record<string, unknown>;
 
-export type ResponseFormat = { type: 'json_object'; schema?: JsonSchema };
+/** LoRAX's response_format, with the schema as an object. */
+export type ResponseFormat = Pick<NonNullable<LoraxResponseFormat>, 'type'> & { schema?: JsonSchema };
 
 export interface SamplingOptions {
   /** An adapter ref: `name`, `name@version` or an adapter id; omitted = the base model. */
@@ -26,9 +42,9 @@ export interface GenerateOptions extends SamplingOptions {
   responseFormat?: ResponseFormat;
 }
 
-export type FinishReason = 'length' | 'eos_token' | 'stop_sequence';
+export type FinishReason = LoraxFinishReason;
 
-export interface TokenDetail { id: number; text: string; logprob: number | null; special: boolean }
+export type TokenDetail = LoraxToken;
 
 export interface GenerateResult {
   text: string;
@@ -42,7 +58,7 @@ export interface GenerateResult {
 
 export type JsonResult<T> = GenerateResult & { parsed: T };
 
-export interface StreamToken { id: number; text: string; logprob: number | null; special: boolean }
+export type StreamToken = LoraxToken;
 
 export interface StreamEvent {
   token: StreamToken;
@@ -50,7 +66,9 @@ export interface StreamEvent {
   final?: GenerateResult;
 }
 
-export interface ChatMessage { role: 'system' | 'user' | 'assistant'; content: string }
+type WireRole = ChatRequest['messages'][number]['role'];
+
+export interface ChatMessage { role: Exclude<WireRole, 'developer'>; content: string }
 
 export interface ChatOptions extends SamplingOptions {
   responseFormat?: ResponseFormat;
@@ -58,32 +76,19 @@ export interface ChatOptions extends SamplingOptions {
 
 export interface ChatResult {
   message: ChatMessage;
-  finishReason: string;
+  finishReason: OpenAiFinishReason;
   promptTokens: number;
   completionTokens: number;
 }
 
-export interface Adapter {
-  id: string;
-  object: 'adapter';
-  name: string;
-  version: number;
-  ref: string;
-  base_model: string;
-  rank: number | null;
-  alpha: number | null;
-  target_modules: string[] | null;
-  size_bytes: number | null;
-  sha256: string | null;
-  status: 'ready' | 'failed' | 'uploading';
-  failure_reason: string | null;
-  created_at: string;
-}
+export type Adapter = WireAdapter;
 
-export interface Model { id: string; object: 'model'; created?: number; owned_by?: string; root?: string | null; parent?: string | null }
+/** A model as /v1/models lists it (the API's fields; a worker's list leaves some out). */
+export type Model = Pick<WireModel, 'id' | 'object'> & Partial<Pick<WireModel, 'created' | 'owned_by'>> & { root?: string | null; parent?: string | null };
 
-export interface UsageRow { adapter: string | null; period_start: string; requests: number; prompt_tokens: number; completion_tokens: number; avg_latency_ms: number }
+export type UsageRow = WireUsageRow;
 
-export interface ApiKey { id: string; object: 'api_key'; key?: string; prefix: string; name: string | null; scopes: string[]; tenant_id: string | null; created_at: string; revoked_at?: string | null; last_used_at?: string | null }
+/** A key as listed (with revoked_at, last_used_at) or as created (with the secret `key`, shown once). */
+export type ApiKey = Omit<WireApiKey, 'revoked_at' | 'last_used_at'> & Partial<Pick<WireApiKey, 'revoked_at' | 'last_used_at'>> & Partial<Pick<CreatedKey, 'key'>>;
 
-export interface Tenant { id: string; object: 'tenant'; name: string; created_at: string }
+export type Tenant = WireTenant;

@@ -19,7 +19,7 @@ import pg from 'pg';
 import S3rver from 's3rver';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { adaptersDir, ADAPTERS, freePort, modelDir } from '../../../apps/worker/test/helpers/http.js';
-import { ensureBuilt, spawnWorker, type WorkerProcess } from '../../../apps/worker/test/helpers/process.js';
+import { CLI as WORKER_CLI, ensureBuilt, spawnWorker, type WorkerProcess } from '../../../apps/worker/test/helpers/process.js';
 import { AuthenticationError, Loraplex, NotFoundError, PermissionError, ValidationError } from '../src/index.js';
 
 const CLI = resolve(fileURLToPath(import.meta.url), '../../../cli/dist/cli.js');
@@ -100,7 +100,7 @@ describe.each(variants)('the platform end to end: $name', (variant) => {
     const secret = (process.env.LORAPLEX_WORKER_SECRET ??= randomBytes(16).toString('hex'));
     cleanup = v.cleanup;
     stack = await startStack({
-      model: modelDir('llama'), servedModelName: 'tiny-llama', dataDir, port: await freePort(), workerPort: await freePort(),
+      workerCli: WORKER_CLI, model: modelDir('llama'), servedModelName: 'tiny-llama', dataDir, port: await freePort(), workerPort: await freePort(),
       workerArgs: ['--backend', 'cpu', '--threads', '1', '--adapter-cache-dir', join(dataDir, 'worker-cache')], log: null,
       ...(v.databaseUrl ? { databaseUrl: v.databaseUrl } : {}), ...(v.s3 ? { s3: v.s3 } : {}),
     });

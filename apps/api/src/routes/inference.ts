@@ -1,8 +1,10 @@
 // Inference: authenticate (scope inference), resolve the adapter inside the caller's tenant, rewrite
 // the body's adapter field to the adapter id, hold a tenant-limit slot for the whole response, and
-// hand the request to the router, recording usage when the response has ended.
+// hand the request to the router, recording usage when the response has ended. The body is parsed
+// once (json-body.ts), shaped by the route's validator, and checked once against the worker's schema
+// (@loraplex/protocol), whose typed value is what the router sends.
 import { createRoute, z } from '@hono/zod-openapi';
-import { chatRequest, completionRequest, describeIssues, loraxRequest } from '@loraplex/worker/validation';
+import { chatRequest, completionRequest, describeIssues, loraxRequest, type ChatRequest, type CompletionRequest, type LoraxRequest } from '@loraplex/protocol';
 import type { Context } from 'hono';
 import { requireScope, tenantOf, type AuthEnv } from '../auth/middleware.js';
 import { ApiError, badRequest, errorResponse } from '../errors.js';
@@ -11,6 +13,11 @@ import type { App, Services } from '../services.js';
 import { authErrors, errors, jsonBody } from './schemas.js';
 
 type Family = 'openai' | 'lorax';
+
+type InferencePath = '/v1/completions' | '/v1/chat/completions' | '/generate' | '/generate_stream';
+
+/** What the router forwards: the client's body with the adapter field rewritten, as the worker's schema parsed it. */
+type WorkerRequest = CompletionRequest | ChatRequest | LoraxRequest;
 
 interface Target {
   baseModel: string;
@@ -71,7 +78,7 @@ function rewriteBody(family: Family, body: Record<string, unknown>, t: Target): 
 }
 
 /** The worker's own schema for each route: the API refuses what a worker would, before routing. */
-const WORKER_SCHEMAS: Record<string, z.ZodType> = {
+const WORKER_SCHEMAS: Record<InferencePath, z.ZodType<WorkerRequest>> = {
   '/v1/completions': completionRequest,
   '/v1/chat/completions': chatRequest,
   '/generate': loraxRequest,
@@ -79,14 +86,13 @@ const WORKER_SCHEMAS: Record<string, z.ZodType> = {
 };
 
 /**
- * Checks the body a worker will get against the worker's schema (a 400 worded as the worker's),
- * so nothing is forwarded that the worker would refuse, nor anything JSON cannot carry unchanged.
+ * Parses the body a worker will get with the worker's schema (a 400 worded as the worker's), so
+ * nothing is forwarded that the worker would refuse, nor anything JSON cannot carry unchanged.
  */
-function checkWorkerBody(path: string, forwarded: Record<string, unknown>): void {
-  const schema = WORKER_SCHEMAS[path];
-  if (!schema) return;
-  const r = schema.safeParse(forwarded);
+function parseWorkerBody(path: InferencePath, forwarded: Record<string, unknown>): WorkerRequest {
+  const r = WORKER_SCHEMAS[path].safeParse(forwarded);
   if (!r.success) throw badRequest(describeIssues(r.error.issues).message);
+  return r.data;
 }
 
 /** Calls `done` once the response body has been read to the end or cancelled (or at once without one). */
@@ -117,11 +123,10 @@ function onBodyDone(res: Response, done: () => void): Response {
   return new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers });
 }
 
-async function infer(c: Context<AuthEnv>, s: Services, path: string, family: Family, body: Record<string, unknown>): Promise<Response> {
+async function infer(c: Context<AuthEnv>, s: Services, path: InferencePath, family: Family, body: Record<string, unknown>): Promise<Response> {
   const tenantId = tenantOf(c.get('principal'));
   const target = await resolveTarget(s, tenantId, family, body);
-  const forwarded = rewriteBody(family, body, target);
-  checkWorkerBody(path, forwarded);
+  const forwarded = parseWorkerBody(path, rewriteBody(family, body, target));
   const slot = s.routing.limits.acquire(tenantId);
   if (typeof slot !== 'function') {
     return errorResponse(429, 'rate_limited', `too many requests for this tenant; retry after ${slot.retryAfterS} s`, { 'Retry-After': String(slot.retryAfterS) });
@@ -173,7 +178,7 @@ const LoraxBody = z.looseObject({ inputs: z.string(), parameters: z.looseObject(
 const proxied = { 200: { description: "The worker's response (JSON, or text/event-stream when streaming)" }, ...authErrors, 404: errors[404], 429: errors[429], 503: errors[503] };
 
 export function registerInferenceRoutes(app: App, s: Services): void {
-  const routes: Array<{ path: string; family: Family; summary: string }> = [
+  const routes: Array<{ path: InferencePath; family: Family; summary: string }> = [
     { path: '/v1/completions', family: 'openai', summary: 'OpenAI completions' },
     { path: '/v1/chat/completions', family: 'openai', summary: 'OpenAI chat completions' },
     { path: '/generate', family: 'lorax', summary: 'LoRAX generate' },
@@ -186,8 +191,8 @@ export function registerInferenceRoutes(app: App, s: Services): void {
         request: { body: jsonBody(r.family === 'openai' ? OpenAIBody : LoraxBody) },
         responses: proxied,
       }),
-      // The validator checked the body's shape; the router reads the body as sent.
-      async (c) => infer(c, s, r.path, r.family, (await c.req.json()) as Record<string, unknown>) as never,
+      // The validator's value: the body as parsed once by checkJsonBody, shaped by OpenAIBody / LoraxBody.
+      async (c) => infer(c, s, r.path, r.family, c.req.valid('json')) as never,
     );
   }
 }

@@ -1,4 +1,5 @@
 // Worker heartbeats (contract §2), authenticated with the shared worker secret.
+import { HEARTBEAT_PATH } from '@loraplex/protocol';
 import type { Context } from 'hono';
 import { sameSecret } from '../auth/keys.js';
 import { ApiError, badRequest } from '../errors.js';
@@ -20,5 +21,5 @@ async function heartbeat(c: Context, s: Services): Promise<Response> {
 }
 
 export function registerInternalRoutes(app: App, s: Services): void {
-  app.post('/internal/workers/heartbeat', (c) => heartbeat(c, s));
+  app.post(HEARTBEAT_PATH, (c) => heartbeat(c, s));
 }

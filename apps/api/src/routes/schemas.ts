@@ -1,9 +1,35 @@
 // The zod schemas of the public API: request validation and the OpenAPI document come from these.
+// The resources and bodies are declared once in @loraplex/protocol; here they get their OpenAPI
+// names, examples and descriptions (importing @hono/zod-openapi gives every zod schema .openapi()).
 import { z } from '@hono/zod-openapi';
+import {
+  adapter,
+  apiError,
+  apiKey,
+  completeUpload,
+  createdKey,
+  createKey,
+  createTenant,
+  createUpload,
+  deleted,
+  listOf,
+  model,
+  scope,
+  tenant,
+  upload,
+  usageRow,
+} from '@loraplex/protocol';
 
-export const ErrorSchema = z
-  .object({ error: z.object({ message: z.string(), type: z.string(), code: z.string() }) })
-  .openapi('Error');
+/**
+ * `schema.openapi(...)` for a schema of @loraplex/protocol. zod 4 copies methods onto each schema as
+ * it is built, so one built before @hono/zod-openapi extended zod (whichever module loaded first)
+ * lacks .openapi(); the method on the prototype works on it all the same.
+ */
+function openapi<T extends z.ZodType>(schema: T, ...args: [refId: string] | [metadata: Record<string, unknown>]): T {
+  return (z.ZodType.prototype.openapi as (...a: unknown[]) => T).apply(schema, args);
+}
+
+export const ErrorSchema = openapi(apiError, 'Error');
 
 const errorResponse = (description: string) => ({ content: { 'application/json': { schema: ErrorSchema } }, description });
 
@@ -31,101 +57,36 @@ export const jsonBody = <T extends z.ZodType>(schema: T, description?: string) =
 
 export const jsonResponse = <T extends z.ZodType>(schema: T, description: string) => ({ content: { 'application/json': { schema } }, description });
 
-export const ScopeSchema = z.enum(['inference', 'adapters:write', 'admin']);
+export { listOf };
 
-export const TenantSchema = z
-  .object({ id: z.string(), object: z.literal('tenant'), name: z.string(), created_at: z.string() })
-  .openapi('Tenant');
+export const ScopeSchema = scope;
 
-export const CreateTenantSchema = z.strictObject({
-  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$/, 'a tenant name is 1-128 letters, digits, spaces or . _ - characters').openapi({ example: 'acme' }),
+export const TenantSchema = openapi(tenant, 'Tenant');
+
+export const CreateTenantSchema = createTenant.extend({ name: openapi(createTenant.shape.name, { example: 'acme' }) });
+
+export const ApiKeySchema = openapi(apiKey, 'ApiKey');
+
+export const CreatedKeySchema = openapi(
+  createdKey.extend({ key: openapi(createdKey.shape.key, { description: 'The key itself: shown only in this response' }) }),
+  'CreatedApiKey',
+);
+
+export const CreateKeySchema = createKey.extend({
+  scopes: openapi(createKey.shape.scopes, { description: "default ['inference', 'adapters:write']" }),
+  tenant_id: openapi(createKey.shape.tenant_id, { description: 'required for the platform admin' }),
 });
 
-export const ApiKeySchema = z
-  .object({
-    id: z.string(),
-    object: z.literal('api_key'),
-    prefix: z.string(),
-    name: z.string().nullable(),
-    scopes: z.array(ScopeSchema),
-    tenant_id: z.string().nullable(),
-    created_at: z.string(),
-    revoked_at: z.string().nullable(),
-    last_used_at: z.string().nullable(),
-  })
-  .openapi('ApiKey');
+export const AdapterSchema = openapi(adapter, 'Adapter');
 
-export const CreatedKeySchema = ApiKeySchema.omit({ revoked_at: true, last_used_at: true })
-  .extend({ key: z.string().openapi({ description: 'The key itself: shown only in this response' }) })
-  .openapi('CreatedApiKey');
+export const DeletedSchema = deleted;
 
-export const CreateKeySchema = z.strictObject({
-  name: z.string().min(1).max(128).optional(),
-  scopes: z
-    .array(ScopeSchema)
-    .min(1)
-    .refine((s) => new Set(s).size === s.length, 'scopes must not repeat')
-    .optional()
-    .openapi({ description: "default ['inference', 'adapters:write']" }),
-  tenant_id: z.string().optional().openapi({ description: 'required for the platform admin' }),
-});
+export const CreateUploadSchema = createUpload;
 
-export const AdapterSchema = z
-  .object({
-    id: z.string(),
-    object: z.literal('adapter'),
-    name: z.string(),
-    version: z.number().int(),
-    ref: z.string(),
-    base_model: z.string(),
-    rank: z.number().int().nullable(),
-    alpha: z.number().nullable(),
-    target_modules: z.array(z.string()).nullable(),
-    size_bytes: z.number().int().nullable(),
-    sha256: z.string().nullable(),
-    status: z.enum(['ready', 'failed', 'uploading']),
-    failure_reason: z.string().nullable(),
-    created_at: z.string(),
-  })
-  .openapi('Adapter');
+export const UploadSchema = openapi(upload, 'Upload');
 
-export const DeletedSchema = (object: string) => z.object({ id: z.string(), object: z.literal(object), deleted: z.literal(true) });
+export const CompleteUploadSchema = completeUpload;
 
-export const listOf = <T extends z.ZodType>(item: T) => z.object({ object: z.literal('list'), data: z.array(item) });
+export const ModelSchema = openapi(model, 'Model');
 
-export const CreateUploadSchema = z.strictObject({
-  name: z.string(),
-  base_model: z.string().optional(),
-  files: z.array(z.strictObject({ name: z.string(), size: z.number().int().min(0) })).min(1).max(8),
-});
-
-export const UploadSchema = z
-  .object({
-    upload_id: z.string(),
-    expires_at: z.string(),
-    files: z.array(z.object({ name: z.string(), part_size: z.number().int(), parts: z.array(z.object({ part_number: z.number().int(), url: z.string() })) })),
-  })
-  .openapi('Upload');
-
-export const CompleteUploadSchema = z.strictObject({
-  files: z
-    .array(z.strictObject({ name: z.string(), parts: z.array(z.strictObject({ part_number: z.number().int().min(1).max(10_000), etag: z.string().min(1).max(256) })).min(1).max(10_000) }))
-    .min(1)
-    .max(8),
-});
-
-export const ModelSchema = z
-  .object({ id: z.string(), object: z.literal('model'), created: z.number().int(), owned_by: z.string(), root: z.string(), parent: z.string().nullable() })
-  .openapi('Model');
-
-export const UsageRowSchema = z
-  .object({
-    adapter: z.string().nullable(),
-    base_model: z.string(),
-    period_start: z.string(),
-    requests: z.number().int(),
-    prompt_tokens: z.number().int(),
-    completion_tokens: z.number().int(),
-    avg_latency_ms: z.number(),
-  })
-  .openapi('UsageRow');
+export const UsageRowSchema = openapi(usageRow, 'UsageRow');

@@ -1,13 +1,11 @@
 // The signed adapter descriptor the API sends a worker (contract §1): the worker fetches the adapter
-// from the storage location named here and never from a path a client chose.
-//   X-Loraplex-Adapter: <payload>.<signature>
-//   payload = base64url(UTF-8 JSON), signature = base64url(HMAC-SHA256(secret, payload string))
-import { createHmac, timingSafeEqual } from 'node:crypto';
+// from the storage location named here and never from a path a client chose. The format (header,
+// payload schema, signature) is @loraplex/protocol's; here are what the API knows of an adapter and
+// the cache of signed headers.
+import { DESCRIPTOR_SKEW_S, openDescriptor, signDescriptor as signPayload, type DescriptorStorage } from '@loraplex/protocol';
 import type { StoredFile } from '../db/schema.js';
 
-export const DESCRIPTOR_HEADER = 'X-Loraplex-Adapter';
-
-export type DescriptorStorage = { kind: 's3'; bucket: string; prefix: string } | { kind: 'dir'; path: string };
+export { DESCRIPTOR_HEADER, type DescriptorStorage } from '@loraplex/protocol';
 
 /** What the API knows of an adapter version and passes to a worker (the descriptor minus v/exp). */
 export interface AdapterTarget {
@@ -18,6 +16,7 @@ export interface AdapterTarget {
   files: StoredFile[];
 }
 
+/** A descriptor as the API signs it: the protocol's, with the file names the database holds. */
 export interface AdapterDescriptor {
   v: 1;
   id: string;
@@ -28,31 +27,20 @@ export interface AdapterDescriptor {
   exp: number;
 }
 
-const hmac = (secret: string, payload: string): string => createHmac('sha256', secret).update(payload).digest('base64url');
-
 export function signDescriptor(target: AdapterTarget, secret: string, expiresAtS: number): string {
   const d: AdapterDescriptor = { v: 1, id: target.id, base_model: target.baseModel, rank: target.rank, storage: target.storage, files: target.files, exp: expiresAtS };
-  const payload = Buffer.from(JSON.stringify(d), 'utf8').toString('base64url');
-  return `${payload}.${hmac(secret, payload)}`;
+  return signPayload(d, secret);
 }
 
 /**
  * The descriptor in a header value, or null when the signature is wrong, it is malformed, or it
- * expired more than `skewS` ago. The worker has its own verifier; this one checks what we sign.
+ * expired more than `skewS` ago. Workers check the payload against the full schema; this checks
+ * what we sign.
  */
-export function verifyDescriptor(header: string, secret: string, nowS = Date.now() / 1000, skewS = 60): AdapterDescriptor | null {
-  const dot = header.indexOf('.');
-  if (dot <= 0) return null;
-  const payload = header.slice(0, dot);
-  const given = Buffer.from(header.slice(dot + 1), 'base64url');
-  const want = Buffer.from(hmac(secret, payload), 'base64url');
-  if (given.length !== want.length || !timingSafeEqual(given, want)) return null;
-  let d: AdapterDescriptor;
-  try {
-    d = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as AdapterDescriptor;
-  } catch {
-    return null;
-  }
+export function verifyDescriptor(header: string, secret: string, nowS = Date.now() / 1000, skewS = DESCRIPTOR_SKEW_S): AdapterDescriptor | null {
+  const opened = openDescriptor(header, secret);
+  if (!opened.ok) return null;
+  const d = opened.payload as AdapterDescriptor | null;
   if (d?.v !== 1 || typeof d.exp !== 'number' || d.exp + skewS < nowS) return null;
   return d;
 }

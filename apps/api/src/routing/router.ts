@@ -4,7 +4,7 @@
 // has reached the client yet, the worker's answer streamed through, the worker request aborted when
 // the client goes away, and usage reported once per request.
 import type { IncomingHttpHeaders } from 'node:http';
-import { SIGNATURE_HEADER, signRequest } from '@loraplex/worker/platform-signature';
+import { SIGNATURE_HEADER, signRequest } from '@loraplex/protocol';
 import { DESCRIPTOR_HEADER, DescriptorSigner, type AdapterTarget } from './descriptor.js';
 import type { WorkerRecord, WorkerRegistry } from './registry.js';
 import { leastLoaded, pickWorkers, preferResident } from './rendezvous.js';

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { Heartbeat } from '../../../worker/src/adapters/heartbeat.js';
 import { startWorker, type RunningWorker } from '../../../worker/src/serve.js';
 import { mulberry32 } from '../../../../packages/engine/test/helpers/gen-model.js';
-import { SIGNATURE_HEADER, signRequest } from '@loraplex/worker/platform-signature';
+import { SIGNATURE_HEADER, signRequest } from '@loraplex/protocol';
 import { DESCRIPTOR_HEADER, signDescriptor, type AdapterTarget } from '../../src/routing/descriptor.js';
 import { WorkerRegistry } from '../../src/routing/registry.js';
 import { pickWorkers, preferResident } from '../../src/routing/rendezvous.js';

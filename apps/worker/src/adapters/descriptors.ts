@@ -2,64 +2,27 @@
 // tenant adapter's files are, with their sha256, in an HMAC-signed header. The worker never takes
 // a path from a client: only a descriptor signed with the shared secret registers an adapter, and
 // an adapter registered that way is served only to requests that carry a valid descriptor for it.
-import { createHmac, timingSafeEqual } from 'node:crypto';
 import { copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createWriteStream } from 'node:fs';
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { z } from 'zod';
+import { DESCRIPTOR_HEADER, signDescriptor, verifyDescriptor as checkDescriptor, type AdapterDescriptor as SignedDescriptor } from '@loraplex/protocol';
 import { ApiError } from '../server/errors.js';
-import { ADAPTER_FILES, type AdapterDescriptor, type AdapterSource } from './source.js';
+import type { AdapterDescriptor, AdapterSource } from './source.js';
 
-export const DESCRIPTOR_HEADER = 'x-loraplex-adapter';
-/** Clock skew allowed on `exp`. */
-const SKEW_S = 60;
-
-const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/);
-const descriptorSchema = z.strictObject({
-  v: z.literal(1),
-  id: z.string().regex(/^ad_[a-z0-9]{16,40}$/),
-  base_model: z.string().min(1),
-  rank: z.number().int().positive(),
-  storage: z.discriminatedUnion('kind', [
-    z.strictObject({ kind: z.literal('s3'), bucket: z.string().min(1), prefix: z.string() }),
-    z.strictObject({ kind: z.literal('dir'), path: z.string().min(1) }),
-  ]),
-  files: z.array(z.strictObject({ name: z.enum(ADAPTER_FILES), size: z.number().int().nonnegative(), sha256: sha256Hex })).min(2),
-  exp: z.number().int(),
-});
-export type SignedDescriptor = z.infer<typeof descriptorSchema>;
-
-const b64url = (b: Buffer): string => b.toString('base64url');
-
-/** Signs a descriptor (the API's side; here for tests and tools). */
-export function signDescriptor(d: SignedDescriptor, secret: string): string {
-  const payload = b64url(Buffer.from(JSON.stringify(d), 'utf8'));
-  return `${payload}.${b64url(createHmac('sha256', secret).update(payload).digest())}`;
-}
+// The format (schema, signature, expiry) is @loraplex/protocol's; signDescriptor is re-exported for tests and tools.
+export { DESCRIPTOR_HEADER, signDescriptor, type SignedDescriptor };
 
 const unauthorized = (why: string): ApiError => new ApiError(401, 'authentication_error', `invalid adapter descriptor: ${why}`);
 
 /** Verifies the header's signature and expiry and parses it; 401 on any failure. */
 export function verifyDescriptor(header: string, secret: string | undefined, nowS = Date.now() / 1000): SignedDescriptor {
   if (!secret) throw unauthorized('this worker has no --worker-secret, so it accepts no descriptors');
-  const [payload, sig, extra] = header.split('.');
-  if (!payload || !sig || extra !== undefined) throw unauthorized('not <payload>.<signature>');
-  const want = createHmac('sha256', secret).update(payload).digest();
-  const got = Buffer.from(sig, 'base64url');
-  if (got.length !== want.length || !timingSafeEqual(got, want)) throw unauthorized('bad signature');
-  let json: unknown;
-  try {
-    json = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'));
-  } catch {
-    throw unauthorized('the payload is not JSON');
-  }
-  const r = descriptorSchema.safeParse(json);
-  if (!r.success) throw unauthorized(`malformed payload (${r.error.issues[0]?.message ?? 'invalid'})`);
-  if (r.data.exp + SKEW_S < nowS) throw unauthorized('expired');
-  return r.data;
+  const r = checkDescriptor(header, secret, nowS);
+  if (!r.ok) throw unauthorized(r.reason);
+  return r.descriptor;
 }
 
 /** Adapters known from descriptors, by id. They are never listed in /v1/models (they are tenant-private). */

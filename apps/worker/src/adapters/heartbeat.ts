@@ -1,6 +1,7 @@
 // Worker registration (docs/platform-contract.md §2): every interval the worker tells the API who
 // it is, what it serves and what it holds, so the API can route to it; on shutdown it says it is
 // draining. An unreachable API is logged (once per outage) and never stops the worker.
+import { HEARTBEAT_PATH, type Heartbeat as HeartbeatBody } from '@loraplex/protocol';
 import type { WorkerContext } from '../worker-context.js';
 
 export interface HeartbeatOptions {
@@ -24,13 +25,14 @@ export class Heartbeat {
 
   constructor(private readonly ctx: WorkerContext, private readonly opts: HeartbeatOptions) {}
 
-  body(draining: boolean): Record<string, unknown> {
+  /** The body, typed by the API's schema (@loraplex/protocol); `url` is empty only before start(). */
+  body(draining: boolean): HeartbeatBody {
     const { engine, scheduler, adapters } = this.ctx;
     const slots = adapters.resident();
     const host = adapters.tiers.hostNames();
     return {
       id: this.opts.workerId,
-      url: this.opts.advertiseUrl,
+      url: this.opts.advertiseUrl ?? '',
       base_model: this.ctx.modelId,
       model_config: this.opts.modelConfig,
       max_lora_rank: this.opts.maxLoraRank,
@@ -47,7 +49,7 @@ export class Heartbeat {
   }
 
   private post(body: string): Promise<Response> {
-    return fetch(new URL('/internal/workers/heartbeat', this.opts.apiUrl), {
+    return fetch(new URL(HEARTBEAT_PATH, this.opts.apiUrl), {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${this.opts.secret}` },
       body,

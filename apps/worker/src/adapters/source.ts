@@ -39,7 +39,7 @@ export interface AdapterSource {
 }
 
 /** Files of a PEFT adapter directory that the worker reads. */
-export const ADAPTER_FILES = ['adapter_config.json', 'adapter_model.safetensors', 'adapter_model.bin', 'tokenizer_config.json'] as const;
+export { ADAPTER_FILES } from '@loraplex/protocol';
 
 /** Adapter names are single path components: letters, digits, '.', '_', '-' (no '..'). */
 export function isValidAdapterName(name: string): boolean {

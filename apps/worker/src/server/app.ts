@@ -9,7 +9,7 @@ import { completions } from './routes/completions.js';
 import { health, listModels, metrics } from './routes/info.js';
 import { loraxCompat, loraxGenerate, loraxGenerateStream } from './routes/lorax.js';
 import type { WorkerEnv } from './types.js';
-import { MAX_BODY_BYTES } from '../validation/json-body.js';
+import { MAX_BODY_BYTES } from '@loraplex/protocol';
 
 export function createApp(ctx: WorkerContext): Hono<WorkerEnv> {
   const app = new Hono<WorkerEnv>();

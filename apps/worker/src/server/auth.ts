@@ -9,7 +9,7 @@
 import { timingSafeEqual, createHash } from 'node:crypto';
 import { systemClock, type Clock } from '@loraplex/common';
 import type { MiddlewareHandler } from 'hono';
-import { ReplayCache, SIGNATURE_HEADER, verifyRequestSignature } from '../platform-signature.js';
+import { ReplayCache, SIGNATURE_HEADER, verifyRequestSignature } from '@loraplex/protocol';
 import { ApiError } from './errors.js';
 import type { WorkerEnv } from './types.js';
 

@@ -1,6 +1,7 @@
 // Error responses. OpenAI routes (/v1/*) answer {error: {message, type, param, code}} (code = the
 // HTTP status, as vLLM does); LoRAX routes answer LoRAX's {error, error_type}.
 import { EngineError } from '@loraplex/engine';
+import { loraxError, openAiError, type LoraxErrorEnvelope, type OpenAiErrorEnvelope } from '@loraplex/protocol';
 import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
@@ -16,14 +17,6 @@ export class ApiError extends Error {
 export const badRequest = (message: string, param: string | null = null): ApiError => new ApiError(400, 'invalid_request_error', message, param);
 export const notFound = (message: string): ApiError => new ApiError(404, 'not_found_error', message);
 
-/** LoRAX's error_type for a status. */
-function loraxType(status: number, type: string): string {
-  if (status === 400 || status === 422) return 'validation';
-  if (status === 424 || status === 500) return 'generation';
-  if (status === 503 || status === 429) return 'overloaded';
-  return type;
-}
-
 export function isOpenAiPath(path: string): boolean {
   return path.startsWith('/v1/');
 }
@@ -37,9 +30,9 @@ export function toApiError(err: unknown): ApiError {
 }
 
 /** The error as the JSON body of the route family. */
-export function errorBody(path: string, e: ApiError): Record<string, unknown> {
-  if (isOpenAiPath(path)) return { error: { message: e.message, type: e.type, param: e.param, code: e.status } };
-  return { error: e.message, error_type: loraxType(e.status, e.type) };
+export function errorBody(path: string, e: ApiError): OpenAiErrorEnvelope | LoraxErrorEnvelope {
+  if (isOpenAiPath(path)) return openAiError(e.status, e.type, e.message, e.param);
+  return loraxError(e.status, e.type, e.message);
 }
 
 export function errorResponse(c: Context, err: unknown): Response {

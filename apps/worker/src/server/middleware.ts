@@ -3,8 +3,7 @@ import type { Context, MiddlewareHandler, Next } from 'hono';
 import { DESCRIPTOR_HEADER, verifyDescriptor, type DescriptorRegistry } from '../adapters/descriptors.js';
 import { BASE_LABEL } from '../metrics.js';
 import type { WorkerContext } from '../worker-context.js';
-import { limitBodySize } from '../validation/body-limit.js';
-import { parseJsonText, JsonBodyError } from '../validation/json-body.js';
+import { JsonBodyError, limitBodySize, parseJsonText } from '@loraplex/protocol';
 import { ApiError, badRequest, errorResponse } from './errors.js';
 import type { WorkerEnv } from './types.js';
 
@@ -44,7 +43,7 @@ export function countRequests(ctx: WorkerContext, route: string): MiddlewareHand
  * rest of the body is not read (kept alive, the connection would be drained for the next request).
  */
 export function limitBody(maxBytes: number): MiddlewareHandler<WorkerEnv> {
-  return limitBodySize(maxBytes, (c) => {
+  return limitBodySize(maxBytes, (c: Context<WorkerEnv>) => {
     c.header('Connection', 'close');
     return errorResponse(c, new ApiError(413, 'invalid_request_error', `the request body is larger than ${maxBytes} bytes`));
   });

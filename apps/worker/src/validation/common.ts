@@ -1,9 +1,9 @@
-// Shared request validation: zod parsing into 400s, no-op-only fields, model/adapter resolution,
-// and context-length checks. Unknown fields are rejected by strict schemas, never ignored.
-import { z } from 'zod';
+// What the worker checks of a request beyond its schema (the schemas are in @loraplex/protocol):
+// zod parsing into 400s, model/adapter resolution, and context-length checks.
+import type { z } from 'zod';
 import { ApiError, badRequest, notFound } from '../server/errors.js';
 import type { WorkerContext } from '../worker-context.js';
-import { describeIssues } from './issues.js';
+import { describeIssues } from '@loraplex/protocol';
 
 export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.infer<S> {
   const r = schema.safeParse(body);
@@ -11,19 +11,6 @@ export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.infe
   const { message, param } = describeIssues(r.error.issues);
   throw badRequest(message, param);
 }
-
-/**
- * A field the worker does not implement but whose value can be the neutral default (clients such as
- * lorax-client send every field, mostly null): accepts null/undefined or exactly `neutral`, and
- * rejects anything else as unsupported.
- */
-export function neutralOnly<T extends string | number | boolean>(name: string, neutral: T) {
-  return z.literal(neutral, { error: `${name} is not supported (only ${JSON.stringify(neutral)} or null)` }).nullish();
-}
-
-export const nullOnly = (name: string) => z.null({ error: `${name} is not supported (only null)` }).optional();
-
-export const seedSchema = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 
 export interface ResolvedModel {
   /** Adapter name, undefined for the base model. */

@@ -2,7 +2,7 @@
 import net from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { SIGNATURE_HEADER, signRequest } from '../../src/platform-signature.js';
+import { SIGNATURE_HEADER, signRequest } from '@loraplex/protocol';
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..');
 export const FIXTURES = join(REPO, 'packages', 'engine', 'test', 'fixtures', 'hf-tiny');

@@ -3,8 +3,7 @@
 import type { Context } from 'hono';
 import type { GeneratedToken, Sequence, SequenceParams } from '../../scheduler/sequence.js';
 import { maxTokensFor, parseBody, refuseOversizedText, resolveModel, stopList } from '../../validation/common.js';
-import { completionRequest, type CompletionRequest } from '../../validation/openai-schemas.js';
-import { requestedFormat } from '../../validation/response-format.js';
+import { completionRequest, requestedFormat, type CompletionRequest } from '@loraplex/protocol';
 import type { WorkerContext } from '../../worker-context.js';
 import { BASE_LABEL } from '../../metrics.js';
 import { admittedAll, cancelAll, requestId, TokenTexts } from '../generation.js';

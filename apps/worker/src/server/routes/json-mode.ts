@@ -3,7 +3,7 @@
 import type { Context } from 'hono';
 import type { Sequence, SequenceParams } from '../../scheduler/sequence.js';
 import { InvalidSchemaError } from '../../structured/structured-output.js';
-import type { RequestedFormat } from '../../validation/response-format.js';
+import type { RequestedFormat } from '@loraplex/protocol';
 import type { WorkerContext } from '../../worker-context.js';
 import { badRequest } from '../errors.js';
 import { submitAll } from '../generation.js';

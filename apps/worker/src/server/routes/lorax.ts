@@ -7,8 +7,16 @@ import type { Context } from 'hono';
 import { BASE_LABEL } from '../../metrics.js';
 import type { FinishReason, GeneratedToken, Sequence, SequenceParams, SequenceResult } from '../../scheduler/sequence.js';
 import { maxTokensFor, parseBody, refuseOversizedText, resolveModel } from '../../validation/common.js';
-import { loraxRequest, type LoraxParameters } from '../../validation/lorax-schemas.js';
-import { requestedFormat } from '../../validation/response-format.js';
+import {
+  loraxRequest,
+  requestedFormat,
+  type LoraxDetails,
+  type LoraxFinishReason,
+  type LoraxGeneratedToken,
+  type LoraxGenerateResponse,
+  type LoraxParameters,
+  type LoraxStreamDetails,
+} from '@loraplex/protocol';
 import type { WorkerContext } from '../../worker-context.js';
 import { badRequest, errorBody, toApiError } from '../errors.js';
 import { admittedAll, cancelAll, TokenTexts } from '../generation.js';
@@ -16,7 +24,7 @@ import { attachConstraints, submitConstrained } from './json-mode.js';
 import { sseResponse } from '../sse.js';
 import type { WorkerEnv } from '../types.js';
 
-const FINISH: Record<FinishReason, string> = { eos: 'eos_token', stop: 'stop_sequence', length: 'length' };
+const FINISH: Record<FinishReason, LoraxFinishReason> = { eos: 'eos_token', stop: 'stop_sequence', length: 'length' };
 
 interface Prepared { seq: Sequence; params: LoraxParameters; inputs: string; sampling: ResolvedSampling; doSample: boolean; adapter: string | undefined }
 
@@ -59,16 +67,16 @@ async function prepare(ctx: WorkerContext, c: Context<WorkerEnv>, streaming: boo
   return { seq: seq!, params: p, inputs: body.inputs, sampling, doSample, adapter: model.adapter };
 }
 
-async function tokenOf(texts: TokenTexts, t: GeneratedToken): Promise<Record<string, unknown>> {
+async function tokenOf(texts: TokenTexts, t: GeneratedToken): Promise<LoraxGeneratedToken> {
   const special = await texts.special(t.token);
-  const out: Record<string, unknown> = { id: t.token, text: special ? await texts.text(t.token) : t.tokenText, logprob: t.logprob ?? null, special };
+  const out: LoraxGeneratedToken = { id: t.token, text: special ? await texts.text(t.token) : t.tokenText, logprob: t.logprob ?? null, special };
   if (t.top && t.top.length > 0) out.alternative_tokens = await Promise.all(t.top.map(async (a) => ({ id: a.token, text: await texts.text(a.token), logprob: a.logprob })));
   return out;
 }
 
-async function details(texts: TokenTexts, prep: Prepared, r: SequenceResult): Promise<Record<string, unknown>> {
+async function details(texts: TokenTexts, prep: Prepared, r: SequenceResult): Promise<LoraxDetails> {
   const prefill = r.promptLogprobs
-    ? await Promise.all(r.promptTokens.map(async (id, i) => ({ id, text: await texts.text(id), logprob: Number.isFinite(r.promptLogprobs![i]) ? r.promptLogprobs![i] : null })))
+    ? await Promise.all(r.promptTokens.map(async (id, i) => ({ id, text: await texts.text(id), logprob: Number.isFinite(r.promptLogprobs![i]) ? r.promptLogprobs![i]! : null })))
     : [];
   return {
     finish_reason: FINISH[r.finishReason],
@@ -91,11 +99,11 @@ function headers(ctx: WorkerContext, prep: Prepared, r?: SequenceResult): Record
   return h;
 }
 
-async function generateOnce(ctx: WorkerContext, c: Context<WorkerEnv>): Promise<{ body: Record<string, unknown>; headers: Record<string, string> }> {
+async function generateOnce(ctx: WorkerContext, c: Context<WorkerEnv>): Promise<{ body: LoraxGenerateResponse; headers: Record<string, string> }> {
   const prep = await prepare(ctx, c, false);
   const r = await prep.seq.done;
   const texts = new TokenTexts(ctx);
-  const body: Record<string, unknown> = { generated_text: (prep.params.return_full_text ? prep.inputs : '') + r.text };
+  const body: LoraxGenerateResponse = { generated_text: (prep.params.return_full_text ? prep.inputs : '') + r.text };
   if (prep.params.details) body.details = await details(texts, prep, r);
   return { body, headers: headers(ctx, prep, r) };
 }
@@ -122,7 +130,7 @@ async function* streamEvents(ctx: WorkerContext, prep: Prepared, path: string): 
         continue;
       }
       text += e.text;
-      const d = prep.params.details ? { finish_reason: FINISH[e.reason], prompt_tokens: prep.seq.params.prompt.length, generated_tokens: count, seed: prep.doSample ? prep.sampling.seed : null } : null;
+      const d: LoraxStreamDetails | null = prep.params.details ? { finish_reason: FINISH[e.reason], prompt_tokens: prep.seq.params.prompt.length, generated_tokens: count, seed: prep.doSample ? prep.sampling.seed : null } : null;
       yield JSON.stringify({ token: held ? await tokenOf(texts, held) : null, generated_text: text, details: d });
     }
   } catch (e) {

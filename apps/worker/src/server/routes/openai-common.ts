@@ -2,7 +2,7 @@
 import { resolveSampling, type ResolvedSampling } from '@loraplex/engine';
 import type { FinishReason, SequenceResult } from '../../scheduler/sequence.js';
 import type { WorkerContext } from '../../worker-context.js';
-import type { ChatRequest, CompletionRequest } from '../../validation/openai-schemas.js';
+import type { ChatRequest, CompletionRequest, OpenAiFinishReason, OpenAiUsage } from '@loraplex/protocol';
 
 type Body = CompletionRequest | ChatRequest;
 
@@ -27,11 +27,11 @@ export function openAiSampling(ctx: WorkerContext, b: Body, maxTokens: number, l
   );
 }
 
-export function openAiFinish(r: FinishReason): 'stop' | 'length' {
+export function openAiFinish(r: FinishReason): OpenAiFinishReason {
   return r === 'length' ? 'length' : 'stop';
 }
 
-export interface Usage { prompt_tokens: number; completion_tokens: number; total_tokens: number }
+export type Usage = OpenAiUsage;
 
 export function usage(promptTokens: number, results: Array<Pick<SequenceResult, 'tokens'>> | number): Usage {
   const completion = typeof results === 'number' ? results : results.reduce((n, r) => n + r.tokens.length, 0);

@@ -1,8 +1,9 @@
-// OpenAI-compatible request bodies (/v1/completions, /v1/chat/completions) with the vLLM sampling
+// OpenAI-compatible request and response bodies (/v1/completions, /v1/chat/completions) with the vLLM sampling
 // extensions the engine implements (top_k, min_p, repetition_penalty, ignore_eos, stop_token_ids).
 // Strict: any other field is a 400.
 import { z } from 'zod';
-import { neutralOnly, nullOnly, seedSchema } from './common.js';
+import { neutralOnly, nullOnly, seedSchema } from './fields.js';
+import { openAiFinishReason } from './finish.js';
 import { openAiResponseFormat } from './response-format.js';
 
 const tokenIds = z.array(z.number().int().min(0)).min(1);
@@ -66,3 +67,61 @@ export const chatRequest = z.strictObject({
   top_logprobs: z.number().int().min(0).max(20).nullish(),
 });
 export type ChatRequest = z.infer<typeof chatRequest>;
+
+export const openAiUsage = z.object({ prompt_tokens: z.number().int(), completion_tokens: z.number().int(), total_tokens: z.number().int() });
+export type OpenAiUsage = z.infer<typeof openAiUsage>;
+
+/** Per-choice logprobs are passed through as the worker writes them (their shape differs per route). */
+const choiceLogprobs = z.unknown().nullable();
+
+export const completionChoice = z.object({
+  index: z.number().int(),
+  text: z.string(),
+  logprobs: choiceLogprobs,
+  finish_reason: openAiFinishReason.nullable(),
+});
+
+/** /v1/completions: the whole answer, or (choices one at a time, usage last) a stream chunk. */
+export const completionResponse = z.object({
+  id: z.string(),
+  object: z.literal('text_completion'),
+  created: z.number().int(),
+  model: z.string(),
+  choices: z.array(completionChoice),
+  usage: openAiUsage.optional(),
+});
+export type CompletionResponse = z.infer<typeof completionResponse>;
+
+export const chatResponseMessage = z.object({ role: z.literal('assistant'), content: z.string() });
+
+export const chatChoice = z.object({
+  index: z.number().int(),
+  message: chatResponseMessage,
+  logprobs: choiceLogprobs,
+  finish_reason: openAiFinishReason,
+});
+
+export const chatResponse = z.object({
+  id: z.string(),
+  object: z.literal('chat.completion'),
+  created: z.number().int(),
+  model: z.string(),
+  choices: z.array(chatChoice),
+  usage: openAiUsage,
+});
+export type ChatResponse = z.infer<typeof chatResponse>;
+
+export const chatChunk = z.object({
+  id: z.string(),
+  object: z.literal('chat.completion.chunk'),
+  created: z.number().int(),
+  model: z.string(),
+  choices: z.array(z.object({
+    index: z.number().int(),
+    delta: z.object({ role: z.literal('assistant').optional(), content: z.string().optional() }),
+    logprobs: choiceLogprobs,
+    finish_reason: openAiFinishReason.nullable(),
+  })),
+  usage: openAiUsage.optional(),
+});
+export type ChatChunk = z.infer<typeof chatChunk>;

@@ -3,13 +3,21 @@
 // then 32 MiB in single steps, each stalling the event loop for 50-130 ms (measured on a shared
 // 2-core machine); here the chunks are kept as they arrive and joined once, only for a body within
 // the limit, and a body over it costs a counter per chunk.
-import type { Context, Env, MiddlewareHandler } from 'hono';
+// Typed structurally (the part of a hono Context it uses), so this package needs no hono.
+
+/** What limitBodySize reads and replaces of a request context (hono's Context has it). */
+export interface BodyLimitContext {
+  req: { raw: Request };
+}
 
 /**
  * Bodies over `maxBytes` (by Content-Length before a byte is read, or once a chunked one passes it)
  * are answered by `onTooLarge` without reading the rest; a body within it is buffered for the route.
  */
-export function limitBodySize<E extends Env>(maxBytes: number, onTooLarge: (c: Context<E>) => Response | Promise<Response>): MiddlewareHandler<E> {
+export function limitBodySize<C extends BodyLimitContext>(
+  maxBytes: number,
+  onTooLarge: (c: C) => Response | Promise<Response>,
+): (c: C, next: () => Promise<void>) => Promise<Response | void> {
   return async function limitBodySize(c, next) {
     const raw = c.req.raw;
     if (!raw.body) return next();

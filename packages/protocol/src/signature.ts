@@ -3,9 +3,8 @@
 //   X-Loraplex-Signature: v1,t=<unix seconds>,n=<nonce>,s=<base64url HMAC-SHA256>
 // over the method, the path with its query, the timestamp, the nonce and the sha256 of the body,
 // keyed with the worker secret. The worker accepts it within SIGNATURE_SKEW_S of its own clock and
-// once per nonce. This module is the one declaration of that format: the worker verifies with it and
-// the API imports it (package subpath @loraplex/worker/platform-signature), so it has no other
-// dependency than node:crypto.
+// once per nonce. This module is the one declaration of that format: the API signs with it and the
+// worker verifies with it.
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 
 export const SIGNATURE_HEADER = 'x-loraplex-signature';
