@@ -1,15 +1,13 @@
 # The public API (apps/api). Build from the repository root:
 #   docker build -f infra/docker/api.Dockerfile -t loraplex-api .
 FROM node:20-bookworm AS build
-RUN apt-get update && apt-get install -y --no-install-recommends cmake g++ make python3 && rm -rf /var/lib/apt/lists/*
 RUN npm install -g pnpm@12
 WORKDIR /src
 COPY . .
-# Adapter validation needs only @loraplex/formats (plain TypeScript). The C++ toolchain above and
-# the CPU build of the engine's addon are still here because the API depends on @loraplex/worker
-# (request schemas, platform signature), which depends on the engine; they go when that does.
-ENV LORAPLEX_CUDA=OFF TURBO_TELEMETRY_DISABLED=1
-RUN pnpm install --frozen-lockfile && pnpm turbo run build --filter=@loraplex/api... && pnpm deploy --filter @loraplex/api --prod /out
+# The API is plain TypeScript all the way down (@loraplex/protocol, formats, common): no C++
+# toolchain and no native addon; only its own workspace packages are installed and built.
+ENV TURBO_TELEMETRY_DISABLED=1
+RUN pnpm install --frozen-lockfile --filter "@loraplex/api..." && pnpm turbo run build --filter=@loraplex/api... && pnpm deploy --filter @loraplex/api --prod /out
 
 FROM node:20-bookworm-slim
 WORKDIR /app
