@@ -2,7 +2,9 @@
 // client.generate to the native step and back: the API, a worker and the SDK run in this one process
 // (the worker over real HTTP, as in production), V8's precise coverage is reset just before one
 // warm request and read just after it, and every function of our packages' dist/ files whose call
-// count grew is counted. Functions of dependencies (hono, zod, pg, ...) and native C++ are not counted.
+// count grew is counted ("named": those with a name, i.e. declared functions, methods and named
+// arrows; the rest are inline callbacks). Functions of dependencies (hono, zod, pg, ...) and native
+// C++ are not counted.
 // "Warm": the adapter is resident in an engine slot and the worker is known to the API.
 //
 //   node scripts/count-request-functions.mjs [--list]
@@ -54,12 +56,16 @@ await session.post('Profiler.stopPreciseCoverage');
 
 const ours = (url) => url.startsWith('file://') && /\/(apps|packages)\/[^/]+\/dist\//.test(url) && !url.includes('/node_modules/');
 const called = [];
+let named = 0;
 for (const script of result) {
   if (!ours(script.url)) continue;
   const file = relative(root, new URL(script.url).pathname);
   for (const fn of script.functions) {
     // The first range is the function's whole extent; its count is how often it was called.
-    if (fn.ranges[0].count > 0 && fn.functionName !== '') called.push(`${file} ${fn.functionName}`);
+    if (fn.ranges[0].count > 0 && fn.functionName !== '') {
+      called.push(`${file} ${fn.functionName}`);
+      named++;
+    }
     else if (fn.ranges[0].count > 0 && fn.ranges[0].startOffset !== 0) called.push(`${file} (anonymous@${fn.ranges[0].startOffset})`);
   }
 }
@@ -69,7 +75,7 @@ for (const c of called) {
   byPackage.set(pkg, (byPackage.get(pkg) ?? 0) + 1);
 }
 if (process.argv.includes('--list')) for (const c of called.sort()) console.log(c);
-console.log(JSON.stringify({ functions: called.length, byPackage: Object.fromEntries([...byPackage].sort()) }));
+console.log(JSON.stringify({ functions: called.length, named, byPackage: Object.fromEntries([...byPackage].sort()) }));
 
 await w.drain();
 await server.close(5000);
