@@ -8,9 +8,9 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { Ajv } from 'ajv';
 import type { AdvanceRequest, CompileRequest, EngineFailure, EngineReply, EngineRequest, EngineThreadInit, MatcherRequest } from './engine-protocol.js';
 import { Utf8Table } from './utf8-filter.js';
+import { boundWhitespace } from './json-whitespace.js';
 import { isTrap, loadXgrammar, type XgCompiledGrammar, type XgGrammarMatcher } from './xgrammar.js';
 
-const SEPARATORS: [string, string] = [', ', ': '];
 const init = workerData as EngineThreadInit;
 const port = parentPort!;
 const progress = new Int32Array(init.progress);
@@ -65,13 +65,33 @@ function ajvRefusal(schema: object): string | undefined {
   return undefined;
 }
 
+/**
+ * A schema's grammar with free, bounded whitespace between JSON tokens (json-whitespace.ts): xgrammar's
+ * any-whitespace conversion, printed, its whitespace runs bounded, parsed back and compiled.
+ */
+async function compileJson(json: string, strict: boolean): Promise<XgCompiledGrammar> {
+  const converted = await xg.Grammar.fromJSONSchema(json, true, -1, undefined, strict);
+  let text: string;
+  try {
+    text = converted.toString();
+  } finally {
+    converted.dispose();
+  }
+  const bounded = await xg.Grammar.fromEBNF(boundWhitespace(text), 'root');
+  try {
+    return await compiler.compileGrammar(bounded); // the compiled grammar keeps its own copy
+  } finally {
+    bounded.dispose();
+  }
+}
+
 async function compile(r: CompileRequest): Promise<EngineReply> {
   port.postMessage({ started: r.id });
   const refusal = r.check === undefined ? undefined : ajvRefusal(r.check as object);
   if (refusal) return failure(r.id, 'invalid', refusal);
   captured = [];
   try {
-    grammars.set(r.grammarId, await compiler.compileJSONSchema(r.json, false, -1, SEPARATORS, r.strict));
+    grammars.set(r.grammarId, await compileJson(r.json, r.strict));
     return { ok: true, id: r.id };
   } catch (e) {
     if (isTrap(e) || overLimit) throw e; // the instance is done for: run() answers it
