@@ -8,7 +8,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { Ajv } from 'ajv';
 import type { AdvanceRequest, CompileRequest, EngineFailure, EngineReply, EngineRequest, EngineThreadInit, MatcherRequest } from './engine-protocol.js';
 import { Utf8Table } from './utf8-filter.js';
-import { boundWhitespace } from './json-whitespace.js';
+import { jsonGrammar } from './json-whitespace.js';
 import { isTrap, loadXgrammar, type XgCompiledGrammar, type XgGrammarMatcher } from './xgrammar.js';
 
 const init = workerData as EngineThreadInit;
@@ -65,23 +65,13 @@ function ajvRefusal(schema: object): string | undefined {
   return undefined;
 }
 
-/**
- * A schema's grammar with free, bounded whitespace between JSON tokens (json-whitespace.ts): xgrammar's
- * any-whitespace conversion, printed, its whitespace runs bounded, parsed back and compiled.
- */
+/** A schema's grammar, compiled: free, bounded whitespace between JSON tokens (json-whitespace.ts). */
 async function compileJson(json: string, strict: boolean): Promise<XgCompiledGrammar> {
-  const converted = await xg.Grammar.fromJSONSchema(json, true, -1, undefined, strict);
-  let text: string;
+  const grammar = await jsonGrammar(xg, json, strict);
   try {
-    text = converted.toString();
+    return await compiler.compileGrammar(grammar); // the compiled grammar keeps its own copy
   } finally {
-    converted.dispose();
-  }
-  const bounded = await xg.Grammar.fromEBNF(boundWhitespace(text), 'root');
-  try {
-    return await compiler.compileGrammar(bounded); // the compiled grammar keeps its own copy
-  } finally {
-    bounded.dispose();
+    grammar.dispose();
   }
 }
 
