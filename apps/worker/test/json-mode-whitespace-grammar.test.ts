@@ -14,11 +14,19 @@ beforeAll(() => {
 });
 
 /** The grammar the engine thread compiles for `schema` (strict as for a json_schema; any object when undefined). */
-const grammarFor = (schema: object | undefined): Promise<XgGrammar> => jsonGrammar(xg, JSON.stringify(schema ?? { type: 'object' }), schema !== undefined);
+const grammarFor = (schema: object | undefined): Promise<XgGrammar> =>
+  jsonGrammar(xg, JSON.stringify(schema ?? { type: 'object' }), schema !== undefined);
 
 const accepts = (g: XgGrammar, s: string): Promise<boolean> => xg.Testings.isGrammarAcceptString(g, s);
 const ws = (n: number): string => ' '.repeat(n);
-const PERSON = { type: 'object', properties: { name: { type: 'string' }, age: { type: 'integer' }, tags: { type: 'array', items: { type: 'string' } }, extra: { type: 'object' } }, required: ['name', 'age'], additionalProperties: false };
+const PERSON = {
+  type: 'object',
+  properties: {
+    name: { type: 'string' }, age: { type: 'integer' }, tags: { type: 'array', items: { type: 'string' } }, extra: { type: 'object' },
+  },
+  required: ['name', 'age'],
+  additionalProperties: false,
+};
 
 describe('boundWhitespace', () => {
   it('bounds every free run in place, copying literals and classes as they are', () => {
@@ -31,7 +39,8 @@ describe('boundWhitespace', () => {
 describe('the grammars JSON mode compiles', () => {
   it('a schema: compact and spaced JSON pass; commas and colons stay required', async () => {
     const g = await grammarFor(PERSON);
-    const right = ['{"name":"Ada","age":36}', '{"name": "Ada", "age": 36}', '{ "name" : "Ada" , "age" : 36 }', '{"name":"Ada",\n"age":36}',
+    const right = ['{"name":"Ada","age":36}', '{"name": "Ada", "age": 36}', '{ "name" : "Ada" , "age" : 36 }',
+      '{"name":"Ada",\n"age":36}',
       '{"name":"Ada","age":36,"extra":{"a":[1, {"b" :null}]}}', '{\t"name":"Ada","age":36,"tags":[ "x" ]}'];
     if (MAX_WHITESPACE >= 5) right.push('{\n  "name": "Ada",\n  "age": 36,\n  "tags": [\n    "x"\n  ]\n}');
     for (const s of right) {
@@ -46,7 +55,7 @@ describe('the grammars JSON mode compiles', () => {
     g.dispose();
   });
 
-  it(`at most ${MAX_WHITESPACE} whitespace characters in any gap, in the schema's rules and in any-value rules`, async () => {
+  it(`at most ${MAX_WHITESPACE} whitespace characters in a gap, in the schema's rules and in any-value rules`, async () => {
     const schema = await grammarFor(PERSON);
     const anyObject = await grammarFor(undefined);
     const gaps = (n: number): Array<[XgGrammar, string]> => [

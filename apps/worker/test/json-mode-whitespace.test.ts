@@ -24,7 +24,7 @@ const NAMES = [
   'Judea', 'Shafi', 'Silvio', 'Whitfield', 'Martin', 'Yukihiro', 'James', 'Anders', 'Radia', 'Fran', 'Jean', 'Adi',
 ];
 
-/** Deterministic inputs "<Name> is <age>", ages 1-99 (mulberry32, seed fixed). */
+/** `n` distinct inputs "<Name> is <age>", ages 1-99, from a fixed seed (mulberry32; the MANIFEST names no held-out set). */
 function inputs(n: number, seed: number): string[] {
   let s = seed >>> 0;
   const next = (): number => {
@@ -34,14 +34,17 @@ function inputs(n: number, seed: number): string[] {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
   };
-  return Array.from({ length: n }, () => `${NAMES[Math.floor(next() * NAMES.length)]} is ${1 + Math.floor(next() * 99)}`);
+  const out = new Set<string>();
+  while (out.size < n) out.add(`${NAMES[Math.floor(next() * NAMES.length)]} is ${1 + Math.floor(next() * 99)}`);
+  return [...out];
 }
 
 let worker: Worker;
 let post: ReturnType<typeof poster>;
 
 beforeAll(async () => {
-  worker = await createWorker({ model: join(TRAINED, 'base'), adapterDir: join(TRAINED, 'adapters'), backend: 'cpu', threads: 1, maxAdapters: 1 });
+  const dirs = { model: join(TRAINED, 'base'), adapterDir: join(TRAINED, 'adapters') };
+  worker = await createWorker({ ...dirs, backend: 'cpu', threads: 1, maxAdapters: 1 });
   post = poster((p, init) => worker.app.request(p, init));
 });
 
@@ -84,7 +87,8 @@ describe('JSON mode keeps the trained adapter’s compact JSON', () => {
     });
     const same = (outs: Array<{ content: string }>): number => outs.filter((o, i) => o.content === off![i]!.content).length;
     const agreement = { valid: valid.filter(Boolean).length, json_object: same(object!), json_schema: same(schema!) };
-    console.log('agreement with JSON mode off (of 100):', JSON.stringify(agreement), 'e.g.', off![0]!.content, object![0]!.content, schema![0]!.content);
+    const example = [off![0]!.content, object![0]!.content, schema![0]!.content];
+    console.log('agreement with JSON mode off (of 100):', JSON.stringify(agreement), 'e.g.', ...example);
     // The model writes compact JSON, as trained (not JSON mode's old ", " / ": ").
     expect(off![0]!.content).toMatch(/^\{"name":"[A-Za-z]+","age":\d+\}$/);
     for (let i = 0; i < xs.length; i++) {

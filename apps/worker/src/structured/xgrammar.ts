@@ -39,7 +39,9 @@ export interface XgGrammarMatcher {
 }
 export interface Xgrammar {
   Grammar: {
-    fromJSONSchema(schema: string, anyWhitespace?: boolean, indent?: number, separators?: [string, string], strictMode?: boolean, maxWhitespaceCnt?: number): Promise<XgGrammar>;
+    fromJSONSchema(
+      schema: string, anyWhitespace?: boolean, indent?: number, separators?: [string, string], strictMode?: boolean, maxWhitespaceCnt?: number,
+    ): Promise<XgGrammar>;
     fromEBNF(ebnf: string, rootRule?: string): Promise<XgGrammar>;
   };
   TokenizerInfo: {
