@@ -8,9 +8,9 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { Ajv } from 'ajv';
 import type { AdvanceRequest, CompileRequest, EngineFailure, EngineReply, EngineRequest, EngineThreadInit, MatcherRequest } from './engine-protocol.js';
 import { Utf8Table } from './utf8-filter.js';
+import { jsonGrammar } from './json-whitespace.js';
 import { isTrap, loadXgrammar, type XgCompiledGrammar, type XgGrammarMatcher } from './xgrammar.js';
 
-const SEPARATORS: [string, string] = [', ', ': '];
 const init = workerData as EngineThreadInit;
 const port = parentPort!;
 const progress = new Int32Array(init.progress);
@@ -65,13 +65,23 @@ function ajvRefusal(schema: object): string | undefined {
   return undefined;
 }
 
+/** A schema's grammar, compiled: free, bounded whitespace between JSON tokens (json-whitespace.ts). */
+async function compileJson(json: string, strict: boolean): Promise<XgCompiledGrammar> {
+  const grammar = await jsonGrammar(xg, json, strict);
+  try {
+    return await compiler.compileGrammar(grammar); // the compiled grammar keeps its own copy
+  } finally {
+    grammar.dispose();
+  }
+}
+
 async function compile(r: CompileRequest): Promise<EngineReply> {
   port.postMessage({ started: r.id });
   const refusal = r.check === undefined ? undefined : ajvRefusal(r.check as object);
   if (refusal) return failure(r.id, 'invalid', refusal);
   captured = [];
   try {
-    grammars.set(r.grammarId, await compiler.compileJSONSchema(r.json, false, -1, SEPARATORS, r.strict));
+    grammars.set(r.grammarId, await compileJson(r.json, r.strict));
     return { ok: true, id: r.id };
   } catch (e) {
     if (isTrap(e) || overLimit) throw e; // the instance is done for: run() answers it

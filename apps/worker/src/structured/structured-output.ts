@@ -3,8 +3,8 @@
 // Everything is set up on the first JSON-mode request (the vocabulary pass costs time for a large
 // tokenizer; a worker that never sees JSON mode never pays it).
 //
-// Output format: one line, no free whitespace, separators ", " and ": " (Python json.dumps style).
-// Free whitespace would let a model pad forever; one line keeps outputs short and unambiguous.
+// Output format: the model's own. Whitespace between JSON tokens is free (compact, spaced or pretty-printed, as
+// the model writes it) but bounded per gap, so a model cannot pad forever (json-whitespace.ts).
 //
 // Isolation: xgrammar (synchronous WebAssembly) runs in a grammar engine thread (engine-thread.ts)
 // that owns its compiled grammars and matchers; the event loop only sends requests and gets masks.

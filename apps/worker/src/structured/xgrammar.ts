@@ -16,7 +16,10 @@ import { dirname } from 'node:path';
 /** The slice of the xgrammar API the worker uses (lib/xgrammar.d.ts of 0.1.27). */
 export interface XgTokenizerInfo { getVocabSize(): number; dispose(): void }
 export interface XgCompiledGrammar { dispose(): void }
+/** A grammar before compiling: printed as EBNF text by toString(). */
+export interface XgGrammar { toString(): string; dispose(): void }
 export interface XgGrammarCompiler {
+  compileGrammar(grammar: XgGrammar): Promise<XgCompiledGrammar>;
   compileJSONSchema(schema: string, anyWhitespace?: boolean, indent?: number, separators?: [string, string], strictMode?: boolean, maxWhitespaceCnt?: number): Promise<XgCompiledGrammar>;
   compileBuiltinJSONGrammar(): Promise<XgCompiledGrammar>;
   dispose(): void;
@@ -35,6 +38,12 @@ export interface XgGrammarMatcher {
   dispose(): void;
 }
 export interface Xgrammar {
+  Grammar: {
+    fromJSONSchema(
+      schema: string, anyWhitespace?: boolean, indent?: number, separators?: [string, string], strictMode?: boolean, maxWhitespaceCnt?: number,
+    ): Promise<XgGrammar>;
+    fromEBNF(ebnf: string, rootRule?: string): Promise<XgGrammar>;
+  };
   TokenizerInfo: {
     createTokenizerInfo(encodedVocab: string[], vocabType?: string, prependSpaceInTokenization?: boolean, vocabSize?: number, stopTokenIds?: number[] | number): Promise<XgTokenizerInfo>;
   };
