@@ -12,7 +12,7 @@
 // the CPU; only the summation order differs (last-bit differences).
 #include <climits>
 
-#include "../native/cpu/sample_weight.h"
+#include "../cpu/sample_weight.h"
 #include "common.cuh"
 #include "kernels.h"
 
