@@ -30,6 +30,7 @@ class LoraPool {
   void write(int slot, const std::vector<int>& pages, const AdapterSpec& a);
   void clear(int slot) { slots_[size_t(slot)] = LoraSlot{}; }
   size_t bytes() const { return data_.size(); }
+  size_t page_bytes() const { return page_elems_ * es_; }
 
   // Groups the step's tokens into runs of <= kTileTokens consecutive tokens with one adapter slot.
   void begin_step(const int32_t* token_slot, int64_t T);

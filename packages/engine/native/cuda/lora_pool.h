@@ -28,6 +28,7 @@ class DeviceLora {
   void clear(int slot);
   int slot_rank(int slot) const;   // pages the slot's adapter occupies (0 when empty)
   size_t bytes() const { return pool_.bytes() + rank_.bytes() + scale_.bytes() + pages_.bytes(); }
+  size_t page_bytes() const { return size_t(lay_.page_elems) * ty_size(ty_); }
   bool enabled() const { return max_adapters_ > 0 && pages_count_ > 0; }
 
  private:
