@@ -7,6 +7,7 @@
 #include <string>
 #include <utility>
 
+#include "../core/dtype.h"
 #include "kernels.h"
 
 namespace lp {
