@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
 const root = dirname(fileURLToPath(import.meta.url));
-// The addon whose backend 'cuda' runs on the CPU emulator (packages/engine/cuda/emu), built with
+// The addon whose backend 'cuda' runs on the CPU emulator (packages/engine/native/cuda/emu), built with
 // the engine wherever the CUDA toolkit's headers are. CI always has them, so there a missing
 // build fails the run instead of skipping it.
 const emulatedCudaAddon = join(root, 'packages/engine/build/Release/loraplex_native_emu.node');

@@ -3,13 +3,13 @@
 import { resolve } from 'node:path';
 import {
   buildAdapter, parseAdapterFiles, readAdapterFiles, readModelConfig, resolveAdapterModulesAsync,
-  type AdapterFiles, type LoadedAdapter, type ModelConfig,
+  type AdapterFiles, type ModelConfig,
 } from '@loraplex/formats';
 import { EngineError, toEngineError } from './errors.js';
 import { runGeneration, type FinishReason, type TokenConstraint, type TokenLogprob } from './generate.js';
 import { loadedAdaptersGate } from './scheduler/gate.js';
 import { Scheduler, type KvUsage } from './scheduler/scheduler.js';
-import { loadAddon, type NativeModel, type NativeModelSpec, type NativeStepInput, type NativeStepOutput } from './native.js';
+import { loadAddon, type NativeAdapterHandle, type NativeModel, type NativeModelSpec, type NativeStepInput, type NativeStepOutput } from './native.js';
 import { resolveSampling, type SamplingOptions } from './sampling.js';
 import { buildStepInput, fillLateMasks, lateMasks, splitStepOutput, type LateMask, type StepItem, type StepItemResult } from './step.js';
 import { TextTokenizer } from './tokenizer.js';
@@ -56,7 +56,8 @@ export interface GenerateOutput {
 
 export interface AdapterInfo { name: string; slot: number; rank: number; path: string; bytes: number; modules: number }
 
-interface AdapterEntry extends AdapterInfo { active: number; loaded: LoadedAdapter }
+/** A loaded adapter: its native handle (slot, pages, pins) and what listAdapters() reports. */
+interface AdapterEntry { handle: NativeAdapterHandle; name: string; rank: number; path: string; bytes: number; modules: number }
 
 export class Engine {
   readonly config: ModelConfig;
@@ -90,7 +91,7 @@ export class Engine {
       runStep: (items) => this.runStep(items),
       numBlocks: Math.ceil(options.kvCacheTokens / options.blockSize), blockSize: options.blockSize,
       vocab: config.vocab, maxPositions: config.maxPositions, eos: this.eosTokenIds, maxBatchTokens: options.maxBatchTokens,
-      gate: loadedAdaptersGate((name) => this.adapters.get(name)?.slot),
+      gate: loadedAdaptersGate((name) => this.adapters.get(name)?.handle.slot),
     });
   }
 
@@ -178,8 +179,8 @@ export class Engine {
       const { config, tensors } = parseAdapterFiles(files ?? (await readAdapterFiles(path)), name);
       const modules = await resolveAdapterModulesAsync(config, this.config, { maxRank: this.options.maxLoraRank });
       const loaded = buildAdapter(config, tensors, this.config, this.options.maxLoraRank, modules);
-      const slot = await this.native.loadAdapter(loaded.spec).catch((e: unknown) => { throw toEngineError(e); });
-      const entry: AdapterEntry = { name, slot, rank: loaded.maxRank, path, bytes: loaded.bytes, modules: loaded.modules.length, active: 0, loaded };
+      const handle = await this.native.loadAdapter(loaded.spec).catch((e: unknown) => { throw toEngineError(e); });
+      const entry: AdapterEntry = { handle, name, rank: loaded.maxRank, path, bytes: loaded.bytes, modules: loaded.modules.length };
       this.adapters.set(name, entry);
       return this.describe(entry);
     } finally {
@@ -187,16 +188,16 @@ export class Engine {
     }
   }
 
-  /** Frees an adapter's slot; refused while a generate() call uses it. */
+  /** Frees an adapter's slot; refused natively (ADAPTER_IN_USE) while a step or a generate() call uses it. */
   async unloadAdapter(name: string): Promise<void> {
     this.ensureOpen();
     const a = this.adapters.get(name);
     if (!a) throw new EngineError('ADAPTER_NOT_FOUND', `adapter ${name} is not loaded`);
-    if (a.active > 0) throw new EngineError('ADAPTER_IN_USE', `adapter ${name} is used by ${a.active} running request(s)`);
     try {
-      this.native.unloadAdapter(a.slot);
+      a.handle.release();
     } catch (e) {
-      throw toEngineError(e);
+      const err = toEngineError(e);
+      throw err.code === 'ADAPTER_IN_USE' ? new EngineError('ADAPTER_IN_USE', `adapter ${name}: ${err.message}`) : err;
     }
     this.adapters.delete(name);
   }
@@ -208,11 +209,11 @@ export class Engine {
   adapterSlot(name: string): number {
     const a = this.adapters.get(name);
     if (!a) throw new EngineError('ADAPTER_NOT_FOUND', `adapter ${name} is not loaded`);
-    return a.slot;
+    return a.handle.slot;
   }
 
   private describe(a: AdapterEntry): AdapterInfo {
-    return { name: a.name, slot: a.slot, rank: a.rank, path: a.path, bytes: a.bytes, modules: a.modules };
+    return { name: a.name, slot: a.handle.slot, rank: a.rank, path: a.path, bytes: a.bytes, modules: a.modules };
   }
 
   info(): ReturnType<NativeModel['info']> & { freeKvBlocks: number; kvBlocks: number } {
@@ -245,7 +246,7 @@ export class Engine {
     this.ensureOpen();
     const input = buildStepInput(items, this.config.vocab);
     const late = lateMasks(items, input);
-    const run = this.stepChain.then(() => (late.length === 0 ? this.native.step(input) : this.native.supplyMasks ? this.stepWithLateMasks(input, late) : this.stepAfterMasks(input, late)));
+    const run = this.stepChain.then(() => (late.length === 0 ? this.native.step(input) : this.stepWithLateMasks(input, late)));
     this.stepChain = run.catch(() => undefined);
     return run.then((out) => splitStepOutput(items, out, this.config.vocab), (e: unknown) => { throw toEngineError(e); });
   }
@@ -267,25 +268,14 @@ export class Engine {
     Promise.all(pending).then(
       (results) => {
         try {
-          this.native.supplyMasks!(ticket, fillLateMasks(input, late, results, this.config.vocab));
+          this.native.supplyMasks(ticket, fillLateMasks(input, late, results, this.config.vocab));
         } catch {
           // a malformed mask: the native side has failed the step with the reason
         }
       },
-      (e: unknown) => this.native.failMasks!(ticket, `a deferred mask failed: ${e instanceof Error ? e.message : String(e)}`),
+      (e: unknown) => this.native.failMasks(ticket, `a deferred mask failed: ${e instanceof Error ? e.message : String(e)}`),
     );
     return step;
-  }
-
-  /** An addon built before deferred masks existed: compute them first, then run the step. */
-  private async stepAfterMasks(input: NativeStepInput, late: LateMask[]): Promise<NativeStepOutput> {
-    let results: Array<Uint32Array | null>;
-    try {
-      results = await Promise.all(late.map((l) => l.get()));
-    } catch (e) {
-      throw new EngineError('MASKS_FAILED', `a deferred mask failed: ${e instanceof Error ? e.message : String(e)}`);
-    }
-    return this.native.step({ ...input, masks: fillLateMasks(input, late, results, this.config.vocab) });
   }
 
   async tokenize(prompt: string | number[]): Promise<number[]> {
@@ -304,14 +294,15 @@ export class Engine {
   async generate(requests: GenerateRequest[]): Promise<GenerateOutput[]> {
     this.ensureOpen();
     if (!Array.isArray(requests)) throw new EngineError('INVALID_ARGUMENT', 'generate() takes an array of requests');
-    // Adapters are pinned synchronously, before any await, so unloadAdapter() can never race a request.
+    // Adapters are pinned natively and synchronously, before any await, so unloadAdapter() can never
+    // race a request: release() refuses a pinned handle with ADAPTER_IN_USE.
     const adapters = requests.map((r) => {
       if (r.adapter === undefined) return undefined;
       const a = this.adapters.get(r.adapter);
       if (!a) throw new EngineError('ADAPTER_NOT_FOUND', `adapter ${r.adapter} is not loaded`);
-      return a;
+      return a.handle;
     });
-    for (const a of adapters) if (a) a.active++;
+    for (const h of adapters) h?.pin();
     try {
       const prepared = await Promise.all(
         requests.map(async (r, i) => ({ prompt: await this.tokenize(r.prompt), adapter: adapters[i], sampling: resolveSampling(r.sampling, this.config.vocab), r })),
@@ -331,7 +322,7 @@ export class Engine {
         })),
       );
     } finally {
-      for (const a of adapters) if (a) a.active--;
+      for (const h of adapters) h?.unpin();
     }
   }
 

@@ -42,7 +42,7 @@ export interface NativeStepInput {
   tokens: Int32Array;           // [T]
   positions: Int32Array;        // [T]
   segOffsets: Int32Array;       // [S + 1]
-  segSlot: Int32Array;          // [S] adapter slot or -1
+  segSlot: Int32Array;          // [S] adapter slot (NativeAdapterHandle.slot) or -1
   blockOffsets: Int32Array;     // [S + 1]
   blockTable: Int32Array;       // concatenated block tables
   segSample: Uint8Array;        // [S]
@@ -72,15 +72,36 @@ export interface NativeStepOutput {
   logits: Float32Array;     // [rows of all-logits segments, vocab]
 }
 
+/**
+ * One resident adapter: a native object owning its slot and LoRA pool pages until release(). The
+ * native side counts its pins: every step pins the slots it reads for its duration, and pin() holds
+ * the adapter across steps; release() is refused with ADAPTER_IN_USE while any pin is held. A handle
+ * garbage-collected without release() frees its slot.
+ */
+export interface NativeAdapterHandle {
+  /** The slot steps name in segSlot; -1 once released. */
+  readonly slot: number;
+  /** Rank-row pages of the LoRA pool it occupies. */
+  readonly pages: number;
+  /** Bytes of the LoRA pool it occupies. */
+  readonly bytes: number;
+  /** Running steps and holders using it now. */
+  readonly pins: number;
+  /** Frees the slot and pages: true, or false when already released. Throws ADAPTER_IN_USE while pinned. */
+  release(): boolean;
+  /** Holds the adapter across steps (ADAPTER_NOT_FOUND once released). */
+  pin(): void;
+  unpin(): void;
+}
+
 export interface NativeModel {
   load(spec: NativeModelSpec): Promise<string>;
   step(input: NativeStepInput): Promise<NativeStepOutput>;
   /** The masks of the deferred step `ticket` (as many words as it reserved); false if no step waits for them. */
-  supplyMasks?(ticket: number, masks: Uint32Array): boolean; // absent in addons built before deferred masks
+  supplyMasks(ticket: number, masks: Uint32Array): boolean;
   /** The masks of the deferred step `ticket` will not come: it fails with MASKS_FAILED. */
-  failMasks?(ticket: number, message: string): boolean;
-  loadAdapter(spec: NativeAdapterSpec): Promise<number>;
-  unloadAdapter(slot: number): void;
+  failMasks(ticket: number, message: string): boolean;
+  loadAdapter(spec: NativeAdapterSpec): Promise<NativeAdapterHandle>;
   info(): { backend: string | null; bytesAllocated: number; freeLoraPages: number; freeSlots: number; closed: boolean };
   close(): Promise<void>;
 }

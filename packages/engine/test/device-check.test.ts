@@ -15,7 +15,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 const engine = join(dirname(fileURLToPath(import.meta.url)), '..');
 const script = join(engine, 'test-gpu', 'device-check.sh');
 // The addon build configured with nvcc (the CUDA backend compiled): CI always has it. The marker is
-// cuda/CMakeLists.txt's cache entry: CMAKE_CUDA_COMPILER is not cached when the engine's CMakeLists
+// native/cuda/CMakeLists.txt's cache entry: CMAKE_CUDA_COMPILER is not cached when the engine's CMakeLists
 // finds nvcc at /usr/local/cuda/bin itself.
 const cache = join(engine, 'build', 'CMakeCache.txt');
 const cudaBuild = existsSync(cache) && /^LORAPLEX_CUDA_ARCHS:/m.test(readFileSync(cache, 'utf8'));

@@ -3,7 +3,7 @@
 #include <cstring>
 #include <string>
 
-#include "../cpu/simd.h"  // f16_to_f32
+#include "../core/dtype.h"
 
 namespace lp {
 

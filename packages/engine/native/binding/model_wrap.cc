@@ -1,13 +1,13 @@
 // NativeModel: one ObjectWrap per loaded model. Every slow call (load, step, adapter upload, close)
 // runs on a libuv worker thread as an AsyncWorker and returns a Promise; failures reject with an
-// Error whose message starts with "[CODE]" and whose `code` property holds CODE.
+// Error whose message starts with "[CODE]" and whose `code` property holds CODE. Adapters are
+// AdapterHandle objects (adapter_handle.h); slots, pages and pins are counted in ModelState::slots.
 #include <napi.h>
 
-#include <condition_variable>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <exception>
 #include <shared_mutex>
 #include <thread>
 
@@ -18,44 +18,15 @@
 #endif
 
 #include "../core/backend.h"
+#include "adapter_handle.h"
 #include "js_convert.h"
+#include "model_state.h"
 #include "../cpu/kernels.h"
 #include "../cpu/sampler.h"
 
 namespace lp {
 
 namespace {
-
-struct SlotState {
-  bool bound = false, loading = false;
-  int in_use = 0;
-  std::vector<int> pages;
-};
-
-// Masks that arrive while a step runs (JSON mode): the step's worker thread waits here, after the
-// forward pass, for supplyMasks(ticket, masks) or failMasks(ticket, message) from the JS thread.
-// The ticket ties a supply to its step: a late supply for a step that already failed is ignored.
-struct MaskGate {
-  std::mutex mu;
-  std::condition_variable cv;
-  double ticket = 0;      // the deferred step waiting (0: none)
-  bool done = false;      // masks written (or error set) for `ticket`
-  std::string error;
-  size_t words = 0;                // the size of the step's masks (placeholders until supplied)
-  std::vector<uint32_t> masks;     // supplied masks; the step's own thread copies them into its input
-};
-
-struct ModelState {
-  MaskGate gate;
-  std::mutex mu;        // guards slots, free_pages, closed
-  std::mutex step_mu;   // one step at a time
-  std::shared_mutex life_mu;  // shared by calls that use the backend, exclusive for close
-  LoadedSpec loaded;
-  std::unique_ptr<Backend> backend;
-  std::vector<SlotState> slots;
-  std::vector<int> free_pages;
-  bool closed = false;
-};
 
 // Runs `work` on a short-lived thread at the lowest CPU priority (Linux nice 19) and waits for it.
 // Adapter loads run beside decoding steps; on a machine whose cores the step's thread pool already
@@ -78,45 +49,37 @@ void run_at_background_priority(const std::function<void()>& work) {
   if (failure) std::rethrow_exception(failure);
 }
 
-class PromiseWorker : public Napi::AsyncWorker {
- public:
-  PromiseWorker(Napi::Env env, std::function<void()> work, std::function<Napi::Value(Napi::Env)> done)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)), done_(std::move(done)) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
-  void Execute() override {
-    try {
-      work_();
-    } catch (const EngineFailure& e) {
-      code_ = e.code;
-      SetError(e.what());
-    } catch (const std::bad_alloc&) {
-      code_ = "OUT_OF_MEMORY";
-      SetError("[OUT_OF_MEMORY] the engine could not allocate memory");
-    } catch (const std::exception& e) {
-      code_ = "NATIVE";
-      SetError(std::string("[NATIVE] ") + e.what());
-    }
-  }
-  void OnOK() override {
-    Napi::Env env = Env();
-    try {
-      deferred_.Resolve(done_ ? done_(env) : env.Undefined());
-    } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
-    }
-  }
-  void OnError(const Napi::Error& e) override {
-    Napi::Error err = Napi::Error::New(Env(), e.Message());
-    err.Set("code", Napi::String::New(Env(), code_));
-    deferred_.Reject(err.Value());
-  }
+}  // namespace
 
- private:
-  Napi::Promise::Deferred deferred_;
-  std::function<void()> work_;
-  std::function<Napi::Value(Napi::Env)> done_;
-  std::string code_ = "NATIVE";
-};
+void PromiseWorker::Execute() {
+  try {
+    work_();
+  } catch (const EngineFailure& e) {
+    code_ = e.code;
+    SetError(e.what());
+  } catch (const std::bad_alloc&) {
+    code_ = "OUT_OF_MEMORY";
+    SetError("[OUT_OF_MEMORY] the engine could not allocate memory");
+  } catch (const std::exception& e) {
+    code_ = "NATIVE";
+    SetError(std::string("[NATIVE] ") + e.what());
+  }
+}
+
+void PromiseWorker::OnOK() {
+  Napi::Env env = Env();
+  try {
+    deferred_.Resolve(done_ ? done_(env) : env.Undefined());
+  } catch (const Napi::Error& e) {
+    deferred_.Reject(e.Value());
+  }
+}
+
+void PromiseWorker::OnError(const Napi::Error& e) {
+  Napi::Error err = Napi::Error::New(Env(), e.Message());
+  err.Set("code", Napi::String::New(Env(), code_));
+  deferred_.Reject(err.Value());
+}
 
 Napi::Value reject_now(Napi::Env env, const EngineFailure& f) {
   auto d = Napi::Promise::Deferred::New(env);
@@ -132,8 +95,6 @@ void throw_js(Napi::Env env, const EngineFailure& f) {
   err.ThrowAsJavaScriptException();
 }
 
-}  // namespace
-
 class NativeModel : public Napi::ObjectWrap<NativeModel> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -141,7 +102,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                        {InstanceMethod("load", &NativeModel::Load), InstanceMethod("step", &NativeModel::Step),
                         InstanceMethod("loadAdapter", &NativeModel::LoadAdapter),
                         InstanceMethod("supplyMasks", &NativeModel::SupplyMasks), InstanceMethod("failMasks", &NativeModel::FailMasks),
-                        InstanceMethod("unloadAdapter", &NativeModel::UnloadAdapter), InstanceMethod("info", &NativeModel::Info),
+                        InstanceMethod("info", &NativeModel::Info),
                         InstanceMethod("close", &NativeModel::Close)});
   }
   explicit NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeModel>(info), st_(std::make_shared<ModelState>()) {}
@@ -177,8 +138,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
             } else {
               throw EngineFailure("INVALID_ARGUMENT", "unknown backend " + req->backend);
             }
-            st->slots.assign(size_t(s.max_adapters), SlotState{});
-            for (int p = s.lora_pages - 1; p >= 0; p--) st->free_pages.push_back(p);
+            st->slots.reset(s.max_adapters, s.lora_pages);
           },
           [st](Napi::Env e) -> Napi::Value { return Napi::String::New(e, st->backend->name()); });
       auto p = w->promise();
@@ -194,22 +154,9 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     try {
       require_open();
       if (info.Length() < 1 || !info[0].IsObject()) throw EngineFailure("INVALID_ARGUMENT", "step(input) needs an object");
-      std::vector<bool> bound;
-      {
-        std::lock_guard<std::mutex> lock(st_->mu);
-        for (auto& s : st_->slots) bound.push_back(s.bound);
-      }
-      auto in = std::make_shared<StepInput>(parse_step(info[0].As<Napi::Object>(), st_->loaded.spec, bound));
-      // Pin the slots this step reads so they cannot be unloaded while it runs.
-      std::vector<int> used;
-      {
-        std::lock_guard<std::mutex> lock(st_->mu);
-        for (int32_t s : in->seg_slot)
-          if (s >= 0) {
-            st_->slots[size_t(s)].in_use++;
-            used.push_back(s);
-          }
-      }
+      auto in = std::make_shared<StepInput>(parse_step(info[0].As<Napi::Object>(), st_->loaded.spec, st_->slots.bound()));
+      // The step pins the slots it reads, once each, so they cannot be released while it runs.
+      const std::vector<int> pinned = st_->slots.pin_all(in->seg_slot);
       // A maskTicket (> 0) defers the masks: in.masks holds placeholders until supplyMasks.
       const Napi::Value tv = info[0].As<Napi::Object>().Get("maskTicket");
       const double ticket = tv.IsNumber() ? tv.As<Napi::Number>().DoubleValue() : 0;
@@ -223,10 +170,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
       }
       auto out = std::make_shared<StepOutput>();
       auto st = st_;
-      auto release = [st, used] {
-        std::lock_guard<std::mutex> lock(st->mu);
-        for (int s : used) st->slots[size_t(s)].in_use--;
-      };
+      auto release = [st, pinned] { st->slots.unpin_all(pinned); };
       auto* w = new PromiseWorker(
           env,
           [st, in, out, release, ticket] {
@@ -298,24 +242,11 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
       require_open();
       if (info.Length() < 1 || !info[0].IsObject()) throw EngineFailure("INVALID_ARGUMENT", "loadAdapter(spec) needs an object");
       auto raw = std::make_shared<RawAdapter>(parse_adapter(info[0].As<Napi::Object>(), st_->loaded.spec));
-      const AdapterSpec* spec = &raw->spec;
-      int slot = -1;
-      std::vector<int> pages;
-      {
-        std::lock_guard<std::mutex> lock(st_->mu);
-        for (size_t i = 0; i < st_->slots.size(); i++)
-          if (!st_->slots[i].bound && !st_->slots[i].loading) { slot = int(i); break; }
-        if (slot < 0) throw EngineFailure("ADAPTER_POOL_FULL", "all " + std::to_string(st_->slots.size()) + " adapter slots are taken");
-        if (int(st_->free_pages.size()) < spec->max_rank)
-          throw EngineFailure("ADAPTER_POOL_FULL", "the LoRA pool has " + std::to_string(st_->free_pages.size()) + " free rank pages, the adapter needs " + std::to_string(spec->max_rank));
-        for (int j = 0; j < spec->max_rank; j++) {
-          pages.push_back(st_->free_pages.back());
-          st_->free_pages.pop_back();
-        }
-        st_->slots[size_t(slot)].loading = true;
-        st_->slots[size_t(slot)].pages = pages;
-      }
+      const LoraSlots::Reservation r = st_->slots.reserve(raw->spec.max_rank);
       auto st = st_;
+      const int slot = r.slot;
+      const std::vector<int> pages = r.pages;
+      const double bytes = double(pages.size()) * double(st_->backend->lora_page_bytes());
       auto* w = new PromiseWorker(
           env,
           [st, raw, slot, pages] {
@@ -327,16 +258,12 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                 st->backend->write_adapter(slot, pages, raw->spec);
               });
             } catch (...) {
-              std::lock_guard<std::mutex> lock(st->mu);
-              st->slots[size_t(slot)] = SlotState{};
-              for (int p : pages) st->free_pages.push_back(p);
+              st->slots.abort(slot);
               throw;
             }
-            std::lock_guard<std::mutex> lock(st->mu);
-            st->slots[size_t(slot)].loading = false;
-            st->slots[size_t(slot)].bound = true;
+            st->slots.commit(slot);
           },
-          [slot](Napi::Env e) -> Napi::Value { return Napi::Number::New(e, slot); });
+          [st, slot, pages, bytes](Napi::Env e) -> Napi::Value { return AdapterHandle::New(e, st, slot, int(pages.size()), bytes); });
       auto p = w->promise();
       w->Queue();
       return p;
@@ -345,46 +272,20 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     }
   }
 
-  Napi::Value UnloadAdapter(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    try {
-      require_open();
-      if (info.Length() < 1 || !info[0].IsNumber()) throw EngineFailure("INVALID_ARGUMENT", "unloadAdapter(slot) needs a slot number");
-      int slot = info[0].As<Napi::Number>().Int32Value();
-      std::lock_guard<std::mutex> lock(st_->mu);
-      if (slot < 0 || slot >= int(st_->slots.size()) || !st_->slots[size_t(slot)].bound)
-        throw EngineFailure("ADAPTER_NOT_FOUND", "slot " + std::to_string(slot) + " holds no adapter");
-      SlotState& s = st_->slots[size_t(slot)];
-      if (s.in_use > 0) throw EngineFailure("ADAPTER_IN_USE", "slot " + std::to_string(slot) + " is used by a running step");
-      st_->backend->clear_slot(slot);
-      for (int p : s.pages) st_->free_pages.push_back(p);
-      s = SlotState{};
-    } catch (const EngineFailure& f) {
-      throw_js(env, f);
-    }
-    return env.Undefined();
-  }
-
   Napi::Value Info(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Napi::Object o = Napi::Object::New(env);
-    std::lock_guard<std::mutex> lock(st_->mu);
     o.Set("backend", st_->backend ? Napi::Value(Napi::String::New(env, st_->backend->name())) : env.Null());
     o.Set("bytesAllocated", Napi::Number::New(env, st_->backend ? double(st_->backend->bytes_allocated()) : 0));
-    o.Set("freeLoraPages", Napi::Number::New(env, double(st_->free_pages.size())));
-    int free_slots = 0;
-    for (auto& s : st_->slots) free_slots += (!s.bound && !s.loading);
-    o.Set("freeSlots", Napi::Number::New(env, free_slots));
+    o.Set("freeLoraPages", Napi::Number::New(env, st_->slots.free_pages()));
+    o.Set("freeSlots", Napi::Number::New(env, st_->slots.free_slots()));
     o.Set("closed", Napi::Boolean::New(env, st_->closed));
     return o;
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    {
-      std::lock_guard<std::mutex> lock(st_->mu);
-      st_->closed = true;
-    }
+    st_->closed = true;
     auto st = st_;
     // Waits for a running step (step_mu) before freeing the backend and unmapping the weights.
     auto* w = new PromiseWorker(
@@ -444,6 +345,7 @@ static Napi::Value SampleLogits(const Napi::CallbackInfo& info) {
 }
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  env.SetInstanceData(new AddonData{Napi::Persistent(AdapterHandle::Define(env))});
   exports.Set("NativeModel", NativeModel::Define(env));
   exports.Set("sampleLogits", Napi::Function::New(env, SampleLogits));
   exports.Set("cpuBf16DotProducts", Napi::Boolean::New(env, bf16_dot_products()));

@@ -116,9 +116,12 @@ class Backend {
   // blocks until the allowed-token masks (computed by the caller meanwhile) are written into
   // in.masks (same size as given; in.seg_mask unchanged), or throws EngineFailure.
   virtual void step(const StepInput& in, StepOutput& out, const std::function<void()>& await_masks = {}) = 0;
+  // LoRA memory only: which slot and pages an adapter gets, and when they are free again, is decided
+  // by the binding's allocator (core/lora_slots.h); a step names only slots it has bound.
   // Copies an adapter into the pool pages given (pages.size() == spec.max_rank) and binds it to slot.
   virtual void write_adapter(int slot, const std::vector<int>& pages, const AdapterSpec& spec) = 0;
   virtual void clear_slot(int slot) = 0;
+  virtual size_t lora_page_bytes() const = 0;  // the memory one rank-row page takes
   virtual size_t bytes_allocated() const = 0;
 };
 

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "../core/backend.h"
+#include "../core/lora_runs.h"
 #include "kernels.h"
 #include "lora_pool.h"
 #include "sampler.h"
@@ -39,6 +40,7 @@ class CpuBackend final : public Backend {
   size_t bytes_allocated() const override { return kv_.size() * sizeof(float) + lora_.bytes(); }
   void write_adapter(int slot, const std::vector<int>& pages, const AdapterSpec& a) override { lora_.write(slot, pages, a); }
   void clear_slot(int slot) override { lora_.clear(slot); }
+  size_t lora_page_bytes() const override { return lora_.page_bytes(); }
 
   void step(const StepInput& in, StepOutput& out, const std::function<void()>& await_masks) override;
 
@@ -114,13 +116,7 @@ void CpuBackend::step(const StepInput& in, StepOutput& out, const std::function<
   const int H = s_.hidden, I = s_.intermediate, nh = s_.heads, nkv = s_.kv_heads, hd = s_.head_dim, half = hd / 2;
   const int qdim = nh * hd, kvdim = nkv * hd;
 
-  token_slot_.resize(size_t(T));
-  token_seg_.resize(size_t(T));
-  for (int64_t sg = 0; sg < S; sg++)
-    for (int32_t t = in.seg_offsets[size_t(sg)]; t < in.seg_offsets[size_t(sg + 1)]; t++) {
-      token_slot_[size_t(t)] = in.seg_slot[size_t(sg)];
-      token_seg_[size_t(t)] = int32_t(sg);
-    }
+  token_slots(in, token_slot_, &token_seg_);
 
   x_.resize(size_t(T) * H);   // residual stream [T, H]
   h_.resize(size_t(T) * H);   // normed input [T, H]

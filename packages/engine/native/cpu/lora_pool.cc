@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "../core/lora_runs.h"
 #include "matmul_tile.h"
 #include "simd.h"
 
@@ -56,13 +57,9 @@ void LoraPool::write(int slot, const std::vector<int>& pages, const AdapterSpec&
 
 void LoraPool::begin_step(const int32_t* token_slot, int64_t T) {
   runs_.clear();
-  for (int64_t t = 0; t < T;) {
-    const int s = token_slot[t];
-    int64_t e = t + 1;
-    while (e < T && token_slot[e] == s && e - t < kTileTokens) e++;
-    if (s >= 0 && slots_[size_t(s)].bound) runs_.push_back({t, e, s});
-    t = e;
-  }
+  for_each_lora_run(token_slot, T, kTileTokens, [&](int64_t t0, int64_t t1, int slot) {
+    if (slots_[size_t(slot)].bound) runs_.push_back({t0, t1, slot});
+  });
   for (auto& v : v_) v.assign(size_t(T) * size_t(max_rank_), 0.f);
 }
 

@@ -3,7 +3,8 @@
 // (length out_m, stored contiguously). An adapter of rank r takes exactly r pages, so a rank-4
 // adapter uses a quarter of the memory of a rank-16 one and nothing is padded to the pool's max
 // rank (the S-LoRA unified-paging idea, applied to adapter weights). Pages are float32, or
-// bfloat16 for half-precision models (half the bytes each decode step reads).
+// bfloat16 for half-precision models (half the bytes each decode step reads). Which slot and pages
+// an adapter gets is decided by the binding's allocator (../core/lora_slots.h); this is the memory.
 //
 // Per step: shrink v = scale * A x for every token (one pass per group of modules sharing an
 // input), then expand y += B v fused into the base matmul's output-row blocks (expand_rows).
@@ -30,6 +31,7 @@ class LoraPool {
   void write(int slot, const std::vector<int>& pages, const AdapterSpec& a);
   void clear(int slot) { slots_[size_t(slot)] = LoraSlot{}; }
   size_t bytes() const { return data_.size(); }
+  size_t page_bytes() const { return page_elems_ * es_; }
 
   // Groups the step's tokens into runs of <= kTileTokens consecutive tokens with one adapter slot.
   void begin_step(const int32_t* token_slot, int64_t T);

@@ -10,18 +10,6 @@
 
 namespace lp {
 
-static uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-double uniform01(uint64_t seed, uint64_t draw) {
-  uint64_t r = splitmix64(splitmix64(seed) ^ (draw * 0xd1b54a32d192ed03ULL));
-  return double(r >> 11) * (1.0 / 9007199254740992.0);
-}
-
 static void log_softmax(const float* logits, int vocab, std::vector<float>& out) {
   out.resize(vocab);
   float mx = -std::numeric_limits<float>::infinity();

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "../core/backend.h"
+#include "../core/rng.h"  // uniform01: the draw's uniform number
 
 namespace lp {
 
@@ -20,8 +21,5 @@ struct SampleResult {
 // mask: ceil(vocab/32) words or nullptr. Log-probabilities are those of the model's raw distribution.
 SampleResult sample_token(float* logits, int vocab, const SamplingParams& p, const int32_t* history, int hist_len,
                           int gen_start, const uint32_t* mask);
-
-// A uniform double in [0, 1) from (seed, draw): splitmix64 over the pair.
-double uniform01(uint64_t seed, uint64_t draw);
 
 }  // namespace lp

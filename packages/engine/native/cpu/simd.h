@@ -11,23 +11,9 @@
 #endif
 
 #include "../core/backend.h"
+#include "../core/dtype.h"
 
 namespace lp {
-
-float f16_to_f32(uint16_t h);
-inline float bf16_to_f32(uint16_t h) {
-  uint32_t u = uint32_t(h) << 16;
-  float f;
-  __builtin_memcpy(&f, &u, 4);
-  return f;
-}
-// float32 -> bfloat16 with round-to-nearest-even (NaN stays NaN).
-inline uint16_t f32_to_bf16(float f) {
-  uint32_t x;
-  __builtin_memcpy(&x, &f, 4);
-  if ((x & 0x7fffffff) > 0x7f800000) return uint16_t((x >> 16) | 0x40);
-  return uint16_t((x + 0x7fff + ((x >> 16) & 1)) >> 16);
-}
 
 #ifdef LP_AVX2
 // Loads 8 weights starting at element k of a row, widened to float32.

@@ -7,6 +7,7 @@
 #include <string>
 #include <utility>
 
+#include "../core/dtype.h"
 #include "kernels.h"
 
 namespace lp {
@@ -71,10 +72,10 @@ class Buffer {
 using DevBuf = Buffer<DeviceMemory>;
 using PinnedBuf = Buffer<PinnedMemory>;
 
-// Host-side float -> T conversion (round to nearest even), for uploads.
-uint16_t f32_to_bf16(float f);
-uint16_t f32_to_f16(float f);
-float half_bits_to_f32(uint16_t h, bool bf16);
+// Host-side float <-> 16-bit conversions (round to nearest even), for uploads: native/core/dtype.h.
+using lp::f32_to_bf16;
+using lp::f32_to_f16;
+using lp::half_bits_to_f32;
 // Converts n elements of src (dtype from) into dst (dtype to); same dtype is a memcpy.
 void convert_host(const void* src, DType from, void* dst, Ty to, size_t n);
 inline Ty ty_of(DType d) { return d == DType::F32 ? Ty::F32 : (d == DType::F16 ? Ty::F16 : Ty::BF16); }

@@ -6,10 +6,10 @@
 // write() runs on the adapter-loading thread, concurrently with step() on another thread: it
 // converts one page at a time into a double-buffered pinned staging area and copies it with
 // cudaMemcpyAsync on its own non-blocking stream, so the DMA overlaps both the conversion of the
-// next page and the kernels of running steps. Safety comes from the binding's bookkeeping: the
-// pages and slot being written are referenced by no running step (the slot is not bound yet and
-// the pages are free), and write() returns only after its stream has finished, before the slot
-// is marked bound.
+// next page and the kernels of running steps. Safety comes from the allocator's bookkeeping
+// (../core/lora_slots.h): the pages and slot being written are referenced by no running step (the
+// slot is not bound yet and the pages are free), and write() returns only after its stream has
+// finished, before the slot is marked bound.
 #pragma once
 #include <mutex>
 #include <vector>
@@ -28,6 +28,7 @@ class DeviceLora {
   void clear(int slot);
   int slot_rank(int slot) const;   // pages the slot's adapter occupies (0 when empty)
   size_t bytes() const { return pool_.bytes() + rank_.bytes() + scale_.bytes() + pages_.bytes(); }
+  size_t page_bytes() const { return size_t(lay_.page_elems) * ty_size(ty_); }
   bool enabled() const { return max_adapters_ > 0 && pages_count_ > 0; }
 
  private:

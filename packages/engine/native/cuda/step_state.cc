@@ -1,5 +1,7 @@
 #include "step_state.h"
 
+#include "../core/lora_runs.h"
+
 #include <algorithm>
 #include <cstring>
 
@@ -136,26 +138,16 @@ bool StepState::prepare(const StepInput& in, const DeviceLora& lora, StepPlan& p
     }
   p.R = int(rows.size());
 
-  std::vector<int> tok_seg(static_cast<size_t>(T)), tok_slot(static_cast<size_t>(T));
-  for (int sg = 0; sg < S; sg++)
-    for (int t = in.seg_offsets[size_t(sg)]; t < in.seg_offsets[size_t(sg) + 1]; t++) {
-      tok_seg[size_t(t)] = sg;
-      tok_slot[size_t(t)] = in.seg_slot[size_t(sg)];
-    }
+  std::vector<int32_t> tok_seg, tok_slot;
+  token_slots(in, tok_slot, &tok_seg);
   // LoRA items: runs of consecutive tokens with one slot, at most kItemTokens long.
   std::vector<LoraItem> items;
   int max_rank = 0;
   if (lora.enabled())
-    for (int t = 0; t < T;) {
-      const int slot = tok_slot[size_t(t)];
-      int e = t + 1;
-      while (e < T && tok_slot[size_t(e)] == slot && e - t < kItemTokens) e++;
-      if (slot >= 0) {
-        items.push_back(LoraItem{slot, t, e - t, 0});
-        max_rank = std::max(max_rank, lora.slot_rank(slot));
-      }
-      t = e;
-    }
+    for_each_lora_run(tok_slot.data(), T, kItemTokens, [&](int64_t t0, int64_t t1, int slot) {
+      items.push_back(LoraItem{slot, int(t0), int(t1 - t0), 0});
+      max_rank = std::max(max_rank, lora.slot_rank(slot));
+    });
   p.n_items = int(items.size());
   p.lora = p.n_items > 0 && max_rank > 0;
   p.rank_chunks = p.lora ? (max_rank + kRankChunk - 1) / kRankChunk : 0;

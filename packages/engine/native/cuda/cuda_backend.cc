@@ -84,6 +84,7 @@ class CudaBackend final : public Backend {
     lora_->write(slot, pages, a);
   }
   void clear_slot(int slot) override { lora_->clear(slot); }
+  size_t lora_page_bytes() const override { return lora_->page_bytes(); }
 
   void step(const StepInput& in, StepOutput& out, const std::function<void()>& await_masks) override {
     std::lock_guard<std::mutex> lock(mu_);

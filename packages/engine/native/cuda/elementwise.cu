@@ -4,6 +4,7 @@
 // q/k/v, silu_mul for gate/up, resnorm for o/down), so adapters add no kernel launches.
 #include "common.cuh"
 #include "kernels.h"
+#include "../core/rng.h"
 
 namespace lp {
 namespace cu {
@@ -145,16 +146,10 @@ __global__ void __launch_bounds__(256) lora_expand_kernel(ExpandArgs a) {
   }
 }
 
-__device__ __forceinline__ uint64_t mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
 template <typename T>
 __global__ void fill_random_kernel(T* p, size_t n, uint64_t seed, float mean, float amp) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    const float u = float(mix64(seed ^ (i * 0xd1b54a32d192ed03ULL)) >> 40) * (1.0f / 16777216.0f);
+    const float u = float(splitmix64(seed ^ (i * kCounterSpread)) >> 40) * (1.0f / 16777216.0f);
     p[i] = from_f<T>(mean + amp * (2.f * u - 1.f));
   }
 }

@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "../native/core/backend.h"
+#include "../core/backend.h"
 #include "types.h"
 
 namespace lp {

@@ -12,9 +12,10 @@
 // the CPU; only the summation order differs (last-bit differences).
 #include <climits>
 
-#include "../native/cpu/sample_weight.h"
+#include "../cpu/sample_weight.h"
 #include "common.cuh"
 #include "kernels.h"
+#include "../core/rng.h"  // uniform01: the CPU sampler's draws, bit for bit
 
 namespace lp {
 namespace cu {
@@ -23,16 +24,6 @@ namespace {
 
 constexpr int kThreads = 1024;
 
-__device__ __forceinline__ uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-__device__ __forceinline__ double uniform01(uint64_t seed, uint64_t draw) {  // == cpu uniform01
-  const uint64_t r = splitmix64(splitmix64(seed) ^ (draw * 0xd1b54a32d192ed03ULL));
-  return double(r >> 11) * (1.0 / 9007199254740992.0);
-}
 
 // Ascending key == descending float value (-inf sorts last); -0 and +0 share a key, as they compare
 // equal on the CPU (ties then go by index).
