@@ -106,7 +106,7 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
     await engine.close();
     throw new EngineError('TOKENIZER', `${opts.model} has no tokenizer.json: the worker serves text and needs one`);
   }
-  const metrics = new WorkerMetrics({ defaultMetrics: opts.defaultMetrics ?? false });
+  const metrics = new WorkerMetrics({ defaultMetrics: opts.defaultMetrics ?? false, modelName: opts.servedModelName ?? opts.model });
   const inner = opts.adapterSource ?? (opts.adapterDir ? new LocalDirSource(opts.adapterDir) : opts.adapterS3 ? new S3Source(makeS3Client(s3SettingsFromEnv()), opts.adapterS3) : new NoAdapters());
   const catalog = new CatalogSource(inner, (opts.adapterRefreshInterval ?? 10) * 1000);
   await catalog.start();
