@@ -4,6 +4,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { chatRequest, completionRequest, describeIssues, loraxRequest } from '@loraplex/worker/validation';
 import type { Context } from 'hono';
+import { inSpan } from '@loraplex/worker/tracing';
 import { requireScope, tenantOf, type AuthEnv } from '../auth/middleware.js';
 import { ApiError, badRequest, errorResponse } from '../errors.js';
 import type { AdapterTarget, BaseModelRecord } from '../ports.js';
@@ -119,7 +120,7 @@ function onBodyDone(res: Response, done: () => void): Response {
 
 async function infer(c: Context<AuthEnv>, s: Services, path: string, family: Family, body: Record<string, unknown>): Promise<Response> {
   const tenantId = tenantOf(c.get('principal'));
-  const target = await resolveTarget(s, tenantId, family, body);
+  const target = await inSpan('adapter.resolve', () => resolveTarget(s, tenantId, family, body));
   const forwarded = rewriteBody(family, body, target);
   checkWorkerBody(path, forwarded);
   const slot = s.routing.limits.acquire(tenantId);
