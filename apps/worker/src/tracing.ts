@@ -162,8 +162,11 @@ export function extractTraceContext(get: (name: string) => string | undefined): 
   return propagator.extract(ROOT_CONTEXT, carrier, defaultTextMapGetter);
 }
 
+/** Probes and scrapes: no span (they would drown the traces). */
+const UNTRACED_PATHS = new Set(['/health', '/metrics']);
+
 /**
- * The server span of every request: continues the caller's trace (W3C traceparent), runs the rest of
+ * The server span of every request but probes and scrapes: continues the caller's trace (W3C traceparent), runs the rest of
  * the chain in it, and is named after the matched route once it is known. It ends when the response
  * head is ready (a stream's body may still be flowing; the worker's decode spans cover that part).
  */
@@ -172,6 +175,7 @@ export function traceRequests(tracing: Tracing): MiddlewareHandler {
     await next();
   };
   return async function traceRequests(c, next) {
+    if (UNTRACED_PATHS.has(c.req.path)) return next();
     const parent = extractTraceContext((name) => c.req.header(name));
     const method = c.req.method;
     const span = tracing.tracer.startSpan(`${method} ${c.req.path}`, {
