@@ -9,6 +9,7 @@
 // Routes are the matched route patterns ('unmatched' for a 404 with no route), never raw paths.
 import { Counter, Histogram, Registry } from 'prom-client';
 import type { Context, MiddlewareHandler } from 'hono';
+import { routePath } from 'hono/route';
 import type { AuthEnv } from './auth/middleware.js';
 import { isPlatformAdmin } from './auth/authenticator.js';
 import { ApiError } from './errors.js';
@@ -78,8 +79,8 @@ export class ApiMetrics {
   }
 }
 
-/** The matched route pattern, known once the handler ran; 'unmatched' when only middleware ran. */
+/** The last matched route pattern (the handler's, even when a middleware answered); 'unmatched' when only '*' matched. */
 function routeOf(c: Context): string {
-  const r = c.req.routePath;
+  const r = routePath(c, -1);
   return r && r !== '*' && r !== '/*' ? r : 'unmatched';
 }

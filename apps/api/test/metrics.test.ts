@@ -62,6 +62,8 @@ describe('API /metrics', () => {
     }
     // A bad request by tenant a: its own status series.
     expect((await call(t.app, 'POST', '/v1/completions', { key: tenants[0]!.key, json: { prompt: 'no model' } })).status).toBe(400);
+    // Refused by the authentication middleware: still the route's series, tenant 'none'.
+    expect((await call(t.app, 'POST', '/v1/completions', { json: body })).status).toBe(401);
     const m = await scrape();
     const delta = (labels: Record<string, string>): number => sample(m, 'loraplex_api_requests_total', labels) - sample(before, 'loraplex_api_requests_total', labels);
     const route = '/v1/completions';
@@ -69,6 +71,7 @@ describe('API /metrics', () => {
     expect(delta({ route, status: '200', tenant: tenants[0]!.tenantId })).toBe(2);
     expect(delta({ route, status: '400', tenant: tenants[0]!.tenantId })).toBe(1);
     expect(delta({ route, status: '200', tenant: 'other' })).toBe(2);
+    expect(delta({ route, status: '401', tenant: 'none' })).toBe(1);
     expect(m).not.toContain(tenants[1]!.tenantId);
     expect(m).not.toContain(tenants[2]!.tenantId);
     // Tenants created by the admin; unauthenticated requests are 'none'.

@@ -26,6 +26,7 @@ import { defaultResource, resourceFromAttributes } from '@opentelemetry/resource
 import { BasicTracerProvider, BatchSpanProcessor, ConsoleSpanExporter, type SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions';
 import type { Context as HonoContext, MiddlewareHandler, Next } from 'hono';
+import { routePath } from 'hono/route';
 
 export { SpanKind, SpanStatusCode, type Span } from '@opentelemetry/api';
 
@@ -188,7 +189,7 @@ export function traceRequests(tracing: Tracing): MiddlewareHandler {
       spanError(span, e);
       throw e;
     } finally {
-      const route = c.req.routePath;
+      const route = routePath(c, -1); // the last matched route: the handler's, even when a middleware answered
       if (route && route !== '*' && route !== '/*') {
         span.updateName(`${method} ${route}`);
         span.setAttribute('http.route', route);
