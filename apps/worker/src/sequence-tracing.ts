@@ -89,7 +89,9 @@ export class SequenceTracing {
       },
       finished: (s, reason) => {
         const st = this.spans.get(s);
-        st?.sequence.setAttributes({ 'gen_ai.response.finish_reasons': [reason], 'gen_ai.usage.output_tokens': s.output.length });
+        st?.sequence.setAttributes({
+          'gen_ai.response.finish_reasons': [reason], 'gen_ai.usage.output_tokens': s.output.length,
+        });
         this.end(s);
       },
       failed: (s, err) => this.end(s, err),
@@ -106,12 +108,15 @@ export class SequenceTracing {
           const st = this.spans.get(s);
           if (!st?.queue) continue;
           const parent = trace.setSpan(st.ctx, st.queue);
-          const span = startSpan('adapter.load', { startTime: epochMs(now - seconds * 1000), attributes: { 'loraplex.adapter': name } }, parent);
+          const startTime = epochMs(now - seconds * 1000);
+          const span = startSpan('adapter.load', { startTime, attributes: { 'loraplex.adapter': name } }, parent);
           span?.end(epochMs(now));
         }
       },
       loadFailed: (name, err) => {
-        for (const s of this.waiting.get(name) ?? []) this.spans.get(s)?.queue?.addEvent('adapter.load failed', { 'exception.message': err.message });
+        for (const s of this.waiting.get(name) ?? []) {
+          this.spans.get(s)?.queue?.addEvent('adapter.load failed', { 'exception.message': err.message });
+        }
       },
     };
   }

@@ -59,7 +59,9 @@ function exporterFor(name: string, env: Env): SpanExporter | undefined {
     return undefined;
   }
   const protocol = env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? env.OTEL_EXPORTER_OTLP_PROTOCOL;
-  if (protocol !== undefined && protocol !== 'http/json') console.warn(`[tracing] OTLP protocol ${protocol} is not supported: spans are sent as http/json`);
+  if (protocol !== undefined && protocol !== 'http/json') {
+    console.warn(`[tracing] OTLP protocol ${protocol} is not supported: spans are sent as http/json`);
+  }
   const url = otlpTracesUrl(env);
   return new OTLPTraceExporter(url ? { url } : {});
 }
@@ -81,7 +83,9 @@ export class Tracing {
    * OTEL_SERVICE_NAME is unset. Disabled unless an exporter is asked for (see the file comment).
    */
   static fromEnv(serviceName: string, env: Env = process.env): Tracing {
-    const exporters = tracesExporters(env).map((name) => exporterFor(name, env)).filter((e): e is SpanExporter => e !== undefined);
+    const exporters = tracesExporters(env)
+      .map((name) => exporterFor(name, env))
+      .filter((e): e is SpanExporter => e !== undefined);
     if (exporters.length === 0) return Tracing.disabled();
     return Tracing.withExporters(env.OTEL_SERVICE_NAME || serviceName, exporters);
   }

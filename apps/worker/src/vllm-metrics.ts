@@ -22,25 +22,29 @@ export interface VllmSources {
   kv: () => { free: number; total: number };
 }
 
-const TTFT_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80, 160, 640, 2560];
+const TTFT_BUCKETS = [
+  0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80, 160, 640, 2560,
+];
 const ITL_BUCKETS = [0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80];
-const REQUEST_BUCKETS = [0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 120, 240, 480, 960, 1920, 7680];
-const LABELS = ['model_name', 'engine'] as const;
+const REQUEST_BUCKETS = [
+  0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 120, 240, 480, 960, 1920, 7680,
+];
+const LABELS = ['model_name', 'engine'];
 
 /** vLLM's finished_reason values: an EOS token is a 'stop' there. */
 const finishedReason = (reason: string): string => (reason === 'eos' ? 'stop' : reason);
 
 export class VllmMetrics {
   private readonly labels: { model_name: string; engine: string };
-  private readonly promptTokens: Counter<(typeof LABELS)[number]>;
-  private readonly generationTokens: Counter<(typeof LABELS)[number]>;
-  private readonly preemptions: Counter<(typeof LABELS)[number]>;
-  private readonly success: Counter<(typeof LABELS)[number] | 'finished_reason'>;
-  private readonly ttft: Histogram<(typeof LABELS)[number]>;
-  private readonly itl: Histogram<(typeof LABELS)[number]>;
-  private readonly tpot: Histogram<(typeof LABELS)[number]>;
-  private readonly e2e: Histogram<(typeof LABELS)[number]>;
-  private readonly queue: Histogram<(typeof LABELS)[number]>;
+  private readonly promptTokens: Counter<string>;
+  private readonly generationTokens: Counter<string>;
+  private readonly preemptions: Counter<string>;
+  private readonly success: Counter<string>;
+  private readonly ttft: Histogram<string>;
+  private readonly itl: Histogram<string>;
+  private readonly tpot: Histogram<string>;
+  private readonly e2e: Histogram<string>;
+  private readonly queue: Histogram<string>;
   /** Sequences submitted and not yet ended: their state and adapter make vllm:lora_requests_info. */
   private readonly live = new Set<Sequence>();
   /** When each sequence's previous token came (inter-token latency). */
@@ -50,32 +54,35 @@ export class VllmMetrics {
   constructor(private readonly registry: Registry, modelName: string) {
     this.labels = { model_name: modelName, engine: '0' };
     const registers = [registry];
-    const labelNames = LABELS;
-    this.promptTokens = new Counter({ name: 'vllm:prompt_tokens_total', help: 'Number of prefill tokens processed.', labelNames, registers });
-    this.generationTokens = new Counter({ name: 'vllm:generation_tokens_total', help: 'Number of generation tokens processed.', labelNames, registers });
-    this.preemptions = new Counter({ name: 'vllm:num_preemptions_total', help: 'Cumulative number of preemption from the engine.', labelNames, registers });
-    this.success = new Counter({ name: 'vllm:request_success_total', help: 'Count of successfully processed requests.', labelNames: [...LABELS, 'finished_reason'], registers });
-    this.ttft = new Histogram({ name: 'vllm:time_to_first_token_seconds', help: 'Histogram of time to first token in seconds.', labelNames, buckets: TTFT_BUCKETS, registers });
-    this.itl = new Histogram({ name: 'vllm:inter_token_latency_seconds', help: 'Histogram of inter-token latency in seconds.', labelNames, buckets: ITL_BUCKETS, registers });
+    const counter = (name: string, help: string, extra: string[] = []): Counter<string> =>
+      new Counter({ name, help, labelNames: [...LABELS, ...extra], registers });
+    const histogram = (name: string, help: string, buckets: number[]): Histogram<string> =>
+      new Histogram({ name, help, labelNames: LABELS, buckets, registers });
+    this.promptTokens = counter('vllm:prompt_tokens_total', 'Number of prefill tokens processed.');
+    this.generationTokens = counter('vllm:generation_tokens_total', 'Number of generation tokens processed.');
+    this.preemptions = counter('vllm:num_preemptions_total', 'Cumulative number of preemption from the engine.');
+    this.success = counter('vllm:request_success_total', 'Count of successfully processed requests.', ['finished_reason']);
+    this.ttft = histogram('vllm:time_to_first_token_seconds', 'Histogram of time to first token in seconds.', TTFT_BUCKETS);
+    this.itl = histogram('vllm:inter_token_latency_seconds', 'Histogram of inter-token latency in seconds.', ITL_BUCKETS);
     // vLLM's older name for the same observations, still read by dashboards and routers built on it.
-    this.tpot = new Histogram({ name: 'vllm:time_per_output_token_seconds', help: 'Histogram of time per output token in seconds (same observations as vllm:inter_token_latency_seconds).', labelNames, buckets: ITL_BUCKETS, registers });
-    this.e2e = new Histogram({ name: 'vllm:e2e_request_latency_seconds', help: 'Histogram of e2e request latency in seconds.', labelNames, buckets: REQUEST_BUCKETS, registers });
-    this.queue = new Histogram({ name: 'vllm:request_queue_time_seconds', help: 'Histogram of time spent in WAITING phase for request.', labelNames, buckets: REQUEST_BUCKETS, registers });
+    this.tpot = histogram('vllm:time_per_output_token_seconds', 'Histogram of time per output token in seconds.', ITL_BUCKETS);
+    this.e2e = histogram('vllm:e2e_request_latency_seconds', 'Histogram of e2e request latency in seconds.', REQUEST_BUCKETS);
+    const queueHelp = 'Histogram of time spent in WAITING phase for request.';
+    this.queue = histogram('vllm:request_queue_time_seconds', queueHelp, REQUEST_BUCKETS);
   }
 
   /** The gauges, read at scrape time. */
   bindGauges(src: VllmSources): void {
     const registers = [this.registry];
-    const labelNames = LABELS;
     const labels = this.labels;
-    new Gauge({ name: 'vllm:num_requests_running', help: 'Number of requests in model execution batches.', labelNames, registers, collect() { this.set(labels, src.running()); } });
-    new Gauge({ name: 'vllm:num_requests_waiting', help: 'Number of requests waiting to be processed.', labelNames, registers, collect() { this.set(labels, src.waiting()); } });
-    new Gauge({
-      name: 'vllm:kv_cache_usage_perc', help: 'KV-cache usage. 1 means 100 percent usage.', labelNames, registers,
-      collect() {
-        const kv = src.kv();
-        this.set(labels, kv.total > 0 ? (kv.total - kv.free) / kv.total : 0);
-      },
+    const gauge = (name: string, help: string, read: () => number): void => {
+      new Gauge({ name, help, labelNames: LABELS, registers, collect() { this.set(labels, read()); } });
+    };
+    gauge('vllm:num_requests_running', 'Number of requests in model execution batches.', src.running);
+    gauge('vllm:num_requests_waiting', 'Number of requests waiting to be processed.', src.waiting);
+    gauge('vllm:kv_cache_usage_perc', 'KV-cache usage. 1 means 100 percent usage.', () => {
+      const kv = src.kv();
+      return kv.total > 0 ? (kv.total - kv.free) / kv.total : 0;
     });
     const adapters = (): { running: string; waiting: string } => this.adapterLists();
     new Gauge({
@@ -84,7 +91,8 @@ export class VllmMetrics {
       collect() {
         const { running, waiting } = adapters();
         this.reset();
-        this.set({ max_lora: String(src.maxLora), waiting_lora_adapters: waiting, running_lora_adapters: running }, Date.now() / 1000);
+        const now = Date.now() / 1000;
+        this.set({ max_lora: String(src.maxLora), waiting_lora_adapters: waiting, running_lora_adapters: running }, now);
       },
     });
   }
