@@ -80,10 +80,13 @@ export class VllmMetrics {
     };
     gauge('vllm:num_requests_running', 'Number of requests in model execution batches.', src.running);
     gauge('vllm:num_requests_waiting', 'Number of requests waiting to be processed.', src.waiting);
-    gauge('vllm:kv_cache_usage_perc', 'KV-cache usage. 1 means 100 percent usage.', () => {
+    const kvUsage = (): number => {
       const kv = src.kv();
       return kv.total > 0 ? (kv.total - kv.free) / kv.total : 0;
-    });
+    };
+    gauge('vllm:kv_cache_usage_perc', 'KV-cache usage. 1 means 100 percent usage.', kvUsage);
+    // vLLM's name before 0.9, the default KV metric of earlier inference-extension releases.
+    gauge('vllm:gpu_cache_usage_perc', 'KV-cache usage (older name of vllm:kv_cache_usage_perc).', kvUsage);
     const adapters = (): { running: string; waiting: string } => this.adapterLists();
     new Gauge({
       name: 'vllm:lora_requests_info', help: 'Running stats on lora requests.', registers,

@@ -74,7 +74,7 @@ describe('vLLM metric names', () => {
       const at = metric(m, 'vllm:lora_requests_info');
       expect(Math.abs(at - Date.now() / 1000)).toBeLessThan(60);
 
-      for (const name of ['vllm:num_requests_running', 'vllm:num_requests_waiting', 'vllm:kv_cache_usage_perc']) {
+      for (const name of ['vllm:num_requests_running', 'vllm:num_requests_waiting', 'vllm:kv_cache_usage_perc', 'vllm:gpu_cache_usage_perc']) {
         expect(typeOf(m, name), name).toBe('gauge');
         expect(series(m, name), name).toEqual([{ model_name: 'tiny', engine: '0' }]);
       }
@@ -83,6 +83,7 @@ describe('vLLM metric names', () => {
       const kv = metric(m, 'vllm:kv_cache_usage_perc');
       expect(kv).toBeGreaterThan(0);
       expect(kv).toBeLessThanOrEqual(1);
+      expect(metric(m, 'vllm:gpu_cache_usage_perc')).toBe(kv);
       // loraplex's own names for the same state stay.
       expect(metric(m, 'loraplex_sequences_running')).toBe(1);
       expect(metric(m, 'loraplex_sequences_waiting')).toBe(1);
