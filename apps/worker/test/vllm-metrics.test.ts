@@ -104,6 +104,9 @@ describe('vLLM metric names', () => {
     const r = await post('/v1/completions', { model: 'tiny', prompt: 'Hello world', max_tokens: 5, ignore_eos: true, temperature: 0 });
     expect(r.status).toBe(200);
     const usage = ((await r.json()) as { usage: { prompt_tokens: number; completion_tokens: number } }).usage;
+    // The last token's and the finish hooks run a few microtasks after the result they resolve: one
+    // turn of the event loop (not a timer) lets them run before the scrape.
+    await new Promise<void>((res) => setImmediate(res));
     const m = await scrape();
     const delta = (name: string, labels = ''): number => metric(m, name, labels) - metric(before, name, labels);
 
