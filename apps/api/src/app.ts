@@ -11,6 +11,8 @@ import type { Db } from './db/client.js';
 import { errorResponse, handleError } from './errors.js';
 import { checkJsonBody, limitBody } from './json-body.js';
 import { MAX_BODY_BYTES } from '@loraplex/protocol';
+import { traceRequests, tracedMiddleware, Tracing } from '@loraplex/telemetry';
+import { ApiMetrics } from './metrics.js';
 import type { AdapterValidation, RoutingPorts } from './ports.js';
 import { registerAdapterRoutes } from './routes/adapters.js';
 import { registerInferenceRoutes } from './routes/inference.js';
@@ -37,6 +39,10 @@ export interface AppDeps {
   cacheTtlMs?: number;
   /** The clock those memories' ages are read on (default systemClock; tests drive one). */
   clock?: Clock;
+  /** GET /metrics (default: a registry of this app's own). */
+  metrics?: ApiMetrics;
+  /** OpenTelemetry traces (default off; startApiServer reads the OTEL_* variables). */
+  tracing?: Tracing;
 }
 
 /** Paths that need an API key (the part PUT target, heartbeats, health and docs do not). */
@@ -82,9 +88,14 @@ export function createApp(deps: AppDeps): { app: App; services: Services } {
   app.notFound((c) => errorResponse(404, 'not_found', `no route for ${c.req.method} ${c.req.path}`));
 
   app.get('/health', (c) => c.json({ status: 'ok' }));
+  // Every request but /health probes: its server span (traceparent in) and its metrics.
+  const metrics = deps.metrics ?? new ApiMetrics({ maxTenants: deps.config.metricsMaxTenants ?? 100 });
+  app.use('*', traceRequests(deps.tracing ?? Tracing.disabled()), metrics.countRequests());
+  // Prometheus text for the platform admin only: the series name tenants.
+  app.get('/metrics', authenticate(auth), metrics.handler());
   // The size limit comes before authentication, so an oversized body is cut off whoever sends it.
   for (const p of JSON_BODIES) app.use(p, limitBody(MAX_BODY_BYTES));
-  for (const p of AUTHENTICATED) app.use(p, authenticate(auth));
+  for (const p of AUTHENTICATED) app.use(p, tracedMiddleware('auth', authenticate(auth)));
   for (const p of JSON_BODIES) app.use(p, checkJsonBody);
 
   registerTenantRoutes(app, services);

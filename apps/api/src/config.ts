@@ -64,6 +64,8 @@ export interface ApiConfig {
   shutdownTimeoutS: number;
   workerTimeouts: WorkerTimeoutsConfig;
   sweep: SweepConfig;
+  /** Tenants with their own series in /metrics; later ones count as 'other' (default 100). */
+  metricsMaxTenants?: number;
 }
 
 export class ConfigError extends Error {
@@ -167,5 +169,6 @@ export function configFromEnv(env: Env = process.env): ApiConfig {
       orphanGraceS: intVar(env, 'LORAPLEX_ORPHAN_GRACE_S', 7200, 0),
       intervalS: intVar(env, 'LORAPLEX_SWEEP_INTERVAL_S', 600, 1),
     },
+    metricsMaxTenants: intVar(env, 'LORAPLEX_METRICS_MAX_TENANTS', 100, 0),
   });
 }

@@ -14,7 +14,9 @@ import type { ObjectStore } from './storage/object-store.js';
 import { S3Store } from './storage/s3-store.js';
 import { GracefulHttp } from './graceful-http.js';
 import { OrphanSweeper } from './uploads/sweeper.js';
-import { createRouting, createValidation, type ClosableRouting } from './wiring.js';
+import { createRouting, createValidation, type ClosableRouting, type RoutingObservers } from './wiring.js';
+import { Tracing } from '@loraplex/telemetry';
+import { ApiMetrics } from './metrics.js';
 
 export interface ApiServer {
   url: string;
@@ -32,7 +34,9 @@ export interface ApiServer {
 
 export interface ApiServerWiring {
   validation?: AdapterValidation;
-  routing?: (db: OpenDatabase['db'], config: ApiConfig) => ClosableRouting;
+  routing?: (db: OpenDatabase['db'], config: ApiConfig, observers: RoutingObservers) => ClosableRouting;
+  /** OpenTelemetry traces; default from the OTEL_* variables (off unless they name an exporter). */
+  tracing?: Tracing;
 }
 
 export function openStore(config: ApiConfig): ObjectStore {
@@ -44,9 +48,11 @@ export function openStore(config: ApiConfig): ObjectStore {
 export async function startApiServer(config: ApiConfig, wiring: ApiServerWiring = {}): Promise<ApiServer> {
   const database = await openDatabase(config.databaseUrl ? { databaseUrl: config.databaseUrl } : { dataDir: join(config.dataDir, 'pg') });
   let routing: ClosableRouting | undefined;
+  const metrics = new ApiMetrics({ maxTenants: config.metricsMaxTenants ?? 100 });
+  const tracing = wiring.tracing ?? Tracing.fromEnv('loraplex-api');
   try {
-    routing = (wiring.routing ?? createRouting)(database.db, config);
-    const { app, services } = createApp({ db: database.db, store: openStore(config), config, validation: wiring.validation ?? createValidation(), routing });
+    routing = (wiring.routing ?? createRouting)(database.db, config, { onUpstreamError: (reason) => metrics.upstreamError(reason) });
+    const { app, services } = createApp({ db: database.db, store: openStore(config), config, validation: wiring.validation ?? createValidation(), routing, metrics, tracing });
     let graceful!: GracefulHttp;
     const server: ServerType = await new Promise((resolve, reject) => {
       const s = serve({ fetch: (req, env) => graceful.wrap(app.fetch as never)(req, env as never), port: config.port, hostname: config.host }, () => resolve(s));
@@ -70,6 +76,7 @@ export async function startApiServer(config: ApiConfig, wiring: ApiServerWiring 
         await sweeper.stop();
         await r.close();
         await database.close();
+        if (!wiring.tracing) await tracing.shutdown(); // exports what is left; a tracing passed in is its owner's
         return clean;
       },
     };

@@ -61,8 +61,8 @@ export function workerCliPath(option: string | undefined, env: NodeJS.ProcessEnv
 
 /** Wraps the routing ports so the stack learns of the worker's first heartbeat. */
 function watchHeartbeats(make: NonNullable<ApiServerWiring['routing']>, onFirst: () => void): NonNullable<ApiServerWiring['routing']> {
-  return (db, config) => {
-    const r: ClosableRouting = make(db, config);
+  return (db, config, observers) => {
+    const r: ClosableRouting = make(db, config, observers);
     const registry: RoutingPorts['registry'] = {
       heartbeat: async (body) => {
         const out = await r.registry.heartbeat(body);

@@ -6,10 +6,16 @@ import type { ApiConfig } from './config.js';
 import type { Db } from './db/client.js';
 import type { AdapterValidation, RoutingPorts } from './ports.js';
 import { Router, TenantLimits, UsageRecorder, WorkerRegistry } from './routing/index.js';
+import type { UpstreamError } from './routing/router.js';
 
 export interface ClosableRouting extends RoutingPorts {
   /** Flushes usage and stops timers. */
   close(): Promise<void>;
+}
+
+/** What app composition observes of the routing module (metrics). */
+export interface RoutingObservers {
+  onUpstreamError?: (reason: UpstreamError, workerId: string) => void;
 }
 
 
@@ -20,11 +26,14 @@ export function createValidation(): AdapterValidation {
   };
 }
 
-export function createRouting(db: Db, config: ApiConfig): ClosableRouting {
+export function createRouting(db: Db, config: ApiConfig, observers: RoutingObservers = {}): ClosableRouting {
   if (!config.workerSecret) throw new Error('LORAPLEX_WORKER_SECRET is required: it authenticates worker heartbeats and signs adapter descriptors');
   const registry = new WorkerRegistry(db, { staleAfterMs: 6000 });
   const usage = new UsageRecorder(db, { flushMs: 1000, maxBatch: 500 });
-  const router = new Router(registry, { secret: config.workerSecret, descriptorTtlS: config.descriptorTtlS, timeouts: config.workerTimeouts });
+  const router = new Router(registry, {
+    secret: config.workerSecret, descriptorTtlS: config.descriptorTtlS, timeouts: config.workerTimeouts,
+    ...(observers.onUpstreamError ? { onUpstreamError: observers.onUpstreamError } : {}),
+  });
   return {
     registry, usage, router,
     limits: new TenantLimits(config.limits),

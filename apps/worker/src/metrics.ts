@@ -1,11 +1,13 @@
 // Prometheus metrics (prom-client), one registry per worker so several workers can live in one
 // process (tests). Per-adapter series use the adapter name as the `adapter` label, `__base__` for
-// the base model. KV and queue gauges are read at scrape time.
+// the base model. KV and queue gauges are read at scrape time. vLLM's names for the same state
+// (vllm-metrics.ts) are exported beside these, for routers that read vLLM's.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { AdapterHooks } from './adapters/adapter-manager.js';
 import type { AdapterTiers } from './adapters/tiers.js';
 import type { Scheduler, SchedulerHooks } from './scheduler/scheduler.js';
 import type { Sequence } from './scheduler/sequence.js';
+import { VllmMetrics } from './vllm-metrics.js';
 
 export const BASE_LABEL = '__base__';
 const label = (s: Sequence): string => s.params.adapter ?? BASE_LABEL;
@@ -28,8 +30,12 @@ export class WorkerMetrics {
   readonly queueSeconds = new Histogram({ name: 'loraplex_queue_seconds', help: 'Time from submission to admission', labelNames: ['adapter'], buckets: [0.001, 0.01, 0.1, 0.5, 2, 10, 60], registers: [this.registry] });
   readonly ttftSeconds = new Histogram({ name: 'loraplex_time_to_first_token_seconds', help: 'Time from submission to the first generated token', labelNames: ['adapter'], buckets: [0.005, 0.02, 0.1, 0.5, 2, 10, 60], registers: [this.registry] });
 
-  constructor(opts: { defaultMetrics?: boolean } = {}) {
+  /** vLLM's metric names, labelled with the served model name. */
+  readonly vllm: VllmMetrics;
+
+  constructor(opts: { defaultMetrics?: boolean; modelName?: string } = {}) {
     if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry });
+    this.vllm = new VllmMetrics(this.registry, opts.modelName ?? '');
   }
 
   /** Gauges read from the live scheduler, KV allocator and adapter manager. */
@@ -47,9 +53,14 @@ export class WorkerMetrics {
     new Gauge({ name: 'loraplex_adapters_disk', help: 'Adapters in the disk-cache tier', registers: reg, collect() { this.set(src.tiers().disk.size); } });
     new Gauge({ name: 'loraplex_adapter_disk_bytes', help: 'Bytes in the disk-cache tier', registers: reg, collect() { this.set(src.tiers().disk.bytes); } });
     new Gauge({ name: 'loraplex_accepting', help: '1 while the worker accepts requests, 0 while draining', registers: reg, collect() { this.set(src.scheduler().isAccepting ? 1 : 0); } });
+    this.vllm.bindGauges({ maxLora: src.slots, running: () => src.scheduler().runningCount, waiting: () => src.scheduler().waitingCount, kv: src.kv });
   }
 
   schedulerHooks(): SchedulerHooks {
+    return combineHooks(this.ownHooks(), this.vllm.schedulerHooks());
+  }
+
+  private ownHooks(): SchedulerHooks {
     return {
       submitted: (s) => this.sequences.inc({ adapter: label(s) }),
       admitted: (s) => {
@@ -81,4 +92,19 @@ export class WorkerMetrics {
       evicted: (name) => this.adapterEvictions.inc({ adapter: name }),
     };
   }
+}
+
+type Hook = (...args: unknown[]) => void;
+
+/** One hook set calling each set's hook in turn (metrics, vLLM metrics, tracing). */
+export function combineHooks<H extends object>(...sets: H[]): H {
+  const out: Record<string, Hook> = {};
+  const all = sets as Array<Record<string, Hook | undefined>>;
+  for (const key of new Set(all.flatMap((s) => Object.keys(s)))) {
+    const fns = all.map((s) => s[key]).filter((f): f is Hook => f !== undefined);
+    out[key] = fns.length === 1 ? fns[0]! : (...args: unknown[]) => {
+      for (const f of fns) f(...args);
+    };
+  }
+  return out as H;
 }

@@ -6,6 +6,7 @@ import type { WorkerMetrics } from './metrics.js';
 import type { CallerAuth } from './server/auth.js';
 import type { Scheduler } from './scheduler/scheduler.js';
 import type { StructuredOutput } from './structured/structured-output.js';
+import type { Tracing } from '@loraplex/telemetry';
 
 export interface WorkerContext {
   engine: Engine;
@@ -20,6 +21,8 @@ export interface WorkerContext {
   /** Who may call this worker: the platform's signature and/or a standalone API key. */
   auth: CallerAuth;
   metrics: WorkerMetrics;
+  /** OpenTelemetry traces (disabled unless OTEL_* asks for an exporter). */
+  tracing: Tracing;
   /** The base model's id in `model` fields and /v1/models (--served-model-name, else the --model path as given). */
   modelId: string;
   /** The base model directory (reported as `root`). */

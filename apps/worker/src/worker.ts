@@ -14,12 +14,14 @@ import { Heartbeat } from './adapters/heartbeat.js';
 import { makeS3Client, s3SettingsFromEnv, S3Source } from './adapters/s3-source.js';
 import { LocalDirSource, NoAdapters, type AdapterSource } from './adapters/source.js';
 import { AdapterTiers } from './adapters/tiers.js';
-import { WorkerMetrics } from './metrics.js';
+import { combineHooks, WorkerMetrics } from './metrics.js';
 import { ReplayCache } from '@loraplex/protocol';
 import { Scheduler } from './scheduler/scheduler.js';
+import { SequenceTracing } from './sequence-tracing.js';
 import { StructuredOutput } from './structured/structured-output.js';
 import { createApp } from './server/app.js';
 import type { WorkerEnv } from './server/types.js';
+import { Tracing } from '@loraplex/telemetry';
 import type { WorkerContext } from './worker-context.js';
 
 export interface WorkerOptions {
@@ -67,6 +69,8 @@ export interface WorkerOptions {
   maxRunning?: number;
   /** Node process metrics in /metrics (off in tests with several workers). */
   defaultMetrics?: boolean;
+  /** OpenTelemetry traces; default from the OTEL_* variables (off unless they name an exporter). */
+  tracing?: Tracing;
 }
 
 export interface Worker extends WorkerContext {
@@ -106,7 +110,7 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
     await engine.close();
     throw new EngineError('TOKENIZER', `${opts.model} has no tokenizer.json: the worker serves text and needs one`);
   }
-  const metrics = new WorkerMetrics({ defaultMetrics: opts.defaultMetrics ?? false });
+  const metrics = new WorkerMetrics({ defaultMetrics: opts.defaultMetrics ?? false, modelName: opts.servedModelName ?? opts.model });
   const inner = opts.adapterSource ?? (opts.adapterDir ? new LocalDirSource(opts.adapterDir) : opts.adapterS3 ? new S3Source(makeS3Client(s3SettingsFromEnv()), opts.adapterS3) : new NoAdapters());
   const catalog = new CatalogSource(inner, (opts.adapterRefreshInterval ?? 10) * 1000);
   await catalog.start();
@@ -118,9 +122,14 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
     new DiskCache(opts.adapterCacheDir ?? join(tmpdir(), 'loraplex-adapter-cache'), opts.diskCacheBytes ?? 20 * 2 ** 30),
     { maxAdapters: hostAdapters, maxBytes: opts.hostCacheBytes ?? 8 * 2 ** 30 },
   );
+  const tracing = opts.tracing ?? Tracing.fromEnv('loraplex-worker');
+  // Sequence spans only when tracing is on: no hook at all otherwise.
+  const seqTracing = tracing.enabled ? new SequenceTracing() : undefined;
   let scheduler: Scheduler | undefined;
-  const adapters = new AdapterManager(engine, tiers, { ...metrics.adapterHooks(), changed: () => scheduler?.wake() });
-  scheduler = new Scheduler(engine.scheduler, adapters, tokenizer, opts.maxRunning !== undefined ? { maxRunning: opts.maxRunning } : {}, metrics.schedulerHooks());
+  const adapterHooks = seqTracing ? combineHooks(metrics.adapterHooks(), seqTracing.adapterHooks()) : metrics.adapterHooks();
+  const adapters = new AdapterManager(engine, tiers, { ...adapterHooks, changed: () => scheduler?.wake() });
+  const schedulerHooks = seqTracing ? combineHooks(metrics.schedulerHooks(), seqTracing.schedulerHooks()) : metrics.schedulerHooks();
+  scheduler = new Scheduler(engine.scheduler, adapters, tokenizer, opts.maxRunning !== undefined ? { maxRunning: opts.maxRunning } : {}, schedulerHooks);
   const sched = scheduler;
   metrics.bindGauges({
     scheduler: () => sched,
@@ -133,7 +142,7 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
     tiers: () => tiers,
   });
   const structured = new StructuredOutput({ modelDir: opts.model, vocab: engine.config.vocab, stopTokenIds: [...engine.eosTokenIds] });
-  const ctx: WorkerContext = { engine, scheduler: sched, adapters, descriptors, workerSecret, auth: { secret: workerSecret, apiKey, replays: new ReplayCache() }, metrics, structured, modelId: opts.servedModelName ?? opts.model, modelPath: opts.model, startedAt: Math.floor(Date.now() / 1000) };
+  const ctx: WorkerContext = { engine, scheduler: sched, adapters, descriptors, workerSecret, auth: { secret: workerSecret, apiKey, replays: new ReplayCache() }, metrics, tracing, structured, modelId: opts.servedModelName ?? opts.model, modelPath: opts.model, startedAt: Math.floor(Date.now() / 1000) };
   let heartbeat: Heartbeat | undefined;
   if (opts.apiUrl) {
     if (!workerSecret) throw new Error('--api-url needs --worker-secret (or LORAPLEX_WORKER_SECRET): heartbeats are authenticated with it');
@@ -156,6 +165,7 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
         catalog.stop();
         await structured.close(); // the grammar engine thread
         await engine.close();
+        if (!opts.tracing) await tracing.shutdown(); // exports what is left; a tracing passed in is its owner's
       })();
       return closing;
     },

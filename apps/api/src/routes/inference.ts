@@ -6,6 +6,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { chatRequest, completionRequest, describeIssues, loraxRequest, type ChatRequest, type CompletionRequest, type LoraxRequest } from '@loraplex/protocol';
 import type { Context } from 'hono';
+import { inSpan } from '@loraplex/telemetry';
 import { requireScope, tenantOf, type AuthEnv } from '../auth/middleware.js';
 import { ApiError, badRequest, errorResponse } from '../errors.js';
 import type { AdapterTarget, BaseModelRecord } from '../ports.js';
@@ -125,7 +126,7 @@ function onBodyDone(res: Response, done: () => void): Response {
 
 async function infer(c: Context<AuthEnv>, s: Services, path: InferencePath, family: Family, body: Record<string, unknown>): Promise<Response> {
   const tenantId = tenantOf(c.get('principal'));
-  const target = await resolveTarget(s, tenantId, family, body);
+  const target = await inSpan('adapter.resolve', () => resolveTarget(s, tenantId, family, body));
   const forwarded = parseWorkerBody(path, rewriteBody(family, body, target));
   const slot = s.routing.limits.acquire(tenantId);
   if (typeof slot !== 'function') {

@@ -5,6 +5,7 @@
 // the client goes away, and usage reported once per request.
 import type { IncomingHttpHeaders } from 'node:http';
 import { SIGNATURE_HEADER, signRequest } from '@loraplex/protocol';
+import { injectTraceHeaders, inSpan, SpanKind } from '@loraplex/telemetry';
 import { DESCRIPTOR_HEADER, DescriptorSigner, type AdapterTarget } from './descriptor.js';
 import type { WorkerRecord, WorkerRegistry } from './registry.js';
 import { leastLoaded, pickWorkers, preferResident } from './rendezvous.js';
@@ -38,6 +39,13 @@ export interface ForwardRequest {
   onUsage?: (u: Usage) => void;
 }
 
+/**
+ * Why a worker attempt failed: unreachable (no connection or the request could not be sent),
+ * refused (429/503: full or draining), failed (the answer broke before anything reached the
+ * client), broken (a stream cut after the client got part of it).
+ */
+export type UpstreamError = 'unreachable' | 'refused' | 'failed' | 'broken';
+
 export interface RouterOptions {
   /** LORAPLEX_WORKER_SECRET, shared with the workers. */
   secret: string;
@@ -51,6 +59,8 @@ export interface RouterOptions {
   post?: WorkerPost;
   /** Timeouts of the default client (connect, first byte, idle); a request not started in time goes to the next worker. */
   timeouts?: Partial<WorkerTimeouts>;
+  /** Called for every failed worker attempt (metrics). */
+  onUpstreamError?: (reason: UpstreamError, workerId: string) => void;
 }
 
 /** Response headers that describe one hop, or a body the router may have changed. */
@@ -86,6 +96,7 @@ export class Router {
   private readonly retryAfterS: number;
   private readonly post: WorkerPost;
   private readonly closeClient: () => void;
+  private readonly onUpstreamError: (reason: UpstreamError, workerId: string) => void;
   private readonly inFlight = new Map<string, number>();
   /** Per adapter: the worker this instance last sent it to, and when (performance.now()). */
   private readonly lastSent = new Map<string, { workerId: string; atMs: number }>();
@@ -96,6 +107,7 @@ export class Router {
 
     this.maxAttempts = opts.maxAttempts ?? 3;
     this.retryAfterS = opts.retryAfterS ?? 2;
+    this.onUpstreamError = opts.onUpstreamError ?? (() => undefined);
     if (opts.post) {
       this.post = opts.post;
       this.closeClient = () => undefined;
@@ -128,7 +140,12 @@ export class Router {
     return preferResident(pickWorkers(healthy, adapterId), adapterId, { inFlight, sentSinceHeartbeat });
   }
 
-  async forward(req: ForwardRequest): Promise<Response> {
+  /** Forwards in a `route` span (when tracing is on), each worker attempt in a client span of its own. */
+  forward(req: ForwardRequest): Promise<Response> {
+    return inSpan('route', () => this.route(req), { attributes: { 'loraplex.base_model': req.baseModel, 'loraplex.adapter': req.adapter?.id ?? '' } });
+  }
+
+  private async route(req: ForwardRequest): Promise<Response> {
     const t0 = performance.now();
     let reported = false;
     const report = (u: Omit<Usage, 'latencyMs'>): void => {
@@ -149,7 +166,11 @@ export class Router {
     for (const worker of candidates) {
       if (req.signal?.aborted) break;
       try {
-        const res = await this.attempt(worker, req, prep, headers, report);
+        const res = await inSpan('worker.request', async (span) => {
+          const r = await this.attempt(worker, req, prep, headers, report);
+          span?.setAttribute('http.response.status_code', r?.status ?? 0); // 0: not answered, next worker
+          return r;
+        }, { kind: SpanKind.CLIENT, attributes: { 'loraplex.worker': worker.id, 'url.full': `${worker.url}${req.path}` } });
         if (res) return res;
       } catch (e) {
         if (e instanceof ClientGone) break;
@@ -187,9 +208,10 @@ export class Router {
       if (n > 0) this.inFlight.set(worker.id, n);
       else this.inFlight.delete(worker.id);
     };
-    const failed = (): undefined => {
+    const failed = (reason: UpstreamError): undefined => {
       release();
       if (req.signal?.aborted) throw new ClientGone();
+      this.onUpstreamError(reason, worker.id);
       this.registry.reportFailure(worker.id);
       return undefined;
     };
@@ -201,18 +223,20 @@ export class Router {
     for (let stale = 0; res === undefined; stale++) {
       try {
         // Workers trust only the platform (contract §1a): each send carries its own signature
-        // (a fresh nonce, so a retry is not refused as a replay).
-        const signed = { ...headers, [SIGNATURE_HEADER]: signRequest(this.secret, 'POST', req.path, prep.json) };
+        // (a fresh nonce, so a retry is not refused as a replay). The signature covers the method,
+        // path and body only, so the trace context header (traceparent) rides beside it.
+        const signed = injectTraceHeaders({ ...headers, [SIGNATURE_HEADER]: signRequest(this.secret, 'POST', req.path, prep.json) });
         res = await this.post(`${worker.url}${req.path}`, signed, prep.json, ctrl.signal);
       } catch (e) {
         if (e instanceof StaleConnectionError && stale < MAX_STALE_RESENDS && !ctrl.signal.aborted) continue;
-        return failed();
+        return failed('unreachable');
       }
     }
     if (res.status === 503 || res.status === 429) {
       // Draining or full: the worker did not take the request, another may.
       res.discard();
       release();
+      this.onUpstreamError('refused', worker.id);
       return undefined;
     }
     const ok = res.status >= 200 && res.status < 300;
@@ -224,7 +248,7 @@ export class Router {
       try {
         first = await reader.read();
       } catch {
-        return failed();
+        return failed('failed');
       }
       const stream = relaySse({
         family: prep.family,
@@ -236,7 +260,10 @@ export class Router {
         abortWorker: () => ctrl.abort(),
         onEnd: (o) => {
           release();
-          if (o.status === 502) this.registry.reportFailure(worker.id);
+          if (o.status === 502) {
+            this.onUpstreamError('broken', worker.id);
+            this.registry.reportFailure(worker.id);
+          }
           const fallbackPrompt = Number(header(res.headers, 'x-prompt-tokens') ?? 0) || 0;
           report({ promptTokens: o.usage?.promptTokens ?? fallbackPrompt, completionTokens: o.usage?.completionTokens ?? o.events, status: o.status, workerId: worker.id });
         },
@@ -249,7 +276,7 @@ export class Router {
     try {
       text = await res.text();
     } catch {
-      return failed();
+      return failed('failed');
     }
     release();
     const usage = ok ? usageOfBody(prep.family, (name) => header(res.headers, name), text) : undefined;
