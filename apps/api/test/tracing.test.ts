@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
-import { createWorker, type Worker } from '@loraplex/worker';
+import { createWorker, type Worker } from '../../worker/src/index.js';
 import { Tracing } from '@loraplex/telemetry';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../src/app.js';
