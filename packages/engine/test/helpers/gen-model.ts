@@ -25,7 +25,7 @@ export function randn(rand: () => number, n: number, std: number): Float32Array 
 }
 
 export interface GenModelOptions {
-  arch?: 'LlamaForCausalLM' | 'MistralForCausalLM' | 'Qwen2ForCausalLM';
+  arch?: 'LlamaForCausalLM' | 'MistralForCausalLM' | 'Qwen2ForCausalLM' | 'Qwen3ForCausalLM';
   vocab?: number; hidden?: number; intermediate?: number; layers?: number; heads?: number; kvHeads?: number; headDim?: number;
   tie?: boolean; dtype?: 'F32' | 'BF16' | 'F16'; seed?: number; slidingWindow?: number; ropeScaling?: Record<string, unknown>;
   maxPositions?: number;
@@ -74,6 +74,10 @@ export function writeModel(dir: string, o: GenModelOptions = {}): Map<string, { 
       add(`${p}.self_attn.q_proj.bias`, [nh * hd], 0.1);
       add(`${p}.self_attn.k_proj.bias`, [nkv * hd], 0.1);
       add(`${p}.self_attn.v_proj.bias`, [nkv * hd], 0.1);
+    }
+    if (arch === 'Qwen3ForCausalLM') {
+      add(`${p}.self_attn.q_norm.weight`, [hd], 0.1, 1);
+      add(`${p}.self_attn.k_norm.weight`, [hd], 0.1, 1);
     }
     add(`${p}.mlp.gate_proj.weight`, [I, H], 0.2);
     add(`${p}.mlp.up_proj.weight`, [I, H], 0.2);
