@@ -106,6 +106,13 @@ describe('model loading refusals', () => {
     const b = copyModel('qwen3-bias', 'qwen3');
     editConfig(b, (c) => (c.attention_bias = true));
     await expectCode(load(b), 'MODEL_CONFIG', /attention_bias.*Qwen3ForCausalLM/);
+    editConfig(b, (c) => { c.attention_bias = false; c.use_sliding_window = true; });
+    await expectCode(load(b), 'MODEL_CONFIG', /Qwen3ForCausalLM use_sliding_window/);
+    editConfig(b, (c) => { c.use_sliding_window = false; c.layer_types = ['full_attention', 'sliding_attention']; });
+    await expectCode(load(b), 'MODEL_CONFIG', /only full_attention/);
+    // Qwen3Config's head_dim default is 128, not hidden / heads.
+    editConfig(b, (c) => { c.layer_types = ['full_attention', 'full_attention']; delete c.head_dim; });
+    await expectCode(load(b), 'TENSOR_SHAPE', /but config\.json implies \[(128|512, 64|256, 64|64, 512)\]/);
     // The norms are modules of the base model but not linear projections: PEFT cannot adapt them either.
     const a = join(tmp, 'qwen3-qnorm-adapter');
     cpSync(adapterDir('qwen3', 'lora_qv_r4'), a, { recursive: true });

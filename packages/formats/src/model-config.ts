@@ -131,7 +131,9 @@ export function parseModelConfig(c: Record<string, unknown>, gen?: Record<string
   const heads = posInt(c, 'num_attention_heads');
   const kvHeads = posInt(c, 'num_key_value_heads', heads);
   if (heads % kvHeads !== 0) throw cfgError(`num_attention_heads (${heads}) must be a multiple of num_key_value_heads (${kvHeads})`);
-  const headDim = c.head_dim === undefined || c.head_dim === null ? hidden / heads : posInt(c, 'head_dim');
+  // Without head_dim, transformers' Qwen3Config uses 128 (not hidden / heads as the others do).
+  const defaultHeadDim = architecture === 'Qwen3ForCausalLM' ? 128 : hidden / heads;
+  const headDim = c.head_dim === undefined || c.head_dim === null ? defaultHeadDim : posInt(c, 'head_dim');
   if (!Number.isInteger(headDim) || headDim % 2 !== 0) throw cfgError(`head_dim ${headDim} must be an even integer`);
   // transformers >= 5 writes rope_theta and the scaling into rope_parameters; older configs keep them top level.
   const rope = ropeParameters(c);
@@ -142,7 +144,11 @@ export function parseModelConfig(c: Record<string, unknown>, gen?: Record<string
   }
   let slidingWindow = 0;
   if (architecture === 'MistralForCausalLM' && typeof c.sliding_window === 'number') slidingWindow = c.sliding_window;
-  if (architecture === 'Qwen2ForCausalLM' && c.use_sliding_window === true) throw cfgError('Qwen2 use_sliding_window is not supported');
+  const qwen = architecture === 'Qwen2ForCausalLM' || architecture === 'Qwen3ForCausalLM';
+  if (qwen && c.use_sliding_window === true) throw cfgError(`${architecture} use_sliding_window is not supported`);
+  if (qwen && Array.isArray(c.layer_types) && c.layer_types.some((t) => t !== 'full_attention')) {
+    throw cfgError(`layer_types ${JSON.stringify(c.layer_types)}: only full_attention layers are supported`);
+  }
   const eos = new Set<number>([...idList(c.eos_token_id), ...idList(gen?.eos_token_id)]);
   return {
     architecture,

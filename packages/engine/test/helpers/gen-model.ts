@@ -91,7 +91,7 @@ export function writeModel(dir: string, o: GenModelOptions = {}): Map<string, { 
     num_hidden_layers: L, num_attention_heads: nh, num_key_value_heads: nkv, hidden_act: 'silu', max_position_embeddings: o.maxPositions ?? 512,
     rms_norm_eps: 1e-5, rope_theta: 10000, tie_word_embeddings: o.tie ?? false, torch_dtype: 'float32', bos_token_id: 1, eos_token_id: 2,
   };
-  if (o.headDim !== undefined) config.head_dim = o.headDim;
+  if (o.headDim !== undefined || arch === 'Qwen3ForCausalLM') config.head_dim = hd;  // Qwen3Config's default is 128
   if (o.slidingWindow !== undefined) config.sliding_window = o.slidingWindow;
   if (o.ropeScaling) config.rope_scaling = o.ropeScaling;
   writeFileSync(join(dir, 'config.json'), JSON.stringify(config, null, 2));
