@@ -134,6 +134,7 @@ export class Engine {
       config: {
         vocab: config.vocab, hidden: config.hidden, intermediate: config.intermediate, layers: config.layers, heads: config.heads,
         kvHeads: config.kvHeads, headDim: config.headDim, rmsEps: config.rmsEps, slidingWindow: config.slidingWindow, invFreq: config.invFreq,
+        qkNorm: config.qkNorm,
       },
       files: weights.files,
       tensors: weights.tensors,

@@ -13,6 +13,8 @@ export interface NativeModelSpec {
   config: {
     vocab: number; hidden: number; intermediate: number; layers: number; heads: number; kvHeads: number; headDim: number;
     rmsEps: number; slidingWindow: number; invFreq: Float32Array;
+    /** Per-head RMSNorm of q and k before rotary (Qwen3): every layer then has q_norm and k_norm [headDim]. */
+    qkNorm?: boolean;
   };
   files: string[];
   tensors: NativeTensorRef[];

@@ -59,6 +59,8 @@ const LAYER_NAMES: Record<string, string> = {
   'self_attn.q_proj.bias': 'q_bias',
   'self_attn.k_proj.bias': 'k_bias',
   'self_attn.v_proj.bias': 'v_bias',
+  'self_attn.q_norm.weight': 'q_norm',
+  'self_attn.k_norm.weight': 'k_norm',
 };
 
 function expectedShape(key: string, c: ModelConfig): number[] {
@@ -67,6 +69,7 @@ function expectedShape(key: string, c: ModelConfig): number[] {
   const shapes: Record<string, number[]> = {
     embed: [c.vocab, H], lm_head: [c.vocab, H], final_norm: [H], attn_norm: [H], ffn_norm: [H],
     q: [Q, H], k: [KV, H], v: [KV, H], o: [H, Q], gate: [I, H], up: [I, H], down: [H, I], q_bias: [Q], k_bias: [KV], v_bias: [KV],
+    q_norm: [c.headDim], k_norm: [c.headDim],
   };
   return shapes[name]!;
 }
@@ -92,6 +95,9 @@ export async function readModelWeights(dir: string, config: ModelConfig): Promis
       }
       if (!key) continue;
       if (key.endsWith('_bias') && !config.qkvBias) throw new EngineError('MISSING_TENSOR', `unexpected tensor ${name}: ${config.architecture} has no q/k/v biases`);
+      if (/\.[qk]_norm$/.test(key) && !config.qkNorm) {
+        throw new EngineError('MISSING_TENSOR', `unexpected tensor ${name}: ${config.architecture} has no query/key norms`);
+      }
       if (!['F32', 'F16', 'BF16'].includes(info.dtype)) throw new EngineError('TENSOR_SHAPE', `${name} has dtype ${info.dtype}; weights must be F32, F16 or BF16`);
       const want = expectedShape(key, config);
       if (want.join(',') !== info.shape.join(',')) {
@@ -102,11 +108,10 @@ export async function readModelWeights(dir: string, config: ModelConfig): Promis
     }
   }
   const required = ['embed', 'final_norm', ...(config.tieEmbeddings ? [] : ['lm_head'])];
-  for (let l = 0; l < config.layers; l++) {
-    for (const n of ['attn_norm', 'ffn_norm', 'q', 'k', 'v', 'o', 'gate', 'up', 'down', ...(config.qkvBias ? ['q_bias', 'k_bias', 'v_bias'] : [])]) {
-      required.push(`layers.${l}.${n}`);
-    }
-  }
+  const perLayer = ['attn_norm', 'ffn_norm', 'q', 'k', 'v', 'o', 'gate', 'up', 'down'];
+  if (config.qkvBias) perLayer.push('q_bias', 'k_bias', 'v_bias');
+  if (config.qkNorm) perLayer.push('q_norm', 'k_norm');
+  for (let l = 0; l < config.layers; l++) for (const n of perLayer) required.push(`layers.${l}.${n}`);
   const missing = required.filter((k) => !byKey.has(k));
   if (missing.length > 0) {
     const hf = missing.slice(0, 5).map(hfNameOf).join(', ');

@@ -285,7 +285,8 @@ void test_rows(Report& rep, Rng& r) {
   }
 }
 
-// Bias + fused q/k/v expand + rotary + cache append vs a transcription of cpu_backend.cc.
+// Bias + fused q/k/v expand (+ Qwen3's per-head q/k RMSNorm) + rotary + cache append vs a transcription of
+// cpu_backend.cc.
 void test_rope(Report& rep, Rng& r) {
   for (Ty ty : {Ty::F32, Ty::BF16, Ty::F16}) {
     LoraFixture f(r, ty, 172);
@@ -309,8 +310,14 @@ void test_rope(Report& rep, Rng& r) {
     std::vector<float> inv(static_cast<size_t>(half));
     for (int i = 0; i < half; i++) inv[size_t(i)] = std::pow(10000.f, -2.f * i / D);
     auto qkv = randn(r, size_t(T) * QKV, 1.f), bias = randn(r, size_t(QKV), 0.3f), v = randn(r, size_t(T) * kMods * s.max_rank, 1.f);
-    for (bool fused : {false, true}) {
+    auto qn = randn(r, size_t(D), 0.1f), kn = randn(r, size_t(D), 0.1f);
+    for (auto* w : {&qn, &kn})
+      for (auto& x : *w) x += 1.f;
+    // plain, + fused LoRA expand, + fused expand and q/k norms
+    for (int variant = 0; variant < 3; variant++) {
+      const bool fused = variant > 0, norm = variant == 2;
       DevBuf dqkv = upload(Ty::F32, qkv), dbias = upload(Ty::F32, bias), dinv = upload(Ty::F32, inv), dpos = upload_vec(pos), dseg = upload_vec(seg);
+      DevBuf dqn = upload(Ty::F32, qn), dkn = upload(Ty::F32, kn);
       DevBuf doff = upload_vec(block_off), dtab = upload_vec(table), dslots = upload_vec(slots), dv = upload(Ty::F32, v);
       DevBuf dq(size_t(T) * nh * D * 4), dkv(size_t(nblocks) * L * 2 * nkv * bs * D * ty_size(ty));
       poison(dq, Ty::F32);
@@ -320,6 +327,7 @@ void test_rope(Report& rep, Rng& r) {
       a.tok_seg = dseg.get<int>(); a.seg_block_off = doff.get<int>(); a.block_table = dtab.get<int>(); a.q = dq.get<float>(); a.kv = dkv.get();
       a.M = T; a.nh = nh; a.nkv = nkv; a.D = D; a.layer = layer; a.layers = L; a.block_size = bs;
       a.ex.on = fused; a.ex.lay = f.dev.layout(); a.ex.layer = layer; a.ex.tok_slot = dslots.get<int>(); a.ex.v = dv.get<float>();
+      if (norm) { a.q_norm = dqn.get<float>(); a.k_norm = dkn.get<float>(); a.eps = 1e-6f; }
       rope_kv(a, nullptr);
       std::vector<float> x = qkv;
       for (int t = 0; t < T; t++)
@@ -333,6 +341,15 @@ void test_rope(Report& rep, Rng& r) {
       const auto kvh = download(ty, dkv.get(), dkv.bytes() / ty_size(ty));
       for (int t = 0; t < T; t++) {
         float* row = x.data() + size_t(t) * QKV;
+        if (norm)
+          for (int hs = 0; hs < nh + nkv; hs++) {
+            float* h = row + hs * D;
+            const float* w = (hs < nh ? qn : kn).data();
+            double ss = 0;
+            for (int i = 0; i < D; i++) ss += double(h[i]) * h[i];
+            const float inv_rms = float(1.0 / std::sqrt(ss / D + 1e-6));
+            for (int i = 0; i < D; i++) h[i] = w[i] * (h[i] * inv_rms);
+          }
         for (int hs = 0; hs < nh + nkv; hs++)
           for (int i = 0; i < half; i++) {
             const float ang = float(pos[size_t(t)]) * inv[size_t(i)], c = std::cos(ang), sn = std::sin(ang);
@@ -349,9 +366,10 @@ void test_rope(Report& rep, Rng& r) {
             vref.push_back(row[(nh + nkv + h) * D + d]); vgot.push_back(at(1));
           }
       }
-      rep.check(fmt("rope q %s%s", ty_name(ty), fused ? " +lora" : ""), compare(download(Ty::F32, dq.get(), qref.size()), qref), 2e-5);
-      rep.check(fmt("rope k -> paged cache %s%s", ty_name(ty), fused ? " +lora" : ""), compare(kgot, kref), tol_store(ty));
-      rep.check(fmt("v -> paged cache %s%s", ty_name(ty), fused ? " +lora" : ""), compare(vgot, vref), tol_store(ty));
+      const char* what = norm ? " +lora +qk norm" : fused ? " +lora" : "";
+      rep.check(fmt("rope q %s%s", ty_name(ty), what), compare(download(Ty::F32, dq.get(), qref.size()), qref), 2e-5);
+      rep.check(fmt("rope k -> paged cache %s%s", ty_name(ty), what), compare(kgot, kref), tol_store(ty));
+      rep.check(fmt("v -> paged cache %s%s", ty_name(ty), what), compare(vgot, vref), tol_store(ty));
     }
   }
 }

@@ -27,14 +27,14 @@ struct HostModel {
   }
 };
 
-struct Dims { int vocab, hidden, inter, layers, heads, kv, hd; bool bias; int window; };
+struct Dims { int vocab, hidden, inter, layers, heads, kv, hd; bool bias; int window; bool qk_norm = false; };
 
 std::unique_ptr<HostModel> make_model(Rng& r, Ty ty, const Dims& d) {
   auto m = std::make_unique<HostModel>();
   m->bufs.reserve(size_t(d.layers) * 16 + 8);
   ModelSpec& s = m->spec;
   s.vocab = d.vocab; s.hidden = d.hidden; s.intermediate = d.inter; s.layers = d.layers; s.heads = d.heads; s.kv_heads = d.kv; s.head_dim = d.hd;
-  s.rms_eps = 1e-5f; s.sliding_window = d.window;
+  s.rms_eps = 1e-5f; s.sliding_window = d.window; s.qk_norm = d.qk_norm;
   for (int i = 0; i < d.hd / 2; i++) s.inv_freq.push_back(std::pow(10000.f, -2.f * i / d.hd));
   s.embed = m->add(r, ty, d.vocab, d.hidden, 1.f);
   s.final_norm = m->add(r, Ty::F32, 1, d.hidden, 0.1f, 1.f);
@@ -49,6 +49,10 @@ std::unique_ptr<HostModel> make_model(Rng& r, Ty ty, const Dims& d) {
       L.q_bias = m->add(r, Ty::F32, 1, d.heads * d.hd, 0.1f);
       L.k_bias = m->add(r, Ty::F32, 1, d.kv * d.hd, 0.1f);
       L.v_bias = m->add(r, Ty::F32, 1, d.kv * d.hd, 0.1f);
+    }
+    if (d.qk_norm) {
+      L.q_norm = m->add(r, Ty::F32, 1, d.hd, 0.1f, 1.f);
+      L.k_norm = m->add(r, Ty::F32, 1, d.hd, 0.1f, 1.f);
     }
   }
   s.kv_blocks = 256; s.block_size = 16; s.max_adapters = 4; s.max_rank = 32; s.lora_pages = 128; s.threads = 4;
@@ -219,6 +223,13 @@ void step_tests(Report& rep, uint64_t seed) {
       run_scenario(rep, r, Ty::BF16, window, "bf16 window");
     }
   }
+  // Qwen3: per-head q/k RMSNorm, head_dim != hidden / heads (own random stream: the runs above keep theirs).
+  Rng rq(seed + 99);
+  setenv("LORAPLEX_CUDA_GRAPHS", "1", 1);
+  const Dims tiny_qwen3{512, 64, 172, 2, 4, 2, 32, false, 0, true};  // hf-tiny-v2 qwen3 shapes
+  const Dims small_qwen3{1000, 128, 256, 2, 4, 2, 64, false, 0, true};
+  run_scenario(rep, rq, Ty::F32, tiny_qwen3, "f32 qwen3 q/k norm, head_dim 32 != 64/4");
+  run_scenario(rep, rq, Ty::BF16, small_qwen3, "bf16 qwen3 q/k norm, head_dim 64 != 128/4");
 }
 
 }  // namespace lpt

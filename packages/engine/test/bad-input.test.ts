@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Engine, EngineError } from '../src/index.js';
 import { encodeSafetensors } from '@loraplex/formats';
-import { adapterDir, modelDir } from './helpers/fixtures.js';
+import { adapterDir, modelDir, type FixtureModel } from './helpers/fixtures.js';
 import { writeAdapter, writeAdapterFiles, writeModel } from './helpers/gen-model.js';
 
 let tmp: string;
@@ -22,9 +22,9 @@ async function expectCode(p: Promise<unknown>, code: string, message?: RegExp): 
   if (message) expect((err as EngineError).message).toMatch(message);
 }
 
-function copyModel(name: string): string {
+function copyModel(name: string, from: FixtureModel = 'llama'): string {
   const d = join(tmp, name);
-  cpSync(modelDir('llama'), d, { recursive: true });
+  cpSync(modelDir(from), d, { recursive: true });
   return d;
 }
 
@@ -92,6 +92,38 @@ describe('model loading refusals', () => {
     const f = copyModel('layer9');
     editWeights(f, (t) => (t['model.layers.9.mlp.up_proj.weight'] = t['model.layers.0.mlp.up_proj.weight']!));
     await expectCode(load(f), 'TENSOR_SHAPE', /layer 9 does not exist/);
+  });
+  it('Qwen3 query/key norms: required, shaped [head_dim], refused on other architectures; attention_bias refused', async () => {
+    const d = copyModel('qwen3-nonorm', 'qwen3');
+    editWeights(d, (t) => delete t['model.layers.1.self_attn.k_norm.weight']);
+    await expectCode(load(d), 'MISSING_TENSOR', /model\.layers\.1\.self_attn\.k_norm\.weight/);
+    const s = copyModel('qwen3-normshape', 'qwen3');
+    editWeights(s, (t) => (t['model.layers.0.self_attn.q_norm.weight']!.shape = [16, 2]));
+    await expectCode(load(s), 'TENSOR_SHAPE', /q_norm\.weight has shape \[16, 2\], but config\.json implies \[32\]/);
+    const l = copyModel('llama-qnorm');
+    editWeights(l, (t) => (t['model.layers.0.self_attn.q_norm.weight'] = { dtype: 'F32', shape: [16], data: new Uint8Array(64) }));
+    await expectCode(load(l), 'MISSING_TENSOR', /no query\/key norms/);
+    const b = copyModel('qwen3-bias', 'qwen3');
+    editConfig(b, (c) => (c.attention_bias = true));
+    await expectCode(load(b), 'MODEL_CONFIG', /attention_bias.*Qwen3ForCausalLM/);
+    editConfig(b, (c) => { c.attention_bias = false; c.use_sliding_window = true; });
+    await expectCode(load(b), 'MODEL_CONFIG', /Qwen3ForCausalLM use_sliding_window/);
+    editConfig(b, (c) => { c.use_sliding_window = false; c.layer_types = ['full_attention', 'sliding_attention']; });
+    await expectCode(load(b), 'MODEL_CONFIG', /only full_attention/);
+    // Qwen3Config's head_dim default is 128, not hidden / heads.
+    editConfig(b, (c) => { c.layer_types = ['full_attention', 'full_attention']; delete c.head_dim; });
+    await expectCode(load(b), 'TENSOR_SHAPE', /but config\.json implies \[(128|512, 64|256, 64|64, 512)\]/);
+    // The norms are modules of the base model but not linear projections: PEFT cannot adapt them either.
+    const a = join(tmp, 'qwen3-qnorm-adapter');
+    cpSync(adapterDir('qwen3', 'lora_qv_r4'), a, { recursive: true });
+    const cfgPath = join(a, 'adapter_config.json');
+    writeFileSync(cfgPath, JSON.stringify({ ...JSON.parse(readFileSync(cfgPath, 'utf8')), target_modules: ['q_proj', 'q_norm'] }));
+    const engine = await load(modelDir('qwen3'));
+    try {
+      await expectCode(engine.loadAdapter('x', a), 'ADAPTER_UNSUPPORTED', /self_attn\.q_norm is not a linear projection/);
+    } finally {
+      await engine.close();
+    }
   });
   it('truncated safetensors at many cut points', async () => {
     const d = copyModel('trunc');

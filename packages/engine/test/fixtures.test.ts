@@ -1,6 +1,7 @@
-// The engine against real transformers + PEFT outputs (test/fixtures/hf-tiny): prompt logits at
-// every position within 1e-4, greedy continuations token for token, decode-step logits through the
-// paged KV cache, merged-weight references, and the heterogeneous batch.
+// The engine against real transformers + PEFT outputs (test/fixtures/hf-tiny: llama, qwen2;
+// hf-tiny-v2: qwen3): prompt logits at every position within 1e-4, greedy continuations token for
+// token, decode-step logits through the paged KV cache, merged-weight references, and the
+// heterogeneous batch.
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

@@ -108,10 +108,11 @@ describe('random mixed batches equal single runs', () => {
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   // Odd sizes (not multiples of the SIMD width), GQA 6:1, explicit head_dim, qkv biases, sliding window,
-  // adapters of four different ranks including a rank_pattern.
+  // Qwen3's q/k norms, adapters of four different ranks including a rank_pattern.
   it.each([
     ['Qwen2ForCausalLM', 11],
     ['MistralForCausalLM', 12],
+    ['Qwen3ForCausalLM', 13],
   ] as const)('generated %s model, schedule seed %i', async (arch, seed) => {
     const mdir = join(dir, arch);
     const H = 36, nh = 6, nkv = 1, hd = 10, I = 50;

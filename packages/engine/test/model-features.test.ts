@@ -21,7 +21,7 @@ afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 function refConfig(c: ModelConfig): RefConfig {
   return {
     hidden: c.hidden, intermediate: c.intermediate, layers: c.layers, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, vocab: c.vocab,
-    rmsEps: c.rmsEps, invFreq: c.invFreq, slidingWindow: c.slidingWindow, tie: c.tieEmbeddings, bias: c.qkvBias,
+    rmsEps: c.rmsEps, invFreq: c.invFreq, slidingWindow: c.slidingWindow, tie: c.tieEmbeddings, bias: c.qkvBias, qkNorm: c.qkNorm,
   };
 }
 
@@ -62,7 +62,7 @@ function loraFrom(t: Tensors, scales: Record<string, number>): RefLora {
 }
 
 describe('the naive reference agrees with transformers', () => {
-  it.each(['llama', 'qwen2'] as FixtureModel[])('%s base and lora_all_r8', async (m) => {
+  it.each(['llama', 'qwen2', 'qwen3'] as FixtureModel[])('%s base and lora_all_r8', async (m) => {
     const cfg = await readModelConfig(modelDir(m));
     const t = await readTensors(join(modelDir(m), 'model.safetensors'));
     const prompt = [437, 489, 451, 484, 463, 291, 300, 170, 350, 276, 410];
@@ -81,6 +81,8 @@ describe('architectures and config features', () => {
     ['llama3 rope scaling, explicit head_dim 12 != hidden/heads', { heads: 4, kvHeads: 4, hidden: 40, headDim: 12, ropeScaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 } }],
     ['linear rope scaling, MQA', { heads: 4, kvHeads: 1, ropeScaling: { type: 'linear', factor: 2 } }],
     ['qwen2 biases, tied embeddings', { arch: 'Qwen2ForCausalLM', tie: true }],
+    ['qwen3 q/k norms, head_dim 16 != hidden/heads, tied embeddings', { arch: 'Qwen3ForCausalLM', tie: true, heads: 4, kvHeads: 2, headDim: 16 }],
+    ['qwen3 q/k norms, GQA 3:1, untied', { arch: 'Qwen3ForCausalLM', heads: 6, kvHeads: 2, hidden: 48 }],
   ];
   it.each(cases)('%s', async (name, opts) => {
     const dir = join(tmp, name.replace(/\W+/g, '_'));
@@ -88,6 +90,16 @@ describe('architectures and config features', () => {
     const cfg = await readModelConfig(dir);
     const ref = referenceLogits(t, refConfig(cfg), prompt);
     expect(maxAbsDiff64(await engineLogits(dir, prompt), ref)).toBeLessThan(2e-4);
+  });
+
+  it('qwen3 with head_dim 16 != hidden/heads: LoRA on all seven modules (q/k/v/o sized by heads * head_dim)', async () => {
+    const dir = join(tmp, 'qwen3-lora'), a = join(tmp, 'qwen3-lora-adapter');
+    const H = 40, I = 72, nh = 4, nkv = 2, hd = 16;
+    const t = writeModel(dir, { arch: 'Qwen3ForCausalLM', hidden: H, intermediate: I, heads: nh, kvHeads: nkv, headDim: hd, seed: 31 });
+    const targets = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
+    const at = writeAdapter(a, { dims: { H, I, Q: nh * hd, KV: nkv * hd }, r: 4, alpha: 8, targets, seed: 32 });
+    const want = referenceLogits(t, refConfig(await readModelConfig(dir)), prompt, loraFrom(at, Object.fromEntries(targets.map((m) => [m, 2]))));
+    expect(maxAbsDiff64(await engineLogits(dir, prompt, a), want)).toBeLessThan(2e-4);
   });
 
   it('llama3 inv_freq: high frequencies kept, low ones divided by factor, the band between interpolated', async () => {
@@ -101,6 +113,23 @@ describe('architectures and config features', () => {
       else if (wavelen > 64) expect(inv[i]).toBeCloseTo(f / 8, 9);
       else expect(inv[i]!).toBeGreaterThan(f / 8), expect(inv[i]!).toBeLessThan(f);
     });
+  });
+
+  it('rope_parameters (transformers 5) give the same rotary frequencies as top-level rope_theta / rope_scaling', async () => {
+    const dir = join(tmp, 'rope-params');
+    const scaling = { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 };
+    writeModel(dir, { heads: 2, kvHeads: 2, hidden: 64, headDim: 32, ropeScaling: scaling });
+    const top = await readModelConfig(dir);
+    const path = join(dir, 'config.json');
+    const c = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+    delete c.rope_theta;
+    delete c.rope_scaling;
+    writeFileSync(path, JSON.stringify({ ...c, rope_parameters: { ...scaling, rope_theta: 10000 } }));
+    const nested = await readModelConfig(dir);
+    expect(nested.ropeTheta).toBe(10000);
+    expect(nested.invFreq).toEqual(top.invFreq);
+    writeFileSync(path, JSON.stringify({ ...c, rope_parameters: { rope_type: 'default', rope_theta: 5e5 } }));
+    expect((await readModelConfig(dir)).ropeTheta).toBe(5e5);
   });
 
   it('sharded safetensors with an index load identically', async () => {

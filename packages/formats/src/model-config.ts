@@ -4,8 +4,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EngineError } from './errors.js';
 
-export type Architecture = 'LlamaForCausalLM' | 'MistralForCausalLM' | 'Qwen2ForCausalLM';
-const SUPPORTED: Architecture[] = ['LlamaForCausalLM', 'MistralForCausalLM', 'Qwen2ForCausalLM'];
+export type Architecture = 'LlamaForCausalLM' | 'MistralForCausalLM' | 'Qwen2ForCausalLM' | 'Qwen3ForCausalLM';
+const SUPPORTED: Architecture[] = ['LlamaForCausalLM', 'MistralForCausalLM', 'Qwen2ForCausalLM', 'Qwen3ForCausalLM'];
 
 export interface ModelConfig {
   architecture: Architecture;
@@ -24,6 +24,8 @@ export interface ModelConfig {
   maxPositions: number;
   tieEmbeddings: boolean;
   qkvBias: boolean;
+  /** Per-head RMSNorm of queries and keys (Qwen3: self_attn.q_norm / k_norm [headDim]) before rotary. */
+  qkNorm: boolean;
   torchDtype: string | undefined;
   bosTokenId: number | undefined;
   eosTokenIds: number[];
@@ -99,6 +101,17 @@ export function ropeInvFreq(headDim: number, theta: number, scaling: unknown): F
   throw cfgError(`rope_scaling type ${JSON.stringify(type)} is not supported (supported: default, linear, llama3)`);
 }
 
+/** Where rope_theta and rope scaling live: top level (transformers 4) or rope_parameters (transformers 5). */
+function ropeParameters(c: Record<string, unknown>): { theta: Record<string, unknown>; scaling: unknown } {
+  const p = c.rope_parameters;
+  if (p === undefined || p === null) return { theta: c, scaling: c.rope_scaling };
+  if (typeof p !== 'object' || Array.isArray(p)) throw cfgError('config.json: rope_parameters must be an object');
+  const params = p as Record<string, unknown>;
+  if (c.rope_scaling !== undefined && c.rope_scaling !== null) throw cfgError('config.json has both rope_parameters and rope_scaling');
+  // rope_parameters also carries rope_theta, which ropeInvFreq ignores.
+  return { theta: params.rope_theta === undefined ? c : params, scaling: params };
+}
+
 export async function readModelConfig(dir: string): Promise<ModelConfig> {
   const c = await readJson(join(dir, 'config.json'), false);
   if (!c) throw cfgError(`${dir} has no config.json`);
@@ -118,13 +131,24 @@ export function parseModelConfig(c: Record<string, unknown>, gen?: Record<string
   const heads = posInt(c, 'num_attention_heads');
   const kvHeads = posInt(c, 'num_key_value_heads', heads);
   if (heads % kvHeads !== 0) throw cfgError(`num_attention_heads (${heads}) must be a multiple of num_key_value_heads (${kvHeads})`);
-  const headDim = c.head_dim === undefined || c.head_dim === null ? hidden / heads : posInt(c, 'head_dim');
+  // Without head_dim, transformers' Qwen3Config uses 128 (not hidden / heads as the others do).
+  const defaultHeadDim = architecture === 'Qwen3ForCausalLM' ? 128 : hidden / heads;
+  const headDim = c.head_dim === undefined || c.head_dim === null ? defaultHeadDim : posInt(c, 'head_dim');
   if (!Number.isInteger(headDim) || headDim % 2 !== 0) throw cfgError(`head_dim ${headDim} must be an even integer`);
-  const ropeTheta = posNum(c, 'rope_theta', 10000);
-  if (c.attention_bias === true || c.mlp_bias === true) throw cfgError('attention_bias / mlp_bias on Llama models are not supported');
+  // transformers >= 5 writes rope_theta and the scaling into rope_parameters; older configs keep them top level.
+  const rope = ropeParameters(c);
+  const ropeTheta = posNum(rope.theta, 'rope_theta', 10000);
+  if (c.attention_bias === true || c.mlp_bias === true) {
+    // Qwen3's attention_bias also puts a bias on o_proj, which the engine has no place for.
+    throw cfgError(`attention_bias / mlp_bias on ${architecture} models are not supported`);
+  }
   let slidingWindow = 0;
   if (architecture === 'MistralForCausalLM' && typeof c.sliding_window === 'number') slidingWindow = c.sliding_window;
-  if (architecture === 'Qwen2ForCausalLM' && c.use_sliding_window === true) throw cfgError('Qwen2 use_sliding_window is not supported');
+  const qwen = architecture === 'Qwen2ForCausalLM' || architecture === 'Qwen3ForCausalLM';
+  if (qwen && c.use_sliding_window === true) throw cfgError(`${architecture} use_sliding_window is not supported`);
+  if (qwen && Array.isArray(c.layer_types) && c.layer_types.some((t) => t !== 'full_attention')) {
+    throw cfgError(`layer_types ${JSON.stringify(c.layer_types)}: only full_attention layers are supported`);
+  }
   const eos = new Set<number>([...idList(c.eos_token_id), ...idList(gen?.eos_token_id)]);
   return {
     architecture,
@@ -137,12 +161,13 @@ export function parseModelConfig(c: Record<string, unknown>, gen?: Record<string
     headDim,
     rmsEps: posNum(c, 'rms_norm_eps', 1e-6),
     ropeTheta,
-    invFreq: ropeInvFreq(headDim, ropeTheta, c.rope_scaling),
+    invFreq: ropeInvFreq(headDim, ropeTheta, rope.scaling),
     slidingWindow,
     maxPositions: posInt(c, 'max_position_embeddings', 4096),
     tieEmbeddings: c.tie_word_embeddings === true,
     qkvBias: architecture === 'Qwen2ForCausalLM',
-    torchDtype: typeof c.torch_dtype === 'string' ? c.torch_dtype : undefined,
+    qkNorm: architecture === 'Qwen3ForCausalLM',
+    torchDtype: typeof c.torch_dtype === 'string' ? c.torch_dtype : typeof c.dtype === 'string' ? c.dtype : undefined,
     bosTokenId: typeof (gen?.bos_token_id ?? c.bos_token_id) === 'number' ? ((gen?.bos_token_id ?? c.bos_token_id) as number) : undefined,
     eosTokenIds: [...eos],
   };

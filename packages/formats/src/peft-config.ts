@@ -84,11 +84,13 @@ export function parsePeftConfig(raw: unknown): PeftLoraConfig {
 }
 
 /** Every module name of a Llama-family causal LM, as named_modules() lists them. */
-function baseModuleNames(layers: number): string[] {
+function baseModuleNames(model: ModelConfig): string[] {
+  const layers = model.layers;
   const names = ['model', 'model.embed_tokens', 'model.layers', 'model.norm', 'lm_head'];
   for (let l = 0; l < layers; l++) {
     const p = `model.layers.${l}`;
     names.push(p, `${p}.self_attn`, `${p}.mlp`, `${p}.mlp.act_fn`, `${p}.input_layernorm`, `${p}.post_attention_layernorm`, `${p}.self_attn.rotary_emb`);
+    if (model.qkNorm) names.push(`${p}.self_attn.q_norm`, `${p}.self_attn.k_norm`);  // Qwen3: targeting them is refused
     for (const m of MODULES) names.push(`${p}.${PARENT[m]}.${m}`);
   }
   return names;
@@ -149,12 +151,12 @@ export interface ResolveOptions { maxRank: number }
  * the async form can give the event loop back between them (one step is one linear-time match).
  */
 function* resolveSteps(cfg: PeftLoraConfig, model: ModelConfig, opts: ResolveOptions): Generator<void, ResolvedModule[]> {
-  // PEFT's default targets for the llama, mistral and qwen2 model types.
+  // PEFT's default targets for the llama, mistral, qwen2 and qwen3 model types.
   const targets = cfg.targetModules ?? ['q_proj', 'v_proj'];
   const out: ResolvedModule[] = [];
   const all = targets === 'all-linear';
   const re = new Matchers(cfg);
-  for (const name of baseModuleNames(model.layers)) {
+  for (const name of baseModuleNames(model)) {
     yield;
     const isLinear = /\.(q|k|v|o|gate|up|down)_proj$/.test(name);
     const hit = all ? isLinear : targetMatches(cfg, name, targets, re);

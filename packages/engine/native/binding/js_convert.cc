@@ -62,6 +62,9 @@ ModelRequest parse_model_request(const Napi::Object& o) {
   s.rms_eps = float(get_num(c, "rmsEps"));
   s.sliding_window = int(get_int(c, "slidingWindow", 0, 1 << 30));
   s.inv_freq = F32(c, "invFreq");
+  Napi::Value qn = c.Get("qkNorm");
+  if (!qn.IsUndefined() && !qn.IsBoolean()) fail("qkNorm must be a boolean");
+  s.qk_norm = qn.IsBoolean() && qn.As<Napi::Boolean>().Value();
   if (int(s.inv_freq.size()) != s.head_dim / 2) fail("invFreq must have headDim / 2 entries");
   s.kv_blocks = int(get_int(o, "kvBlocks", 1, 1 << 24));
   s.block_size = int(get_int(o, "blockSize", 1, 4096));
@@ -157,6 +160,8 @@ void map_weights(ModelRequest& req, LoadedSpec& out) {
     else if (n == "q_bias") { expect(t, {Q}); L.q_bias = ref(t); }
     else if (n == "k_bias") { expect(t, {KV}); L.k_bias = ref(t); }
     else if (n == "v_bias") { expect(t, {KV}); L.v_bias = ref(t); }
+    else if (n == "q_norm" && s.qk_norm) { expect(t, {s.head_dim}); L.q_norm = ref(t); }
+    else if (n == "k_norm" && s.qk_norm) { expect(t, {s.head_dim}); L.k_norm = ref(t); }
     else throw EngineFailure("MISSING_TENSOR", "unknown tensor key " + k);
   }
   if (!s.embed.data || !s.final_norm.data || !s.lm_head.data) throw EngineFailure("MISSING_TENSOR", "embed, final_norm and lm_head are required");
@@ -164,6 +169,7 @@ void map_weights(ModelRequest& req, LoadedSpec& out) {
     const LayerWeights& L = s.layer[size_t(l)];
     bool ok = L.attn_norm.data && L.ffn_norm.data;
     for (int m = 0; m < kNumModules; m++) ok = ok && L.proj[m].data;
+    if (s.qk_norm) ok = ok && L.q_norm.data && L.k_norm.data;
     if (!ok) throw EngineFailure("MISSING_TENSOR", "layer " + std::to_string(l) + " is missing a weight");
   }
   out.spec = s;

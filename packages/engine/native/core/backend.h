@@ -25,12 +25,14 @@ struct LayerWeights {
   WeightRef attn_norm, ffn_norm;            // [hidden]
   WeightRef proj[kNumModules];              // [out, in] for q,k,v,o,gate,up,down
   WeightRef q_bias, k_bias, v_bias;         // [heads*head_dim], [kv*head_dim] x2; data == nullptr when absent
+  WeightRef q_norm, k_norm;                 // [head_dim] per-head RMSNorm of q and k before rotary (ModelSpec::qk_norm)
 };
 
 struct ModelSpec {
   int vocab = 0, hidden = 0, intermediate = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0;
   float rms_eps = 1e-5f;
   int sliding_window = 0;                   // 0 = full attention
+  bool qk_norm = false;                     // Qwen3: every layer has q_norm and k_norm
   std::vector<float> inv_freq;              // [head_dim / 2], rope scaling already applied
   WeightRef embed;                          // [vocab, hidden]
   WeightRef final_norm;                     // [hidden]

@@ -147,6 +147,10 @@ void CpuBackend::step(const StepInput& in, StepOutput& out, const std::function<
     project(l, kQ, h_.data(), T, q_.data());
     project(l, kK, h_.data(), T, k_.data());
     project(l, kV, h_.data(), T, v_.data());
+    if (s_.qk_norm) {  // Qwen3: RMSNorm over each head's query and key (after bias and LoRA), before rotary
+      rmsnorm(pool_, q_.data(), L.q_norm, q_.data(), T * nh, hd, s_.rms_eps);
+      rmsnorm(pool_, k_.data(), L.k_norm, k_.data(), T * nkv, hd, s_.rms_eps);
+    }
     // Rotary embedding (rotate-half convention of HF Llama), then append K and V to the paged cache.
     pool_.parallel_chunks(T, [&](int, int64_t b, int64_t e) {
       for (int64_t t = b; t < e; t++) {

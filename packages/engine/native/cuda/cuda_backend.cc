@@ -52,7 +52,7 @@ class CudaBackend final : public Backend {
     check(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
     if (prop.major < 8) throw EngineFailure("BACKEND_UNAVAILABLE", std::string("the CUDA backend needs compute capability 8.0 or newer; ") + prop.name + " has " + std::to_string(prop.major) + "." + std::to_string(prop.minor));
     sms_ = prop.multiProcessorCount;
-    if (s.head_dim > 256 || s.head_dim % 2 != 0)
+    if (s.head_dim > kMaxHeadDim || s.head_dim % 2 != 0)
       throw EngineFailure("BACKEND_UNAVAILABLE", "the CUDA backend needs an even head_dim <= 256");
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream");
     w_ = std::make_unique<DeviceWeights>(s, stream_);
@@ -213,6 +213,7 @@ class CudaBackend final : public Backend {
       expand(l, {kQ, kK, kV}, {0, QD, QD + KVD}, d.qkv, QKV);
       RopeArgs ra;
       ra.ty = ty_; ra.qkv = d.qkv; ra.bias = W.qkv_bias; ra.inv_freq = w_->inv_freq();
+      ra.q_norm = W.q_norm; ra.k_norm = W.k_norm; ra.eps = s_.rms_eps;
       ra.positions = d.positions; ra.tok_seg = d.tok_seg; ra.seg_block_off = d.seg_block_off; ra.block_table = d.block_table;
       ra.q = d.q; ra.kv = kv_.get(); ra.M = T; ra.nh = nh; ra.nkv = nkv; ra.D = D; ra.layer = l; ra.layers = L;
       ra.block_size = s_.block_size; ra.ex = fx(l);

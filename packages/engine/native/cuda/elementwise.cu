@@ -55,9 +55,12 @@ __global__ void __launch_bounds__(1024) resnorm_kernel(ResNormArgs a) {
 }
 
 // Grid (token, head slot): head slots are the nh query, nkv key and nkv value heads of the fused
-// qkv row. Thread i handles the rotate-half pair (i, i + D/2).
+// qkv row. Thread i handles the rotate-half pair (i, i + D/2). With q/k norms (Qwen3) a query or
+// key head is first gathered (bias and LoRA added) into shared memory to take its RMS over D.
 template <typename T>
 __global__ void rope_kv_kernel(RopeArgs a) {
+  __shared__ float head_vals[kMaxHeadDim];
+  __shared__ float scratch[32];
   const int t = blockIdx.x, hs = blockIdx.y, D = a.D, half = D / 2, nh = a.nh, nkv = a.nkv;
   const int m = hs < nh ? kQ : (hs < nh + nkv ? kK : kV);
   const int head = m == kQ ? hs : (m == kK ? hs - nh : hs - nh - nkv);
@@ -70,12 +73,34 @@ __global__ void rope_kv_kernel(RopeArgs a) {
     // cache [blocks][layers][2][nkv][block_size][D]
     dst = static_cast<T*>(a.kv) + ((((int64_t(block) * a.layers + a.layer) * 2 + (m == kK ? 0 : 1)) * nkv + head) * a.block_size + pos % a.block_size) * D;
   }
+  // Element j of this head: projection + bias + LoRA expand.
+  auto value = [&](int j) {
+    float x = row[j];
+    if (a.bias) x += a.bias[hs * D + j];
+    if (e.r > 0) x += lora_delta<T>(a.ex.lay, e.pages, e.r, e.v, a.ex.layer, m, head * D + j);
+    return x;
+  };
+  // Uniform per CTA, so every thread reaches block_sum.
+  const float* norm_w = m == kQ ? a.q_norm : (m == kK ? a.k_norm : nullptr);
+  float inv_rms = 1.f;
+  if (norm_w) {
+    float ss = 0.f;
+    for (int j = threadIdx.x; j < D; j += blockDim.x) {
+      const float x = value(j);
+      head_vals[j] = x;
+      ss += x * x;
+    }
+    ss = block_sum(ss, scratch);  // synchronises the CTA, so head_vals is complete
+    inv_rms = 1.0f / sqrtf(ss / float(D) + a.eps);
+  }
   for (int i = threadIdx.x; i < half; i += blockDim.x) {
-    float x1 = row[i], x2 = row[i + half];
-    if (a.bias) { x1 += a.bias[hs * D + i]; x2 += a.bias[hs * D + i + half]; }
-    if (e.r > 0) {
-      x1 += lora_delta<T>(a.ex.lay, e.pages, e.r, e.v, a.ex.layer, m, head * D + i);
-      x2 += lora_delta<T>(a.ex.lay, e.pages, e.r, e.v, a.ex.layer, m, head * D + i + half);
+    float x1, x2;
+    if (norm_w) {  // as cpu rmsnorm: w * (x * inv)
+      x1 = norm_w[i] * (head_vals[i] * inv_rms);
+      x2 = norm_w[i + half] * (head_vals[i + half] * inv_rms);
+    } else {
+      x1 = value(i);
+      x2 = value(i + half);
     }
     float y1 = x1, y2 = x2;
     if (m != kV) {

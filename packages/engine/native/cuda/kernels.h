@@ -81,11 +81,13 @@ struct ResNormArgs {
   int mod = 0; FusedExpand ex;
 };
 void resnorm(const ResNormArgs& a, cudaStream_t st);
-// Bias, LoRA expand (q, k, v), rotary embedding, KV-cache append.
+// Bias, LoRA expand (q, k, v), per-head q/k RMSNorm (Qwen3), rotary embedding, KV-cache append.
 // qkv [M, (nh + 2 nkv) * D] f32 -> q [M, nh, D] f32 and the paged cache (layout in cuda/README.md).
 struct RopeArgs {
   Ty ty = Ty::F32;
   const float* qkv = nullptr; const float* bias = nullptr;  // bias [(nh + 2 nkv) * D] or null
+  const float *q_norm = nullptr, *k_norm = nullptr;         // [D] each, or null (no q/k norm)
+  float eps = 1e-6f;                                        // of q_norm / k_norm
   const float* inv_freq = nullptr;                          // [D / 2]
   const int *positions = nullptr, *tok_seg = nullptr, *seg_block_off = nullptr, *block_table = nullptr;
   float* q = nullptr; void* kv = nullptr;

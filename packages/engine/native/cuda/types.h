@@ -14,6 +14,7 @@ inline size_t ty_size(Ty t) { return t == Ty::F32 ? 4 : 2; }
 constexpr int kMods = 7;          // q, k, v, o, gate, up, down (same order as lp::Module)
 constexpr int kRankChunk = 16;    // LoRA ranks one shrink CTA handles
 constexpr int kItemTokens = 16;   // tokens of one LoRA work item (a run of tokens sharing a slot)
+constexpr int kMaxHeadDim = 256;  // largest head_dim the backend runs (rope_kv stages one head in shared memory)
 
 // Device LoRA pool geometry. A page is one rank-row of one adapter for every layer and module
 // (as in cpu/lora_pool.h); each module's A row and B column are padded to a multiple of 8

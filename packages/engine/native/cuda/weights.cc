@@ -117,6 +117,10 @@ DeviceWeights::DeviceWeights(const ModelSpec& s, cudaStream_t st) : ty_(ty_of(s.
     d.qkv = qkv; d.gate_up = gu; d.o = o; d.down = down;
     d.attn_norm = norm(L.attn_norm, H);
     d.ffn_norm = norm(L.ffn_norm, H);
+    if (s.qk_norm) {
+      d.q_norm = norm(L.q_norm, D);
+      d.k_norm = norm(L.k_norm, D);
+    }
     if (!rnd && L.q_bias.data) {
       float* b = vec(QKV);
       upload_vector(b, L.q_bias, st);

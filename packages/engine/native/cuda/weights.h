@@ -16,6 +16,7 @@ struct DeviceLayer {
   const void* down = nullptr;     // [H, I] T
   const float* attn_norm = nullptr, *ffn_norm = nullptr;  // [H] f32
   const float* qkv_bias = nullptr;                         // [(nh + 2 nkv) * D] f32, or null
+  const float* q_norm = nullptr, *k_norm = nullptr;        // [D] f32 (ModelSpec::qk_norm), or null
 };
 
 class DeviceWeights {

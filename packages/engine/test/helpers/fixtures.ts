@@ -1,16 +1,20 @@
-// Access to the hf-tiny reference fixtures (real transformers + PEFT outputs) shipped in the repo.
+// Access to the hf-tiny and hf-tiny-v2 reference fixtures (real transformers + PEFT outputs) shipped in the repo.
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseSafetensorsHeader } from '@loraplex/formats';
 
 export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'hf-tiny');
-export const MODELS = ['llama', 'qwen2'] as const;
+export const FIXTURES_V2 = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'hf-tiny-v2');
+/** Models with the three standard LoRA adapters and the full reference set (same format in both folders). */
+export const MODELS = ['llama', 'qwen2', 'qwen3'] as const;
 export const ADAPTERS = ['lora_all_r8', 'lora_qv_r4', 'lora_qkvo_r16_rslora'] as const;
 export type FixtureModel = (typeof MODELS)[number];
 
-export const modelDir = (m: FixtureModel): string => join(FIXTURES, m, 'base');
-export const adapterDir = (m: FixtureModel, a: string): string => join(FIXTURES, m, 'adapters', a);
+/** The folder holding model m: qwen3 (per-head q/k norms, head_dim != hidden / heads) is in hf-tiny-v2. */
+export const fixtureDir = (m: FixtureModel): string => join(m === 'qwen3' ? FIXTURES_V2 : FIXTURES, m);
+export const modelDir = (m: FixtureModel): string => join(fixtureDir(m), 'base');
+export const adapterDir = (m: FixtureModel, a: string): string => join(fixtureDir(m), 'adapters', a);
 
 export interface VariantPrompt { prompt_index: number; greedy_tokens: number[]; greedy_top1_top2_margins: number[] }
 export interface HeteroRow { row: number; prompt_index: number; adapter: string; greedy_tokens: number[] }
@@ -23,12 +27,12 @@ export interface Reference {
 }
 
 export function reference(m: FixtureModel): Reference {
-  return JSON.parse(readFileSync(join(FIXTURES, m, 'reference.json'), 'utf8')) as Reference;
+  return JSON.parse(readFileSync(join(fixtureDir(m), 'reference.json'), 'utf8')) as Reference;
 }
 
 /** Reads every tensor of reference_logits.safetensors as float32 with its shape. */
 export function referenceLogits(m: FixtureModel): Map<string, { shape: number[]; data: Float32Array }> {
-  const buf = readFileSync(join(FIXTURES, m, 'reference_logits.safetensors'));
+  const buf = readFileSync(join(fixtureDir(m), 'reference_logits.safetensors'));
   const len = Number(buf.readBigUInt64LE(0));
   const header = parseSafetensorsHeader('reference_logits', buf.subarray(8, 8 + len), buf.length);
   const out = new Map<string, { shape: number[]; data: Float32Array }>();

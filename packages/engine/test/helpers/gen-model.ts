@@ -25,7 +25,7 @@ export function randn(rand: () => number, n: number, std: number): Float32Array 
 }
 
 export interface GenModelOptions {
-  arch?: 'LlamaForCausalLM' | 'MistralForCausalLM' | 'Qwen2ForCausalLM';
+  arch?: 'LlamaForCausalLM' | 'MistralForCausalLM' | 'Qwen2ForCausalLM' | 'Qwen3ForCausalLM';
   vocab?: number; hidden?: number; intermediate?: number; layers?: number; heads?: number; kvHeads?: number; headDim?: number;
   tie?: boolean; dtype?: 'F32' | 'BF16' | 'F16'; seed?: number; slidingWindow?: number; ropeScaling?: Record<string, unknown>;
   maxPositions?: number;
@@ -75,6 +75,10 @@ export function writeModel(dir: string, o: GenModelOptions = {}): Map<string, { 
       add(`${p}.self_attn.k_proj.bias`, [nkv * hd], 0.1);
       add(`${p}.self_attn.v_proj.bias`, [nkv * hd], 0.1);
     }
+    if (arch === 'Qwen3ForCausalLM') {
+      add(`${p}.self_attn.q_norm.weight`, [hd], 0.1, 1);
+      add(`${p}.self_attn.k_norm.weight`, [hd], 0.1, 1);
+    }
     add(`${p}.mlp.gate_proj.weight`, [I, H], 0.2);
     add(`${p}.mlp.up_proj.weight`, [I, H], 0.2);
     add(`${p}.mlp.down_proj.weight`, [H, I], 0.2);
@@ -87,7 +91,7 @@ export function writeModel(dir: string, o: GenModelOptions = {}): Map<string, { 
     num_hidden_layers: L, num_attention_heads: nh, num_key_value_heads: nkv, hidden_act: 'silu', max_position_embeddings: o.maxPositions ?? 512,
     rms_norm_eps: 1e-5, rope_theta: 10000, tie_word_embeddings: o.tie ?? false, torch_dtype: 'float32', bos_token_id: 1, eos_token_id: 2,
   };
-  if (o.headDim !== undefined) config.head_dim = o.headDim;
+  if (o.headDim !== undefined || arch === 'Qwen3ForCausalLM') config.head_dim = hd;  // Qwen3Config's default is 128
   if (o.slidingWindow !== undefined) config.sliding_window = o.slidingWindow;
   if (o.ropeScaling) config.rope_scaling = o.ropeScaling;
   writeFileSync(join(dir, 'config.json'), JSON.stringify(config, null, 2));

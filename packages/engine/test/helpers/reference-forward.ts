@@ -1,6 +1,6 @@
 // A deliberately naive float64 forward pass of a Llama-family model (no cache, no batching, no
 // paging), used as an independent reference for features the hf-tiny fixtures do not cover
-// (sliding window, rope scaling, explicit head_dim, GQA ratios, tied embeddings, LoRA patterns).
+// (sliding window, rope scaling, explicit head_dim, GQA ratios, tied embeddings, Qwen3 q/k norms, LoRA patterns).
 // It is itself checked against the transformers fixtures.
 
 export type Tensors = Map<string, { shape: number[]; data: Float32Array }>;
@@ -8,6 +8,8 @@ export type Tensors = Map<string, { shape: number[]; data: Float32Array }>;
 export interface RefConfig {
   hidden: number; intermediate: number; layers: number; heads: number; kvHeads: number; headDim: number; vocab: number;
   rmsEps: number; invFreq: Float32Array; slidingWindow: number; tie: boolean; bias: boolean;
+  /** Per-head RMSNorm of q and k (self_attn.q_norm / k_norm) before rotary. */
+  qkNorm?: boolean;
   /** Round every base-weight matmul input to bfloat16 first (a bfloat16 model on AVX512-BF16). */
   bf16Inputs?: boolean;
 }
@@ -64,6 +66,9 @@ export function referenceLogits(t: Tensors, c: RefConfig, tokens: number[], lora
     }
     return y;
   };
+  const headNorm = (v: Float64Array, heads: number, w: Float32Array): void => {
+    for (let h = 0; h < heads; h++) v.set(rmsnorm(v.subarray(h * hd, (h + 1) * hd), w, c.rmsEps), h * hd);
+  };
   const rope = (v: Float64Array, pos: number, heads: number): void => {
     for (let h = 0; h < heads; h++) {
       for (let i = 0; i < half; i++) {
@@ -80,8 +85,18 @@ export function referenceLogits(t: Tensors, c: RefConfig, tokens: number[], lora
   for (let l = 0; l < c.layers; l++) {
     const p = `model.layers.${l}`;
     const hs = xs.map((x) => rmsnorm(x, get(`${p}.input_layernorm.weight`), c.rmsEps));
-    const qs = hs.map((h, pos) => { const q = proj(`${p}.self_attn.q_proj`, h, Q, H); rope(q, pos, nh); return q; });
-    const ks = hs.map((h, pos) => { const k = proj(`${p}.self_attn.k_proj`, h, KV, H); rope(k, pos, nkv); return k; });
+    const qs = hs.map((h, pos) => {
+      const q = proj(`${p}.self_attn.q_proj`, h, Q, H);
+      if (c.qkNorm) headNorm(q, nh, get(`${p}.self_attn.q_norm.weight`));
+      rope(q, pos, nh);
+      return q;
+    });
+    const ks = hs.map((h, pos) => {
+      const k = proj(`${p}.self_attn.k_proj`, h, KV, H);
+      if (c.qkNorm) headNorm(k, nkv, get(`${p}.self_attn.k_norm.weight`));
+      rope(k, pos, nkv);
+      return k;
+    });
     const vs = hs.map((h) => proj(`${p}.self_attn.v_proj`, h, KV, H));
     xs = xs.map((x, i) => {
       const att = new Float64Array(Q);
