@@ -8,7 +8,7 @@ import { Engine, EngineError } from '@loraplex/engine';
 import type { Hono } from 'hono';
 import { AdapterManager } from './adapters/adapter-manager.js';
 import { CatalogSource } from './adapters/catalog.js';
-import { CombinedSource, DescriptorRegistry } from './adapters/descriptors.js';
+import { DescriptorRegistry } from './adapters/descriptors.js';
 import { DiskCache } from './adapters/disk-cache.js';
 import { Heartbeat } from './adapters/heartbeat.js';
 import { makeS3Client, s3SettingsFromEnv, S3Source } from './adapters/s3-source.js';
@@ -115,10 +115,10 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
   const catalog = new CatalogSource(inner, (opts.adapterRefreshInterval ?? 10) * 1000);
   await catalog.start();
   let s3: ReturnType<typeof makeS3Client> | undefined;
-  const descriptors = new DescriptorRegistry(() => (s3 ??= makeS3Client(s3SettingsFromEnv())));
+  const descriptors = new DescriptorRegistry(() => (s3 ??= makeS3Client(s3SettingsFromEnv())), catalog);
   const hostAdapters = opts.hostCacheAdapters ?? 64;
   const tiers = new AdapterTiers(
-    new CombinedSource(descriptors, catalog),
+    descriptors,
     new DiskCache(opts.adapterCacheDir ?? join(tmpdir(), 'loraplex-adapter-cache'), opts.diskCacheBytes ?? 20 * 2 ** 30),
     { maxAdapters: hostAdapters, maxBytes: opts.hostCacheBytes ?? 8 * 2 ** 30 },
   );

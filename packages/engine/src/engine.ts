@@ -11,7 +11,7 @@ import { loadedAdaptersGate } from './scheduler/gate.js';
 import { Scheduler, type KvUsage } from './scheduler/scheduler.js';
 import { loadAddon, type NativeAdapterHandle, type NativeModel, type NativeModelSpec, type NativeStepInput, type NativeStepOutput } from './native.js';
 import { resolveSampling, type SamplingOptions } from './sampling.js';
-import { buildStepInput, fillLateMasks, lateMasks, splitStepOutput, type LateMask, type StepItem, type StepItemResult } from './step.js';
+import { buildStepInput, fillLateMasks, splitStepOutput, type LateMask, type StepItem, type StepItemResult } from './step.js';
 import { TextTokenizer } from './tokenizer.js';
 import { readModelWeights } from './weights.js';
 
@@ -245,11 +245,17 @@ export class Engine {
   /** One forward step over a mixed batch (the API the worker's scheduler drives). Steps run one at a time. */
   runStep(items: StepItem[]): Promise<StepItemResult[]> {
     this.ensureOpen();
-    const input = buildStepInput(items, this.config.vocab);
-    const late = lateMasks(items, input);
-    const run = this.stepChain.then(() => (late.length === 0 ? this.native.step(input) : this.stepWithLateMasks(input, late)));
+    const { input, late } = buildStepInput(items, this.config.vocab);
+    const run = this.stepChain.then(async () => {
+      try {
+        const out = await (late.length === 0 ? this.native.step(input) : this.stepWithLateMasks(input, late));
+        return splitStepOutput(items, out, this.config.vocab);
+      } catch (e) {
+        throw toEngineError(e);
+      }
+    });
     this.stepChain = run.catch(() => undefined);
-    return run.then((out) => splitStepOutput(items, out, this.config.vocab), (e: unknown) => { throw toEngineError(e); });
+    return run;
   }
 
   /**

@@ -23,16 +23,22 @@ export class BlockAllocator {
     return Math.ceil(tokens / this.blockSize);
   }
 
-  /** Takes n blocks, or throws KV_CACHE_FULL and takes none. */
+  /** Takes n blocks, or throws KV_CACHE_FULL and takes none (a new table: leases outside the scheduler). */
   allocate(n: number): number[] {
-    if (n > this.free.length) throw new EngineError('KV_CACHE_FULL', `the KV cache needs ${n} more block(s) but only ${this.free.length} of ${this.numBlocks} are free`);
-    return this.free.splice(this.free.length - n, n).reverse();
+    const table: number[] = [];
+    this.ensure(table, n * this.blockSize);
+    return table;
   }
 
-  /** Grows a block table so that it covers `tokens` positions. */
+  /**
+   * Grows a block table so that it covers `tokens` positions (the scheduler's one way to take
+   * blocks), or throws KV_CACHE_FULL and takes none.
+   */
   ensure(table: number[], tokens: number): void {
     const need = this.blocksFor(tokens) - table.length;
-    if (need > 0) table.push(...this.allocate(need));
+    if (need <= 0) return;
+    if (need > this.free.length) throw new EngineError('KV_CACHE_FULL', `the KV cache needs ${need} more block(s) but only ${this.free.length} of ${this.numBlocks} are free`);
+    for (let i = 0; i < need; i++) table.push(this.free.pop()!);
   }
 
   release(blocks: number[]): void {

@@ -44,7 +44,13 @@ export interface StepItemResult {
   logits?: Float32Array;
 }
 
-export function buildStepInput(items: StepItem[], vocab: number): NativeStepInput {
+/** A step's native input and its deferred masks (in the mask slots reserved for them). */
+export interface BuiltStep {
+  input: NativeStepInput;
+  late: LateMask[];
+}
+
+export function buildStepInput(items: StepItem[], vocab: number): BuiltStep {
   const S = items.length;
   let T = 0, B = 0, Hn = 0;
   const words = Math.ceil(vocab / 32);
@@ -66,8 +72,10 @@ export function buildStepInput(items: StepItem[], vocab: number): NativeStepInpu
       seed: new Float64Array(S), draw: new Int32Array(S), topLogprobs: new Int32Array(S), wantLogprob: new Uint8Array(S),
     },
   };
+  const late: LateMask[] = [];
   let t = 0, b = 0, h = 0, mi = 0;
-  items.forEach((it, s) => {
+  for (let s = 0; s < S; s++) {
+    const it = items[s]!;
     for (let i = 0; i < it.tokens.length; i++, t++) {
       inp.tokens[t] = it.tokens[i]!;
       inp.positions[t] = it.startPosition + i;
@@ -84,6 +92,7 @@ export function buildStepInput(items: StepItem[], vocab: number): NativeStepInpu
     }
     inp.histOffsets[s + 1] = h;
     if (it.maskLater && it.sample) {
+      late.push({ slot: mi, get: it.maskLater });
       inp.segMask[s] = mi++; // placeholder words, filled in by the late mask
     } else if (it.mask) {
       inp.masks.set(it.mask.subarray(0, words), mi * words);
@@ -98,17 +107,8 @@ export function buildStepInput(items: StepItem[], vocab: number): NativeStepInpu
       sp.repetitionPenalty[s] = p.repetitionPenalty; sp.presencePenalty[s] = p.presencePenalty; sp.frequencyPenalty[s] = p.frequencyPenalty;
       sp.seed[s] = p.seed; sp.draw[s] = it.draw ?? 0; sp.topLogprobs[s] = p.logprobs ?? 0; sp.wantLogprob![s] = p.logprobs !== undefined ? 1 : 0;
     }
-  });
-  return inp;
-}
-
-/** The items' deferred masks, in the mask slots buildStepInput reserved for them. */
-export function lateMasks(items: StepItem[], input: NativeStepInput): LateMask[] {
-  const late: LateMask[] = [];
-  items.forEach((it, s) => {
-    if (it.maskLater && it.sample) late.push({ slot: input.segMask[s]!, get: it.maskLater });
-  });
-  return late;
+  }
+  return { input: inp, late };
 }
 
 /** The full masks array of a step: the immediate masks as given, the late ones written into their slots. */
@@ -124,8 +124,10 @@ export function fillLateMasks(input: NativeStepInput, late: LateMask[], results:
 }
 
 export function splitStepOutput(items: StepItem[], out: NativeStepOutput, vocab: number): StepItemResult[] {
+  const results: StepItemResult[] = [];
   let row = 0;
-  return items.map((it, s) => {
+  for (let s = 0; s < items.length; s++) {
+    const it = items[s]!;
     const r: StepItemResult = {};
     if (it.allLogits) {
       const n = it.tokens.length;
@@ -141,6 +143,7 @@ export function splitStepOutput(items: StepItem[], out: NativeStepOutput, vocab:
         for (let i = 0; i < n; i++) r.top.push({ token: out.topIds[s * out.maxTop + i]!, logprob: out.topLogprobs[s * out.maxTop + i]! });
       }
     }
-    return r;
-  });
+    results.push(r);
+  }
+  return results;
 }

@@ -15,7 +15,9 @@
 //   The next request for it tries again.
 // The tiers below (source -> disk cache -> host memory) live in AdapterTiers; a load here first
 // asks them for the adapter's files, then fills a slot from host memory.
-import { EngineError, type AdapterFiles, type AdapterInfo } from '@loraplex/engine';
+// The manager is the engine scheduler's AdapterGate itself: the scheduler asks it whether an adapter
+// may be admitted, pins it per running sequence, and names the adapters sequences wait for.
+import { EngineError, type AdapterFiles, type AdapterGate, type AdapterInfo, type Scheduler } from '@loraplex/engine';
 import { SequenceError } from '../scheduler/sequence.js';
 import type { AdapterDescriptor } from './source.js';
 import type { AdapterTiers } from './tiers.js';
@@ -53,14 +55,16 @@ interface Entry {
 let clock = 0;
 const tick = (): number => ++clock;
 
-export class AdapterManager {
+/** What the manager needs from the scheduler it gates: demand, a wake-up after a load, failing a load's waiters. */
+export type GatedScheduler = Pick<Scheduler, 'waitingFor' | 'wake' | 'failWaiting'>;
+
+export class AdapterManager implements AdapterGate {
   private readonly entries = new Map<string, Entry>();
   private readonly pending: string[] = [];
   private readonly descriptors = new Map<string, AdapterDescriptor>();
   private pumping = false;
   private again = false;
-  /** Sequences waiting for an adapter (set by the scheduler). */
-  demand: (name: string) => number = () => 0;
+  private scheduler: GatedScheduler | undefined;
 
   constructor(
     private readonly engine: SlotEngine,
@@ -70,13 +74,20 @@ export class AdapterManager {
     tiers.inUse = (name) => this.demand(name) > 0 || this.pins(name) > 0 || this.isLoading(name);
   }
 
-  private get source(): AdapterTiers['source'] {
-    return this.tiers.source;
+  /** Gates `scheduler` (the worker's Scheduler calls this once, before anything is submitted). */
+  gate(scheduler: GatedScheduler): void {
+    this.scheduler = scheduler;
+  }
+
+  /** Sequences waiting for an adapter. */
+  private demand(name: string): number {
+    return this.scheduler?.waitingFor(name) ?? 0;
   }
 
   /** Throws the 429 when a request for `name` would need host memory that every in-use adapter holds. */
   checkCapacity(name: string): void {
-    if (!this.isResident(name) && !this.isLoading(name) && !this.tiers.hasRoomFor(name)) throw this.tiers.tooManyAdapters();
+    const state = this.entries.get(name)?.state;
+    if (state !== 'resident' && state !== 'pending' && state !== 'loading' && !this.tiers.hasRoomFor(name)) throw this.tiers.tooManyAdapters();
   }
 
   get slots(): number {
@@ -85,14 +96,14 @@ export class AdapterManager {
 
   /** The adapter's descriptor, or undefined when no source knows it (a 404). */
   async lookup(name: string): Promise<AdapterDescriptor | undefined> {
-    const d = (await this.source.lookup(name)) ?? (this.entries.get(name)?.state === 'resident' ? this.descriptors.get(name) : undefined);
+    const d = (await this.tiers.source.lookup(name)) ?? (this.entries.get(name)?.state === 'resident' ? this.descriptors.get(name) : undefined);
     if (d) this.descriptors.set(name, d);
     return d;
   }
 
   /** Every known adapter: the source's plus any still resident. */
   async list(): Promise<AdapterDescriptor[]> {
-    const all = new Map((await this.source.list()).map((d) => [d.name, d]));
+    const all = new Map((await this.tiers.source.list()).map((d) => [d.name, d]));
     for (const [n, e] of this.entries) if (e.state === 'resident' && !all.has(n) && this.descriptors.has(n)) all.set(n, this.descriptors.get(n)!);
     for (const d of all.values()) this.descriptors.set(d.name, d);
     return [...all.values()];
@@ -111,9 +122,24 @@ export class AdapterManager {
   }
 
   /** The scheduler may admit new sequences for it: resident and not draining. */
-  isAdmissible(name: string): boolean {
+  admissible(name: string): boolean {
     const e = this.entries.get(name);
     return e !== undefined && e.state === 'resident' && !e.draining;
+  }
+
+  /**
+   * Sequences wait for these adapters: starts the load of each that is neither resident nor loading.
+   * A finished load wakes the scheduler; a failed one fails only the sequences waiting for it.
+   */
+  wanted(names: readonly string[]): void {
+    for (const name of names) {
+      const state = this.entries.get(name)?.state;
+      if (state === 'resident' || state === 'pending' || state === 'loading') continue;
+      this.require(name).then(
+        () => this.scheduler?.wake(),
+        (err: unknown) => this.scheduler?.failWaiting(name, err),
+      );
+    }
   }
 
   /** Loading or waiting for a slot. */
@@ -274,7 +300,7 @@ export class AdapterManager {
     e.state = 'loading';
     const t0 = performance.now();
     try {
-      const d = (await this.source.lookup(e.name)) ?? this.descriptors.get(e.name);
+      const d = (await this.tiers.source.lookup(e.name)) ?? this.descriptors.get(e.name);
       if (!d) throw new EngineError('ADAPTER_NOT_FOUND', `adapter ${e.name} is no longer in the adapter directory`);
       this.descriptors.set(e.name, d);
       const files = await this.tiers.files(e.name, d);

@@ -25,11 +25,14 @@ export function verifyDescriptor(header: string, secret: string | undefined, now
   return r.descriptor;
 }
 
-/** Adapters known from descriptors, by id. They are never listed in /v1/models (they are tenant-private). */
+/**
+ * The worker's adapter source: adapters known from descriptors (by id) first, then the catalog
+ * (directory or S3 prefix). Descriptor adapters are never listed in /v1/models (they are tenant-private).
+ */
 export class DescriptorRegistry implements AdapterSource {
   private readonly byId = new Map<string, AdapterDescriptor>();
 
-  constructor(private readonly s3: () => S3Client) {}
+  constructor(private readonly s3: () => S3Client, readonly catalog: AdapterSource) {}
 
   has(id: string): boolean {
     return this.byId.has(id);
@@ -50,23 +53,11 @@ export class DescriptorRegistry implements AdapterSource {
   }
 
   list(): Promise<AdapterDescriptor[]> {
-    return Promise.resolve([]);
-  }
-
-  lookup(name: string): Promise<AdapterDescriptor | undefined> {
-    return Promise.resolve(this.byId.get(name));
-  }
-}
-
-/** Descriptor-registered adapters first (by id), then the catalog (directory or S3 prefix). */
-export class CombinedSource implements AdapterSource {
-  constructor(readonly registry: DescriptorRegistry, readonly catalog: AdapterSource) {}
-
-  list(): Promise<AdapterDescriptor[]> {
     return this.catalog.list();
   }
 
-  async lookup(name: string): Promise<AdapterDescriptor | undefined> {
-    return (await this.registry.lookup(name)) ?? this.catalog.lookup(name);
+  lookup(name: string): Promise<AdapterDescriptor | undefined> {
+    const d = this.byId.get(name);
+    return d ? Promise.resolve(d) : this.catalog.lookup(name);
   }
 }

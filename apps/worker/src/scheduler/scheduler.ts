@@ -2,12 +2,12 @@
 // preemption by recompute, chunked prefill, the KV allocator). The worker keeps its policies:
 //   - requests: refusals as HTTP errors (draining 503, empty prompt 400, longer than the KV cache
 //     400, no host memory for the adapter 429), sequences with text processing (sequence.ts);
-//   - adapter residency: AdapterManager is the scheduler's AdapterGate; only resident,
+//   - adapter residency: AdapterManager is the engine scheduler's AdapterGate itself; only resident,
 //     non-draining adapters are admitted, so distinct adapters per step never exceed the slots;
 //     adapters with waiting sequences are loaded in the background, and a failed load fails only
 //     the sequences waiting for it;
 //   - metrics hooks (for the worker's own sequences).
-import type { AdapterGate, Batch, Scheduler as EngineScheduler, ScheduledSequence, SchedulerHooks as EngineHooks } from '@loraplex/engine';
+import type { Batch, Scheduler as EngineScheduler, ScheduledSequence, SchedulerHooks as EngineHooks } from '@loraplex/engine';
 import type { AdapterManager } from '../adapters/adapter-manager.js';
 import { Sequence, SequenceError, type FinishReason, type SequenceParams } from './sequence.js';
 import type { Decoder } from './detokenizer.js';
@@ -57,16 +57,8 @@ export class Scheduler {
     opts: SchedulerOptions = {},
     private readonly hooks: SchedulerHooks = {},
   ) {
-    const gate: AdapterGate = {
-      admissible: (name) => adapters.isAdmissible(name),
-      pin: (name) => adapters.pin(name),
-      unpin: (name) => adapters.unpin(name),
-      wanted: (names) => {
-        for (const name of names) this.ensureAdapter(name);
-      },
-    };
-    core.configure({ gate, hooks: ownHooks(hooks), ...(opts.maxRunning !== undefined ? { maxRunning: opts.maxRunning } : {}) });
-    adapters.demand = (name) => core.waitingFor(name);
+    core.configure({ gate: adapters, hooks: ownHooks(hooks), ...(opts.maxRunning !== undefined ? { maxRunning: opts.maxRunning } : {}) });
+    adapters.gate(core);
   }
 
   get runningCount(): number {
@@ -107,7 +99,8 @@ export class Scheduler {
     if (params.adapter !== undefined) this.adapters.checkCapacity(params.adapter);
     const seq = new Sequence(params, this.decoder);
     this.core.submit(seq);
-    if (params.adapter !== undefined) this.ensureAdapter(params.adapter);
+    // The load starts now, not at the next admission round (a manual scheduler may not run one soon).
+    if (params.adapter !== undefined) this.adapters.wanted([params.adapter]);
     return seq;
   }
 
@@ -136,13 +129,5 @@ export class Scheduler {
   /** One scheduling iteration (tests drive a manual scheduler with it). */
   step(): Promise<boolean> {
     return this.core.step();
-  }
-
-  private ensureAdapter(name: string): void {
-    if (this.adapters.isResident(name) || this.adapters.isLoading(name)) return;
-    this.adapters.require(name).then(
-      () => this.wake(),
-      (err: unknown) => this.core.failWaiting(name, err),
-    );
   }
 }

@@ -58,19 +58,6 @@ export class SequenceError extends Error {
   }
 }
 
-class Deferred<T> {
-  promise: Promise<T>;
-  resolve!: (v: T) => void;
-  reject!: (e: unknown) => void;
-  constructor() {
-    this.promise = new Promise<T>((res, rej) => {
-      this.resolve = res;
-      this.reject = rej;
-    });
-    this.promise.catch(() => undefined); // observed by whoever awaits it
-  }
-}
-
 /** A grammar call's failure as the error this sequence fails with. */
 async function grammarCall<T>(p: Promise<T>): Promise<T> {
   try {
@@ -96,28 +83,46 @@ export class Sequence extends ScheduledSequence {
   private waiter: (() => void) | undefined;
   private failure: unknown;
   private textChain: Promise<unknown> = Promise.resolve();
-  private readonly admittedD = new Deferred<void>();
-  private readonly doneD = new Deferred<SequenceResult>();
+  /** The result once the sequence finishes; rejects with the error it fails with. */
+  readonly done: Promise<SequenceResult>;
+  private resolveDone!: (r: SequenceResult) => void;
+  private rejectDone!: (e: unknown) => void;
+  private wasAdmitted = false;
+  /** Created by the first caller of `admitted` while the sequence waits (streams wait for admission). */
+  private admission: { promise: Promise<void>; resolve(): void; reject(e: unknown): void } | undefined;
 
   constructor(params: SequenceParams, decoder: Decoder) {
     super({ adapter: params.adapter, prompt: params.prompt, sampling: params.sampling, promptLogits: params.promptLogprobs });
     this.params = params;
     this.detok = new IncrementalDetokenizer(decoder);
     this.stops = new StopMatcher(params.stop, params.includeStopString);
+    this.done = new Promise<SequenceResult>((resolve, reject) => {
+      this.resolveDone = resolve;
+      this.rejectDone = reject;
+    });
+    this.done.catch(() => undefined); // observed by whoever awaits it
   }
 
   /** Resolves when the sequence is admitted to the running batch (its adapter is resident); rejects if it fails first. */
   get admitted(): Promise<void> {
-    return this.admittedD.promise;
-  }
-
-  get done(): Promise<SequenceResult> {
-    return this.doneD.promise;
+    if (this.wasAdmitted) return Promise.resolve();
+    if (this.ended) return Promise.reject(this.failure); // only a failure ends a sequence before its admission
+    if (!this.admission) {
+      let resolve!: () => void, reject!: (e: unknown) => void;
+      const promise = new Promise<void>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      promise.catch(() => undefined); // observed by whoever awaits it
+      this.admission = { promise, resolve, reject };
+    }
+    return this.admission.promise;
   }
 
   override markAdmitted(): void {
     super.markAdmitted();
-    this.admittedD.resolve();
+    this.wasAdmitted = true;
+    this.admission?.resolve();
   }
 
   /**
@@ -163,8 +168,7 @@ export class Sequence extends ScheduledSequence {
 
   override finishWithoutSampling(): void {
     this.tokenFinish = 'length';
-    const end = this.textChain.then(() => (this.ended ? undefined : this.finishFlushing('length')));
-    this.textChain = end.catch((e: unknown) => this.fail(e));
+    this.textChain = this.processText(this.textChain, undefined, 'length').catch((e: unknown) => this.fail(e));
   }
 
   /**
@@ -185,11 +189,7 @@ export class Sequence extends ScheduledSequence {
         // their count are the document's alone (what clients parse).
         const reason: FinishReason = tokenFinish === 'stop' ? 'stop' : 'eos';
         this.tokenFinish = reason;
-        const end = this.textChain.then(async () => {
-          if (this.ended) return undefined;
-          await this.finishFlushing(reason);
-          return reason;
-        });
+        const end = this.processText(this.textChain, undefined, reason);
         this.textChain = end.catch(() => undefined);
         return end;
       } else if (!c.accept(tok.token)) {
@@ -203,47 +203,53 @@ export class Sequence extends ScheduledSequence {
     }
     if (tokenFinish) this.tokenFinish = tokenFinish;
     if (this.firstTokenAt === undefined) this.firstTokenAt = performance.now();
-    const p = this.textChain.then(async () => {
-      if (lastDraw && (await grammarCall(lastDraw))) tokenFinish = 'eos';
-      return this.processText(tok, tokenFinish);
-    });
+    const p = this.processText(this.textChain, tok, tokenFinish, lastDraw);
     this.textChain = p.catch(() => undefined);
     return p;
   }
 
-  private async processText(tok: Omit<GeneratedToken, 'tokenText'>, tokenFinish: FinishReason | undefined): Promise<FinishReason | null | undefined> {
+  /**
+   * The text processing of one token, after the processing before it (`after`): detokenise, hold
+   * back or cut stop strings, emit. With a finish (or with no token: the end without one), flushes
+   * the held-back text and finishes. Resolves as accept() does.
+   */
+  private async processText(
+    after: Promise<unknown>,
+    tok: SampledToken | undefined,
+    tokenFinish: FinishReason | undefined,
+    lastDraw?: Promise<boolean>,
+  ): Promise<FinishReason | null | undefined> {
+    await after;
+    if (lastDraw && (await grammarCall(lastDraw))) tokenFinish = 'eos';
     if (this.ended) return undefined; // sampled after a stop string or a cancel: dropped
-    const entry: GeneratedToken = { token: tok.token, logprob: tok.logprob, top: tok.top, tokenText: '' };
-    entry.tokenText = await this.detok.push(tok.token);
-    if (this.ended) return undefined;
-    this.output.push(entry);
-    const r = this.stops.push(entry.tokenText);
-    this.text += r.text;
-    this.emit({ type: 'token', text: r.text, ...entry });
-    if (r.stop !== undefined) {
-      this.finish('stop', '', r.stop);
-      return 'stop';
+    if (tok) {
+      const entry: GeneratedToken = { token: tok.token, logprob: tok.logprob, top: tok.top, tokenText: '' };
+      entry.tokenText = await this.detok.push(tok.token);
+      if (this.ended) return undefined;
+      this.output.push(entry);
+      const r = this.stops.push(entry.tokenText);
+      this.text += r.text;
+      this.notify({ type: 'token', text: r.text, ...entry });
+      if (r.stop !== undefined) {
+        this.finish('stop', '', r.stop);
+        return 'stop';
+      }
+      if (!tokenFinish) return null;
     }
-    if (!tokenFinish) return null;
-    await this.finishFlushing(tokenFinish);
+    const tail = this.stops.push(await this.detok.flush());
+    if (tail.stop !== undefined) this.finish('stop', tail.text, tail.stop);
+    else this.finish(tokenFinish!, tail.text + this.stops.flush());
     return tokenFinish;
-  }
-
-  private async finishFlushing(reason: FinishReason): Promise<void> {
-    const tail = await this.detok.flush();
-    const r = this.stops.push(tail);
-    if (r.stop !== undefined) return this.finish('stop', r.text, r.stop);
-    this.finish(reason, r.text + this.stops.flush());
   }
 
   private finish(reason: FinishReason, tailText: string, stop?: string): void {
     if (this.ended) return;
     this.text += tailText;
     this.state = 'finished';
-    this.emit({ type: 'finish', reason, text: tailText, ...(stop !== undefined ? { stop } : {}) });
+    this.notify({ type: 'finish', reason, text: tailText, ...(stop !== undefined ? { stop } : {}) });
     this.ended = true;
     this.params.constraint?.dispose();
-    this.doneD.resolve({
+    this.resolveDone({
       promptTokens: this.params.prompt,
       tokens: this.output,
       text: this.text,
@@ -260,17 +266,14 @@ export class Sequence extends ScheduledSequence {
     this.params.constraint?.dispose();
     this.state = 'finished';
     this.failure = err;
-    this.admittedD.reject(err);
-    this.doneD.reject(err);
-    this.wake();
+    this.admission?.reject(err);
+    this.rejectDone(err);
+    this.notify();
   }
 
-  private emit(e: SequenceEvent): void {
-    this.events.push(e);
-    this.wake();
-  }
-
-  private wake(): void {
+  /** Records an event (none: the sequence failed) and wakes the stream's consumer. */
+  private notify(e?: SequenceEvent): void {
+    if (e) this.events.push(e);
     const w = this.waiter;
     this.waiter = undefined;
     w?.();

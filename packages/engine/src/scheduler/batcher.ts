@@ -28,15 +28,17 @@ export interface BatchBlocks {
 }
 
 export function buildBatch<S extends ScheduledSequence>(running: readonly S[], maxBatchTokens: number, kv: BatchBlocks): Batch<S> {
-  const items: StepItem[] = [];
-  const owners: S[] = [];
+  // Items grouped by adapter slot as they are made (decodes, then prefills, each in admission order).
+  const bySlot = new Map<number, { items: StepItem[]; owners: S[] }>();
   let budget = maxBatchTokens, prefillTokens = 0, decodeTokens = 0;
   const push = (s: S, tokens: number[], sample: boolean): void => {
     const p = s.sampling;
     const P = s.prompt.length;
     kv.ensure(s.blocks, s.computed + tokens.length);
     const out = s.sampled;
-    items.push({
+    let group = bySlot.get(s.adapterSlot);
+    if (!group) bySlot.set(s.adapterSlot, (group = { items: [], owners: [] }));
+    group.items.push({
       tokens, startPosition: s.computed, blockTable: s.blocks, adapterSlot: s.adapterSlot, sample,
       // Prompt logits once: a recompute after a preemption does not ask for them again.
       allLogits: s.wantsPromptLogits && s.computed < P && s.promptLogitRows < P,
@@ -44,7 +46,7 @@ export function buildBatch<S extends ScheduledSequence>(running: readonly S[], m
       history: sample && usesPenalties(p) ? { tokens: [...s.prompt, ...out], generatedStart: P } : undefined,
       ...(sample ? s.stepMask() : { mask: null }),
     });
-    owners.push(s);
+    group.owners.push(s);
     budget -= tokens.length;
   };
   for (const s of running) {
@@ -63,12 +65,12 @@ export function buildBatch<S extends ScheduledSequence>(running: readonly S[], m
     push(s, s.tokensAt(s.computed, s.computed + n), last && s.sampling.maxTokens > 0);
     prefillTokens += n;
   }
-  const order = items.map((_, i) => i).sort((a, b) => items[a]!.adapterSlot - items[b]!.adapterSlot || a - b);
-  return {
-    items: order.map((i) => items[i]!),
-    owners: order.map((i) => owners[i]!),
-    prefillTokens,
-    decodeTokens,
-    adapters: new Set(items.map((it) => it.adapterSlot).filter((x) => x >= 0)).size,
-  };
+  const batch: Batch<S> = { items: [], owners: [], prefillTokens, decodeTokens, adapters: 0 };
+  for (const slot of [...bySlot.keys()].sort((a, b) => a - b)) {
+    const group = bySlot.get(slot)!;
+    batch.items.push(...group.items);
+    batch.owners.push(...group.owners);
+    if (slot >= 0) batch.adapters++;
+  }
+  return batch;
 }

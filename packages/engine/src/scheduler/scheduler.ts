@@ -22,7 +22,7 @@ import { buildBatch, type Batch } from './batcher.js';
 import { monotonicClock, type Clock } from '@loraplex/common';
 import type { AdapterGate } from './gate.js';
 import { AdapterQueues } from './queue.js';
-import type { FinishReason, ScheduledSequence } from './sequence.js';
+import type { AcceptResult, FinishReason, SampledToken, ScheduledSequence } from './sequence.js';
 
 export type StepFn = (items: StepItem[]) => Promise<StepItemResult[]>;
 
@@ -274,17 +274,6 @@ export class Scheduler<S extends ScheduledSequence = ScheduledSequence> {
     this.hooks.preempted?.(s);
   }
 
-  /** The next step; when every running sequence is a prefill with no free block, preempts the newest until one can move. */
-  private nextBatch(): Batch<S> | undefined {
-    secureDecodeBlocks(this.running, this.kv, (v) => this.preempt(v));
-    for (;;) {
-      if (this.running.length === 0) return undefined;
-      const batch = buildBatch(this.running, this.opts.maxBatchTokens, this.kv);
-      if (batch.items.length > 0) return batch;
-      this.preempt(this.running[this.running.length - 1]!);
-    }
-  }
-
   private retire(): void {
     for (let i = this.running.length - 1; i >= 0; i--) {
       const s = this.running[i]!;
@@ -296,11 +285,46 @@ export class Scheduler<S extends ScheduledSequence = ScheduledSequence> {
     this.checkDrained();
   }
 
+  /**
+   * One iteration: retire, admit, secure decode blocks, build the batch, run the engine step, absorb
+   * its results. A throw here is a bug, not a request error: what is running fails rather than hangs.
+   */
   private async iteration(): Promise<boolean> {
     try {
-      return await this.runIteration();
+      this.retire();
+      this.admit();
+      if (this.running.length === 0) return false;
+      secureDecodeBlocks(this.running, this.kv, (v) => this.preempt(v));
+      // When every running sequence is a prefill with no free block, preempt the newest until one can move.
+      let batch: Batch<S>;
+      for (;;) {
+        if (this.running.length === 0) return true; // everything went back to the queues: admit again
+        batch = buildBatch(this.running, this.opts.maxBatchTokens, this.kv);
+        if (batch.items.length > 0) break;
+        this.preempt(this.running[this.running.length - 1]!);
+      }
+      this.maxAdaptersInStep = Math.max(this.maxAdaptersInStep, batch.adapters);
+      this.inStep = new Set(batch.owners);
+      const t0 = this.clock.now();
+      let results: StepItemResult[];
+      try {
+        results = await this.runStep(batch.items);
+      } catch (e) {
+        for (const s of batch.owners) {
+          s.stepFailed(e);
+          this.hooks.failed?.(s, e);
+        }
+        this.inStep.clear();
+        return true;
+      }
+      this.steps++;
+      this.hooks.step?.((this.clock.now() - t0) / 1000, batch);
+      await this.ownerLag; // at most one step of owner processing in flight
+      this.ownerLag = this.absorb(batch, results);
+      this.inStep.clear();
+      this.retire();
+      return true;
     } catch (e) {
-      // A bug, not a request error: fail what is running rather than leave callers hanging.
       for (const s of this.running) {
         s.schedulerFailed(e);
         this.hooks.failed?.(s, e);
@@ -311,45 +335,16 @@ export class Scheduler<S extends ScheduledSequence = ScheduledSequence> {
     }
   }
 
-  private async runIteration(): Promise<boolean> {
-    this.retire();
-    this.admit();
-    if (this.running.length === 0) return false;
-    const batch = this.nextBatch();
-    if (!batch) return true; // everything was preempted back to the queues: admit again
-    this.maxAdaptersInStep = Math.max(this.maxAdaptersInStep, batch.adapters);
-    this.inStep = new Set(batch.owners);
-    const t0 = this.clock.now();
-    let results: StepItemResult[];
-    try {
-      results = await this.runStep(batch.items);
-    } catch (e) {
-      for (const s of batch.owners) {
-        s.stepFailed(e);
-        this.hooks.failed?.(s, e);
-      }
-      this.inStep.clear();
-      return true;
-    }
-    this.steps++;
-    this.hooks.step?.((this.clock.now() - t0) / 1000, batch);
-    await this.ownerLag; // at most one step of owner processing in flight
-    this.ownerLag = this.absorb(batch, results);
-    this.inStep.clear();
-    this.retire();
-    return true;
-  }
-
   /**
    * Applies one step's results: progress and prompt logits at once, sampled tokens accepted at once
    * (so the next step can be built). Resolves when the owners' processing of them is done.
    */
   private absorb(batch: Batch<S>, results: StepItemResult[]): Promise<unknown> {
-    const pending: Array<Promise<unknown>> = [];
+    const pending: Array<Promise<void>> = [];
     const V = this.opts.vocab;
-    results.forEach((r, i) => {
-      const s = batch.owners[i]!, it = batch.items[i]!;
-      if (!s.generating) return;
+    for (let i = 0; i < results.length; i++) {
+      const r = results[i]!, s = batch.owners[i]!, it = batch.items[i]!;
+      if (!s.generating) continue;
       if (r.logits) {
         for (let j = 0; j < it.tokens.length; j++) {
           const pos = it.startPosition + j;
@@ -362,31 +357,31 @@ export class Scheduler<S extends ScheduledSequence = ScheduledSequence> {
       s.computed += it.tokens.length;
       if (!it.sample || r.token === undefined) {
         if (s.prefilled && s.sampling.maxTokens === 0) s.finishWithoutSampling();
-        return;
+        continue;
       }
-      this.ownerInFlight++;
-      const done = (final: FinishReason | null | undefined): void => {
-        if (final === undefined) return;
-        this.hooks.token?.(s);
-        if (final) this.hooks.finished?.(s, final);
-      };
-      const failed = (e: unknown): void => {
+      pending.push(this.deliver(s, { token: r.token, logprob: r.logprob, top: r.top }));
+    }
+    return Promise.all(pending);
+  }
+
+  /** Hands a sampled token to its owner; resolves once the owner has processed it (token/finish or failure hooks). */
+  private async deliver(s: S, tok: SampledToken): Promise<void> {
+    this.ownerInFlight++;
+    try {
+      let final: AcceptResult;
+      try {
+        final = await s.accept(tok, tokenFinish(s, tok.token, this.opts.eos, this.opts.maxPositions));
+      } catch (e) {
         s.fail(e);
         this.hooks.failed?.(s, e);
-      };
-      let p: Promise<unknown>;
-      try {
-        const finish = tokenFinish(s, r.token, this.opts.eos, this.opts.maxPositions);
-        const res = s.accept({ token: r.token, logprob: r.logprob, top: r.top }, finish);
-        p = res instanceof Promise ? res.then(done, failed) : Promise.resolve(done(res));
-      } catch (e) {
-        p = Promise.resolve(failed(e));
+        return;
       }
-      pending.push(p.finally(() => {
-        this.ownerInFlight--;
-        this.checkDrained();
-      }));
-    });
-    return Promise.all(pending);
+      if (final === undefined) return;
+      this.hooks.token?.(s);
+      if (final) this.hooks.finished?.(s, final);
+    } finally {
+      this.ownerInFlight--;
+      this.checkDrained();
+    }
   }
 }
