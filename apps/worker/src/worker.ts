@@ -133,7 +133,8 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
     tiers: () => tiers,
   });
   const structured = new StructuredOutput({ modelDir: opts.model, vocab: engine.config.vocab, stopTokenIds: [...engine.eosTokenIds] });
-  const ctx: WorkerContext = { engine, scheduler: sched, adapters, descriptors, workerSecret, auth: { secret: workerSecret, apiKey, replays: new ReplayCache() }, metrics, structured, modelId: opts.servedModelName ?? opts.model, modelPath: opts.model, startedAt: Math.floor(Date.now() / 1000) };
+  const ctx: WorkerContext = { engine, scheduler: sched, adapters, descriptors, workerSecret, auth: { secret: workerSecret, apiKey, replays: new ReplayCache() }, metrics, structured, modelId: opts.servedModelName ?? opts.model, modelPath: opts.model, startedAt: Math.floor(Date.now() / 1000),
+    adapterOrigin: opts.adapterSource ? 'other' : opts.adapterDir ? 'local' : opts.adapterS3 ? 's3' : 'none', maxRunning: opts.maxRunning ?? 256 };
   let heartbeat: Heartbeat | undefined;
   if (opts.apiUrl) {
     if (!workerSecret) throw new Error('--api-url needs --worker-secret (or LORAPLEX_WORKER_SECRET): heartbeats are authenticated with it');
