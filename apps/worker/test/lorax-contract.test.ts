@@ -6,6 +6,7 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { checkAdapterSource } from '../src/adapters/request-source.js';
 import { createWorker, type Worker } from '../src/worker.js';
 import { adaptersDir, modelDir, poster, sseData } from './helpers/http.js';
 import {
@@ -154,6 +155,21 @@ describe('adapter_source on a worker with --adapter-dir', () => {
     await refused(clientBody('Hello', false, { adapter_source: 'gcs' }), 400, /adapter_source must be one of local, hub, s3, pbase/);
     // No adapter named: the base model, whatever the source says.
     await generated('/', clientBody('Hello', false, { adapter_source: 'hub', max_new_tokens: 1 }));
+  });
+});
+
+describe('adapter_source on workers with other adapter origins', () => {
+  it('an --adapter-s3 worker takes s3 (or null) and refuses local; one with neither refuses both', () => {
+    for (const ok of [null, undefined, 's3'] as const) expect(() => checkAdapterSource('s3', ok)).not.toThrow();
+    expect(() => checkAdapterSource('s3', 'local')).toThrow(/without --adapter-dir \(its adapters are in S3/);
+    expect(() => checkAdapterSource('none', 'local')).toThrow(/start it with --adapter-dir DIR/);
+    expect(() => checkAdapterSource('none', 's3')).toThrow(/start it with --adapter-s3/);
+    // A worker fed by the platform's descriptors (no source of its own) serves them with no adapter_source.
+    expect(() => checkAdapterSource('none', null)).not.toThrow();
+    for (const origin of ['local', 's3', 'none', 'other'] as const) {
+      expect(() => checkAdapterSource(origin, 'hub')).toThrow(/Hugging Face Hub/);
+      expect(() => checkAdapterSource(origin, 'pbase')).toThrow(/Predibase/);
+    }
   });
 });
 

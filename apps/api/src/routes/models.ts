@@ -20,8 +20,9 @@ function infoOf(b: BaseModelRecord, maxConcurrent: number): LoraxInfo {
   const maxTotal = typeof ctx === 'number' && Number.isInteger(ctx) && ctx > 0 ? ctx : 0;
   const dtype = b.config.torch_dtype;
   return {
-    model_id: b.id, model_sha: null, model_dtype: typeof dtype === 'string' ? dtype : 'float32', model_device_type: 'loraplex', model_pipeline_tag: 'lorax',
-    max_concurrent_requests: maxConcurrent, max_best_of: LORAX_MAX_BEST_OF, max_stop_sequences: LORAX_MAX_STOP_SEQUENCES,
+    model_id: b.id, model_sha: null, model_dtype: typeof dtype === 'string' ? dtype : 'float32', model_device_type: 'loraplex',
+    model_pipeline_tag: 'lorax', max_concurrent_requests: maxConcurrent, max_best_of: LORAX_MAX_BEST_OF,
+    max_stop_sequences: LORAX_MAX_STOP_SEQUENCES,
     max_input_length: Math.max(0, maxTotal - 1), max_total_tokens: maxTotal, waiting_served_ratio: 1.2, max_batch_total_tokens: maxTotal,
     max_waiting_tokens: 20, validation_workers: 1, version: '0.1.0', sha: null, docker_label: null,
   };
@@ -30,7 +31,8 @@ function infoOf(b: BaseModelRecord, maxConcurrent: number): LoraxInfo {
 export function registerModelRoutes(app: App, s: Services): void {
   app.openapi(
     createRoute({
-      method: 'get', path: '/info', tags: ['inference'], summary: 'LoRAX info: the served base model (the first, when several are served) and its limits', security: [{ bearer: [] }],
+      method: 'get', path: '/info', tags: ['inference'], security: [{ bearer: [] }],
+      summary: 'LoRAX info: the served base model (the first, when several are served) and its limits',
       middleware: requireScope(['inference'], { tenant: true }),
       responses: { 200: jsonResponse(openapi(loraxInfo, 'LoraxInfo'), 'Info'), ...authErrors, 503: errors[503] },
     }),

@@ -24,9 +24,9 @@ export function checkAdapterSource(origin: WorkerAdapterOrigin, source: LoraxAda
     throw badRequest('adapter_source "pbase": Predibase adapters are not served. Put the adapter in the worker\'s --adapter-dir and send adapter_source "local" (or null).', param);
   }
   if (source === 'local') {
-    throw badRequest(`adapter_source "local": this worker was started without --adapter-dir${origin === 's3' ? ' (its adapters are in S3: send adapter_source "s3" or null)' : ''}; `
-      + 'start it with --adapter-dir DIR to serve adapters from a directory.', param);
+    const hint = origin === 's3' ? ' (its adapters are in S3: send adapter_source "s3" or null)' : '';
+    throw badRequest(`adapter_source "local": this worker was started without --adapter-dir${hint}; start it with --adapter-dir DIR to serve adapters from a directory.`, param);
   }
-  throw badRequest(`adapter_source "s3": this worker was started without --adapter-s3${origin === 'local' ? ' (its adapters are in its --adapter-dir: send adapter_source "local" or null)' : ''}; `
-    + 'start it with --adapter-s3 s3://bucket/prefix/ to serve adapters from S3.', param);
+  const hint = origin === 'local' ? ' (its adapters are in its --adapter-dir: send adapter_source "local" or null)' : '';
+  throw badRequest(`adapter_source "s3": this worker was started without --adapter-s3${hint}; start it with --adapter-s3 s3://bucket/prefix/ to serve adapters from S3.`, param);
 }

@@ -90,11 +90,15 @@ async function prepare(ctx: WorkerContext, c: Context<WorkerEnv>, streaming: boo
   const route = streaming ? 'generate_stream' : 'generate';
   // Prompt logprobs are the same for every candidate: computed once, on the first.
   const params: SequenceParams[] = drawn.map((d, i) => ({
-    adapter: model.adapter, prompt, sampling: d.sampling, stop: p.stop ?? [], includeStopString: true, promptLogprobs: i === 0 && p.decoder_input_details === true, route,
+    adapter: model.adapter, prompt, sampling: d.sampling, stop: p.stop ?? [], includeStopString: true,
+    promptLogprobs: i === 0 && p.decoder_input_details === true, route,
   }));
   await attachConstraints(ctx, params, requestedFormat(p.response_format, 'parameters.response_format'));
   const seqs = submitConstrained(ctx, c, params);
-  return { seqs, params: p, inputs: body.inputs, sampling: drawn.map((d) => d.sampling), doSample: drawn[0]!.doSample, adapter: model.adapter, promptTokens: prompt.length };
+  return {
+    seqs, params: p, inputs: body.inputs, sampling: drawn.map((d) => d.sampling), doSample: drawn[0]!.doSample,
+    adapter: model.adapter, promptTokens: prompt.length,
+  };
 }
 
 async function tokenOf(texts: TokenTexts, t: GeneratedToken): Promise<LoraxGeneratedToken> {
@@ -106,7 +110,9 @@ async function tokenOf(texts: TokenTexts, t: GeneratedToken): Promise<LoraxGener
     special,
     skipped: false, // no speculative decoding
   };
-  if (t.top && t.top.length > 0) out.alternative_tokens = await Promise.all(t.top.map(async (a) => ({ id: a.token, text: await texts.text(a.token), logprob: a.logprob })));
+  if (t.top && t.top.length > 0) {
+    out.alternative_tokens = await Promise.all(t.top.map(async (a) => ({ id: a.token, text: await texts.text(a.token), logprob: a.logprob })));
+  }
   return out;
 }
 
@@ -132,7 +138,9 @@ const sumLogprob = (r: SequenceResult): number => r.tokens.reduce((s, t) => s + 
 
 function headers(ctx: WorkerContext, prep: Prepared, results?: SequenceResult[]): Record<string, string> {
   const source = prep.adapter === undefined ? '' : ctx.adapterOrigin === 'local' || ctx.adapterOrigin === 's3' ? ctx.adapterOrigin : 'local';
-  const h: Record<string, string> = { 'x-model-id': ctx.modelId, 'x-adapter-id': prep.adapter ?? '', 'x-adapter-source': source, 'x-prompt-tokens': String(prep.promptTokens) };
+  const h: Record<string, string> = {
+    'x-model-id': ctx.modelId, 'x-adapter-id': prep.adapter ?? '', 'x-adapter-source': source, 'x-prompt-tokens': String(prep.promptTokens),
+  };
   if (results) {
     // Every candidate's tokens were generated: best_of counts them all (what the API meters).
     const generated = results.reduce((s, r) => s + r.tokens.length, 0);
