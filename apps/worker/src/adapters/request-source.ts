@@ -4,8 +4,9 @@
 //   prefix, or the adapter the platform's signed descriptor names);
 // - local: an adapter under this worker's --adapter-dir, by name (never a path outside it);
 // - s3: an adapter under this worker's --adapter-s3 prefix, by name;
-// - hub, pbase: never; the worker downloads nothing it was not configured with, so these are a 400
-//   that says how to serve the adapter instead.
+// - hub: the adapter_id repository from the Hugging Face Hub, only on a worker started with
+//   --allow-hub-adapters (hub-source.ts); without it a 400 that says how to serve the adapter;
+// - pbase: never (a 400).
 import type { LoraxAdapterSource } from '@loraplex/protocol';
 import { badRequest } from '../server/errors.js';
 
@@ -13,12 +14,13 @@ import { badRequest } from '../server/errors.js';
 export type WorkerAdapterOrigin = 'local' | 's3' | 'other' | 'none';
 
 /** Throws a 400 when `source` names a place this worker does not serve adapters from. */
-export function checkAdapterSource(origin: WorkerAdapterOrigin, source: LoraxAdapterSource | null | undefined): void {
-  if (source === null || source === undefined || source === origin) return;
+export function checkAdapterSource(origin: WorkerAdapterOrigin, source: LoraxAdapterSource | null | undefined, hubAllowed = false): void {
+  if (source === null || source === undefined || source === origin || (source === 'hub' && hubAllowed)) return;
   const param = 'parameters.adapter_source';
   if (source === 'hub') {
-    throw badRequest('adapter_source "hub": this worker does not download adapters from the Hugging Face Hub. Download the adapter '
-      + 'into the worker\'s --adapter-dir (one directory per adapter) and send adapter_source "local" (or null) with its directory name.', param);
+    throw badRequest('adapter_source "hub": this worker does not download adapters from the Hugging Face Hub (it was started without '
+      + '--allow-hub-adapters). Download the adapter into the worker\'s --adapter-dir (one directory per adapter) and send adapter_source '
+      + '"local" (or null) with its directory name, or start the worker with --allow-hub-adapters.', param);
   }
   if (source === 'pbase') {
     throw badRequest('adapter_source "pbase": Predibase adapters are not served. Put the adapter in the worker\'s --adapter-dir and send adapter_source "local" (or null).', param);

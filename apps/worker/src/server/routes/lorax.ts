@@ -7,7 +7,7 @@ import type { Context } from 'hono';
 import { checkAdapterSource } from '../../adapters/request-source.js';
 import { BASE_LABEL } from '../../metrics.js';
 import type { FinishReason, GeneratedToken, Sequence, SequenceParams, SequenceResult } from '../../scheduler/sequence.js';
-import { maxTokensFor, parseBody, refuseOversizedText, resolveModel } from '../../validation/common.js';
+import { maxTokensFor, parseBody, refuseOversizedText, resolveModel, type ResolvedModel } from '../../validation/common.js';
 import {
   loraxRequest,
   requestedFormat,
@@ -72,13 +72,21 @@ function checkBestOf(p: LoraxParameters, streaming: boolean): number {
   return n;
 }
 
+/** The adapter (or the base model) adapter_id names, where adapter_source says it lives. */
+async function resolveAdapter(ctx: WorkerContext, p: LoraxParameters): Promise<ResolvedModel> {
+  const id = p.adapter_id;
+  if (id === undefined || id === null || id === '' || id === ctx.modelId) return resolveModel(ctx, id);
+  checkAdapterSource(ctx.adapterOrigin, p.adapter_source, ctx.hub !== undefined);
+  // A hub repository is registered (its files' sizes read) under a worker-side adapter name.
+  return resolveModel(ctx, p.adapter_source === 'hub' && ctx.hub ? await ctx.hub.resolve(id) : id);
+}
+
 async function prepare(ctx: WorkerContext, c: Context<WorkerEnv>, streaming: boolean): Promise<Prepared> {
   const body = parseBody(loraxRequest, c.get('body'));
   const p = body.parameters ?? {};
   if (streaming && p.decoder_input_details) throw badRequest('decoder_input_details is not supported when streaming tokens', 'parameters.decoder_input_details');
   const n = checkBestOf(p, streaming);
-  const model = await resolveModel(ctx, p.adapter_id);
-  if (model.adapter !== undefined) checkAdapterSource(ctx.adapterOrigin, p.adapter_source);
+  const model = await resolveAdapter(ctx, p);
   c.set('adapterLabel', model.adapter ?? BASE_LABEL);
   refuseOversizedText(ctx, body.inputs.length, 'inputs');
   let prompt = await ctx.engine.tokenizer!.encode(body.inputs);
@@ -137,7 +145,8 @@ async function candidate(texts: TokenTexts, prep: Prepared, r: SequenceResult, i
 const sumLogprob = (r: SequenceResult): number => r.tokens.reduce((s, t) => s + (t.logprob ?? 0), 0);
 
 function headers(ctx: WorkerContext, prep: Prepared, results?: SequenceResult[]): Record<string, string> {
-  const source = prep.adapter === undefined ? '' : ctx.adapterOrigin === 'local' || ctx.adapterOrigin === 's3' ? ctx.adapterOrigin : 'local';
+  const origin = ctx.adapterOrigin === 'local' || ctx.adapterOrigin === 's3' ? ctx.adapterOrigin : 'local';
+  const source = prep.adapter === undefined ? '' : prep.params.adapter_source === 'hub' ? 'hub' : origin;
   const h: Record<string, string> = {
     'x-model-id': ctx.modelId, 'x-adapter-id': prep.adapter ?? '', 'x-adapter-source': source, 'x-prompt-tokens': String(prep.promptTokens),
   };
