@@ -170,6 +170,8 @@ describe.each(BACKENDS)('inference, models, usage (%s)', (backend) => {
     }
     expect(doc.body.paths['/v1/adapters'].post.requestBody.content).toHaveProperty('multipart/form-data');
     expect(doc.body.components.schemas).toHaveProperty('Adapter');
+    for (const name of ['LoraxGenerateResponse', 'LoraxStreamEvent', 'LoraxTokenizeResponse', 'LoraxInfo']) expect(doc.body.components.schemas).toHaveProperty(name);
+    expect(doc.body.paths['/'].post.responses['200'].content).toHaveProperty('text/event-stream');
     const ui = await t.app.request('/docs');
     expect(ui.status).toBe(200);
     expect(await ui.text()).toContain('/openapi.json');

@@ -5,7 +5,8 @@
 // (@loraplex/protocol), whose typed value is what the router sends.
 import { createRoute, z } from '@hono/zod-openapi';
 import {
-  chatRequest, completionRequest, describeIssues, LORAX_ADAPTER_SOURCES, loraxRequest, loraxTokenizeRequest,
+  chatRequest, completionRequest, describeIssues, LORAX_ADAPTER_SOURCES, loraxGenerateResponse, loraxRequest, loraxStreamEvent,
+  loraxTokenizeRequest, loraxTokenizeResponse,
   type ChatRequest, type CompletionRequest, type LoraxRequest, type LoraxTokenizeRequest,
 } from '@loraplex/protocol';
 import type { Context } from 'hono';
@@ -13,7 +14,7 @@ import { requireScope, tenantOf, type AuthEnv } from '../auth/middleware.js';
 import { ApiError, badRequest, errorResponse } from '../errors.js';
 import type { AdapterTarget, BaseModelRecord } from '../ports.js';
 import type { App, Services } from '../services.js';
-import { authErrors, errors, jsonBody } from './schemas.js';
+import { authErrors, errors, jsonBody, openapi } from './schemas.js';
 
 type Family = 'openai' | 'lorax';
 
@@ -212,7 +213,34 @@ const LoraxBody = z.looseObject({
 });
 const TokenizeBody = z.looseObject({ inputs: z.string(), add_special_tokens: z.boolean().nullish() });
 
-const proxied = { 200: { description: "The worker's response (JSON, or text/event-stream when streaming)" }, ...authErrors, 404: errors[404], 429: errors[429], 503: errors[503] };
+const proxiedErrors = { ...authErrors, 404: errors[404], 429: errors[429], 503: errors[503] };
+const proxied = { 200: { description: "The worker's response (JSON, or text/event-stream when streaming)" }, ...proxiedErrors };
+
+/** The LoRAX answers' schemas (@loraplex/protocol's), for the OpenAPI document. */
+const GenerateResponse = openapi(loraxGenerateResponse, 'LoraxGenerateResponse');
+const StreamEvent = openapi(loraxStreamEvent, 'LoraxStreamEvent');
+const sse = { 'text/event-stream': { schema: StreamEvent } };
+const LORAX_RESPONSES: Partial<Record<InferencePath, Record<number, unknown>>> = {
+  '/generate': {
+    200: { description: 'The generated text (details when parameters.details)', content: { 'application/json': { schema: GenerateResponse } } },
+    ...proxiedErrors,
+  },
+  '/generate_stream': {
+    200: { description: 'One server-sent event per token; the last carries generated_text (and details)', content: sse },
+    ...proxiedErrors,
+  },
+  '/': {
+    200: {
+      description: '[GenerateResponse], or the events of /generate_stream when `stream` is true',
+      content: { 'application/json': { schema: z.array(GenerateResponse) }, ...sse },
+    },
+    ...proxiedErrors,
+  },
+  '/tokenize': {
+    200: { description: 'The tokens of inputs', content: { 'application/json': { schema: openapi(loraxTokenizeResponse, 'LoraxTokenizeResponse') } } },
+    ...proxiedErrors,
+  },
+};
 
 export function registerInferenceRoutes(app: App, s: Services): void {
   const routes: Array<{ path: InferencePath; family: Family; summary: string }> = [
@@ -228,7 +256,7 @@ export function registerInferenceRoutes(app: App, s: Services): void {
       createRoute({
         method: 'post', path: r.path, tags: ['inference'], summary: r.summary, security, middleware: inference,
         request: { body: jsonBody(r.family === 'openai' ? OpenAIBody : r.path === '/tokenize' ? TokenizeBody : LoraxBody) },
-        responses: proxied,
+        responses: (LORAX_RESPONSES[r.path] ?? proxied) as typeof proxied,
       }),
       // The validator's value: the body as parsed once by checkJsonBody, shaped by OpenAIBody / LoraxBody.
       async (c) => infer(c, s, r.path, r.family, c.req.valid('json')) as never,
