@@ -47,9 +47,9 @@ export interface AppDeps {
 
 /** Paths that need an API key (the part PUT target, heartbeats, health and docs do not). */
 /** Paths whose bodies are JSON: bounded in size, then checked by the bounded parser (json-body.ts). */
-const JSON_BODIES = ['/v1/tenants', '/v1/keys', '/v1/adapters/uploads', '/v1/adapters/uploads/*', '/v1/completions', '/v1/chat/completions', '/generate', '/generate_stream', '/internal/*'];
+const JSON_BODIES = ['/v1/tenants', '/v1/keys', '/v1/adapters/uploads', '/v1/adapters/uploads/*', '/v1/completions', '/v1/chat/completions', '/generate', '/generate_stream', '/', '/tokenize', '/internal/*'];
 
-const AUTHENTICATED = ['/v1/tenants', '/v1/keys', '/v1/keys/*', '/v1/adapters', '/v1/adapters/*', '/v1/completions', '/v1/chat/completions', '/v1/models', '/v1/usage', '/generate', '/generate_stream'];
+const AUTHENTICATED = ['/v1/tenants', '/v1/keys', '/v1/keys/*', '/v1/adapters', '/v1/adapters/*', '/v1/completions', '/v1/chat/completions', '/v1/models', '/v1/usage', '/generate', '/generate_stream', '/', '/tokenize', '/info'];
 
 export function createApp(deps: AppDeps): { app: App; services: Services } {
   const auth = new Authenticator(deps.db, { ...(deps.config.adminKey !== undefined ? { adminKey: deps.config.adminKey } : {}), ...(deps.cacheTtlMs !== undefined ? { cacheTtlMs: deps.cacheTtlMs } : {}), ...(deps.clock !== undefined ? { clock: deps.clock } : {}) });

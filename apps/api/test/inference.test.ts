@@ -51,18 +51,26 @@ describe.each(BACKENDS)('inference, models, usage (%s)', (backend) => {
   });
 
   it('LoRAX routes: parameters.adapter_id is rewritten; other adapter sources are refused', async () => {
-    const r = await call(t.app, 'POST', '/generate', { key: a.key, json: { inputs: 'hi', parameters: { adapter_id: 'support-bot', adapter_source: 'hub', max_new_tokens: 2 } } });
+    // "local" (or null) = the tenant's uploaded adapters; hub, s3 and pbase are never fetched by the API.
+    const r = await call(t.app, 'POST', '/generate', { key: a.key, json: { inputs: 'hi', parameters: { adapter_id: 'support-bot', adapter_source: 'local', max_new_tokens: 2 } } });
     expect(r.status).toBe(200);
     expect(r.body.echoed.parameters).toEqual({ adapter_id: adapter.id, max_new_tokens: 2 });
     const base = await call(t.app, 'POST', '/generate_stream', { key: a.key, json: { inputs: 'hi' } });
     expect(base.status).toBe(200);
     expect(t.routing.forwarded.at(-1)).toMatchObject({ baseModel: BASE_MODEL, path: '/generate_stream' });
     expect(t.routing.forwarded.at(-1)!.adapter).toBeUndefined();
-    for (const src of ['s3', 'local', 'pbase']) {
+    for (const src of ['s3', 'hub', 'pbase', 'gcs']) {
       const bad = await call(t.app, 'POST', '/generate', { key: a.key, json: { inputs: 'hi', parameters: { adapter_id: '/etc/passwd', adapter_source: src } } });
       expect(bad.status).toBe(400);
       expect(bad.body.error.code).toBe('invalid_adapter_source');
+      expect(bad.body.error.message).toMatch(src === 'gcs' ? /must be one of local, hub, s3, pbase/ : new RegExp(`adapter_source "${src}" is not served by this API.*upload it`));
     }
+    // adapter_id null (what lorax-client sends for the base model) and parameters null: the base model.
+    const nullId = await call(t.app, 'POST', '/', { key: a.key, json: { inputs: 'hi', parameters: { adapter_id: null, adapter_source: null }, stream: false } });
+    expect(nullId.status).toBe(200);
+    expect(t.routing.forwarded.at(-1)).toMatchObject({ baseModel: BASE_MODEL, path: '/' });
+    expect(t.routing.forwarded.at(-1)!.adapter).toBeUndefined();
+    expect((await call(t.app, 'POST', '/generate', { key: a.key, json: { inputs: 'hi', parameters: null } })).status).toBe(200);
   });
 
   it("another tenant's adapter is a 404 like a missing one, by name, ref or id, and nothing is forwarded", async () => {
@@ -157,11 +165,13 @@ describe.each(BACKENDS)('inference, models, usage (%s)', (backend) => {
     expect(doc.status).toBe(200);
     expect(doc.body.openapi).toBe('3.1.0');
     const paths = Object.keys(doc.body.paths);
-    for (const p of ['/v1/tenants', '/v1/keys', '/v1/keys/{id}', '/v1/adapters', '/v1/adapters/{ref}', '/v1/adapters/uploads', '/v1/adapters/uploads/{id}/complete', '/v1/completions', '/v1/chat/completions', '/generate', '/generate_stream', '/v1/models', '/v1/usage']) {
+    for (const p of ['/v1/tenants', '/v1/keys', '/v1/keys/{id}', '/v1/adapters', '/v1/adapters/{ref}', '/v1/adapters/uploads', '/v1/adapters/uploads/{id}/complete', '/v1/completions', '/v1/chat/completions', '/generate', '/generate_stream', '/', '/tokenize', '/info', '/v1/models', '/v1/usage']) {
       expect(paths).toContain(p);
     }
     expect(doc.body.paths['/v1/adapters'].post.requestBody.content).toHaveProperty('multipart/form-data');
     expect(doc.body.components.schemas).toHaveProperty('Adapter');
+    for (const name of ['LoraxGenerateResponse', 'LoraxStreamEvent', 'LoraxTokenizeResponse', 'LoraxInfo']) expect(doc.body.components.schemas).toHaveProperty(name);
+    expect(doc.body.paths['/'].post.responses['200'].content).toHaveProperty('text/event-stream');
     const ui = await t.app.request('/docs');
     expect(ui.status).toBe(200);
     expect(await ui.text()).toContain('/openapi.json');

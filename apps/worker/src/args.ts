@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import type { WorkerOptions } from './worker.js';
 
 export const USAGE = `usage: loraplex-worker --model DIR [--port N] [--host ADDR] [--served-model-name NAME]
-       [--adapter-dir DIR | --adapter-s3 s3://bucket/prefix/] [--adapter-refresh-interval SECONDS]
+       [--adapter-dir DIR | --adapter-s3 s3://bucket/prefix/] [--adapter-refresh-interval SECONDS] [--allow-hub-adapters]
        [--adapter-cache-dir DIR] [--disk-cache-bytes N] [--host-cache-adapters N] [--host-cache-bytes N]
        [--max-adapters N] [--max-lora-rank N] [--kv-cache-tokens N] [--max-batch-tokens N]
        [--threads N] [--backend cpu|cuda|auto]
@@ -36,6 +36,7 @@ export function parseCli(argv: string[]): CliOptions {
       host: { type: 'string' },
       'adapter-dir': { type: 'string' },
       'adapter-s3': { type: 'string' },
+      'allow-hub-adapters': { type: 'boolean' },
       'adapter-refresh-interval': { type: 'string' },
       'adapter-cache-dir': { type: 'string' },
       'disk-cache-bytes': { type: 'string' },
@@ -71,6 +72,7 @@ export function parseCli(argv: string[]): CliOptions {
     defaultMetrics: true,
     ...opt('adapterDir', values['adapter-dir']),
     ...opt('adapterS3', values['adapter-s3']),
+    ...opt('allowHubAdapters', values['allow-hub-adapters']),
     ...opt('adapterRefreshInterval', num('adapter-refresh-interval', values['adapter-refresh-interval'], 0)),
     ...opt('adapterCacheDir', values['adapter-cache-dir']),
     ...opt('diskCacheBytes', int('disk-cache-bytes', values['disk-cache-bytes'], 0)),

@@ -1,5 +1,7 @@
 // What the HTTP routes see of a worker.
 import type { Engine } from '@loraplex/engine';
+import type { WorkerAdapterOrigin } from './adapters/request-source.js';
+import type { HubSource } from './adapters/hub-source.js';
 import type { AdapterManager } from './adapters/adapter-manager.js';
 import type { DescriptorRegistry } from './adapters/descriptors.js';
 import type { WorkerMetrics } from './metrics.js';
@@ -29,4 +31,10 @@ export interface WorkerContext {
   modelPath: string;
   /** Unix seconds when the worker started (`created` of model cards). */
   startedAt: number;
+  /** Where adapters come from (--adapter-dir = local, --adapter-s3 = s3): what LoRAX's adapter_source may name. */
+  adapterOrigin: WorkerAdapterOrigin;
+  /** Set when started with --allow-hub-adapters: adapter_source "hub" fetches from the Hugging Face Hub. */
+  hub?: HubSource | undefined;
+  /** Most sequences in the running batch (LoRAX /info's max_concurrent_requests). */
+  maxRunning: number;
 }

@@ -11,6 +11,7 @@ import { CatalogSource } from './adapters/catalog.js';
 import { DescriptorRegistry } from './adapters/descriptors.js';
 import { DiskCache } from './adapters/disk-cache.js';
 import { Heartbeat } from './adapters/heartbeat.js';
+import { HubSource, WithHub } from './adapters/hub-source.js';
 import { makeS3Client, s3SettingsFromEnv, S3Source } from './adapters/s3-source.js';
 import { LocalDirSource, NoAdapters, type AdapterSource } from './adapters/source.js';
 import { AdapterTiers } from './adapters/tiers.js';
@@ -35,6 +36,13 @@ export interface WorkerOptions {
   adapterS3?: string;
   /** Seconds between re-scans of the adapter directory / S3 prefix. Default 10; 0 = scan once. */
   adapterRefreshInterval?: number;
+  /**
+   * LoRAX adapter_source "hub": fetch the adapter_id repository from the Hugging Face Hub when a
+   * request asks for it (off by default: a worker downloads nothing it was not told to).
+   */
+  allowHubAdapters?: boolean;
+  /** The Hub's address for allowHubAdapters. Default HF_ENDPOINT, else https://huggingface.co (HF_TOKEN is sent when set). */
+  hubEndpoint?: string;
   /** Another adapter source (tests); overrides adapterDir and adapterS3. */
   adapterSource?: AdapterSource;
   /** Disk tier for remote adapters. Default <tmpdir>/loraplex-adapter-cache. */
@@ -113,9 +121,10 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
   const metrics = new WorkerMetrics({ defaultMetrics: opts.defaultMetrics ?? false, modelName: opts.servedModelName ?? opts.model });
   const inner = opts.adapterSource ?? (opts.adapterDir ? new LocalDirSource(opts.adapterDir) : opts.adapterS3 ? new S3Source(makeS3Client(s3SettingsFromEnv()), opts.adapterS3) : new NoAdapters());
   const catalog = new CatalogSource(inner, (opts.adapterRefreshInterval ?? 10) * 1000);
+  const hub = opts.allowHubAdapters ? new HubSource(opts.hubEndpoint ?? process.env.HF_ENDPOINT ?? 'https://huggingface.co', process.env.HF_TOKEN || undefined) : undefined;
   await catalog.start();
   let s3: ReturnType<typeof makeS3Client> | undefined;
-  const descriptors = new DescriptorRegistry(() => (s3 ??= makeS3Client(s3SettingsFromEnv())), catalog);
+  const descriptors = new DescriptorRegistry(() => (s3 ??= makeS3Client(s3SettingsFromEnv())), hub ? new WithHub(hub, catalog) : catalog);
   const hostAdapters = opts.hostCacheAdapters ?? 64;
   const tiers = new AdapterTiers(
     descriptors,
@@ -142,7 +151,8 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
     tiers: () => tiers,
   });
   const structured = new StructuredOutput({ modelDir: opts.model, vocab: engine.config.vocab, stopTokenIds: [...engine.eosTokenIds] });
-  const ctx: WorkerContext = { engine, scheduler: sched, adapters, descriptors, workerSecret, auth: { secret: workerSecret, apiKey, replays: new ReplayCache() }, metrics, tracing, structured, modelId: opts.servedModelName ?? opts.model, modelPath: opts.model, startedAt: Math.floor(Date.now() / 1000) };
+  const ctx: WorkerContext = { engine, scheduler: sched, adapters, descriptors, workerSecret, auth: { secret: workerSecret, apiKey, replays: new ReplayCache() }, metrics, tracing, structured, modelId: opts.servedModelName ?? opts.model, modelPath: opts.model, startedAt: Math.floor(Date.now() / 1000),
+    adapterOrigin: opts.adapterSource ? 'other' : opts.adapterDir ? 'local' : opts.adapterS3 ? 's3' : 'none', hub, maxRunning: opts.maxRunning ?? 256 };
   let heartbeat: Heartbeat | undefined;
   if (opts.apiUrl) {
     if (!workerSecret) throw new Error('--api-url needs --worker-secret (or LORAPLEX_WORKER_SECRET): heartbeats are authenticated with it');

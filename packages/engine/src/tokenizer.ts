@@ -82,6 +82,12 @@ export class TextTokenizer {
     return enc.getIds();
   }
 
+  /** Ids with each token's [start, end) offsets in `text` (as the tokenizers binding reports them). */
+  async encodeWithOffsets(text: string, addSpecialTokens = true): Promise<{ ids: number[]; offsets: Array<[number, number]> }> {
+    const enc = await this.tk.encode(text, null, { addSpecialTokens });
+    return { ids: enc.getIds(), offsets: enc.getOffsets().map((o) => [o[0] ?? 0, o[1] ?? 0] as [number, number]) };
+  }
+
   async decode(ids: number[], skipSpecialTokens = true): Promise<string> {
     if (ids.length === 0) return '';
     return this.tk.decode(ids, skipSpecialTokens);

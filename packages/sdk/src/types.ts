@@ -44,7 +44,8 @@ export interface GenerateOptions extends SamplingOptions {
 
 export type FinishReason = LoraxFinishReason;
 
-export type TokenDetail = LoraxToken;
+/** A token as the SDK reports it (LoRAX's `skipped` is always false here and left out). */
+export type TokenDetail = Omit<LoraxToken, 'skipped'>;
 
 export interface GenerateResult {
   text: string;
@@ -58,7 +59,7 @@ export interface GenerateResult {
 
 export type JsonResult<T> = GenerateResult & { parsed: T };
 
-export type StreamToken = LoraxToken;
+export type StreamToken = Omit<LoraxToken, 'skipped'>;
 
 export interface StreamEvent {
   token: StreamToken;

@@ -4,21 +4,25 @@
 // once (json-body.ts), shaped by the route's validator, and checked once against the worker's schema
 // (@loraplex/protocol), whose typed value is what the router sends.
 import { createRoute, z } from '@hono/zod-openapi';
-import { chatRequest, completionRequest, describeIssues, loraxRequest, type ChatRequest, type CompletionRequest, type LoraxRequest } from '@loraplex/protocol';
+import {
+  chatRequest, completionRequest, describeIssues, LORAX_ADAPTER_SOURCES, loraxGenerateResponse, loraxRequest, loraxStreamEvent,
+  loraxTokenizeRequest, loraxTokenizeResponse,
+  type ChatRequest, type CompletionRequest, type LoraxRequest, type LoraxTokenizeRequest,
+} from '@loraplex/protocol';
 import type { Context } from 'hono';
 import { inSpan } from '@loraplex/telemetry';
 import { requireScope, tenantOf, type AuthEnv } from '../auth/middleware.js';
 import { ApiError, badRequest, errorResponse } from '../errors.js';
 import type { AdapterTarget, BaseModelRecord } from '../ports.js';
 import type { App, Services } from '../services.js';
-import { authErrors, errors, jsonBody } from './schemas.js';
+import { authErrors, errors, jsonBody, openapi } from './schemas.js';
 
 type Family = 'openai' | 'lorax';
 
-type InferencePath = '/v1/completions' | '/v1/chat/completions' | '/generate' | '/generate_stream';
+type InferencePath = '/v1/completions' | '/v1/chat/completions' | '/generate' | '/generate_stream' | '/' | '/tokenize';
 
 /** What the router forwards: the client's body with the adapter field rewritten, as the worker's schema parsed it. */
-type WorkerRequest = CompletionRequest | ChatRequest | LoraxRequest;
+type WorkerRequest = CompletionRequest | ChatRequest | LoraxRequest | LoraxTokenizeRequest;
 
 interface Target {
   baseModel: string;
@@ -39,15 +43,39 @@ function requestedRef(family: Family, body: Record<string, unknown>): string | u
   // adapter ids a worker knows), so it is refused here, as LoRAX itself has no such field.
   if (body.model !== undefined) throw badRequest('model is not a field of LoRAX requests: name the adapter in parameters.adapter_id', 'unsupported_parameter');
   const params = body.parameters;
-  if (params === undefined) return undefined;
+  if (params === undefined || params === null) return undefined;
   if (!isObject(params)) throw badRequest('parameters must be an object');
   if (params.merged_adapters !== undefined && params.merged_adapters !== null) throw badRequest('merged_adapters is not supported', 'unsupported_parameter');
-  const src = params.adapter_source;
-  if (src !== undefined && src !== null && src !== 'hub') throw badRequest(`adapter_source ${JSON.stringify(src)} is not accepted: adapters are uploaded to this API and named by adapter_id`, 'invalid_adapter_source');
+  checkAdapterSource(params.adapter_source);
   const id = params.adapter_id;
   if (id === undefined || id === null || id === '') return undefined;
   if (typeof id !== 'string') throw badRequest('parameters.adapter_id must be a string');
   return id;
+}
+
+/** Where each refused adapter_source's adapter can be taken from before it is uploaded here. */
+const SOURCE_HINT: Record<string, string> = {
+  hub: 'download it from the Hugging Face Hub',
+  s3: 'copy it out of S3',
+  pbase: 'export it from Predibase',
+};
+
+/**
+ * adapter_source on the API (docs/lorax.md): null, absent or "local" = this tenant's uploaded
+ * adapters (the API's own store, as a worker's "local" is its own --adapter-dir). The API fetches
+ * nothing from elsewhere, so hub, s3 and pbase are a 400 saying how to serve the adapter instead.
+ */
+function checkAdapterSource(src: unknown): void {
+  if (src === undefined || src === null || src === 'local') return;
+  if (typeof src !== 'string' || !(LORAX_ADAPTER_SOURCES as readonly string[]).includes(src)) {
+    throw badRequest(`adapter_source must be one of ${LORAX_ADAPTER_SOURCES.join(', ')} (or null)`, 'invalid_adapter_source');
+  }
+  throw badRequest(
+    `adapter_source ${JSON.stringify(src)} is not served by this API: it serves only your tenant's uploaded adapters. `
+      + `To use this adapter, ${SOURCE_HINT[src]!}, upload it (POST /v1/adapters or /v1/adapters/uploads), then name it in `
+      + 'parameters.adapter_id (name, name@version or id) with adapter_source "local" or null.',
+    'invalid_adapter_source',
+  );
 }
 
 async function resolveTarget(s: Services, tenantId: string, family: Family, body: Record<string, unknown>): Promise<Target> {
@@ -84,6 +112,8 @@ const WORKER_SCHEMAS: Record<InferencePath, z.ZodType<WorkerRequest>> = {
   '/v1/chat/completions': chatRequest,
   '/generate': loraxRequest,
   '/generate_stream': loraxRequest,
+  '/': loraxRequest,
+  '/tokenize': loraxTokenizeRequest,
 };
 
 /**
@@ -174,9 +204,44 @@ const security = [{ bearer: [] }];
 const inference = requireScope(['inference'], { tenant: true });
 
 const OpenAIBody = z.looseObject({ model: z.string().openapi({ description: 'A base model id, or an adapter: name, name@version or id' }) });
-const LoraxBody = z.looseObject({ inputs: z.string(), parameters: z.looseObject({ adapter_id: z.string().optional() }).optional() });
+const LoraxBody = z.looseObject({
+  inputs: z.string(),
+  parameters: z.looseObject({
+    adapter_id: z.string().nullish().openapi({ description: "null or absent: the base model; else one of the tenant's adapters (name, name@version or id)" }),
+    adapter_source: z.string().nullish().openapi({ description: 'null or "local" (the tenant\'s uploaded adapters); hub, s3 and pbase are refused' }),
+  }).nullish(),
+  stream: z.boolean().nullish().openapi({ description: 'POST / only: true answers server-sent events, else [GenerateResponse]' }),
+});
+const TokenizeBody = z.looseObject({ inputs: z.string(), add_special_tokens: z.boolean().nullish() });
 
-const proxied = { 200: { description: "The worker's response (JSON, or text/event-stream when streaming)" }, ...authErrors, 404: errors[404], 429: errors[429], 503: errors[503] };
+const proxiedErrors = { ...authErrors, 404: errors[404], 429: errors[429], 503: errors[503] };
+const proxied = { 200: { description: "The worker's response (JSON, or text/event-stream when streaming)" }, ...proxiedErrors };
+
+/** The LoRAX answers' schemas (@loraplex/protocol's), for the OpenAPI document. */
+const GenerateResponse = openapi(loraxGenerateResponse, 'LoraxGenerateResponse');
+const StreamEvent = openapi(loraxStreamEvent, 'LoraxStreamEvent');
+const sse = { 'text/event-stream': { schema: StreamEvent } };
+const LORAX_RESPONSES: Partial<Record<InferencePath, Record<number, unknown>>> = {
+  '/generate': {
+    200: { description: 'The generated text (details when parameters.details)', content: { 'application/json': { schema: GenerateResponse } } },
+    ...proxiedErrors,
+  },
+  '/generate_stream': {
+    200: { description: 'One server-sent event per token; the last carries generated_text (and details)', content: sse },
+    ...proxiedErrors,
+  },
+  '/': {
+    200: {
+      description: '[GenerateResponse], or the events of /generate_stream when `stream` is true',
+      content: { 'application/json': { schema: z.array(GenerateResponse) }, ...sse },
+    },
+    ...proxiedErrors,
+  },
+  '/tokenize': {
+    200: { description: 'The tokens of inputs', content: { 'application/json': { schema: openapi(loraxTokenizeResponse, 'LoraxTokenizeResponse') } } },
+    ...proxiedErrors,
+  },
+};
 
 export function registerInferenceRoutes(app: App, s: Services): void {
   const routes: Array<{ path: InferencePath; family: Family; summary: string }> = [
@@ -184,13 +249,15 @@ export function registerInferenceRoutes(app: App, s: Services): void {
     { path: '/v1/chat/completions', family: 'openai', summary: 'OpenAI chat completions' },
     { path: '/generate', family: 'lorax', summary: 'LoRAX generate' },
     { path: '/generate_stream', family: 'lorax', summary: 'LoRAX generate (server-sent events)' },
+    { path: '/', family: 'lorax', summary: 'LoRAX generate, streamed when `stream` is true (the route lorax-client calls)' },
+    { path: '/tokenize', family: 'lorax', summary: "LoRAX tokenize: the base model's tokens of `inputs`, with their spans" },
   ];
   for (const r of routes) {
     app.openapi(
       createRoute({
         method: 'post', path: r.path, tags: ['inference'], summary: r.summary, security, middleware: inference,
-        request: { body: jsonBody(r.family === 'openai' ? OpenAIBody : LoraxBody) },
-        responses: proxied,
+        request: { body: jsonBody(r.family === 'openai' ? OpenAIBody : r.path === '/tokenize' ? TokenizeBody : LoraxBody) },
+        responses: (LORAX_RESPONSES[r.path] ?? proxied) as typeof proxied,
       }),
       // The validator's value: the body as parsed once by checkJsonBody, shaped by OpenAIBody / LoraxBody.
       async (c) => infer(c, s, r.path, r.family, c.req.valid('json')) as never,

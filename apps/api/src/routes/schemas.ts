@@ -25,7 +25,7 @@ import {
  * it is built, so one built before @hono/zod-openapi extended zod (whichever module loaded first)
  * lacks .openapi(); the method on the prototype works on it all the same.
  */
-function openapi<T extends z.ZodType>(schema: T, ...args: [refId: string] | [metadata: Record<string, unknown>]): T {
+export function openapi<T extends z.ZodType>(schema: T, ...args: [refId: string] | [metadata: Record<string, unknown>]): T {
   return (z.ZodType.prototype.openapi as (...a: unknown[]) => T).apply(schema, args);
 }
 

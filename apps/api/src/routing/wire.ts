@@ -6,7 +6,7 @@
 export type Family = 'openai' | 'lorax';
 
 export const OPENAI_PATHS = new Set(['/v1/completions', '/v1/chat/completions']);
-export const LORAX_PATHS = new Set(['/generate', '/generate_stream', '/']);
+export const LORAX_PATHS = new Set(['/generate', '/generate_stream', '/', '/tokenize']);
 
 export function familyOf(path: string): Family {
   if (OPENAI_PATHS.has(path)) return 'openai';

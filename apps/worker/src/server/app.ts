@@ -7,6 +7,7 @@ import { adapterDescriptor, countRequests, limitBody, parseJsonBody, rejectWhile
 import { chatCompletions } from './routes/chat.js';
 import { completions } from './routes/completions.js';
 import { health, listModels, metrics } from './routes/info.js';
+import { loraxInfo, loraxTokenize } from './routes/lorax-info.js';
 import { loraxCompat, loraxGenerate, loraxGenerateStream } from './routes/lorax.js';
 import type { WorkerEnv } from './types.js';
 import { traceRequests, tracedMiddleware } from '@loraplex/telemetry';
@@ -28,8 +29,10 @@ export function createApp(ctx: WorkerContext): Hono<WorkerEnv> {
   app.post('/generate', ...generation('generate'), loraxGenerate(ctx));
   app.post('/generate_stream', ...generation('generate_stream'), loraxGenerateStream(ctx));
   app.post('/', ...generation('compat'), loraxCompat(ctx));
+  app.post('/tokenize', parseJsonBody, loraxTokenize(ctx));
 
   app.get('/v1/models', listModels(ctx));
+  app.get('/info', loraxInfo(ctx));
   app.get('/health', health(ctx));
   app.get('/metrics', metrics(ctx));
   return app;
