@@ -94,7 +94,8 @@ describe('GET /ready on a real worker', () => {
     const r = await worker.app.request('/ready');
     expect(r.status).toBe(200);
     expect(await r.json()).toMatchObject({ status: 'ready', model: 'tiny-llama', running: 0 });
-    const drained = worker.shutdown();
+    // What shutdown() does first (after stopping heartbeats): stop accepting.
+    const drained = worker.scheduler.drain();
     expect((await worker.app.request('/ready')).status).toBe(503);
     await drained;
   });
