@@ -1,6 +1,9 @@
 // GET /ready (database reachable, a healthy worker), GET /docs (Swagger UI from the API's own
 // assets: nothing from a CDN) and GET / (a page for a browser, the usual 404 for JSON clients).
+import { EventEmitter } from 'node:events';
+import type { Server } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GracefulHttp } from '../src/graceful-http.js';
 import { BASE_MODEL, makeTestApp, openTestDb, seedBaseModel, tempDirStore, type TestApp, type TestDb } from './helpers/setup.js';
 
 type Store = Awaited<ReturnType<typeof tempDirStore>>;
@@ -65,6 +68,23 @@ describe('GET /ready', () => {
     expect(r.status).toBe(503);
     expect(r.body.database).toBe('unreachable');
     expect(r.body.reasons[0]).toMatch(/^database unreachable: /);
+  });
+});
+
+describe('GET /ready while the instance stops', () => {
+  it('answers 503 draining with Connection: close once the drain began', async () => {
+    const server = Object.assign(new EventEmitter(), { close: (done: () => void) => done(), closeAllConnections: () => undefined });
+    const graceful = new GracefulHttp(server as unknown as Server);
+    const fetch = graceful.wrap(() => Response.json({ status: 'ready' }));
+    const outgoing = new EventEmitter();
+    const env = { incoming: { url: '/ready', socket: {} }, outgoing } as unknown as Parameters<typeof fetch>[1];
+    expect((await fetch(new Request('http://api/ready'), env)).status).toBe(200);
+    outgoing.emit('close'); // the answer went out
+    expect(await graceful.drain(1000)).toBe(true);
+    const r = await fetch(new Request('http://api/ready'), env);
+    expect(r.status).toBe(503);
+    expect(r.headers.get('connection')).toBe('close');
+    expect(await r.json()).toEqual({ status: 'draining', ready: false, reasons: ['this instance is shutting down'] });
   });
 });
 
