@@ -4,7 +4,15 @@ import { EventEmitter } from 'node:events';
 import type { Server } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GracefulHttp } from '../src/graceful-http.js';
-import { BASE_MODEL, makeTestApp, openTestDb, seedBaseModel, tempDirStore, type TestApp, type TestDb } from './helpers/setup.js';
+import {
+  BASE_MODEL,
+  makeTestApp,
+  openTestDb,
+  seedBaseModel,
+  tempDirStore,
+  type TestApp,
+  type TestDb,
+} from './helpers/setup.js';
 
 type Store = Awaited<ReturnType<typeof tempDirStore>>;
 
@@ -44,7 +52,14 @@ describe('GET /ready', () => {
     served = [BASE_MODEL];
     const r = await ready();
     expect(r.status).toBe(200);
-    expect(r.body).toEqual({ status: 'ready', ready: true, database: 'ok', served_models: [BASE_MODEL], unserved_models: ['other-model'], reasons: [] });
+    expect(r.body).toEqual({
+      status: 'ready',
+      ready: true,
+      database: 'ok',
+      served_models: [BASE_MODEL],
+      unserved_models: ['other-model'],
+      reasons: [],
+    });
   });
 
   it('needs no API key (a probe)', async () => {
@@ -73,7 +88,10 @@ describe('GET /ready', () => {
 
 describe('GET /ready while the instance stops', () => {
   it('answers 503 draining with Connection: close once the drain began', async () => {
-    const server = Object.assign(new EventEmitter(), { close: (done: () => void) => done(), closeAllConnections: () => undefined });
+    const server = Object.assign(new EventEmitter(), {
+      close: (done: () => void) => done(),
+      closeAllConnections: () => undefined,
+    });
     const graceful = new GracefulHttp(server as unknown as Server);
     const fetch = graceful.wrap(() => Response.json({ status: 'ready' }));
     const outgoing = new EventEmitter();
@@ -139,7 +157,9 @@ describe('GET /docs and GET /', () => {
     for (const accept of [undefined, 'application/json', '*/*']) {
       const r = await t.app.request('/', accept ? { headers: { accept } } : {});
       expect(r.status, String(accept)).toBe(404);
-      expect(await r.json()).toEqual({ error: { message: 'no route for GET /', type: 'not_found_error', code: 'not_found' } });
+      expect(await r.json()).toEqual({
+        error: { message: 'no route for GET /', type: 'not_found_error', code: 'not_found' },
+      });
     }
   });
 });

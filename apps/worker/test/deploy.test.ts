@@ -19,7 +19,11 @@ interface Started {
 }
 
 function start(command: string, args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv }): Started {
-  const child = spawn(command, args, { cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(command, args, {
+    cwd: opts.cwd,
+    env: { ...process.env, ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
@@ -30,7 +34,10 @@ function start(command: string, args: string[], opts: { cwd: string; env?: NodeJ
 /** Resolves with the first match of `pattern` in the process's output; rejects if it exits first. */
 function waitFor(p: Started, pattern: RegExp, what: string, timeoutMs: number): Promise<RegExpMatchArray> {
   return new Promise((res, rej) => {
-    const timer = setTimeout(() => rej(new Error(`${what}: nothing within ${timeoutMs} ms:\n${p.output()}`)), timeoutMs);
+    const timer = setTimeout(
+      () => rej(new Error(`${what}: nothing within ${timeoutMs} ms:\n${p.output()}`)),
+      timeoutMs,
+    );
     const check = (): void => {
       const m = p.output().match(pattern);
       if (m) {
@@ -55,7 +62,8 @@ async function run(command: string, args: string[], cwd: string): Promise<void> 
 }
 
 /** `pnpm deploy` as the Dockerfiles run it, but offline: everything comes from the workspace's store. */
-const deploy = (pkg: string, dir: string): Promise<void> => run('pnpm', ['--offline', 'deploy', '--filter', pkg, '--prod', dir], REPO);
+const deploy = (pkg: string, dir: string): Promise<void> =>
+  run('pnpm', ['--offline', 'deploy', '--filter', pkg, '--prod', dir], REPO);
 
 async function stop(p: Started | undefined): Promise<void> {
   if (!p || p.child.exitCode !== null || p.child.signalCode !== null) return;
@@ -75,14 +83,36 @@ beforeAll(async () => {
   tmp = mkdtempSync(join(tmpdir(), 'lp-deploy-'));
   await Promise.all([deploy('@loraplex/worker', join(tmp, 'worker')), deploy('@loraplex/api', join(tmp, 'api'))]);
   if (!existsSync(join(tmp, 'worker', ADDON))) throw new Error(`the deployed worker has no native addon (${ADDON})`);
-  worker = start(process.execPath, ['dist/cli.js', '--model', modelDir('llama'), '--served-model-name', 'tiny', '--backend', 'cpu', '--threads', '1', '--port', '0'], {
-    cwd: join(tmp, 'worker'),
-    // The deployed tree's own addon, whatever the test run points the engine at.
-    env: { LORAPLEX_NATIVE_ADDON: '', LORAPLEX_WORKER_SECRET: '', LORAPLEX_API_KEY: '', VLLM_API_KEY: '' },
-  });
+  worker = start(
+    process.execPath,
+    [
+      'dist/cli.js',
+      '--model',
+      modelDir('llama'),
+      '--served-model-name',
+      'tiny',
+      '--backend',
+      'cpu',
+      '--threads',
+      '1',
+      '--port',
+      '0',
+    ],
+    {
+      cwd: join(tmp, 'worker'),
+      // The deployed tree's own addon, whatever the test run points the engine at.
+      env: { LORAPLEX_NATIVE_ADDON: '', LORAPLEX_WORKER_SECRET: '', LORAPLEX_API_KEY: '', VLLM_API_KEY: '' },
+    },
+  );
   api = start(process.execPath, ['dist/cli.js', 'serve'], {
     cwd: join(tmp, 'api'),
-    env: { PORT: '0', HOST: '127.0.0.1', LORAPLEX_DATA_DIR: join(tmp, 'api-data'), LORAPLEX_WORKER_SECRET: 'deploy-test-secret', DATABASE_URL: '' },
+    env: {
+      PORT: '0',
+      HOST: '127.0.0.1',
+      LORAPLEX_DATA_DIR: join(tmp, 'api-data'),
+      LORAPLEX_WORKER_SECRET: 'deploy-test-secret',
+      DATABASE_URL: '',
+    },
   });
   const [w, a] = await Promise.all([
     waitFor(worker, /"event":"listening","port":(\d+)/, 'the deployed worker', 90_000),
@@ -126,7 +156,9 @@ describe('the deployed API (pnpm deploy --prod)', () => {
     expect(await health.json()).toEqual({ status: 'ok' });
     const ready = await fetch(`${apiUrl}/ready`);
     expect(ready.status).toBe(503);
-    expect(((await ready.json()) as { reasons: string[] }).reasons).toEqual(['no healthy worker: no worker has sent a recent heartbeat']);
+    expect(((await ready.json()) as { reasons: string[] }).reasons).toEqual([
+      'no healthy worker: no worker has sent a recent heartbeat',
+    ]);
   });
 
   it('serves Swagger UI with its assets from the deployed tree', async () => {

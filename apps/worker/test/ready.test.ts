@@ -33,7 +33,10 @@ function probe(stallMs = 30_000) {
 describe('worker readiness on an injected clock', () => {
   it('is ready while idle, however long it stays idle', async () => {
     const p = probe();
-    expect(await p.get()).toEqual({ status: 200, body: { status: 'ready', model: 'tiny', running: 0, waiting: 0, steps: 0 } });
+    expect(await p.get()).toEqual({
+      status: 200,
+      body: { status: 'ready', model: 'tiny', running: 0, waiting: 0, steps: 0 },
+    });
     p.clock.advance(3_600_000);
     expect((await p.get()).status).toBe(200);
   });
@@ -83,7 +86,13 @@ describe('worker readiness on an injected clock', () => {
 describe('GET /ready on a real worker', () => {
   let worker: Worker;
   beforeAll(async () => {
-    worker = await createWorker({ model: modelDir('llama'), servedModelName: 'tiny-llama', backend: 'cpu', threads: 1, workerSecret: 'ready-test-secret' });
+    worker = await createWorker({
+      model: modelDir('llama'),
+      servedModelName: 'tiny-llama',
+      backend: 'cpu',
+      threads: 1,
+      workerSecret: 'ready-test-secret',
+    });
   });
   afterAll(async () => {
     await worker?.shutdown();

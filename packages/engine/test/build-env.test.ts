@@ -45,12 +45,15 @@ describe('turbo.json passes the build switches to the engine build', () => {
   });
 
   it('lists every one in tasks.build.env', () => {
-    const missing = [...read].flatMap(([file, vars]) => vars.filter((v) => !listed.has(v)).map((v) => `${v} (${file})`));
+    const missing = [...read].flatMap(([file, vars]) =>
+      vars.filter((v) => !listed.has(v)).map((v) => `${v} (${file})`),
+    );
     expect(missing).toEqual([]);
   });
 
   it('parses the forms CMake reads the environment in', () => {
-    const sample = 'if(DEFINED ENV{A_1})\n  set(X "$ENV{B}")\nendif()\nfind_path(P h.h ENV C_HOME)\n# $ENV{COMMENTED}\n';
+    const sample =
+      'if(DEFINED ENV{A_1})\n  set(X "$ENV{B}")\nendif()\nfind_path(P h.h ENV C_HOME)\n# $ENV{COMMENTED}\n';
     expect(envVarsRead(sample)).toEqual(['A_1', 'B', 'C_HOME']);
   });
 });

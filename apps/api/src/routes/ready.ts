@@ -30,7 +30,9 @@ async function pingDatabase(db: Db, timeoutMs: number): Promise<string | undefin
   let timer: NodeJS.Timeout | undefined;
   // Both drizzle flavours (node-postgres, PGlite) have execute(); their union type does not call it.
   const query = (db as unknown as { execute(q: ReturnType<typeof sql>): Promise<unknown> }).execute(sql`select 1`);
-  const timeout = new Promise<never>((_, rej) => (timer = setTimeout(() => rej(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs)));
+  const timeout = new Promise<never>(
+    (_, rej) => (timer = setTimeout(() => rej(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs)),
+  );
   try {
     await Promise.race([query, timeout]);
     return undefined;
@@ -41,7 +43,11 @@ async function pingDatabase(db: Db, timeoutMs: number): Promise<string | undefin
   }
 }
 
-export async function checkReadiness(db: Db, registry: WorkerRegistryPort, opts: ReadinessOptions = {}): Promise<Readiness> {
+export async function checkReadiness(
+  db: Db,
+  registry: WorkerRegistryPort,
+  opts: ReadinessOptions = {},
+): Promise<Readiness> {
   const reasons: string[] = [];
   const dbError = await pingDatabase(db, opts.dbTimeoutMs ?? 2000);
   if (dbError !== undefined) reasons.push(`database unreachable: ${dbError}`);
