@@ -1,5 +1,6 @@
-# A worker (apps/worker) with the CUDA backend (sm_80/86/89/90; cudart is linked statically, so
-# the runtime image needs only the driver). Build from the repository root:
+# A worker (apps/worker) with the CUDA backend (sm_80/86/89/90; --build-arg CUDA_ARCHS=90 narrows
+# it; cudart is linked statically, so the runtime image needs only the driver). Build from the
+# repository root:
 #   docker build -f infra/docker/worker.Dockerfile -t loraplex-worker .
 # Without a GPU the same image serves on the CPU backend (--backend auto).
 FROM nvidia/cuda:13.0.0-devel-ubuntu24.04 AS build
@@ -8,8 +9,19 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
 RUN npm install -g pnpm@12
 WORKDIR /src
 COPY . .
-ENV LORAPLEX_CUDA=ON TURBO_TELEMETRY_DISABLED=1
-RUN pnpm install --frozen-lockfile && pnpm build && pnpm deploy --filter @loraplex/worker --prod /out
+# The CUDA architectures the backend is compiled for (LORAPLEX_CUDA_ARCHS, semicolon-separated).
+# turbo.json lists the LORAPLEX_* switches, so they reach the engine build (turbo runs tasks in
+# strict env mode) and are part of its cache key. The CUDA emulator (tests only) is not built.
+ARG CUDA_ARCHS="80;86;89;90"
+ENV LORAPLEX_CUDA=ON LORAPLEX_CUDA_ARCHS=${CUDA_ARCHS} LORAPLEX_CUDA_EMU=OFF TURBO_TELEMETRY_DISABLED=1
+# The addon is configured first without -march=native (LORAPLEX_NATIVE_ARCH=OFF, kept in the CMake
+# cache for `pnpm build`'s own compile): the image runs on other CPUs than the one that built it.
+# `pnpm deploy` copies the engine's package "files", which name build/Release/loraplex_native.node;
+# the last check fails the build if the deployed tree has no addon.
+RUN pnpm install --frozen-lockfile \
+ && pnpm --filter @loraplex/engine exec cmake-js compile --out build --config Release --CDLORAPLEX_NATIVE_ARCH=OFF \
+ && pnpm build && pnpm deploy --filter @loraplex/worker --prod /out \
+ && test -f /out/node_modules/@loraplex/engine/build/Release/loraplex_native.node
 
 FROM nvidia/cuda:13.0.0-base-ubuntu24.04
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \

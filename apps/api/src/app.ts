@@ -1,7 +1,7 @@
 // The API as a Hono app: auth, tenants, keys, adapters, uploads, inference, models, usage, worker
-// heartbeats, the OpenAPI document (/openapi.json) and Swagger UI (/docs), all from the same schemas.
+// heartbeats, the OpenAPI document (/openapi.json) and Swagger UI (/docs), all from the same schemas;
+// /health (liveness) and /ready (readiness) for probes.
 import { OpenAPIHono } from '@hono/zod-openapi';
-import { swaggerUI } from '@hono/swagger-ui';
 import type { Clock } from '@loraplex/common';
 import { AdapterCatalog } from './adapters/catalog.js';
 import { Authenticator } from './auth/authenticator.js';
@@ -15,10 +15,12 @@ import { traceRequests, tracedMiddleware, Tracing } from '@loraplex/telemetry';
 import { ApiMetrics } from './metrics.js';
 import type { AdapterValidation, RoutingPorts } from './ports.js';
 import { registerAdapterRoutes } from './routes/adapters.js';
+import { registerDocRoutes } from './routes/docs.js';
 import { registerInferenceRoutes } from './routes/inference.js';
 import { registerInternalRoutes } from './routes/internal.js';
 import { registerKeyRoutes } from './routes/keys.js';
 import { registerModelRoutes } from './routes/models.js';
+import { readyHandler } from './routes/ready.js';
 import { registerTenantRoutes } from './routes/tenants.js';
 import { registerUploadRoutes } from './routes/uploads.js';
 import { registerUsageRoutes } from './routes/usage.js';
@@ -88,7 +90,9 @@ export function createApp(deps: AppDeps): { app: App; services: Services } {
   app.notFound((c) => errorResponse(404, 'not_found', `no route for ${c.req.method} ${c.req.path}`));
 
   app.get('/health', (c) => c.json({ status: 'ok' }));
-  // Every request but /health probes: its server span (traceparent in) and its metrics.
+  // Readiness (database, healthy workers): a probe like /health, outside traces and request metrics.
+  app.get('/ready', readyHandler(deps.db, deps.routing.registry));
+  // Every request but the /health and /ready probes: its server span (traceparent in) and its metrics.
   const metrics = deps.metrics ?? new ApiMetrics({ maxTenants: deps.config.metricsMaxTenants ?? 100 });
   app.use('*', traceRequests(deps.tracing ?? Tracing.disabled()), metrics.countRequests());
   // Prometheus text for the platform admin only: the series name tenants.
@@ -112,6 +116,6 @@ export function createApp(deps: AppDeps): { app: App; services: Services } {
     openapi: '3.1.0',
     info: { title: 'loraplex API', version: '0.1.0', description: 'Multi-tenant LoRA adapter serving: tenants, keys, adapters and OpenAI/LoRAX-compatible inference.' },
   });
-  app.get('/docs', swaggerUI({ url: '/openapi.json' }));
+  registerDocRoutes(app);
   return { app, services };
 }

@@ -5,7 +5,7 @@
 // - connections opened after the drain started are refused with 503 shutting_down (the listener
 //   stays open only so that worker heartbeats keep arriving: without them the registry would
 //   judge healthy workers stale while the last streams finish);
-// - /health answers 503 so load balancers stop sending work;
+// - /health and /ready answer 503 so load balancers stop sending work;
 // - it resolves once no request is in flight and every client connection has closed (after an
 //   answer with `Connection: close`, or when the client or the server's keep-alive timeout closes
 //   it; idle connections are not cut at once, because a client may be sending on one right now
@@ -57,6 +57,9 @@ export class GracefulHttp {
       if (path === HEARTBEAT_PATH) return fetch(req, env);
       const state = this.sockets.get(env.incoming.socket);
       if (this.draining && path === '/health') return withConnectionClose(Response.json({ status: 'draining' }, { status: 503 }));
+      if (this.draining && path === '/ready') {
+        return withConnectionClose(Response.json({ status: 'draining', ready: false, reasons: ['this instance is shutting down'] }, { status: 503 }));
+      }
       if (this.draining && (state?.lateComer ?? true)) {
         return errorResponse(503, 'shutting_down', 'this API instance is shutting down; retry', { 'retry-after': '1', connection: 'close' });
       }

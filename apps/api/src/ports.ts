@@ -63,6 +63,8 @@ export interface WorkerRegistryPort {
   /** Validates and records a worker heartbeat; throws an error with `status` 400 for a bad body. */
   heartbeat(body: unknown): Promise<unknown>;
   baseModels(): BaseModelRecord[] | Promise<BaseModelRecord[]>;
+  /** Base models with a healthy worker now (GET /ready); a registry without it is not asked. */
+  servedBaseModels?(): string[];
 }
 
 export interface RouterPort {

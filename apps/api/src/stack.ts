@@ -70,6 +70,7 @@ function watchHeartbeats(make: NonNullable<ApiServerWiring['routing']>, onFirst:
         return out;
       },
       baseModels: () => r.registry.baseModels(),
+      ...(r.registry.servedBaseModels ? { servedBaseModels: () => r.registry.servedBaseModels!() } : {}),
     };
     return { ...r, registry };
   };

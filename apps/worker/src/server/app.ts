@@ -6,19 +6,19 @@ import { errorResponse, notFound } from './errors.js';
 import { adapterDescriptor, countRequests, limitBody, parseJsonBody, rejectWhileDraining } from './middleware.js';
 import { chatCompletions } from './routes/chat.js';
 import { completions } from './routes/completions.js';
-import { health, listModels, metrics } from './routes/info.js';
+import { health, listModels, metrics, ready, type ReadinessOptions } from './routes/info.js';
 import { loraxInfo, loraxTokenize } from './routes/lorax-info.js';
 import { loraxCompat, loraxGenerate, loraxGenerateStream } from './routes/lorax.js';
 import type { WorkerEnv } from './types.js';
 import { traceRequests, tracedMiddleware } from '@loraplex/telemetry';
 import { MAX_BODY_BYTES } from '@loraplex/protocol';
 
-export function createApp(ctx: WorkerContext): Hono<WorkerEnv> {
+export function createApp(ctx: WorkerContext, readiness: ReadinessOptions = {}): Hono<WorkerEnv> {
   const app = new Hono<WorkerEnv>();
   app.onError((err, c) => errorResponse(c, err));
   app.notFound((c) => errorResponse(c, notFound(`no route ${c.req.method} ${c.req.path}`)));
 
-  // Every route but /health: the body limit first (authentication reads the body to check its
+  // Every route but /health and /ready: the body limit first (authentication reads the body to check its
   // digest), then the caller's credentials, before anything looks at what the request names.
   // The server span first (traceparent in, nothing when tracing is off), then auth in its own span.
   app.use('*', traceRequests(ctx.tracing), limitBody(MAX_BODY_BYTES), tracedMiddleware('auth', authenticateCaller(ctx.auth)));
@@ -34,6 +34,7 @@ export function createApp(ctx: WorkerContext): Hono<WorkerEnv> {
   app.get('/v1/models', listModels(ctx));
   app.get('/info', loraxInfo(ctx));
   app.get('/health', health(ctx));
+  app.get('/ready', ready(ctx, readiness));
   app.get('/metrics', metrics(ctx));
   return app;
 }

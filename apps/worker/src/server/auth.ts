@@ -1,7 +1,7 @@
 // Who may call a worker (issue 11): the platform, proven by a request signature made with the
 // worker secret (contract §1a), or, for a worker run on its own, a holder of its API key (vLLM's
 // --api-key: `Authorization: Bearer <key>`). A worker with neither is open; serve() lets that
-// happen only on a loopback address. /health stays open for probes and says nothing but ok/draining.
+// happen only on a loopback address. /health and /ready stay open for probes (state, no adapters or tenants).
 //
 // Every refusal is the same 401, whatever was wrong (no credentials, a bad or stale signature, a
 // replayed nonce, a wrong key) and whatever the request names, so a caller learns nothing about
@@ -23,8 +23,8 @@ export interface CallerAuth {
   clock?: Clock;
 }
 
-/** Paths any caller may reach: the liveness/readiness probe. */
-const OPEN_PATHS = new Set(['/health']);
+/** Paths any caller may reach: the liveness and readiness probes. */
+const OPEN_PATHS = new Set(['/health', '/ready']);
 
 export const UNAUTHORIZED_MESSAGE = 'unauthorized: this worker serves the loraplex platform or holders of its API key only';
 const unauthorized = (): ApiError => new ApiError(401, 'authentication_error', UNAUTHORIZED_MESSAGE);

@@ -1,4 +1,5 @@
-// GET /v1/models (vLLM's model cards), GET /health, GET /metrics (Prometheus text).
+// GET /v1/models (vLLM's model cards), GET /health (liveness), GET /ready (readiness), GET /metrics (Prometheus text).
+import { monotonicClock, type Clock } from '@loraplex/common';
 import type { Context } from 'hono';
 import type { WorkerContext } from '../../worker-context.js';
 import type { WorkerEnv } from '../types.js';
@@ -26,6 +27,42 @@ export function health(ctx: WorkerContext) {
   return function healthHandler(c: Context<WorkerEnv>): Response {
     if (!ctx.scheduler.isAccepting) return c.json({ status: 'draining' }, 503);
     return c.json({ status: 'ok' });
+  };
+}
+
+export interface ReadinessOptions {
+  /** The clock stall ages are read on (default monotonicClock; tests drive one). */
+  clock?: Clock;
+  /** Sequences running and no scheduler step completed for this long: not ready. Default 60 s. */
+  stallMs?: number;
+}
+
+/**
+ * Ready: the model is loaded (the server listens only after loading it), the worker accepts work
+ * (503 while draining), and the scheduler loop is alive: it is idle, or it has completed a step
+ * within stallMs while sequences were running. Sequences only waiting (for an adapter load) do
+ * not count as a stall: the loop has nothing to step until the load finishes.
+ */
+export function ready(ctx: WorkerContext, opts: ReadinessOptions = {}) {
+  const clock = opts.clock ?? monotonicClock;
+  const stallMs = opts.stallMs ?? 60_000;
+  let lastSteps = ctx.scheduler.steps;
+  let progressAt = clock.now();
+  return function readyHandler(c: Context<WorkerEnv>): Response {
+    const s = ctx.scheduler;
+    const now = clock.now();
+    if (s.steps !== lastSteps || s.runningCount === 0) {
+      lastSteps = s.steps;
+      progressAt = now;
+    }
+    const state = { model: ctx.modelId, running: s.runningCount, waiting: s.waitingCount, steps: s.steps };
+    if (!s.isAccepting) return c.json({ status: 'draining', reason: 'the worker is shutting down', ...state }, 503);
+    const stalledMs = now - progressAt;
+    if (stalledMs >= stallMs) {
+      const reason = `the scheduler completed no step in ${Math.round(stalledMs / 1000)} s with ${s.runningCount} sequences running`;
+      return c.json({ status: 'stalled', reason, ...state }, 503);
+    }
+    return c.json({ status: 'ready', ...state });
   };
 }
 
