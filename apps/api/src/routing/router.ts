@@ -290,7 +290,7 @@ export class Router {
       return failed('failed');
     }
     release();
-    const usage = ok ? usageOfBody(prep.family, (name) => header(res.headers, name), text) : undefined;
+    const usage = ok ? usageOfBody(prep.family, res.headers, text) : undefined;
     report({ promptTokens: usage?.promptTokens ?? 0, completionTokens: usage?.completionTokens ?? 0, status: res.status, workerId: worker.id });
     return new Response(prep.restoreModel ? prep.restoreModel(text) : text, { status: res.status, headers: passHeaders(res.headers) });
   }

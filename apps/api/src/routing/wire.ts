@@ -98,9 +98,10 @@ function fromLoraxDetails(d: unknown): TokenCounts | undefined {
 }
 
 /** Token counts of a complete (non-streamed) worker answer, if it has them. */
-export function usageOfBody(family: Family, header: (name: string) => string | undefined, text: string): TokenCounts | undefined {
+export function usageOfBody(family: Family, headers: Readonly<Record<string, string | string[] | undefined>>, text: string): TokenCounts | undefined {
   if (family === 'lorax') {
-    const p = num(Number(header('x-prompt-tokens') ?? NaN)), c = num(Number(header('x-generated-tokens') ?? NaN));
+    // Number(undefined) is NaN; a repeated header (an array) counts only when it holds one value.
+    const p = num(Number(headers['x-prompt-tokens'])), c = num(Number(headers['x-generated-tokens']));
     if (p !== undefined && c !== undefined) return { promptTokens: p, completionTokens: c };
   }
   let body: unknown;
