@@ -133,6 +133,7 @@ export class Router {
   /** The workers to try, best first. */
   order(baseModel: string, adapterId: string | undefined): WorkerRecord[] {
     const healthy = this.registry.healthy(baseModel);
+    if (healthy.length < 2) return healthy; // nothing to order (a single worker, or none)
     const inFlight = (id: string): number => this.inFlightTo(id);
     if (adapterId === undefined) return leastLoaded(healthy, inFlight);
     const last = this.lastSent.get(adapterId);
