@@ -11,7 +11,7 @@ import type { Db } from './db/client.js';
 import { errorResponse, handleError } from './errors.js';
 import { checkJsonBody, limitBody } from './json-body.js';
 import { MAX_BODY_BYTES } from '@loraplex/protocol';
-import { traceRequests, tracedMiddleware, Tracing } from '@loraplex/telemetry';
+import { maybeTraced, tracingMiddleware, type Tracing } from '@loraplex/telemetry';
 import { ApiMetrics } from './metrics.js';
 import type { AdapterValidation, RoutingPorts } from './ports.js';
 import { registerAdapterRoutes } from './routes/adapters.js';
@@ -94,12 +94,12 @@ export function createApp(deps: AppDeps): { app: App; services: Services } {
   app.get('/ready', readyHandler(deps.db, deps.routing.registry));
   // Every request but the /health and /ready probes: its server span (traceparent in) and its metrics.
   const metrics = deps.metrics ?? new ApiMetrics({ maxTenants: deps.config.metricsMaxTenants ?? 100 });
-  app.use('*', traceRequests(deps.tracing ?? Tracing.disabled()), metrics.countRequests());
+  app.use('*', ...tracingMiddleware(deps.tracing), metrics.countRequests());
   // Prometheus text for the platform admin only: the series name tenants.
   app.get('/metrics', authenticate(auth), metrics.handler());
   // The size limit comes before authentication, so an oversized body is cut off whoever sends it.
   for (const p of JSON_BODIES) app.use(p, limitBody(MAX_BODY_BYTES));
-  for (const p of AUTHENTICATED) app.use(p, tracedMiddleware('auth', authenticate(auth)));
+  for (const p of AUTHENTICATED) app.use(p, maybeTraced(deps.tracing, 'auth', authenticate(auth)));
   for (const p of JSON_BODIES) app.use(p, checkJsonBody);
 
   registerTenantRoutes(app, services);

@@ -35,8 +35,14 @@ export class GracefulHttp {
   private inFlight = 0;
   private readonly sockets = new Map<Socket, SocketState>();
   private onChange: () => void = () => undefined;
+  private server: Server | undefined;
 
-  constructor(private readonly server: Server) {
+  /** `fetch`: the app's; serve `this.fetch` (it runs behind the drain gate), then attach() the server. */
+  constructor(private readonly appFetch: Fetch) {}
+
+  /** Tracks the server's connections (call it once the server exists, before it accepts any). */
+  attach(server: Server): void {
+    this.server = server;
     server.on('connection', (socket: Socket) => {
       this.sockets.set(socket, { lateComer: this.draining, client: false });
       socket.once('close', () => {
@@ -50,29 +56,27 @@ export class GracefulHttp {
     return this.draining;
   }
 
-  /** The app's fetch behind the drain gate. */
-  wrap(fetch: Fetch): Fetch {
-    return async (req, env) => {
-      const path = (env.incoming.url ?? '/').split('?', 1)[0];
-      if (path === HEARTBEAT_PATH) return fetch(req, env);
-      const state = this.sockets.get(env.incoming.socket);
-      if (this.draining && path === '/health') return withConnectionClose(Response.json({ status: 'draining' }, { status: 503 }));
-      if (this.draining && path === '/ready') {
-        return withConnectionClose(Response.json({ status: 'draining', ready: false, reasons: ['this instance is shutting down'] }, { status: 503 }));
-      }
-      if (this.draining && (state?.lateComer ?? true)) {
-        return errorResponse(503, 'shutting_down', 'this API instance is shutting down; retry', { 'retry-after': '1', connection: 'close' });
-      }
-      if (state) state.client = true;
-      this.inFlight++;
-      env.outgoing.once('close', () => {
-        this.inFlight--;
-        this.onChange();
-      });
-      const res = await fetch(req, env);
-      return this.draining ? withConnectionClose(res) : res;
-    };
-  }
+  /** The app's fetch behind the drain gate (built once: a request passes one function here). */
+  readonly fetch: Fetch = async (req, env) => {
+    const path = (env.incoming.url ?? '/').split('?', 1)[0];
+    if (path === HEARTBEAT_PATH) return this.appFetch(req, env);
+    const state = this.sockets.get(env.incoming.socket);
+    if (this.draining && path === '/health') return withConnectionClose(Response.json({ status: 'draining' }, { status: 503 }));
+    if (this.draining && path === '/ready') {
+      return withConnectionClose(Response.json({ status: 'draining', ready: false, reasons: ['this instance is shutting down'] }, { status: 503 }));
+    }
+    if (this.draining && (state?.lateComer ?? true)) {
+      return errorResponse(503, 'shutting_down', 'this API instance is shutting down; retry', { 'retry-after': '1', connection: 'close' });
+    }
+    if (state) state.client = true;
+    this.inFlight++;
+    env.outgoing.once('close', () => {
+      this.inFlight--;
+      if (this.draining) this.onChange();
+    });
+    const res = await this.appFetch(req, env);
+    return this.draining ? withConnectionClose(res) : res;
+  };
 
   private settled(): boolean {
     if (this.inFlight > 0) return false;
@@ -93,11 +97,14 @@ export class GracefulHttp {
     });
     clearTimeout(timer);
     this.onChange = () => undefined;
-    await new Promise<void>((resolve) => {
-      this.server.close(() => resolve());
-      // Worker heartbeat connections, and whatever the deadline cut.
-      this.server.closeAllConnections();
-    });
+    const server = this.server;
+    if (server) {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        // Worker heartbeat connections, and whatever the deadline cut.
+        server.closeAllConnections();
+      });
+    }
     return clean;
   }
 }

@@ -82,7 +82,8 @@ export interface LimitedPort {
 }
 
 export interface TenantLimitsPort {
-  acquire(tenantId: string): (() => void) | LimitedPort;
+  /** The request's slot: call it when the request ends, with the tokens to charge when they are known. */
+  acquire(tenantId: string): ((tokens?: number) => void) | LimitedPort;
   addTokens(tenantId: string, n: number): void;
 }
 

@@ -53,10 +53,10 @@ export async function startApiServer(config: ApiConfig, wiring: ApiServerWiring 
   try {
     routing = (wiring.routing ?? createRouting)(database.db, config, { onUpstreamError: (reason) => metrics.upstreamError(reason) });
     const { app, services } = createApp({ db: database.db, store: openStore(config), config, validation: wiring.validation ?? createValidation(), routing, metrics, tracing });
-    let graceful!: GracefulHttp;
+    const graceful = new GracefulHttp(app.fetch as never);
     const server: ServerType = await new Promise((resolve, reject) => {
-      const s = serve({ fetch: (req, env) => graceful.wrap(app.fetch as never)(req, env as never), port: config.port, hostname: config.host }, () => resolve(s));
-      graceful = new GracefulHttp(s as HttpServer);
+      const s = serve({ fetch: graceful.fetch as never, port: config.port, hostname: config.host }, () => resolve(s));
+      graceful.attach(s as HttpServer);
       s.once('error', reject);
     });
     const sweeper = new OrphanSweeper({ db: database.db, store: services.store, uploads: services.uploads, graceMs: config.sweep.orphanGraceS * 1000 });

@@ -38,6 +38,27 @@ describe('TenantLimits', () => {
     expect(typeof l.acquire('t')).toBe('function');
   });
 
+  it('a slot ended with its tokens frees the concurrency slot once and charges the tokens', () => {
+    const clock = new ManualClock(1_000_000_000);
+    const l = new TenantLimits({ maxConcurrent: 1, tokensPerMinute: 1000 }, clock);
+    const a = l.acquire('t') as (tokens?: number) => void;
+    expect(isLimited(l.acquire('t'))).toBe(true);
+    a(300);
+    a(); // a second end frees nothing more
+    expect(l.tokensUsed('t')).toBe(300);
+    const b = l.acquire('t') as (tokens?: number) => void;
+    expect(isLimited(l.acquire('t'))).toBe(true);
+    b(800);
+    expect(isLimited(l.acquire('t')) && l.acquire('t')).toMatchObject({ reason: 'tokens_per_minute' });
+  });
+
+  it('without any limit, every request gets the same no-op slot', () => {
+    const l = new TenantLimits({ maxConcurrent: 0, tokensPerMinute: Infinity });
+    const a = l.acquire('t'), b = l.acquire('u');
+    expect(typeof a).toBe('function');
+    expect(a).toBe(b);
+  });
+
   it('honours per-tenant overrides', () => {
     const l = new TenantLimits({ maxConcurrent: 1, tokensPerMinute: 0, forTenant: (t) => (t === 'big' ? { maxConcurrent: 3 } : undefined) });
     expect([l.acquire('big'), l.acquire('big'), l.acquire('big')].every((r) => typeof r === 'function')).toBe(true);

@@ -56,25 +56,58 @@ export class WorkerMetrics {
     this.vllm.bindGauges({ maxLora: src.slots, running: () => src.scheduler().runningCount, waiting: () => src.scheduler().waitingCount, kv: src.kv });
   }
 
+  /** One hook set for loraplex's series and vLLM's (vllm-metrics.ts) together. */
   schedulerHooks(): SchedulerHooks {
-    return combineHooks(this.ownHooks(), this.vllm.schedulerHooks());
-  }
-
-  private ownHooks(): SchedulerHooks {
+    const v = this.vllm;
+    const l = v.labels;
     return {
-      submitted: (s) => this.sequences.inc({ adapter: label(s) }),
+      submitted: (s) => {
+        this.sequences.inc({ adapter: label(s) });
+        if (v.live.size >= 100_000) v.prune(); // bounded even when nobody scrapes
+        v.live.add(s);
+      },
       admitted: (s) => {
-        this.promptTokens.inc({ adapter: label(s) }, s.params.prompt.length);
-        this.queueSeconds.observe({ adapter: label(s) }, (performance.now() - s.enqueuedAt) / 1000);
+        const queued = (performance.now() - s.enqueuedAt) / 1000;
+        const adapter = label(s);
+        this.promptTokens.inc({ adapter }, s.params.prompt.length);
+        this.queueSeconds.observe({ adapter }, queued);
+        v.promptTokens.inc(l, s.params.prompt.length);
+        v.queue.observe(l, queued);
       },
       token: (s) => {
-        this.generatedTokens.inc({ adapter: label(s) });
-        if (s.output.length === 1 && s.firstTokenAt !== undefined) this.ttftSeconds.observe({ adapter: label(s) }, (s.firstTokenAt - s.enqueuedAt) / 1000);
+        const now = performance.now();
+        const adapter = label(s);
+        this.generatedTokens.inc({ adapter });
+        if (s.output.length === 1 && s.firstTokenAt !== undefined) this.ttftSeconds.observe({ adapter }, (s.firstTokenAt - s.enqueuedAt) / 1000);
+        v.generationTokens.inc(l);
+        const last = v.lastTokenAt.get(s);
+        if (last === undefined) v.ttft.observe(l, (now - s.enqueuedAt) / 1000);
+        else {
+          v.itl.observe(l, (now - last) / 1000);
+          v.tpot.observe(l, (now - last) / 1000);
+        }
+        v.lastTokenAt.set(s, now);
       },
-      finished: (s, reason) => this.finished.inc({ adapter: label(s), reason }),
-      failed: (s) => this.failed.inc({ adapter: label(s) }),
-      cancelled: (s) => this.cancelled.inc({ adapter: label(s) }),
-      preempted: (s) => this.preemptions.inc({ adapter: label(s) }),
+      finished: (s, reason) => {
+        this.finished.inc({ adapter: label(s), reason });
+        v.live.delete(s);
+        // vLLM's finished_reason values: an EOS token is a 'stop' there.
+        v.success.inc({ ...l, finished_reason: reason === 'eos' ? 'stop' : reason });
+        v.e2e.observe(l, (performance.now() - s.enqueuedAt) / 1000);
+      },
+      failed: (s) => {
+        this.failed.inc({ adapter: label(s) });
+        v.live.delete(s);
+      },
+      cancelled: (s) => {
+        this.cancelled.inc({ adapter: label(s) });
+        v.live.delete(s);
+        v.success.inc({ ...l, finished_reason: 'abort' });
+      },
+      preempted: (s) => {
+        this.preemptions.inc({ adapter: label(s) });
+        v.preemptions.inc(l);
+      },
       step: (sec, b) => {
         this.stepSeconds.observe(sec);
         this.stepTokens.observe(b.prefillTokens + b.decodeTokens);

@@ -9,8 +9,10 @@
 // time it was last current; routers read the series with the largest value. Here the gauge is reset
 // at every scrape and holds one series, the current one, with the current time: the same reading
 // for a router, and no series left behind as the adapter mix changes.
+//
+// The scheduler hooks that record these are WorkerMetrics' (metrics.ts): one hook set updates
+// loraplex's series and vLLM's together, so a sequence event is one call, not a chain.
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import type { SchedulerHooks } from './scheduler/scheduler.js';
 import type { Sequence } from './scheduler/sequence.js';
 
 /** What the scrape-time gauges read from the worker. */
@@ -31,24 +33,21 @@ const REQUEST_BUCKETS = [
 ];
 const LABELS = ['model_name', 'engine'];
 
-/** vLLM's finished_reason values: an EOS token is a 'stop' there. */
-const finishedReason = (reason: string): string => (reason === 'eos' ? 'stop' : reason);
-
 export class VllmMetrics {
-  private readonly labels: { model_name: string; engine: string };
-  private readonly promptTokens: Counter<string>;
-  private readonly generationTokens: Counter<string>;
-  private readonly preemptions: Counter<string>;
-  private readonly success: Counter<string>;
-  private readonly ttft: Histogram<string>;
-  private readonly itl: Histogram<string>;
-  private readonly tpot: Histogram<string>;
-  private readonly e2e: Histogram<string>;
-  private readonly queue: Histogram<string>;
+  readonly labels: { model_name: string; engine: string };
+  readonly promptTokens: Counter<string>;
+  readonly generationTokens: Counter<string>;
+  readonly preemptions: Counter<string>;
+  readonly success: Counter<string>;
+  readonly ttft: Histogram<string>;
+  readonly itl: Histogram<string>;
+  readonly tpot: Histogram<string>;
+  readonly e2e: Histogram<string>;
+  readonly queue: Histogram<string>;
   /** Sequences submitted and not yet ended: their state and adapter make vllm:lora_requests_info. */
-  private readonly live = new Set<Sequence>();
+  readonly live = new Set<Sequence>();
   /** When each sequence's previous token came (inter-token latency). */
-  private readonly lastTokenAt = new WeakMap<Sequence, number>();
+  readonly lastTokenAt = new WeakMap<Sequence, number>();
 
   /** `modelName`: the served model name (vLLM's model_name label). */
   constructor(private readonly registry: Registry, modelName: string) {
@@ -112,47 +111,7 @@ export class VllmMetrics {
   }
 
   /** Drops sequences that ended without a hook (e.g. max_tokens 0). */
-  private prune(): void {
+  prune(): void {
     for (const s of this.live) if (s.isEnded || s.state === 'finished') this.live.delete(s);
-  }
-
-  private end(s: Sequence): void {
-    this.live.delete(s);
-  }
-
-  schedulerHooks(): SchedulerHooks {
-    const l = this.labels;
-    return {
-      submitted: (s) => {
-        if (this.live.size >= 100_000) this.prune(); // bounded even when nobody scrapes
-        this.live.add(s);
-      },
-      admitted: (s) => {
-        this.promptTokens.inc(l, s.params.prompt.length);
-        this.queue.observe(l, (performance.now() - s.enqueuedAt) / 1000);
-      },
-      token: (s) => {
-        const now = performance.now();
-        this.generationTokens.inc(l);
-        const last = this.lastTokenAt.get(s);
-        if (last === undefined) this.ttft.observe(l, (now - s.enqueuedAt) / 1000);
-        else {
-          this.itl.observe(l, (now - last) / 1000);
-          this.tpot.observe(l, (now - last) / 1000);
-        }
-        this.lastTokenAt.set(s, now);
-      },
-      finished: (s, reason) => {
-        this.end(s);
-        this.success.inc({ ...l, finished_reason: finishedReason(reason) });
-        this.e2e.observe(l, (performance.now() - s.enqueuedAt) / 1000);
-      },
-      failed: (s) => this.end(s),
-      cancelled: (s) => {
-        this.end(s);
-        this.success.inc({ ...l, finished_reason: 'abort' });
-      },
-      preempted: () => this.preemptions.inc(l),
-    };
   }
 }

@@ -2,8 +2,8 @@
 //
 // Off by default: a Tracing is enabled only when the environment asks for an exporter
 // (OTEL_TRACES_EXPORTER=otlp or console, or an OTLP endpoint in OTEL_EXPORTER_OTLP_ENDPOINT /
-// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) and OTEL_SDK_DISABLED is not true. Disabled, the request
-// middleware calls next() and nothing else, and no scheduler hook is installed.
+// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) and OTEL_SDK_DISABLED is not true. Disabled, no request
+// middleware is installed (installTracing), and no scheduler hook.
 //
 // Enabled: spans go through a BatchSpanProcessor (OTEL_BSP_* settings) to the OTLP/HTTP exporter,
 // JSON encoding (http/json; collectors take it on the same /v1/traces endpoint as protobuf);
@@ -139,8 +139,9 @@ export function spanError(span: Span, err: unknown): void {
 /** Runs `fn` in a child span of the active one (ended when `fn` settles); just runs it when tracing is off. */
 export async function inSpan<T>(name: string, fn: (span: Span | undefined) => Promise<T> | T, opts: SpanOptions = {}): Promise<T> {
   const parent = context.active();
-  const span = startSpan(name, opts, parent);
-  if (!span) return fn(undefined);
+  const tracing = parent.getValue(TRACING_KEY) as Tracing | undefined;
+  if (!tracing) return fn(undefined);
+  const span = tracing.tracer.startSpan(name, opts, parent);
   try {
     return await context.with(trace.setSpan(parent, span), () => fn(span));
   } catch (e) {
@@ -176,6 +177,7 @@ const UNTRACED_PATHS = new Set(['/health', '/metrics']);
  * head is ready (a stream's body may still be flowing; the worker's decode spans cover that part).
  */
 export function traceRequests(tracing: Tracing): MiddlewareHandler {
+  // Apps install nothing when tracing is off (see tracingMiddleware); this pass-through is for callers that do.
   if (!tracing.enabled) return async function traceRequests(_c, next) {
     await next();
   };
@@ -204,6 +206,16 @@ export function traceRequests(tracing: Tracing): MiddlewareHandler {
       span.end();
     }
   };
+}
+
+/** The request middleware when tracing is on, none when it is off (so untraced requests pay nothing for it). */
+export function tracingMiddleware(tracing: Tracing | undefined): MiddlewareHandler[] {
+  return tracing?.enabled ? [traceRequests(tracing)] : [];
+}
+
+/** `mw` in a span of its own when tracing is on (tracedMiddleware); `mw` itself when it is off. */
+export function maybeTraced<M extends MiddlewareHandler<any>>(tracing: Tracing | undefined, name: string, mw: M, attributes: Attributes = {}): M {
+  return tracing?.enabled ? tracedMiddleware(name, mw, attributes) : mw;
 }
 
 /**

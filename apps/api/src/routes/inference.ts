@@ -1,8 +1,9 @@
-// Inference: authenticate (scope inference), resolve the adapter inside the caller's tenant, rewrite
-// the body's adapter field to the adapter id, hold a tenant-limit slot for the whole response, and
-// hand the request to the router, recording usage when the response has ended. The body is parsed
-// once (json-body.ts), shaped by the route's validator, and checked once against the worker's schema
-// (@loraplex/protocol), whose typed value is what the router sends.
+// Inference: authenticate (scope inference), resolve the adapter inside the caller's tenant, build
+// the worker's body once (routing/wire.ts prepareRequest: the adapter field rewritten to the adapter
+// id, checked against the worker's schema from @loraplex/protocol, usage forced on), hold a
+// tenant-limit slot for the whole response, and hand it to the router, recording usage and freeing
+// the slot when the response has ended (the router reports that exactly once). The body is parsed
+// once (json-body.ts) and shaped by the route's validator.
 import { createRoute, z } from '@hono/zod-openapi';
 import {
   chatRequest, completionRequest, describeIssues, LORAX_ADAPTER_SOURCES, loraxGenerateResponse, loraxRequest, loraxStreamEvent,
@@ -10,10 +11,11 @@ import {
   type ChatRequest, type CompletionRequest, type LoraxRequest, type LoraxTokenizeRequest,
 } from '@loraplex/protocol';
 import type { Context } from 'hono';
-import { inSpan } from '@loraplex/telemetry';
+import { activeTracing, inSpan } from '@loraplex/telemetry';
 import { requireScope, tenantOf, type AuthEnv } from '../auth/middleware.js';
 import { ApiError, badRequest, errorResponse } from '../errors.js';
 import type { AdapterTarget, BaseModelRecord } from '../ports.js';
+import { prepareRequest } from '../routing/index.js';
 import type { App, Services } from '../services.js';
 import { authErrors, errors, jsonBody, openapi } from './schemas.js';
 
@@ -21,7 +23,7 @@ type Family = 'openai' | 'lorax';
 
 type InferencePath = '/v1/completions' | '/v1/chat/completions' | '/generate' | '/generate_stream' | '/' | '/tokenize';
 
-/** What the router forwards: the client's body with the adapter field rewritten, as the worker's schema parsed it. */
+/** What the worker's schema accepts. */
 type WorkerRequest = CompletionRequest | ChatRequest | LoraxRequest | LoraxTokenizeRequest;
 
 interface Target {
@@ -96,16 +98,6 @@ async function resolveTarget(s: Services, tenantId: string, family: Family, body
   };
 }
 
-/** The body the worker gets: the adapter field names the adapter id (or the base model). */
-function rewriteBody(family: Family, body: Record<string, unknown>, t: Target): Record<string, unknown> {
-  if (family === 'openai') return { ...body, model: t.adapter?.id ?? t.baseModel };
-  const params = { ...((body.parameters as Record<string, unknown> | undefined) ?? {}) };
-  delete params.adapter_source;
-  if (t.adapter) params.adapter_id = t.adapter.id;
-  else delete params.adapter_id;
-  return { ...body, parameters: params };
-}
-
 /** The worker's own schema for each route: the API refuses what a worker would, before routing. */
 const WORKER_SCHEMAS: Record<InferencePath, z.ZodType<WorkerRequest>> = {
   '/v1/completions': completionRequest,
@@ -117,69 +109,36 @@ const WORKER_SCHEMAS: Record<InferencePath, z.ZodType<WorkerRequest>> = {
 };
 
 /**
- * Parses the body a worker will get with the worker's schema (a 400 worded as the worker's), so
- * nothing is forwarded that the worker would refuse, nor anything JSON cannot carry unchanged.
+ * Checks the body a worker will get (before usage is forced on) with the worker's schema (a 400
+ * worded as the worker's), so nothing is forwarded that the worker would refuse, nor anything JSON
+ * cannot carry unchanged. The schemas only check (strict objects, no defaults or transforms), so
+ * the checked body is what is sent.
  */
-function parseWorkerBody(path: InferencePath, forwarded: Record<string, unknown>): WorkerRequest {
-  const r = WORKER_SCHEMAS[path].safeParse(forwarded);
+function checkWorkerBody(path: string, forwarded: Record<string, unknown>): WorkerRequest {
+  const r = WORKER_SCHEMAS[path as InferencePath].safeParse(forwarded);
   if (!r.success) throw badRequest(describeIssues(r.error.issues).message);
   return r.data;
 }
 
-/** Calls `done` once the response body has been read to the end or cancelled (or at once without one). */
-function onBodyDone(res: Response, done: () => void): Response {
-  if (!res.body) {
-    done();
-    return res;
-  }
-  const reader = res.body.getReader();
-  const body = new ReadableStream<Uint8Array>({
-    async pull(ctrl) {
-      try {
-        const { value, done: end } = await reader.read();
-        if (end) {
-          done();
-          ctrl.close();
-        } else ctrl.enqueue(value);
-      } catch (e) {
-        done();
-        ctrl.error(e);
-      }
-    },
-    cancel(reason) {
-      done();
-      return reader.cancel(reason);
-    },
-  });
-  return new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers });
-}
-
 async function infer(c: Context<AuthEnv>, s: Services, path: InferencePath, family: Family, body: Record<string, unknown>): Promise<Response> {
   const tenantId = tenantOf(c.get('principal'));
-  const target = await inSpan('adapter.resolve', () => resolveTarget(s, tenantId, family, body));
-  const forwarded = parseWorkerBody(path, rewriteBody(family, body, target));
+  const target = activeTracing() ? await inSpan('adapter.resolve', () => resolveTarget(s, tenantId, family, body)) : await resolveTarget(s, tenantId, family, body);
+  const prepared = prepareRequest(path, body, target.adapter?.id, target.baseModel, undefined, checkWorkerBody);
   const slot = s.routing.limits.acquire(tenantId);
   if (typeof slot !== 'function') {
     return errorResponse(429, 'rate_limited', `too many requests for this tenant; retry after ${slot.retryAfterS} s`, { 'Retry-After': String(slot.retryAfterS) });
   }
-  let released = false;
-  const release = (): void => {
-    if (!released) {
-      released = true;
-      slot();
-    }
-  };
   try {
-    const res = await s.routing.router.forward({
+    return await s.routing.router.forward({
       path,
-      body: forwarded,
-      ...(typeof body.model === 'string' ? { requestedModel: body.model } : {}),
+      body,
+      prepared,
       ...(target.adapter ? { adapter: target.adapter } : {}),
       baseModel: target.baseModel,
       signal: c.req.raw.signal,
+      // Once, when the response has ended (a stream: after its last byte, or when it was cancelled).
       onUsage: (u) => {
-        release();
-        s.routing.limits.addTokens(tenantId, u.promptTokens + u.completionTokens);
+        slot(u.promptTokens + u.completionTokens);
         s.routing.usage.record({
           tenantId,
           adapterId: target.adapter?.id ?? null,
@@ -193,9 +152,8 @@ async function infer(c: Context<AuthEnv>, s: Services, path: InferencePath, fami
         });
       },
     });
-    return onBodyDone(res, release);
   } catch (e) {
-    release();
+    slot();
     throw e;
   }
 }

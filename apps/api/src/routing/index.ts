@@ -6,5 +6,6 @@ export { WorkerRegistry, type BaseModelRecord, type RegistryOptions, type Worker
 export { leastLoaded, pickWorkers, preferResident, rendezvousScore } from './rendezvous.js';
 export { Router, type ForwardRequest, type RouterOptions, type Usage } from './router.js';
 export { DEFAULT_WORKER_TIMEOUTS, WorkerTimeoutError, workerHttpClient, type WorkerPost, type WorkerResponse, type WorkerTimeouts } from './worker-http.js';
-export { TenantLimits, type LimitOptions, type Limited } from './tenant-limits.js';
+export { TenantLimits, type LimitOptions, type Limited, type Slot } from './tenant-limits.js';
+export { prepareRequest, type PreparedRequest, type WorkerBodyCheck } from './wire.js';
 export { UsageRecorder, type UsageEvent, type UsageRecorderOptions } from './usage-recorder.js';

@@ -5,7 +5,7 @@
 // the client goes away, and usage reported once per request.
 import type { IncomingHttpHeaders } from 'node:http';
 import { SIGNATURE_HEADER, signRequest } from '@loraplex/protocol';
-import { injectTraceHeaders, inSpan, SpanKind } from '@loraplex/telemetry';
+import { activeTracing, injectTraceHeaders, inSpan, SpanKind, type Span } from '@loraplex/telemetry';
 import { DESCRIPTOR_HEADER, DescriptorSigner, type AdapterTarget } from './descriptor.js';
 import type { WorkerRecord, WorkerRegistry } from './registry.js';
 import { leastLoaded, pickWorkers, preferResident } from './rendezvous.js';
@@ -30,6 +30,8 @@ export interface ForwardRequest {
   body: Record<string, unknown>;
   /** The model name the client asked for, when `body` was already rewritten (answers name it again). */
   requestedModel?: string;
+  /** The worker's body already built from `body` (prepareRequest, e.g. with the worker's schema checked); built here when absent. */
+  prepared?: PreparedRequest;
   /** The tenant adapter, when the request names one; absent for the base model. */
   adapter?: AdapterTarget;
   baseModel: string;
@@ -131,6 +133,7 @@ export class Router {
   /** The workers to try, best first. */
   order(baseModel: string, adapterId: string | undefined): WorkerRecord[] {
     const healthy = this.registry.healthy(baseModel);
+    if (healthy.length < 2) return healthy; // nothing to order (a single worker, or none)
     const inFlight = (id: string): number => this.inFlightTo(id);
     if (adapterId === undefined) return leastLoaded(healthy, inFlight);
     const last = this.lastSent.get(adapterId);
@@ -140,12 +143,16 @@ export class Router {
     return preferResident(pickWorkers(healthy, adapterId), adapterId, { inFlight, sentSinceHeartbeat });
   }
 
-  /** Forwards in a `route` span (when tracing is on), each worker attempt in a client span of its own. */
+  /**
+   * Forwards in a `route` span when the request is traced, each worker attempt in a client span of
+   * its own; untraced, no span layer at all.
+   */
   forward(req: ForwardRequest): Promise<Response> {
-    return inSpan('route', () => this.route(req), { attributes: { 'loraplex.base_model': req.baseModel, 'loraplex.adapter': req.adapter?.id ?? '' } });
+    if (!activeTracing()) return this.route(req, false);
+    return inSpan('route', () => this.route(req, true), { attributes: { 'loraplex.base_model': req.baseModel, 'loraplex.adapter': req.adapter?.id ?? '' } });
   }
 
-  private async route(req: ForwardRequest): Promise<Response> {
+  private async route(req: ForwardRequest, traced: boolean): Promise<Response> {
     const t0 = performance.now();
     let reported = false;
     const report = (u: Omit<Usage, 'latencyMs'>): void => {
@@ -158,7 +165,7 @@ export class Router {
       }
     };
     if (req.adapter && req.adapter.baseModel !== req.baseModel) throw new Error(`adapter ${req.adapter.id} is for ${req.adapter.baseModel}, not ${req.baseModel}`);
-    const prep = prepareRequest(req.path, req.body, req.adapter?.id, req.baseModel, req.requestedModel);
+    const prep = req.prepared ?? prepareRequest(req.path, req.body, req.adapter?.id, req.baseModel, req.requestedModel);
     const headers: Record<string, string> = { 'content-type': 'application/json' };
     if (req.adapter) headers[DESCRIPTOR_HEADER] = this.signer.header(req.adapter);
     const candidates = this.order(req.baseModel, req.adapter?.id).slice(0, this.maxAttempts);
@@ -166,11 +173,7 @@ export class Router {
     for (const worker of candidates) {
       if (req.signal?.aborted) break;
       try {
-        const res = await inSpan('worker.request', async (span) => {
-          const r = await this.attempt(worker, req, prep, headers, report);
-          span?.setAttribute('http.response.status_code', r?.status ?? 0); // 0: not answered, next worker
-          return r;
-        }, { kind: SpanKind.CLIENT, attributes: { 'loraplex.worker': worker.id, 'url.full': `${worker.url}${req.path}` } });
+        const res = traced ? await this.tracedAttempt(worker, req, prep, headers, report) : await this.attempt(worker, req, prep, headers, report, false);
         if (res) return res;
       } catch (e) {
         if (e instanceof ClientGone) break;
@@ -186,11 +189,19 @@ export class Router {
     return apiError(503, 'overloaded_error', 'no_healthy_worker', `${why}; retry later`, { 'retry-after': String(this.retryAfterS) });
   }
 
+  private tracedAttempt(worker: WorkerRecord, req: ForwardRequest, prep: PreparedRequest, headers: Record<string, string>, report: (u: Omit<Usage, 'latencyMs'>) => void): Promise<Response | undefined> {
+    return inSpan('worker.request', async (span: Span | undefined) => {
+      const r = await this.attempt(worker, req, prep, headers, report, true);
+      span?.setAttribute('http.response.status_code', r?.status ?? 0); // 0: not answered, next worker
+      return r;
+    }, { kind: SpanKind.CLIENT, attributes: { 'loraplex.worker': worker.id, 'url.full': `${worker.url}${req.path}` } });
+  }
+
   /**
    * One worker: the response to hand the client, or undefined to try the next worker (it could
    * not be reached, refused the work with 429/503, or failed before anything was sent on).
    */
-  private async attempt(worker: WorkerRecord, req: ForwardRequest, prep: PreparedRequest, headers: Record<string, string>, report: (u: Omit<Usage, 'latencyMs'>) => void): Promise<Response | undefined> {
+  private async attempt(worker: WorkerRecord, req: ForwardRequest, prep: PreparedRequest, headers: Record<string, string>, report: (u: Omit<Usage, 'latencyMs'>) => void, traced: boolean): Promise<Response | undefined> {
     const ctrl = new AbortController();
     const onClientAbort = (): void => ctrl.abort(req.signal?.reason);
     req.signal?.addEventListener('abort', onClientAbort, { once: true });
@@ -225,7 +236,8 @@ export class Router {
         // Workers trust only the platform (contract §1a): each send carries its own signature
         // (a fresh nonce, so a retry is not refused as a replay). The signature covers the method,
         // path and body only, so the trace context header (traceparent) rides beside it.
-        const signed = injectTraceHeaders({ ...headers, [SIGNATURE_HEADER]: signRequest(this.secret, 'POST', req.path, prep.json) });
+        const signed = { ...headers, [SIGNATURE_HEADER]: signRequest(this.secret, 'POST', req.path, prep.json) };
+        if (traced) injectTraceHeaders(signed);
         res = await this.post(`${worker.url}${req.path}`, signed, prep.json, ctrl.signal);
       } catch (e) {
         if (e instanceof StaleConnectionError && stale < MAX_STALE_RESENDS && !ctrl.signal.aborted) continue;
@@ -253,7 +265,7 @@ export class Router {
       const stream = relaySse({
         family: prep.family,
         clientWantsUsage: prep.clientWantsUsage,
-        restoreModel: prep.restoreModel,
+        ...(prep.restoreModel ? { restoreModel: prep.restoreModel } : {}),
         reader,
         first: first.done ? undefined : first.value,
         clientGone: () => req.signal?.aborted === true,
@@ -279,8 +291,8 @@ export class Router {
       return failed('failed');
     }
     release();
-    const usage = ok ? usageOfBody(prep.family, (name) => header(res.headers, name), text) : undefined;
+    const usage = ok ? usageOfBody(prep.family, res.headers, text) : undefined;
     report({ promptTokens: usage?.promptTokens ?? 0, completionTokens: usage?.completionTokens ?? 0, status: res.status, workerId: worker.id });
-    return new Response(prep.restoreModel(text), { status: res.status, headers: passHeaders(res.headers) });
+    return new Response(prep.restoreModel ? prep.restoreModel(text) : text, { status: res.status, headers: passHeaders(res.headers) });
   }
 }

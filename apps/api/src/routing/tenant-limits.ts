@@ -30,10 +30,23 @@ interface TenantState {
 
 const unlimited = (n: number): boolean => !(n > 0) || !Number.isFinite(n);
 
+/**
+ * Ends a request: frees its concurrency slot (once) and charges `tokens` (prompt + completion) to
+ * the current second. Called with no tokens when the request ends without a count.
+ */
+export type Slot = (tokens?: number) => void;
+
+/** The slot of a TenantLimits without any limit (the default): nothing to hold, nothing to count. */
+function unlimitedSlot(): void {}
+
 export class TenantLimits {
   private readonly tenants = new Map<string, TenantState>();
+  /** No limit and no per-tenant override: no tenant can ever be refused, so nothing is tracked. */
+  private readonly none: boolean;
 
-  constructor(private readonly opts: LimitOptions, private readonly clock: Clock = systemClock) {}
+  constructor(private readonly opts: LimitOptions, private readonly clock: Clock = systemClock) {
+    this.none = !opts.forTenant && unlimited(opts.maxConcurrent) && unlimited(opts.tokensPerMinute);
+  }
 
   private limits(tenantId: string): { maxConcurrent: number; tokensPerMinute: number } {
     const o = this.opts.forTenant?.(tenantId);
@@ -56,8 +69,9 @@ export class TenantLimits {
     return sum;
   }
 
-  /** A release function (call it once, when the request ends), or why not and for how long. */
-  acquire(tenantId: string): (() => void) | Limited {
+  /** The request's slot (call it when the request ends), or why not and for how long. */
+  acquire(tenantId: string): Slot | Limited {
+    if (this.none) return unlimitedSlot;
     const { maxConcurrent, tokensPerMinute } = this.limits(tenantId);
     const s = this.state(tenantId);
     if (!unlimited(tokensPerMinute)) {
@@ -68,7 +82,8 @@ export class TenantLimits {
     if (!unlimited(maxConcurrent) && s.active >= maxConcurrent) return { retryAfterS: 1, reason: 'concurrency' };
     s.active++;
     let done = false;
-    return () => {
+    return (tokens) => {
+      if (tokens !== undefined) this.addTokens(tenantId, tokens);
       if (done) return;
       done = true;
       s.active--;

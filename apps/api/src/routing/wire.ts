@@ -22,17 +22,23 @@ export interface PreparedRequest {
   clientWantsUsage: boolean;
   /** The body sent to the worker. */
   json: string;
-  /** Gives answers back the client's model name in place of the adapter id the worker saw. */
-  restoreModel: (text: string) => string;
+  /** Gives answers back the client's model name in place of the adapter id the worker saw; absent when they name the same. */
+  restoreModel?: (text: string) => string;
 }
+
+/**
+ * Checks the worker's body before usage reporting is forced on (e.g. against the worker's own schema):
+ * throws to refuse the request.
+ */
+export type WorkerBodyCheck = (path: string, workerBody: Record<string, unknown>) => unknown;
 
 /**
  * OpenAI answers name the model; the worker saw the adapter id, the client asked for its own name
  * (name or name@version). The id is [a-z0-9_] only and quotes inside JSON strings are escaped,
  * so the exact byte sequence "model":"<id>" can only be that field.
  */
-function modelRestorer(family: Family, adapterId: string | undefined, asked: unknown): (text: string) => string {
-  if (family !== 'openai' || adapterId === undefined || typeof asked !== 'string' || asked === adapterId) return (t) => t;
+function modelRestorer(adapterId: string | undefined, asked: unknown): ((text: string) => string) | undefined {
+  if (adapterId === undefined || typeof asked !== 'string' || asked === adapterId) return undefined;
   const from = `"model":${JSON.stringify(adapterId)}`, to = `"model":${JSON.stringify(asked)}`;
   return (t) => (t.includes(from) ? t.replaceAll(from, to) : t);
 }
@@ -40,30 +46,36 @@ function modelRestorer(family: Family, adapterId: string | undefined, asked: unk
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /**
- * The worker's body: a shallow copy of the client's (which is left untouched) with the adapter
- * field set to the adapter id, or to the base model for base requests, and usage forced on.
+ * The worker's body, built once: a shallow copy of the client's (which is left untouched) with the
+ * adapter field set to the adapter id, or to the base model for base requests (a LoRAX
+ * adapter_source, which only named where the client's adapter lives, removed), checked by `check`
+ * if given, then usage forced on.
  */
-export function prepareRequest(path: string, body: Record<string, unknown>, adapterId: string | undefined, baseModel: string, requestedModel?: string): PreparedRequest {
+export function prepareRequest(path: string, body: Record<string, unknown>, adapterId: string | undefined, baseModel: string, requestedModel?: string, check?: WorkerBodyCheck): PreparedRequest {
   const family = familyOf(path);
   const out: Record<string, unknown> = { ...body };
   if (family === 'openai') {
     out.model = adapterId ?? baseModel;
+    check?.(path, out);
     const stream = body.stream === true;
     const so = isObject(body.stream_options) ? body.stream_options : undefined;
     const clientWantsUsage = stream ? so?.include_usage === true : true;
     if (stream) out.stream_options = { ...(so ?? {}), include_usage: true };
-    return { family, stream, clientWantsUsage, json: JSON.stringify(out), restoreModel: modelRestorer(family, adapterId, requestedModel ?? body.model) };
+    const restoreModel = modelRestorer(adapterId, requestedModel ?? body.model);
+    return { family, stream, clientWantsUsage, json: JSON.stringify(out), ...(restoreModel ? { restoreModel } : {}) };
   }
   const params: Record<string, unknown> = isObject(body.parameters) ? { ...body.parameters } : {};
+  delete params.adapter_source;
   if (adapterId !== undefined) params.adapter_id = adapterId;
   else delete params.adapter_id;
+  out.parameters = params;
+  check?.(path, out);
   const stream = path === '/generate_stream' || (path === '/' && body.stream === true);
   const clientWantsUsage = params.details === true;
   // A stream reports its counts only in the last event's details; a single response carries them
   // in x-prompt-tokens / x-generated-tokens, so details (with every token listed) are not forced.
-  if (stream) params.details = true;
-  out.parameters = params;
-  return { family, stream, clientWantsUsage, json: JSON.stringify(out), restoreModel: (t) => t };
+  if (stream) out.parameters = { ...params, details: true };
+  return { family, stream, clientWantsUsage, json: JSON.stringify(out) };
 }
 
 export interface TokenCounts {
@@ -86,9 +98,10 @@ function fromLoraxDetails(d: unknown): TokenCounts | undefined {
 }
 
 /** Token counts of a complete (non-streamed) worker answer, if it has them. */
-export function usageOfBody(family: Family, header: (name: string) => string | undefined, text: string): TokenCounts | undefined {
+export function usageOfBody(family: Family, headers: Readonly<Record<string, string | string[] | undefined>>, text: string): TokenCounts | undefined {
   if (family === 'lorax') {
-    const p = num(Number(header('x-prompt-tokens') ?? NaN)), c = num(Number(header('x-generated-tokens') ?? NaN));
+    // Number(undefined) is NaN; a repeated header (an array) counts only when it holds one value.
+    const p = num(Number(headers['x-prompt-tokens'])), c = num(Number(headers['x-generated-tokens']));
     if (p !== undefined && c !== undefined) return { promptTokens: p, completionTokens: c };
   }
   let body: unknown;

@@ -16,6 +16,7 @@
 // health, and the router sends the request again.
 import { Agent as HttpAgent, request as httpRequest, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { once } from 'node:events';
 import { Readable } from 'node:stream';
 
 export interface WorkerResponse {
@@ -66,39 +67,55 @@ export function workerHttpClient(opts: { maxSockets?: number; timeouts?: Partial
   const http = new HttpAgent(agentOpts);
   const https = new HttpsAgent(agentOpts);
 
-  const post: WorkerPost = (url, headers, body, signal) =>
-    new Promise<WorkerResponse>((resolve, reject) => {
-      if (signal.aborted) return reject(signal.reason ?? new Error('aborted'));
-      const u = new URL(url);
-      const isHttps = u.protocol === 'https:';
-      const req = (isHttps ? httpsRequest : httpRequest)(u, {
-        method: 'POST', agent: isHttps ? https : http,
-        headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) },
-      });
-      const onAbort = (): void => {
-        req.destroy(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
-      };
-      signal.addEventListener('abort', onAbort, { once: true });
-      const clearHeadTimer = headTimer(req, timeouts);
-      // `on`, not `once`: a worker that answers before reading the whole body (its 413) and closes
-      // makes the rest of the write fail (EPIPE) after the first error or the response; with no
-      // listener left, that error would end the API process.
-      let responded = false;
-      req.on('error', (e: NodeJS.ErrnoException) => {
-        clearHeadTimer();
-        signal.removeEventListener('abort', onAbort);
-        const stale = !responded && !signal.aborted && req.reusedSocket && STALE_SOCKET_CODES.has(e.code ?? '');
-        reject(stale ? new StaleConnectionError(e) : e);
-      });
-      req.once('response', (res: IncomingMessage) => {
-        responded = true;
-        clearHeadTimer();
-        // The listener stays until the body ends: an abort mid-body must still reach the socket.
-        res.once('close', () => signal.removeEventListener('abort', onAbort));
-        resolve(wrap(res, timeouts.idleMs));
-      });
-      req.end(body);
+  // One request is one timer and a few listeners; no per-phase helper objects.
+  async function post(url: string, headers: Record<string, string>, body: string, signal: AbortSignal): Promise<WorkerResponse> {
+    if (signal.aborted) throw signal.reason ?? new Error('aborted');
+    const u = new URL(url);
+    const isHttps = u.protocol === 'https:';
+    const req = (isHttps ? httpsRequest : httpRequest)(u, {
+      method: 'POST', agent: isHttps ? https : http,
+      headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) },
     });
+    const onAbort = (): void => {
+      req.destroy(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    // A worker that answers before reading the whole body (its 413) and closes makes the rest of the
+    // write fail (EPIPE) after the first error or the response; with no listener left, that error
+    // would end the API process. This listener stays for the request's life.
+    req.on('error', ignoreError);
+    // The connect timer runs from when the agent hands the request a socket until it is connected (a
+    // reused keep-alive socket already is), then the first-byte timer until the response head. Time
+    // spent queued in the agent for a free socket is this process's own backlog, not the worker being
+    // slow to accept, so no timer blames the worker for it (the client's signal still bounds it).
+    let headTimer: NodeJS.Timeout | undefined;
+    let settled = false;
+    req.once('socket', (socket) => {
+      if (settled) return;
+      if (!socket.connecting) {
+        headTimer = setTimeout(expireHead, timeouts.firstByteMs, req, 'first_byte', timeouts.firstByteMs);
+        return;
+      }
+      headTimer = setTimeout(expireHead, timeouts.connectMs, req, 'connect', timeouts.connectMs);
+      socket.once('connect', () => {
+        clearTimeout(headTimer);
+        if (!settled) headTimer = setTimeout(expireHead, timeouts.firstByteMs, req, 'first_byte', timeouts.firstByteMs);
+      });
+    });
+    req.end(body);
+    try {
+      const [res] = (await once(req, 'response')) as [IncomingMessage];
+      return new WorkerAnswer(res.statusCode ?? 502, res.headers, res, timeouts.idleMs, signal, onAbort);
+    } catch (err) {
+      signal.removeEventListener('abort', onAbort);
+      const e = err as NodeJS.ErrnoException;
+      const stale = !signal.aborted && req.reusedSocket && STALE_SOCKET_CODES.has(e.code ?? '');
+      throw stale ? new StaleConnectionError(e) : e;
+    } finally {
+      settled = true;
+      clearTimeout(headTimer);
+    }
+  }
 
   return {
     post,
@@ -109,62 +126,60 @@ export function workerHttpClient(opts: { maxSockets?: number; timeouts?: Partial
   };
 }
 
-/**
- * Runs the connect timer from when the agent hands the request a socket until it is connected (a
- * reused keep-alive socket already is), then the first-byte timer until the response head; returns
- * the function that stops both. Time spent queued in the agent for a free socket is this process's
- * own backlog, not the worker being slow to accept, so no timer blames the worker for it (the
- * client's signal still bounds it).
- */
-function headTimer(req: ClientRequest, t: WorkerTimeouts): () => void {
-  let timer: NodeJS.Timeout | undefined;
-  let stopped = false;
-  const arm = (phase: 'connect' | 'first_byte', ms: number): void => {
-    clearTimeout(timer);
-    if (!stopped) timer = setTimeout(() => req.destroy(new WorkerTimeoutError(phase, ms)), ms);
-  };
-  req.once('socket', (socket) => {
-    if (socket.connecting) {
-      arm('connect', t.connectMs);
-      socket.once('connect', () => arm('first_byte', t.firstByteMs));
-    } else arm('first_byte', t.firstByteMs);
-  });
-  return () => {
-    stopped = true;
-    clearTimeout(timer);
-  };
+function ignoreError(): void {}
+
+function expireHead(req: ClientRequest, phase: 'connect' | 'first_byte', ms: number): void {
+  req.destroy(new WorkerTimeoutError(phase, ms));
 }
 
-function wrap(res: IncomingMessage, idleMs: number): WorkerResponse {
-  const idle = (): NodeJS.Timeout => setTimeout(() => res.destroy(new WorkerTimeoutError('idle', idleMs)), idleMs);
-  return {
-    status: res.statusCode ?? 502,
-    headers: res.headers,
-    text: () =>
-      new Promise<string>((resolve, reject) => {
-        const chunks: Buffer[] = [];
-        let timer = idle();
-        res.on('data', (c: Buffer) => {
-          chunks.push(c);
-          clearTimeout(timer);
-          timer = idle();
-        });
-        res.once('end', () => {
-          clearTimeout(timer);
-          resolve(Buffer.concat(chunks).toString('utf8'));
-        });
-        res.once('error', reject);
-        res.once('close', () => {
-          clearTimeout(timer);
-          if (!res.complete) reject(res.errored ?? new Error('the worker closed the connection mid-answer'));
-        });
-      }),
-    reader: () => idleReader((Readable.toWeb(res) as ReadableStream<Uint8Array>).getReader(), idle),
-    discard: () => {
-      if (res.complete) res.resume();
-      else res.destroy();
-    },
-  };
+function expireIdle(res: IncomingMessage, ms: number): void {
+  res.destroy(new WorkerTimeoutError('idle', ms));
+}
+
+/**
+ * The response: the client's abort listener stays until the body is read, thrown away or closed
+ * (an abort mid-body must still reach the socket).
+ */
+class WorkerAnswer implements WorkerResponse {
+  constructor(
+    readonly status: number,
+    readonly headers: IncomingHttpHeaders,
+    private readonly res: IncomingMessage,
+    private readonly idleMs: number,
+    private readonly signal: AbortSignal,
+    private readonly onAbort: () => void,
+  ) {}
+
+  /** One idle timer, pushed back by every chunk (a destroyed body ends the loop with its error). */
+  async text(): Promise<string> {
+    const res = this.res;
+    const chunks: Buffer[] = [];
+    const timer = setTimeout(expireIdle, this.idleMs, res, this.idleMs);
+    try {
+      for await (const chunk of res) {
+        chunks.push(chunk as Buffer);
+        timer.refresh();
+      }
+    } finally {
+      clearTimeout(timer);
+      this.signal.removeEventListener('abort', this.onAbort);
+    }
+    if (!res.complete) throw res.errored ?? new Error('the worker closed the connection mid-answer');
+    return Buffer.concat(chunks).toString('utf8');
+  }
+
+  reader(): ReadableStreamDefaultReader<Uint8Array> {
+    const { res, idleMs, signal, onAbort } = this;
+    res.once('close', () => signal.removeEventListener('abort', onAbort));
+    const idle = (): NodeJS.Timeout => setTimeout(expireIdle, idleMs, res, idleMs);
+    return idleReader((Readable.toWeb(res) as ReadableStream<Uint8Array>).getReader(), idle);
+  }
+
+  discard(): void {
+    this.signal.removeEventListener('abort', this.onAbort);
+    if (this.res.complete) this.res.resume();
+    else this.res.destroy();
+  }
 }
 
 /** The reader with the idle clock running during each read (the destroyed body rejects the read). */

@@ -94,7 +94,8 @@ export class RecordingRouting implements RoutingPorts {
   router = {
     forward: async (req: ForwardRequest): Promise<Response> => {
       this.forwarded.push(req);
-      const body = JSON.stringify({ echoed: req.body });
+      // What a worker would get: the body the inference route prepared (adapter field rewritten), else the client's.
+      const body = JSON.stringify({ echoed: req.prepared ? (JSON.parse(req.prepared.json) as unknown) : req.body });
       const out = new Response(body, { status: 200, headers: { 'content-type': 'application/json' } });
       req.onUsage?.({ promptTokens: 3, completionTokens: 5, latencyMs: 12, status: 200 });
       return out;

@@ -10,7 +10,7 @@ import { health, listModels, metrics, ready, type ReadinessOptions } from './rou
 import { loraxInfo, loraxTokenize } from './routes/lorax-info.js';
 import { loraxCompat, loraxGenerate, loraxGenerateStream } from './routes/lorax.js';
 import type { WorkerEnv } from './types.js';
-import { traceRequests, tracedMiddleware } from '@loraplex/telemetry';
+import { maybeTraced, tracingMiddleware } from '@loraplex/telemetry';
 import { MAX_BODY_BYTES } from '@loraplex/protocol';
 
 export function createApp(ctx: WorkerContext, readiness: ReadinessOptions = {}): Hono<WorkerEnv> {
@@ -20,9 +20,9 @@ export function createApp(ctx: WorkerContext, readiness: ReadinessOptions = {}):
 
   // Every route but /health and /ready: the body limit first (authentication reads the body to check its
   // digest), then the caller's credentials, before anything looks at what the request names.
-  // The server span first (traceparent in, nothing when tracing is off), then auth in its own span.
-  app.use('*', traceRequests(ctx.tracing), limitBody(MAX_BODY_BYTES), tracedMiddleware('auth', authenticateCaller(ctx.auth)));
-  const resolveAdapter = tracedMiddleware('adapter.resolve', adapterDescriptor(ctx, ctx.descriptors, ctx.workerSecret));
+  // The server span first (traceparent in; none installed when tracing is off), then auth in its own span.
+  app.use('*', ...tracingMiddleware(ctx.tracing), limitBody(MAX_BODY_BYTES), maybeTraced(ctx.tracing, 'auth', authenticateCaller(ctx.auth)));
+  const resolveAdapter = maybeTraced(ctx.tracing, 'adapter.resolve', adapterDescriptor(ctx, ctx.descriptors, ctx.workerSecret));
   const generation = (route: string) => [countRequests(ctx, route), rejectWhileDraining(ctx), parseJsonBody, resolveAdapter] as const;
   app.post('/v1/completions', ...generation('completions'), completions(ctx));
   app.post('/v1/chat/completions', ...generation('chat'), chatCompletions(ctx));
