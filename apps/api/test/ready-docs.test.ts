@@ -92,8 +92,9 @@ describe('GET /ready while the instance stops', () => {
       close: (done: () => void) => done(),
       closeAllConnections: () => undefined,
     });
-    const graceful = new GracefulHttp(server as unknown as Server);
-    const fetch = graceful.wrap(() => Response.json({ status: 'ready' }));
+    const graceful = new GracefulHttp(() => Response.json({ status: 'ready' }));
+    graceful.attach(server as unknown as Server);
+    const fetch = graceful.fetch;
     const outgoing = new EventEmitter();
     const env = { incoming: { url: '/ready', socket: {} }, outgoing } as unknown as Parameters<typeof fetch>[1];
     expect((await fetch(new Request('http://api/ready'), env)).status).toBe(200);
