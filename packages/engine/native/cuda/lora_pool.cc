@@ -66,6 +66,8 @@ void DeviceLora::clear(int slot) {
 void DeviceLora::write(int slot, const std::vector<int>& pages, const AdapterSpec& a) {
   std::lock_guard<std::mutex> lock(write_mu_);  // not meta_mu_: steps keep planning meanwhile
   if (!enabled()) throw EngineFailure("ADAPTER_POOL_FULL", "the LoRA pool has no pages");
+  for (const auto& g : a.dora_scale)
+    if (!g.empty()) throw EngineFailure("ADAPTER_UNSUPPORTED", "DoRA adapters are not supported on the cuda backend yet");
   const size_t es = ty_size(ty_), page_bytes = size_t(lay_.page_elems) * es;
   const size_t nt = size_t(layers_) * kMods;
   auto store = [&](char* base, int64_t idx, float v) {
