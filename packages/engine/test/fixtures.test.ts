@@ -14,10 +14,7 @@ import { FIXTURE_SETS, adapterDir, maxAbsDiff, modelDir, reference, referenceLog
 
 const TOL = TEST_TOL; // 1e-4 on the CPU, 1e-3 on the GPU (LORAPLEX_TEST_BACKEND=cuda)
 
-// DoRA runs on the CPU backend only so far (the CUDA backend refuses DoRA adapters).
-const SETS = FIXTURE_SETS.filter((s) => s.model !== 'llama_dora' || TEST_BACKEND === 'cpu');
-
-describe.each(SETS)('$model fixture', ({ model: m, adapters }: { model: FixtureModel; adapters: readonly string[] }) => {
+describe.each(FIXTURE_SETS)('$model fixture', ({ model: m, adapters }: { model: FixtureModel; adapters: readonly string[] }) => {
   const ref = reference(m);
   const logits = referenceLogits(m);
   let engine: Engine;

@@ -102,8 +102,7 @@ describe('random mixed batches equal single runs', () => {
   });
 
   // DoRA rows (a per-output-row scale of base + delta) mixed with plain LoRA rows and base rows.
-  // CPU only so far: the CUDA backend refuses DoRA adapters.
-  it.skipIf(TEST_BACKEND !== 'cpu').each([4, 5])('hf-tiny-v2 llama_dora (DoRA, LoRA and base rows), schedule seed %i', async (seed) => {
+  it.each([4, 5])('hf-tiny-v2 llama_dora (DoRA, LoRA and base rows), schedule seed %i', async (seed) => {
     const engine = await Engine.load(modelDir('llama_dora'), { backend: TEST_BACKEND, maxAdapters: 2, maxLoraRank: 16, kvCacheTokens: 4096, blockSize: 4, threads: 2 });
     try {
       await randomSchedule(engine, Object.fromEntries(DORA_ADAPTERS.map((a) => [a, adapterDir('llama_dora', a)])), seed, 12);
