@@ -1,6 +1,6 @@
 // Reads a PEFT adapter directory (adapter_config.json + adapter_model.safetensors or
 // adapter_model.bin), checks every tensor against the base model and produces the float32
-// per-module A/B matrices the native LoRA pool takes.
+// per-module A/B matrices the native LoRA pool takes (and, for DoRA, each module's magnitude vector).
 import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import type { ModelConfig } from './model-config.js';
@@ -102,7 +102,8 @@ export async function readAdapterDir(dir: string): Promise<{ config: PeftLoraCon
 
 const KEY = /^(?:base_model\.model\.)?model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_([AB])(?:\.[\w-]+)?\.weight$/;
 
-// peft 0.12+ names the magnitude `...lora_magnitude_vector.<adapter>.weight`; older peft `...lora_magnitude_vector.<adapter>`.
+// DoRA magnitudes: peft saves `<module>.lora_magnitude_vector` (peft 0.12, the llama_dora fixture); an adapter-name
+// and/or `.weight` suffix (the in-memory names of other peft versions) are accepted too.
 const MAGNITUDE_KEY = /^(?:base_model\.model\.)?model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_magnitude_vector(?:\.[\w-]+)?(?:\.weight)?$/;
 
 // Checks one DoRA magnitude vector and stores it in spec; returns its bytes.
