@@ -72,9 +72,13 @@ describe(`DoRA (${TEST_BACKEND} backend)`, () => {
     const engine = await Engine.load(base, opts);
     const ref = await Engine.load(mergedDir, opts);
     try {
+      const before = engine.info().bytesAllocated;
       const info = await engine.loadAdapter('dora', doraDir);
-      // The adapter's bytes count its magnitude vectors too.
+      // The adapter's bytes count its magnitude vectors too, and the CPU backend its row scales (one
+      // float per magnitude element; the CUDA backend reserves them with the pool).
       expect(info.bytes).toBe([...lora.values()].reduce((n, t) => n + 4 * t.data.length, 0));
+      const magFloats = [...lora].filter(([k]) => k.endsWith('lora_magnitude_vector')).reduce((n, [, t]) => n + t.data.length, 0);
+      if (TEST_BACKEND === 'cpu') expect(engine.info().bytesAllocated - before).toBe(4 * magFloats);
       await engine.loadAdapter('plain', plainDir);
       // The last prompt is long enough for the CUDA backend's prefill path (unfused segmented expands).
       const prompts = [[5, 9, 33, 2, 80, 14, 7], [40, 41, 42], Array.from({ length: 90 }, (_, i) => (i * 37 + 11) % 97)];
@@ -86,6 +90,8 @@ describe(`DoRA (${TEST_BACKEND} backend)`, () => {
         expect(maxAbsDiff(got[g]!.promptLogits!, want[w]!.promptLogits!)).toBeLessThan(TEST_TOL);
         expect(got[g]!.tokens).toEqual(want[w]!.tokens);
       }
+      await engine.unloadAdapter('dora');
+      if (TEST_BACKEND === 'cpu') expect(engine.info().bytesAllocated).toBe(before); // (CUDA step buffers grow meanwhile)
     } finally {
       await engine.close();
       await ref.close();

@@ -37,7 +37,7 @@ class CpuBackend final : public Backend {
   }
 
   std::string name() const override { return "cpu"; }
-  size_t bytes_allocated() const override { return kv_.size() * sizeof(float) + lora_.bytes(); }
+  size_t bytes_allocated() const override { return kv_.size() * sizeof(float) + lora_.bytes() + lora_.dora_bytes(); }
   void write_adapter(int slot, const std::vector<int>& pages, const AdapterSpec& a) override { lora_.write(slot, pages, a); }
   void clear_slot(int slot) override { lora_.clear(slot); }
   size_t lora_page_bytes() const override { return lora_.page_bytes(); }

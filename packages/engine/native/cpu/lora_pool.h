@@ -9,6 +9,7 @@
 // Per step: shrink v = scale * A x for every token (one pass per group of modules sharing an
 // input), then expand y += B v fused into the base matmul's output-row blocks (expand_rows).
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <initializer_list>
 #include <vector>
@@ -62,7 +63,7 @@ class LoraPool {
   size_t page_elems_;
   std::vector<uint8_t> data_;               // [pages, page_elems] of dtype_
   std::vector<LoraSlot> slots_;
-  size_t dora_bytes_ = 0;                   // DoRA scales held by the bound slots
+  std::atomic<size_t> dora_bytes_{0};       // DoRA scales held by the bound slots (read by bytes_allocated)
   std::vector<Run> runs_;                   // this step's adapted runs
   std::vector<float> v_[kNumModules];       // [T, max_rank] shrink results of this layer
 };
