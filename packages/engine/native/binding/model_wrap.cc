@@ -255,9 +255,10 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
             try {
               run_at_background_priority([&] {
                 raw->widen();
-                compute_dora_scales(st->loaded.spec, raw->spec);
                 std::shared_lock<std::shared_mutex> life(st->life_mu);
                 if (!st->backend) throw EngineFailure("ENGINE_CLOSED", "the model has been closed");
+                // DoRA row norms read the base weights: under the life lock, so close() cannot unmap them.
+                compute_dora_scales(st->loaded.spec, raw->spec);
                 st->backend->write_adapter(slot, pages, raw->spec);
               });
             } catch (...) {
