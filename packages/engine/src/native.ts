@@ -37,6 +37,11 @@ export interface NativeAdapterSpec {
   /** Stored bytes; the native side widens them to float32 on a worker thread. */
   a: Array<NativeAdapterTensor | null>; // A [rank, in]
   b: Array<NativeAdapterTensor | null>; // B [out, rank]
+  /**
+   * DoRA: the magnitude m [out] of each module (null: plain LoRA there). At load the native side
+   * computes g = m / ||W + scale B A||_2 per output row and serves the module as g * (W x + scale B A x).
+   */
+  magnitude?: Array<NativeAdapterTensor | null>;
 }
 
 /** The lower-level step: one forward pass over segments (one per sequence) of a mixed batch. */

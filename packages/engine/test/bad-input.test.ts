@@ -183,10 +183,36 @@ describe('adapter refusals', () => {
   };
 
   it('DoRA, modules_to_save, bias, other PEFT types', async () => {
-    await expectCode(engine.loadAdapter('x', withConfig('dora', (c) => (c.use_dora = true))), 'ADAPTER_UNSUPPORTED', /DoRA/);
+    // DoRA is served, but use_dora: true on plain LoRA weights lacks the magnitude vectors.
+    await expectCode(engine.loadAdapter('x', withConfig('dora', (c) => (c.use_dora = true))), 'ADAPTER_SHAPE', /DoRA.*lora_magnitude_vector/);
     await expectCode(engine.loadAdapter('x', withConfig('mts', (c) => (c.modules_to_save = ['lm_head']))), 'ADAPTER_UNSUPPORTED', /modules_to_save/);
     await expectCode(engine.loadAdapter('x', withConfig('bias', (c) => (c.bias = 'all'))), 'ADAPTER_UNSUPPORTED', /bias/);
     await expectCode(engine.loadAdapter('x', withConfig('ia3', (c) => (c.peft_type = 'IA3'))), 'ADAPTER_UNSUPPORTED', /IA3/);
+  });
+  it('DoRA: a missing or misshapen magnitude vector, one on an untargeted module, one without use_dora', async () => {
+    const dora = (name: string, edit: (t: Map<string, { shape: number[]; data: Float32Array }>) => void, useDora = true): string => {
+      const d = join(tmp, name);
+      const t = writeAdapter(d, { dims, targets: ['q_proj', 'v_proj'], r: 4, extraConfig: { use_dora: useDora } });
+      for (let l = 0; l < 2; l++) {
+        t.set(`base_model.model.model.layers.${l}.self_attn.q_proj.lora_magnitude_vector`, { shape: [64], data: new Float32Array(64).fill(1) });
+        t.set(`base_model.model.model.layers.${l}.self_attn.v_proj.lora_magnitude_vector`, { shape: [32], data: new Float32Array(32).fill(1) });
+      }
+      edit(t);
+      writeAdapterFiles(d, JSON.parse(readFileSync(join(d, 'adapter_config.json'), 'utf8')) as Record<string, unknown>, t);
+      return d;
+    };
+    const v1 = 'base_model.model.model.layers.1.self_attn.v_proj.lora_magnitude_vector';
+    await expectCode(engine.loadAdapter('x', dora('dora-missing', (t) => t.delete(v1))), 'ADAPTER_SHAPE', /missing lora_magnitude_vector for .*layers\.1.*v_proj/);
+    await expectCode(engine.loadAdapter('x', dora('dora-shape', (t) => t.set(v1, { shape: [33], data: new Float32Array(33) }))), 'ADAPTER_SHAPE', /magnitude .* shape \[33\], expected \[32\]/);
+    await expectCode(engine.loadAdapter('x', dora('dora-2d', (t) => t.set(v1, { shape: [4, 8], data: new Float32Array(32) }))), 'ADAPTER_SHAPE', /shape \[4, 8\]/);
+    const k0 = 'base_model.model.model.layers.0.self_attn.k_proj.lora_magnitude_vector';
+    await expectCode(engine.loadAdapter('x', dora('dora-untargeted', (t) => t.set(k0, { shape: [32], data: new Float32Array(32).fill(1) }))), 'ADAPTER_SHAPE', /k_proj.*does not target/);
+    await expectCode(engine.loadAdapter('x', dora('dora-no-flag', () => undefined, false)), 'ADAPTER_SHAPE', /use_dora/);
+    // A well-formed one loads, and the engine keeps serving.
+    await engine.loadAdapter('dora-ok', dora('dora-ok', () => undefined));
+    const [out] = await engine.generate([{ prompt: [1, 2, 3], adapter: 'dora-ok', sampling: { maxTokens: 2, temperature: 0 } }]);
+    expect(out!.tokens.length).toBeGreaterThan(0);
+    await engine.unloadAdapter('dora-ok');
   });
   it('LoRA on embeddings or lm_head', async () => {
     await expectCode(engine.loadAdapter('x', withConfig('emb', (c) => (c.target_modules = ['q_proj', 'embed_tokens']))), 'ADAPTER_UNSUPPORTED', /embed_tokens/);

@@ -1,5 +1,5 @@
 // The engine against real transformers + PEFT outputs (test/fixtures/hf-tiny: llama, qwen2;
-// hf-tiny-v2: qwen3): prompt logits at every position within 1e-4, greedy continuations token for
+// hf-tiny-v2: qwen3, llama_dora with DoRA adapters served unmerged): prompt logits at every position within 1e-4, greedy continuations token for
 // token, decode-step logits through the paged KV cache, merged-weight references, and the
 // heterogeneous batch.
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -10,22 +10,22 @@ import { Engine } from '../src/index.js';
 import { readSafetensorsHeader } from '@loraplex/formats';
 import { contiguousTensor, writeTorchCheckpoint } from '../../formats/test/helpers/torch-checkpoint-writer.js';
 import { TEST_BACKEND, TEST_TOL } from './helpers/backend.js';
-import { ADAPTERS, MODELS, adapterDir, maxAbsDiff, modelDir, reference, referenceLogits, type FixtureModel } from './helpers/fixtures.js';
+import { FIXTURE_SETS, adapterDir, maxAbsDiff, modelDir, reference, referenceLogits, type FixtureModel } from './helpers/fixtures.js';
 
 const TOL = TEST_TOL; // 1e-4 on the CPU, 1e-3 on the GPU (LORAPLEX_TEST_BACKEND=cuda)
 
-describe.each(MODELS)('%s fixture', (m: FixtureModel) => {
+describe.each(FIXTURE_SETS)('$model fixture', ({ model: m, adapters }: { model: FixtureModel; adapters: readonly string[] }) => {
   const ref = reference(m);
   const logits = referenceLogits(m);
   let engine: Engine;
 
   beforeAll(async () => {
     engine = await Engine.load(modelDir(m), { backend: TEST_BACKEND, maxAdapters: 4, maxLoraRank: 16, threads: 2 });
-    for (const a of ADAPTERS) await engine.loadAdapter(a, adapterDir(m, a));
+    for (const a of adapters) await engine.loadAdapter(a, adapterDir(m, a));
   });
   afterAll(async () => engine?.close());
 
-  const variants = ['__base__', ...ADAPTERS];
+  const variants = ['__base__', ...adapters];
 
   it.each(variants)('%s: prompt logits and greedy tokens match transformers + PEFT', async (variant) => {
     const adapter = variant === '__base__' ? undefined : variant;
@@ -64,7 +64,7 @@ describe.each(MODELS)('%s fixture', (m: FixtureModel) => {
     }
   });
 
-  it.each([...ADAPTERS])('%s: unmerged LoRA equals the merged-weight reference', async (adapter) => {
+  it.each([...adapters])('%s: unmerged LoRA equals the merged-weight reference', async (adapter) => {
     const out = await engine.generate(ref.prompts.map((prompt) => ({ prompt, adapter, sampling: { maxTokens: 1, temperature: 0 }, returnPromptLogits: true })));
     ref.prompts.forEach((_, i) => {
       expect(maxAbsDiff(out[i]!.promptLogits!, logits.get(`merged_${adapter}/p${i}/logits`)!.data)).toBeLessThan(TOL);
@@ -91,7 +91,7 @@ describe.each(MODELS)('%s fixture', (m: FixtureModel) => {
     });
   });
 
-  it.each([...ADAPTERS])('%s: the same adapter saved as adapter_model.bin (torch.save) gives identical results', async (adapter) => {
+  it.each([...adapters])('%s: the same adapter saved as adapter_model.bin (torch.save) gives identical results', async (adapter) => {
     const dir = mkdtempSync(join(tmpdir(), 'lp-bin-'));
     try {
       const src = join(adapterDir(m, adapter), 'adapter_model.safetensors');

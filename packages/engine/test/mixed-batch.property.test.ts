@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Engine, resolveSampling, type StepItem } from '../src/index.js';
 import { TEST_BACKEND } from './helpers/backend.js';
-import { ADAPTERS, adapterDir, modelDir } from './helpers/fixtures.js';
+import { ADAPTERS, DORA_ADAPTERS, adapterDir, modelDir } from './helpers/fixtures.js';
 import { rng, writeAdapter, writeModel } from './helpers/gen-model.js';
 
 interface Sim {
@@ -96,6 +96,16 @@ describe('random mixed batches equal single runs', () => {
     const engine = await Engine.load(modelDir('llama'), { backend: TEST_BACKEND, maxAdapters: 2, maxLoraRank: 16, kvCacheTokens: 4096, blockSize: 4, threads: 2 });
     try {
       await randomSchedule(engine, Object.fromEntries(ADAPTERS.map((a) => [a, adapterDir('llama', a)])), seed, 12);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  // DoRA rows (a per-output-row scale of base + delta) mixed with plain LoRA rows and base rows.
+  it.each([4, 5])('hf-tiny-v2 llama_dora (DoRA, LoRA and base rows), schedule seed %i', async (seed) => {
+    const engine = await Engine.load(modelDir('llama_dora'), { backend: TEST_BACKEND, maxAdapters: 2, maxLoraRank: 16, kvCacheTokens: 4096, blockSize: 4, threads: 2 });
+    try {
+      await randomSchedule(engine, Object.fromEntries(DORA_ADAPTERS.map((a) => [a, adapterDir('llama_dora', a)])), seed, 12);
     } finally {
       await engine.close();
     }

@@ -1,6 +1,6 @@
 // Reads a PEFT adapter directory (adapter_config.json + adapter_model.safetensors or
 // adapter_model.bin), checks every tensor against the base model and produces the float32
-// per-module A/B matrices the native LoRA pool takes.
+// per-module A/B matrices the native LoRA pool takes (and, for DoRA, each module's magnitude vector).
 import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import type { ModelConfig } from './model-config.js';
@@ -22,6 +22,8 @@ export interface AdapterSpec {
   scale: Float32Array;
   a: Array<AdapterTensor | null>; // A [rank, in]
   b: Array<AdapterTensor | null>; // B [out, rank]
+  /** DoRA magnitude m [out] per module (null: plain LoRA); the native side computes m / ||W + s B A|| per row. */
+  magnitude: Array<AdapterTensor | null>;
 }
 
 export interface LoadedAdapter {
@@ -100,11 +102,37 @@ export async function readAdapterDir(dir: string): Promise<{ config: PeftLoraCon
 
 const KEY = /^(?:base_model\.model\.)?model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_([AB])(?:\.[\w-]+)?\.weight$/;
 
+// DoRA magnitudes: peft saves `<module>.lora_magnitude_vector` (peft 0.12, the llama_dora fixture); an adapter-name
+// and/or `.weight` suffix (the in-memory names of other peft versions) are accepted too.
+const MAGNITUDE_KEY = /^(?:base_model\.model\.)?model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_magnitude_vector(?:\.[\w-]+)?(?:\.weight)?$/;
+
+// Checks one DoRA magnitude vector and stores it in spec; returns its bytes.
+function storeMagnitude(name: string, t: RawTensor, k: RegExpExecArray, config: PeftLoraConfig, model: ModelConfig,
+  byName: Map<string, ResolvedModule>, dims: (m: ModuleName) => [number, number], spec: AdapterSpec): number {
+  if (!config.useDora) throw new EngineError('ADAPTER_SHAPE', `tensor ${name}: a DoRA magnitude vector in an adapter whose config has no use_dora: true`);
+  const layer = Number(k[1]), mod = k[3] as ModuleName;
+  if (!MODULES.includes(mod)) throw new EngineError('ADAPTER_UNSUPPORTED', `tensor ${name}: DoRA on ${mod} is not supported`);
+  if (layer >= model.layers) throw new EngineError('ADAPTER_SHAPE', `tensor ${name}: the base model has only ${model.layers} layers (adapter made for another base model?)`);
+  if (!byName.get(`${layer}.${mod}`)) throw new EngineError('ADAPTER_SHAPE', `tensor ${name} belongs to a module that adapter_config.json does not target`);
+  const out = dims(mod)[1];
+  // peft stores [out]; some versions keep a trailing or leading unit axis.
+  const elems = t.shape.reduce((x, y) => x * y, 1);
+  if (elems !== out || t.shape.filter((d) => d !== 1).length > 1) {
+    throw new EngineError('ADAPTER_SHAPE', `DoRA magnitude ${name} has shape [${t.shape.join(', ')}], expected [${out}] (one per output row) on this base model`);
+  }
+  if (t.dtype !== 'F32' && t.dtype !== 'F16' && t.dtype !== 'BF16') {
+    throw new EngineError('ADAPTER_SHAPE', `tensor ${name} has dtype ${t.dtype}; DoRA magnitudes must be F32, F16 or BF16`);
+  }
+  spec.magnitude[layer * MODULES.length + MODULES.indexOf(mod)] = { dtype: t.dtype, data: t.data };
+  return t.data.byteLength;
+}
+
 export function buildAdapter(config: PeftLoraConfig, tensors: Map<string, RawTensor>, model: ModelConfig, maxRank: number, resolved?: ResolvedModule[]): LoadedAdapter {
   const modules = resolved ?? resolveAdapterModules(config, model, { maxRank });
   const byName = new Map(modules.map((m) => [`${m.layer}.${m.module}`, m]));
   const n = model.layers * MODULES.length;
-  const spec: AdapterSpec = { maxRank: 0, rank: new Int32Array(n), scale: new Float32Array(n), a: new Array(n).fill(null), b: new Array(n).fill(null) };
+  const spec: AdapterSpec = { maxRank: 0, rank: new Int32Array(n), scale: new Float32Array(n), a: new Array(n).fill(null), b: new Array(n).fill(null),
+    magnitude: new Array(n).fill(null) };
   const dims = (m: ModuleName): [number, number] => {
     const H = model.hidden, Q = model.heads * model.headDim, KV = model.kvHeads * model.headDim, I = model.intermediate;
     return ({ q_proj: [H, Q], k_proj: [H, KV], v_proj: [H, KV], o_proj: [Q, H], gate_proj: [H, I], up_proj: [H, I], down_proj: [I, H] } as const)[m] as [number, number];
@@ -112,8 +140,12 @@ export function buildAdapter(config: PeftLoraConfig, tensors: Map<string, RawTen
   let bytes = 0;
   for (const [name, t] of tensors) {
     if (/lora_embedding_|embed_tokens|lm_head/.test(name)) throw new EngineError('ADAPTER_UNSUPPORTED', `tensor ${name}: LoRA on embeddings / lm_head is not supported`);
-    if (/lora_magnitude_vector/.test(name)) throw new EngineError('ADAPTER_UNSUPPORTED', `tensor ${name}: DoRA adapters are not supported`);
     if (/modules_to_save/.test(name)) throw new EngineError('ADAPTER_UNSUPPORTED', `tensor ${name}: modules_to_save is not supported`);
+    const mag = MAGNITUDE_KEY.exec(name);
+    if (mag) {
+      bytes += storeMagnitude(name, t, mag, config, model, byName, dims, spec);
+      continue;
+    }
     const k = KEY.exec(name);
     if (!k) throw new EngineError('ADAPTER_SHAPE', `unexpected tensor ${name} in the adapter`);
     const layer = Number(k[1]), mod = k[3] as ModuleName;
@@ -138,6 +170,9 @@ export function buildAdapter(config: PeftLoraConfig, tensors: Map<string, RawTen
   for (const m of modules) {
     const idx = m.layer * MODULES.length + MODULES.indexOf(m.module);
     if (!spec.a[idx] || !spec.b[idx]) throw new EngineError('ADAPTER_SHAPE', `adapter is missing lora_A/lora_B weights for ${m.name}`);
+    if (config.useDora && !spec.magnitude[idx]) {
+      throw new EngineError('ADAPTER_SHAPE', `DoRA adapter (use_dora: true) is missing lora_magnitude_vector for ${m.name}`);
+    }
     spec.rank[idx] = m.rank;
     spec.scale[idx] = m.scaling;
     spec.maxRank = Math.max(spec.maxRank, m.rank);

@@ -15,6 +15,8 @@ export interface PeftLoraConfig {
   r: number;
   loraAlpha: number;
   useRslora: boolean;
+  /** DoRA (use_dora): every adapted module also has a magnitude vector [out]. */
+  useDora: boolean;
   fanInFanOut: boolean;
   targetModules: string[] | string | null;
   layersToTransform: number[] | number | null;
@@ -38,7 +40,6 @@ export function parsePeftConfig(raw: unknown): PeftLoraConfig {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw cfgErr('must be a JSON object');
   const c = raw as Record<string, unknown>;
   if (c.peft_type !== undefined && c.peft_type !== 'LORA') throw unsupported(`peft_type ${JSON.stringify(c.peft_type)} is not supported (only LORA)`);
-  if (c.use_dora === true) throw unsupported('DoRA adapters (use_dora: true) are not supported');
   if (Array.isArray(c.modules_to_save) ? c.modules_to_save.length > 0 : c.modules_to_save != null) {
     throw unsupported(`modules_to_save (${JSON.stringify(c.modules_to_save)}) is not supported: the adapter would replace whole base-model modules`);
   }
@@ -66,13 +67,14 @@ export function parsePeftConfig(raw: unknown): PeftLoraConfig {
     }
     return v as Record<string, number>;
   };
-  for (const k of ['use_rslora', 'fan_in_fan_out']) {
+  for (const k of ['use_rslora', 'fan_in_fan_out', 'use_dora']) {
     if (c[k] !== undefined && typeof c[k] !== 'boolean') throw cfgErr(`${k} must be a boolean`);
   }
   return {
     r,
     loraAlpha: alpha,
     useRslora: c.use_rslora === true,
+    useDora: c.use_dora === true,
     fanInFanOut: c.fan_in_fan_out === true,
     targetModules: tm as PeftLoraConfig['targetModules'],
     layersToTransform: ltt as PeftLoraConfig['layersToTransform'],

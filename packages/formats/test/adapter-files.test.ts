@@ -112,8 +112,28 @@ describe('adapter files', () => {
     expect((await refusal(loadAdapterDir(wrongRank, model, 16))).code).toBe('ADAPTER_SHAPE');
     const aboveMax = adapterDir('above-max-rank', { config: CONFIG, safetensors: weights });
     expect((await refusal(loadAdapterDir(aboveMax, model, 2))).code).toBe('ADAPTER_UNSUPPORTED');
+    // DoRA without its magnitude vectors.
     const dora = adapterDir('dora', { config: { ...CONFIG, use_dora: true }, safetensors: weights });
-    expect((await refusal(loadAdapterDir(dora, model, 16))).code).toBe('ADAPTER_UNSUPPORTED');
+    const doraErr = await refusal(loadAdapterDir(dora, model, 16));
+    expect(doraErr.code).toBe('ADAPTER_SHAPE');
+    expect(doraErr.message).toMatch(/DoRA.*lora_magnitude_vector/);
+  });
+
+  it('a DoRA adapter: magnitude vectors [out] per module, counted in its bytes', async () => {
+    const mags: Array<[string, number[]]> = [];
+    for (let l = 0; l < model.layers; l++) {
+      mags.push([`base_model.model.model.layers.${l}.self_attn.q_proj.lora_magnitude_vector`, [64, 1]]);
+      mags.push([`base_model.model.model.layers.${l}.self_attn.v_proj.lora_magnitude_vector`, [32, 1]]);
+    }
+    const dir = adapterDir('dora-ok', { config: { ...CONFIG, use_dora: true }, safetensors: safetensors([...loraTensors(), ...mags]) });
+    const a = await loadAdapterDir(dir, model, 16);
+    expect(a.spec.magnitude.filter((m) => m !== null).length).toBe(4);
+    expect(a.spec.magnitude[2]!.data.byteLength).toBe(32 * 4); // layer 0 v_proj
+    expect(a.spec.magnitude[0]!.data.byteLength).toBe(64 * 4); // layer 0 q_proj
+    expect(a.spec.magnitude[1]).toBeNull(); // k_proj: not adapted
+    expect(a.bytes).toBe(2 * (4 * 64 + 64 * 4 + 4 * 64 + 32 * 4) * 4 + 2 * (64 + 32) * 4);
+    const plain = await loadAdapterDir(adapterDir('plain-ok', { config: CONFIG, safetensors: safetensors(loraTensors()) }), model, 16);
+    expect(plain.spec.magnitude.every((m) => m === null)).toBe(true);
   });
 });
 

@@ -290,6 +290,22 @@ RawAdapter parse_adapter(const Napi::Object& o, const ModelSpec& s) {
     take(A.Get(uint32_t(i)), size_t(r) * size_t(module_in(s, m)), raw.a[i], raw.a_dtype[i]);
     take(B.Get(uint32_t(i)), size_t(r) * size_t(module_out(s, m)), raw.b[i], raw.b_dtype[i]);
   }
+  // DoRA (optional): magnitude[i] is null or a tensor of module_out elements, only on adapted modules.
+  Napi::Value mv = o.Get("magnitude");
+  raw.magnitude.resize(n);
+  raw.magnitude_dtype.assign(n, DType::F32);
+  if (!mv.IsUndefined() && !mv.IsNull()) {
+    if (!mv.IsArray() || mv.As<Napi::Array>().Length() != n) fail("magnitude must be an array of layers * 7 entries");
+    Napi::Array M = mv.As<Napi::Array>();
+    for (size_t i = 0; i < n; i++) {
+      Napi::Value t = M.Get(uint32_t(i));
+      if (t.IsNull() || t.IsUndefined()) continue;
+      if (a.rank[i] == 0) fail("a DoRA magnitude vector on a module the adapter does not adapt");
+      const size_t out = size_t(module_out(s, int(i % kNumModules)));
+      take(t, out, raw.magnitude[i], raw.magnitude_dtype[i]);
+      raw.dora_floats += out;
+    }
+  }
   return raw;
 }
 
@@ -320,6 +336,12 @@ void RawAdapter::widen() {
     widen_into(b[i], b_dtype[i], spec.b[i]);
     std::vector<uint8_t>().swap(a[i]);
     std::vector<uint8_t>().swap(b[i]);
+  }
+  spec.magnitude.assign(magnitude.size(), {});
+  for (size_t i = 0; i < magnitude.size(); i++) {
+    if (magnitude[i].empty()) continue;
+    widen_into(magnitude[i], magnitude_dtype[i], spec.magnitude[i]);
+    std::vector<uint8_t>().swap(magnitude[i]);
   }
 }
 

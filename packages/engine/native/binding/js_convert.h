@@ -37,6 +37,9 @@ struct RawAdapter {
   AdapterSpec spec;                         // rank, scale, max_rank; a and b filled by widen()
   std::vector<std::vector<uint8_t>> a, b;   // [layers * kNumModules] raw bytes
   std::vector<DType> a_dtype, b_dtype;
+  std::vector<std::vector<uint8_t>> magnitude;  // DoRA m [out] per module, empty when not DoRA
+  std::vector<DType> magnitude_dtype;
+  size_t dora_floats = 0;                   // elements of all magnitude vectors (the scales kept natively)
   void widen();
 };
 RawAdapter parse_adapter(const Napi::Object& o, const ModelSpec& spec);

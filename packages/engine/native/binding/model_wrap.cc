@@ -18,6 +18,7 @@
 #endif
 
 #include "../core/backend.h"
+#include "../core/dora.h"
 #include "adapter_handle.h"
 #include "js_convert.h"
 #include "model_state.h"
@@ -246,7 +247,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
       auto st = st_;
       const int slot = r.slot;
       const std::vector<int> pages = r.pages;
-      const double bytes = double(pages.size()) * double(st_->backend->lora_page_bytes());
+      // DoRA scales (one float per output row of each DoRA module) live beside the pages.
+      const double bytes = double(pages.size()) * double(st_->backend->lora_page_bytes()) + double(raw->dora_floats) * 4;
       auto* w = new PromiseWorker(
           env,
           [st, raw, slot, pages] {
@@ -255,6 +257,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                 raw->widen();
                 std::shared_lock<std::shared_mutex> life(st->life_mu);
                 if (!st->backend) throw EngineFailure("ENGINE_CLOSED", "the model has been closed");
+                // DoRA row norms read the base weights: under the life lock, so close() cannot unmap them.
+                compute_dora_scales(st->loaded.spec, raw->spec);
                 st->backend->write_adapter(slot, pages, raw->spec);
               });
             } catch (...) {

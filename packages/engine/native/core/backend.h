@@ -70,6 +70,10 @@ struct AdapterSpec {
   std::vector<float> scale;                 // [layers * kNumModules]
   std::vector<std::vector<float>> a;        // [layers * kNumModules] -> A [rank, in]
   std::vector<std::vector<float>> b;        // [layers * kNumModules] -> B [out, rank]
+  // DoRA: per module the magnitude m [out] as stored (empty: plain LoRA on that module), and the
+  // per-output-row scale g = m / ||W + scale * B A||_2 the backends apply (core/dora.h fills it).
+  std::vector<std::vector<float>> magnitude;
+  std::vector<std::vector<float>> dora_scale;
 };
 
 struct SamplingParams {

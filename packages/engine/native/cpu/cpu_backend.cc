@@ -37,7 +37,7 @@ class CpuBackend final : public Backend {
   }
 
   std::string name() const override { return "cpu"; }
-  size_t bytes_allocated() const override { return kv_.size() * sizeof(float) + lora_.bytes(); }
+  size_t bytes_allocated() const override { return kv_.size() * sizeof(float) + lora_.bytes() + lora_.dora_bytes(); }
   void write_adapter(int slot, const std::vector<int>& pages, const AdapterSpec& a) override { lora_.write(slot, pages, a); }
   void clear_slot(int slot) override { lora_.clear(slot); }
   size_t lora_page_bytes() const override { return lora_.page_bytes(); }
@@ -63,8 +63,8 @@ class CpuBackend final : public Backend {
   std::vector<std::array<std::vector<float>, 3>> bias_;  // [layers][q, k, v] -> [out] or empty
 };
 
-// y = x W^T (+ bias) + LoRA expand of the shrink results lora_ holds for (layer, m), with bias and
-// expand applied per output-row block right after the block is computed.
+// y = x W^T + LoRA expand of the shrink results lora_ holds for (layer, m) (+ bias), with expand and
+// bias applied per output-row block right after the block is computed.
 void CpuBackend::project(int layer, int m, const float* x, int64_t T, float* y) {
   const WeightRef& W = s_.layer[size_t(layer)].proj[m];
   const int64_t out = W.rows;
@@ -73,10 +73,11 @@ void CpuBackend::project(int layer, int m, const float* x, int64_t T, float* y) 
   const bool lora = lora_.active(layer, m);
   if (b.empty() && !lora) return matmul(pool_, x, T, W, y);
   const RowEpilogue epilogue = [&](int64_t r0, int64_t r1) {
+    // Expand before bias: a DoRA row scales W x + delta, and the bias stays out of the scale.
+    if (lora) lora_.expand_rows(layer, m, y, r0, r1);
     if (!b.empty())
       for (int64_t t = 0; t < T; t++)
         for (int64_t o = r0; o < r1; o++) y[t * out + o] += b[size_t(o)];
-    if (lora) lora_.expand_rows(layer, m, y, r0, r1);
   };
   matmul(pool_, x, T, W, y, &epilogue);
 }

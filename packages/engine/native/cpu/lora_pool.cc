@@ -51,8 +51,16 @@ void LoraPool::write(int slot, const std::vector<int>& pages, const AdapterSpec&
   s.pages = pages;
   s.rank = a.rank;
   s.scale = a.scale;
+  s.dora = a.dora_scale;
+  s.dora.resize(size_t(layers_) * kNumModules);
+  for (const auto& g : s.dora) dora_bytes_ += g.size() * sizeof(float);
   s.bound = true;
   slots_[size_t(slot)] = std::move(s);
+}
+
+void LoraPool::clear(int slot) {
+  for (const auto& g : slots_[size_t(slot)].dora) dora_bytes_ -= g.size() * sizeof(float);
+  slots_[size_t(slot)] = LoraSlot{};
 }
 
 void LoraPool::begin_step(const int32_t* token_slot, int64_t T) {
@@ -145,6 +153,12 @@ void LoraPool::expand_rows(int layer, int m, float* y, int64_t r0, int64_t r1) c
         }
       }
     }
+    const std::vector<float>& g = s.dora[size_t(layer * kNumModules + m)];
+    if (!g.empty())  // DoRA: the whole row (base + delta) takes the magnitude's scale
+      for (int64_t t = run.t0; t < run.t1; t++) {
+        float* yr = y + t * out;
+        for (int64_t o = r0; o < r1; o++) yr[o] *= g[size_t(o)];
+      }
   }
 }
 

@@ -9,6 +9,7 @@
 // Per step: shrink v = scale * A x for every token (one pass per group of modules sharing an
 // input), then expand y += B v fused into the base matmul's output-row blocks (expand_rows).
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <initializer_list>
 #include <vector>
@@ -23,14 +24,16 @@ struct LoraSlot {
   std::vector<int> pages;                   // [max_rank] page index of rank-row j
   std::vector<int> rank;                    // [layers * kNumModules]
   std::vector<float> scale;                 // [layers * kNumModules]
+  std::vector<std::vector<float>> dora;     // [layers * kNumModules] -> DoRA row scale g [out], or empty
 };
 
 class LoraPool {
  public:
   explicit LoraPool(const ModelSpec& spec);
   void write(int slot, const std::vector<int>& pages, const AdapterSpec& a);
-  void clear(int slot) { slots_[size_t(slot)] = LoraSlot{}; }
-  size_t bytes() const { return data_.size(); }
+  void clear(int slot);
+  size_t bytes() const { return data_.size(); }  // the preallocated pool (DoRA scales: dora_bytes())
+  size_t dora_bytes() const { return dora_bytes_; }
   size_t page_bytes() const { return page_elems_ * es_; }
 
   // Groups the step's tokens into runs of <= kTileTokens consecutive tokens with one adapter slot.
@@ -39,7 +42,8 @@ class LoraPool {
   bool active(int layer, int m) const;
   // v_m[t, :rank] = scale * A_m x[t] for each module m in mods (all reading the same input x [T, in]).
   void shrink(ThreadPool& pool, int layer, std::initializer_list<int> mods, const float* x, int64_t T);
-  // y[t, r0:r1] += B_m[r0:r1, :] v_m[t] for every adapted token t; y is [T, out_m].
+  // y[t, r0:r1] += B_m[r0:r1, :] v_m[t] for every adapted token t; y is [T, out_m]. For a DoRA
+  // module the row then becomes g * (base + delta), so y must hold the base output without bias.
   void expand_rows(int layer, int m, float* y, int64_t r0, int64_t r1) const;
 
  private:
@@ -59,6 +63,7 @@ class LoraPool {
   size_t page_elems_;
   std::vector<uint8_t> data_;               // [pages, page_elems] of dtype_
   std::vector<LoraSlot> slots_;
+  std::atomic<size_t> dora_bytes_{0};       // DoRA scales held by the bound slots (read by bytes_allocated)
   std::vector<Run> runs_;                   // this step's adapted runs
   std::vector<float> v_[kNumModules];       // [T, max_rank] shrink results of this layer
 };

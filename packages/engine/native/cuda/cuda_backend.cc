@@ -118,7 +118,7 @@ class CudaBackend final : public Backend {
   // Replays the step's graph when its shape was captured before; captures it the second time a
   // shape appears (the first run is eager, so module loading and attribute setup stay outside).
   void run(const StepPlan& p, bool with_sample) {
-    if (!graphs_on_ || !p.decode) {
+    if (!graphs_on_ || !p.decode || p.dora) {  // DoRA steps pass the host's item count to their expands
       forward(p, with_sample);
       return;
     }
@@ -157,7 +157,9 @@ class CudaBackend final : public Backend {
     const int T = p.T, H = s_.hidden, I = s_.intermediate, D = s_.head_dim, nh = s_.heads, nkv = s_.kv_heads;
     const int QD = nh * D, KVD = nkv * D, QKV = QD + 2 * KVD, L = s_.layers;
     const LoraLayout& lay = lora_->layout();
-    const bool fused = p.lora && p.decode;
+    // DoRA scales a module's whole output row (g * (W x + delta)), so its steps expand separately,
+    // and o/down project into a scratch row (gu, free at both points) before the residual add.
+    const bool fused = p.lora && p.decode && !p.dora;
 
     auto shrink = [&](int layer, std::initializer_list<int> mods) {
       ShrinkArgs sa;
@@ -176,7 +178,7 @@ class CudaBackend final : public Backend {
       gemm(g, d.gemm, sms_, st);
     };
     auto expand = [&](int layer, std::initializer_list<int> mods, std::initializer_list<int> cols, float* y, int ldy) {
-      if (!p.lora || p.decode) return;
+      if (!p.lora || fused) return;
       ExpandArgs e;
       e.lay = lay; e.ty = ty_; e.layer = layer; e.nmod = int(mods.size());
       int i = 0;
@@ -221,14 +223,26 @@ class CudaBackend final : public Backend {
       aa.layer = l;
       attention_decode(aa, st);
       attention_prefill(aa, st);
-      project(d.att, W.o, d.x, H, QD, true, shrink(l, {kO}));
-      expand(l, {kO}, {0}, d.x, H);
+      if (p.dora) {
+        project(d.att, W.o, d.gu, H, QD, false, shrink(l, {kO}));
+        expand(l, {kO}, {0}, d.gu, H);
+        add_f32(d.x, d.gu, int64_t(T) * H, st);
+      } else {
+        project(d.att, W.o, d.x, H, QD, true, shrink(l, {kO}));
+        expand(l, {kO}, {0}, d.x, H);
+      }
       norm(W.ffn_norm, d.h, nullptr, T, kO, fx(l));
       project(d.h, W.gate_up, d.gu, 2 * I, H, false, shrink(l, {kGate, kUp}));
       expand(l, {kGate, kUp}, {0, I}, d.gu, 2 * I);
       silu_mul(ty_, d.gu, d.act, T, I, fx(l), st);
-      project(d.act, W.down, d.x, H, I, true, shrink(l, {kDown}));
-      expand(l, {kDown}, {0}, d.x, H);
+      if (p.dora) {
+        project(d.act, W.down, d.gu, H, I, false, shrink(l, {kDown}));
+        expand(l, {kDown}, {0}, d.gu, H);
+        add_f32(d.x, d.gu, int64_t(T) * H, st);
+      } else {
+        project(d.act, W.down, d.x, H, I, true, shrink(l, {kDown}));
+        expand(l, {kDown}, {0}, d.x, H);
+      }
       if (l + 1 < L) norm(w_->layer(l + 1).attn_norm, d.h, nullptr, T, kDown, fx(l));
       else norm(w_->final_norm(), d.hrows, d.rows, p.R, kDown, fx(l));
     }

@@ -165,10 +165,20 @@ __global__ void __launch_bounds__(256) lora_expand_kernel(ExpandArgs a) {
     }
   }
   if (o < L.out[m]) {
+    const int64_t sl = int64_t(it.slot) * L.layers + a.layer;
+    const bool dora = L.slot_dora_on && L.slot_dora_on[sl * kMods + m];
+    const float g = dora ? L.slot_dora[sl * L.dora_layer_elems + L.dora_mod_off[m] + o] : 1.f;
 #pragma unroll
     for (int t = 0; t < kItemTokens; t++)
-      if (t < it.ntok) a.y[int64_t(it.tok0 + t) * a.ldy + a.col_off[mi] + o] += acc[t];
+      if (t < it.ntok) {
+        float* y = a.y + int64_t(it.tok0 + t) * a.ldy + a.col_off[mi] + o;
+        *y = dora ? g * (*y + acc[t]) : *y + acc[t];
+      }
   }
+}
+
+__global__ void add_f32_kernel(float* x, const float* y, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) x[i] += y[i];
 }
 
 template <typename T>
@@ -239,6 +249,12 @@ void lora_expand(const ExpandArgs& a, cudaStream_t st) {
   LP_DISPATCH(a.ty, L_)
 #undef L_
   check_launch("lora_expand");
+}
+
+void add_f32(float* x, const float* y, int64_t n, cudaStream_t st) {
+  if (n <= 0) return;
+  LP_LAUNCH(grid_for(size_t(n), 256), 256, 0, st, add_f32_kernel)(x, y, n);
+  check_launch("add_f32");
 }
 
 void fill_random(Ty ty, void* p, size_t n, uint64_t seed, float mean, float amp, cudaStream_t st) {

@@ -57,7 +57,10 @@ struct ExpandArgs {
   const LoraItem* items = nullptr; int n_items = 0;
   const float* v = nullptr;              // [M][7][max_rank]
 };
+// For a module the item's slot serves with DoRA: y = g * (y + delta) (y holds the bias-free base output).
 void lora_expand(const ExpandArgs& a, cudaStream_t st);
+// x[i] += y[i] for i < n (f32).
+void add_f32(float* x, const float* y, int64_t n, cudaStream_t st);
 
 // The LoRA expand fused into a consumer kernel (decode path): per token, slot from tok_slot.
 struct FusedExpand {

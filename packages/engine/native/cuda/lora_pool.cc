@@ -9,7 +9,7 @@ static int pad8(int n) { return (n + 7) / 8 * 8; }
 
 DeviceLora::DeviceLora(const ModelSpec& s, Ty ty)
     : ty_(ty), layers_(s.layers), max_adapters_(s.max_adapters), max_rank_(s.max_rank), pages_count_(s.lora_pages),
-      slot_rank_(size_t(s.max_adapters), 0) {
+      slot_rank_(size_t(s.max_adapters), 0), slot_dora_(size_t(s.max_adapters), 0) {
   int64_t per_layer = 0;
   for (int m = 0; m < kMods; m++) {
     lay_.in[m] = module_in(s, m);
@@ -22,6 +22,10 @@ DeviceLora::DeviceLora(const ModelSpec& s, Ty ty)
   lay_.page_elems = per_layer * s.layers;
   lay_.layers = s.layers;
   lay_.max_rank = s.max_rank;
+  for (int m = 0; m < kMods; m++) {
+    lay_.dora_mod_off[m] = int(lay_.dora_layer_elems);
+    lay_.dora_layer_elems += lay_.out[m];
+  }
   check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "adapter stream");
   for (auto& e : done_) check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "adapter event");
   if (!enabled()) return;
@@ -29,6 +33,9 @@ DeviceLora::DeviceLora(const ModelSpec& s, Ty ty)
   rank_.alloc(size_t(max_adapters_) * layers_ * kMods * sizeof(int));
   scale_.alloc(size_t(max_adapters_) * layers_ * kMods * sizeof(float));
   pages_.alloc(size_t(max_adapters_) * max_rank_ * sizeof(int));
+  dora_.alloc(size_t(max_adapters_) * layers_ * size_t(lay_.dora_layer_elems) * sizeof(float));
+  dora_on_.alloc(size_t(max_adapters_) * layers_ * kMods * sizeof(int));
+  check(cudaMemsetAsync(dora_on_.get(), 0, dora_on_.bytes(), stream_), "lora pool init");
   check(cudaMemsetAsync(pool_.get(), 0, pool_.bytes(), stream_), "lora pool init");
   check(cudaMemsetAsync(rank_.get(), 0, rank_.bytes(), stream_), "lora pool init");
   check(cudaMemsetAsync(scale_.get(), 0, scale_.bytes(), stream_), "lora pool init");
@@ -43,6 +50,8 @@ DeviceLora::DeviceLora(const ModelSpec& s, Ty ty)
   lay_.slot_rank = rank_.get<int>();
   lay_.slot_scale = scale_.get<float>();
   lay_.slot_pages = pages_.get<int>();
+  lay_.slot_dora = dora_.get<float>();
+  lay_.slot_dora_on = dora_on_.get<int>();
 }
 
 DeviceLora::~DeviceLora() {
@@ -57,10 +66,16 @@ int DeviceLora::slot_rank(int slot) const {
   return slot_rank_[size_t(slot)];
 }
 
+bool DeviceLora::slot_dora(int slot) const {
+  std::lock_guard<std::mutex> lock(meta_mu_);
+  return slot_dora_[size_t(slot)] != 0;
+}
+
 void DeviceLora::clear(int slot) {
   // The device tables keep stale values: no step can name an unbound slot (the binding checks).
   std::lock_guard<std::mutex> lock(meta_mu_);
   slot_rank_[size_t(slot)] = 0;
+  slot_dora_[size_t(slot)] = 0;
 }
 
 void DeviceLora::write(int slot, const std::vector<int>& pages, const AdapterSpec& a) {
@@ -99,6 +114,22 @@ void DeviceLora::write(int slot, const std::vector<int>& pages, const AdapterSpe
     sc[i] = a.scale[i];
   }
   for (int j = 0; j < max_rank_; j++) pg[j] = j < int(pages.size()) ? pages[size_t(j)] : 0;
+  // DoRA row scales and flags (pageable copies, ordered on the stream; synchronised below).
+  std::vector<int> dora_on(nt, 0);
+  std::vector<float> dora(size_t(layers_) * size_t(lay_.dora_layer_elems), 0.f);
+  bool any_dora = false;
+  for (size_t i = 0; i < nt && i < a.dora_scale.size(); i++) {
+    const std::vector<float>& g = a.dora_scale[i];
+    if (g.empty()) continue;
+    const int l = int(i / kMods), m = int(i % kMods);
+    dora_on[i] = 1;
+    any_dora = true;
+    std::memcpy(dora.data() + size_t(l) * size_t(lay_.dora_layer_elems) + size_t(lay_.dora_mod_off[m]), g.data(), g.size() * sizeof(float));
+  }
+  check(cudaMemcpyAsync(dora_on_.get<int>() + size_t(slot) * nt, dora_on.data(), nt * sizeof(int), cudaMemcpyHostToDevice, stream_), "adapter upload");
+  if (any_dora)
+    check(cudaMemcpyAsync(dora_.get<float>() + size_t(slot) * dora.size(), dora.data(), dora.size() * sizeof(float), cudaMemcpyHostToDevice, stream_),
+          "adapter upload");
   check(cudaMemcpyAsync(rank_.get<int>() + size_t(slot) * nt, rk, nt * sizeof(int), cudaMemcpyHostToDevice, stream_), "adapter upload");
   check(cudaMemcpyAsync(scale_.get<float>() + size_t(slot) * nt, sc, nt * sizeof(float), cudaMemcpyHostToDevice, stream_), "adapter upload");
   check(cudaMemcpyAsync(pages_.get<int>() + size_t(slot) * max_rank_, pg, size_t(max_rank_) * sizeof(int), cudaMemcpyHostToDevice, stream_),
@@ -106,6 +137,7 @@ void DeviceLora::write(int slot, const std::vector<int>& pages, const AdapterSpe
   check(cudaStreamSynchronize(stream_), "adapter upload");
   std::lock_guard<std::mutex> meta(meta_mu_);
   slot_rank_[size_t(slot)] = a.max_rank;
+  slot_dora_[size_t(slot)] = any_dora ? 1 : 0;
 }
 
 }  // namespace cu

@@ -27,7 +27,8 @@ class DeviceLora {
   void write(int slot, const std::vector<int>& pages, const AdapterSpec& a);
   void clear(int slot);
   int slot_rank(int slot) const;   // pages the slot's adapter occupies (0 when empty)
-  size_t bytes() const { return pool_.bytes() + rank_.bytes() + scale_.bytes() + pages_.bytes(); }
+  bool slot_dora(int slot) const;  // the slot's adapter has DoRA modules (steps with it take the unfused path)
+  size_t bytes() const { return pool_.bytes() + rank_.bytes() + scale_.bytes() + pages_.bytes() + dora_.bytes() + dora_on_.bytes(); }
   size_t page_bytes() const { return size_t(lay_.page_elems) * ty_size(ty_); }
   bool enabled() const { return max_adapters_ > 0 && pages_count_ > 0; }
 
@@ -35,13 +36,14 @@ class DeviceLora {
   Ty ty_;
   int layers_, max_adapters_, max_rank_, pages_count_;
   LoraLayout lay_;
-  DevBuf pool_, rank_, scale_, pages_;
+  DevBuf pool_, rank_, scale_, pages_, dora_, dora_on_;
   cudaStream_t stream_ = nullptr;
   cudaEvent_t done_[2] = {nullptr, nullptr};
   PinnedBuf staging_[2], tables_;
   std::mutex write_mu_;            // serialises writers (held for a whole upload)
   mutable std::mutex meta_mu_;     // guards slot_rank_ (held briefly; steps read it)
   std::vector<int> slot_rank_;
+  std::vector<uint8_t> slot_dora_;
 };
 
 }  // namespace cu

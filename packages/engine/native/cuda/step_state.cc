@@ -74,7 +74,7 @@ bool StepState::ensure(const StepPlan& p, size_t gws, int gcnt, size_t aws, int 
   moved |= fit(qkv_, T * QKV * 4);
   moved |= fit(q_, T * QD * 4);
   moved |= fit(att_, T * QD * es);
-  moved |= fit(gu_, T * 2 * I * 4);
+  moved |= fit(gu_, T * std::max(2 * I, H) * 4);  // also the o/down scratch of DoRA steps
   moved |= fit(act_, T * I * es);
   moved |= fit(v_, T * kMods * size_t(std::max(1, s_.max_rank)) * 4);
   moved |= fit(hrows_, R * H * es);
@@ -147,11 +147,13 @@ bool StepState::prepare(const StepInput& in, const DeviceLora& lora, StepPlan& p
     for_each_lora_run(tok_slot.data(), T, kItemTokens, [&](int64_t t0, int64_t t1, int slot) {
       items.push_back(LoraItem{slot, int(t0), int(t1 - t0), 0});
       max_rank = std::max(max_rank, lora.slot_rank(slot));
+      if (lora.slot_dora(slot)) p.dora = true;
     });
   p.n_items = int(items.size());
   p.lora = p.n_items > 0 && max_rank > 0;
   p.rank_chunks = p.lora ? (max_rank + kRankChunk - 1) / kRankChunk : 0;
   if (!p.lora) p.n_items = 0;
+  if (!p.lora) p.dora = false;
 
   // Attention: decode path sends every token to the decode kernel; otherwise segments of >= 16
   // tokens go to the tiled prefill kernel (when it supports the type and head size).

@@ -18,6 +18,7 @@ struct StepPlan {
   int T = 0, S = 0, R = 0, R_all = 0;  // tokens, segments, logit rows, rows returned as logits
   bool decode = false;       // decode path: LoRA expand fused into consumers, decode attention for all
   bool lora = false;         // some token uses an adapter
+  bool dora = false;         // some token's adapter has DoRA modules: unfused expands, no graph
   int rank_chunks = 0;       // ceil(largest adapter rank in the step / kRankChunk)
   int n_items = 0;           // LoRA work items
   int n_tiles = 0, n_list = 0;  // prefill attention tiles; tokens for the decode attention kernel

@@ -28,6 +28,12 @@ struct LoraLayout {
   const float* slot_scale = nullptr;  // [max_adapters][layers][7]
   const int* slot_pages = nullptr;    // [max_adapters][max_rank]
   int layers = 0, max_rank = 0;
+  // DoRA: per (slot, layer) the row scales g of every module, module m's [out] at dora_mod_off[m];
+  // slot_dora_on [max_adapters][layers][7] says which modules are DoRA (the others are plain LoRA).
+  const float* slot_dora = nullptr;   // [max_adapters][layers][dora_layer_elems]
+  const int* slot_dora_on = nullptr;  // [max_adapters][layers][7]
+  int64_t dora_layer_elems = 0;
+  int dora_mod_off[kMods] = {};
 };
 
 // A run of <= kItemTokens consecutive step tokens that share one adapter slot.

@@ -9,10 +9,17 @@ export const FIXTURES_V2 = join(dirname(fileURLToPath(import.meta.url)), '..', '
 /** Models with the three standard LoRA adapters and the full reference set (same format in both folders). */
 export const MODELS = ['llama', 'qwen2', 'qwen3'] as const;
 export const ADAPTERS = ['lora_all_r8', 'lora_qv_r4', 'lora_qkvo_r16_rslora'] as const;
-export type FixtureModel = (typeof MODELS)[number];
+/** hf-tiny-v2/llama_dora: two DoRA adapters (peft use_dora) and a plain one, same reference format. */
+export const DORA_ADAPTERS = ['dora_all_r8', 'dora_qv_r4', 'lora_plain_r8'] as const;
+export type FixtureModel = (typeof MODELS)[number] | 'llama_dora';
+/** Every fixture model with the adapters its references cover. */
+export const FIXTURE_SETS: Array<{ model: FixtureModel; adapters: readonly string[] }> = [
+  ...MODELS.map((model) => ({ model, adapters: ADAPTERS })),
+  { model: 'llama_dora', adapters: DORA_ADAPTERS },
+];
 
-/** The folder holding model m: qwen3 (per-head q/k norms, head_dim != hidden / heads) is in hf-tiny-v2. */
-export const fixtureDir = (m: FixtureModel): string => join(m === 'qwen3' ? FIXTURES_V2 : FIXTURES, m);
+/** The folder holding model m: qwen3 (per-head q/k norms, head_dim != hidden / heads) and llama_dora are in hf-tiny-v2. */
+export const fixtureDir = (m: FixtureModel): string => join(m === 'qwen3' || m === 'llama_dora' ? FIXTURES_V2 : FIXTURES, m);
 export const modelDir = (m: FixtureModel): string => join(fixtureDir(m), 'base');
 export const adapterDir = (m: FixtureModel, a: string): string => join(fixtureDir(m), 'adapters', a);
 
