@@ -140,10 +140,10 @@ describe('adapter files that do not fit', () => {
     writeFileSync(join(d, 'adapter_config.json'), '{"r": 8');
     await refused(validateAdapterFiles(d, limits), 'invalid_config', /not valid JSON/);
   });
-  it('a DoRA config', async () => {
+  it('a DoRA config whose weights lack the magnitude vectors (DoRA itself is served: issue 16)', async () => {
     const d = files();
     config(d, { use_dora: true });
-    await refused(validateAdapterFiles(d, limits), 'unsupported_adapter', /DoRA/i);
+    await refused(validateAdapterFiles(d, limits), 'incompatible_adapter', /magnitude/i);
   });
   it('a modules_to_save config', async () => {
     const d = files();
