@@ -5,6 +5,7 @@ import { OpenAPIHono } from '@hono/zod-openapi';
 import type { Clock } from '@loraplex/common';
 import { AdapterCatalog } from './adapters/catalog.js';
 import { Authenticator } from './auth/authenticator.js';
+import type { MiddlewareHandler } from 'hono';
 import { authenticate, type AuthEnv } from './auth/middleware.js';
 import type { ApiConfig } from './config.js';
 import type { Db } from './db/client.js';
@@ -98,9 +99,11 @@ export function createApp(deps: AppDeps): { app: App; services: Services } {
   // Prometheus text for the platform admin only: the series name tenants.
   app.get('/metrics', authenticate(auth), metrics.handler());
   // The size limit comes before authentication, so an oversized body is cut off whoever sends it.
-  for (const p of JSON_BODIES) app.use(p, limitBody(MAX_BODY_BYTES));
-  for (const p of AUTHENTICATED) app.use(p, maybeTraced(deps.tracing, 'auth', authenticate(auth)));
-  for (const p of JSON_BODIES) app.use(p, checkJsonBody);
+  // `/` is LoRAX's combined route for POST only: a browser's GET / gets the landing page unauthenticated.
+  const on = (p: string, mw: MiddlewareHandler<AuthEnv>): void => void (p === '/' ? app.on('POST', p, mw) : app.use(p, mw));
+  for (const p of JSON_BODIES) on(p, limitBody(MAX_BODY_BYTES));
+  for (const p of AUTHENTICATED) on(p, maybeTraced(deps.tracing, 'auth', authenticate(auth)));
+  for (const p of JSON_BODIES) on(p, checkJsonBody);
 
   registerTenantRoutes(app, services);
   registerKeyRoutes(app, services);
