@@ -101,7 +101,8 @@ describe('loraplex worker wrapper', () => {
   it('passes SIGTERM on: the worker drains and both exit 0', async () => {
     const w = await startWrapped();
     w.wrapper.kill('SIGTERM');
-    expect(await w.exited).toEqual({ code: 0, signal: null });
+    const exited = await w.exited;
+    expect(exited, w.stderr()).toEqual({ code: 0, signal: null });
     expect(alive(w.workerPid)).toBe(false);
   });
 });
