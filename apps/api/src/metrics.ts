@@ -13,7 +13,7 @@ import { routePath } from 'hono/route';
 import type { AuthEnv } from './auth/middleware.js';
 import { isPlatformAdmin } from './auth/authenticator.js';
 import { ApiError } from './errors.js';
-import type { UpstreamError } from './routing/router.js';
+import type { UpstreamError } from './worker-proxy/router.js';
 
 export const OTHER_TENANTS = 'other';
 

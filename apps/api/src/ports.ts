@@ -1,11 +1,11 @@
 // The API's view of the two modules written beside it (contract §5): adapter validation
-// (src/adapter-validation/) and the worker side (src/routing/). Routes take these as parameters so
+// (src/adapter-validation/) and the worker side (src/worker-proxy/). Routes take these as parameters so
 // the real modules are wired in by app composition; the shapes below are the contract's.
 import type { Readable } from 'node:stream';
 import type { StoredFile } from './db/schema.js';
-import type { AdapterTarget } from './routing/descriptor.js';
-import type { UsageEvent } from './routing/usage-recorder.js';
-import type { ForwardRequest } from './routing/router.js';
+import type { AdapterTarget } from './worker-proxy/descriptor.js';
+import type { UsageEvent } from './worker-proxy/usage-recorder.js';
+import type { ForwardRequest } from './worker-proxy/router.js';
 
 // ---- src/adapter-validation/ ----
 
@@ -47,12 +47,12 @@ export function isAdapterValidationError(e: unknown): e is AdapterValidationErro
   return e instanceof Error && e.name === 'AdapterValidationError' && typeof (e as { status?: unknown }).status === 'number' && typeof (e as { code?: unknown }).code === 'string';
 }
 
-// ---- src/routing/ ----
+// ---- src/worker-proxy/ ----
 
 // The routing module's own types are the ports' types.
-export type { AdapterTarget, DescriptorStorage } from './routing/descriptor.js';
-export type { UsageEvent } from './routing/usage-recorder.js';
-export type { ForwardRequest, Usage } from './routing/router.js';
+export type { AdapterTarget, DescriptorStorage } from './worker-proxy/descriptor.js';
+export type { UsageEvent } from './worker-proxy/usage-recorder.js';
+export type { ForwardRequest, Usage } from './worker-proxy/router.js';
 export interface BaseModelRecord {
   id: string;
   config: Record<string, unknown>;

@@ -5,8 +5,8 @@ import { extractArchive, validateAdapterFiles } from './adapter-validation/index
 import type { ApiConfig } from './config.js';
 import type { Db } from './db/client.js';
 import type { AdapterValidation, RoutingPorts } from './ports.js';
-import { Router, TenantLimits, UsageRecorder, WorkerRegistry } from './routing/index.js';
-import type { UpstreamError } from './routing/router.js';
+import { Router, TenantLimits, UsageRecorder, WorkerRegistry } from './worker-proxy/index.js';
+import type { UpstreamError } from './worker-proxy/router.js';
 
 export interface ClosableRouting extends RoutingPorts {
   /** Flushes usage and stops timers. */

@@ -3,9 +3,9 @@
 // id, later ones are 'other'); the router's failed worker attempts counted by reason.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiMetrics, TenantLabels } from '../src/metrics.js';
-import type { WorkerRegistry, WorkerRecord } from '../src/routing/registry.js';
-import { Router, type UpstreamError } from '../src/routing/router.js';
-import type { WorkerResponse } from '../src/routing/worker-http.js';
+import type { WorkerRegistry, WorkerRecord } from '../src/worker-proxy/registry.js';
+import { Router, type UpstreamError } from '../src/worker-proxy/router.js';
+import type { WorkerResponse } from '../src/worker-proxy/worker-http.js';
 import { ADMIN_KEY, call, makeTestApp, openTestDb, seedBaseModel, tempDirStore, tenantWithKey, type TestApp, type TestDb } from './helpers/setup.js';
 
 let db: TestDb;

@@ -1,14 +1,4 @@
+// The worker as a library: what the CLI, the benchmark scripts and in-process tests start. Everything
+// else is internal (tests import modules by path).
 export { createWorker, type Worker, type WorkerOptions } from './worker.js';
 export { startWorker, type RunningWorker } from './serve.js';
-export { parseCli, USAGE, type CliOptions } from './args.js';
-export { createApp } from './server/app.js';
-export type { WorkerContext } from './worker-context.js';
-export { AdapterManager, type SlotEngine, type AdapterHooks } from './adapters/adapter-manager.js';
-export { LocalDirSource, NoAdapters, isValidAdapterName, type AdapterSource, type AdapterDescriptor } from './adapters/source.js';
-export { Scheduler, CancelledError, type SchedulerOptions, type SchedulerHooks } from './scheduler/scheduler.js';
-export { AdapterQueues, BASE_KEY, buildBatch, type Batch } from '@loraplex/engine';
-export { Sequence, SequenceError, type SequenceParams, type SequenceEvent, type SequenceResult, type FinishReason, type GeneratedToken } from './scheduler/sequence.js';
-export { IncrementalDetokenizer, type Decoder } from './scheduler/detokenizer.js';
-export { StopMatcher } from './scheduler/stop-strings.js';
-export { WorkerMetrics, BASE_LABEL } from './metrics.js';
-export { assertSafeBind, isLoopback } from './serve.js';

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { Engine, EngineError } from '@loraplex/engine';
 import type { Hono } from 'hono';
 import { AdapterManager } from './adapters/adapter-manager.js';
-import { CatalogSource } from './adapters/catalog.js';
+import { RescanningSource } from './adapters/rescanning-source.js';
 import { DescriptorRegistry } from './adapters/descriptors.js';
 import { DiskCache } from './adapters/disk-cache.js';
 import { Heartbeat } from './adapters/heartbeat.js';
@@ -120,11 +120,11 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
   }
   const metrics = new WorkerMetrics({ defaultMetrics: opts.defaultMetrics ?? false, modelName: opts.servedModelName ?? opts.model });
   const inner = opts.adapterSource ?? (opts.adapterDir ? new LocalDirSource(opts.adapterDir) : opts.adapterS3 ? new S3Source(makeS3Client(s3SettingsFromEnv()), opts.adapterS3) : new NoAdapters());
-  const catalog = new CatalogSource(inner, (opts.adapterRefreshInterval ?? 10) * 1000);
+  const listed = new RescanningSource(inner, (opts.adapterRefreshInterval ?? 10) * 1000);
   const hub = opts.allowHubAdapters ? new HubSource(opts.hubEndpoint ?? process.env.HF_ENDPOINT ?? 'https://huggingface.co', process.env.HF_TOKEN || undefined) : undefined;
-  await catalog.start();
+  await listed.start();
   let s3: ReturnType<typeof makeS3Client> | undefined;
-  const descriptors = new DescriptorRegistry(() => (s3 ??= makeS3Client(s3SettingsFromEnv())), hub ? new WithHub(hub, catalog) : catalog);
+  const descriptors = new DescriptorRegistry(() => (s3 ??= makeS3Client(s3SettingsFromEnv())), hub ? new WithHub(hub, listed) : listed);
   const hostAdapters = opts.hostCacheAdapters ?? 64;
   const tiers = new AdapterTiers(
     descriptors,
@@ -172,7 +172,7 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
         await heartbeat?.stop();
         await sched.drain();
         sched.stop();
-        catalog.stop();
+        listed.stop();
         await structured.close(); // the grammar engine thread
         await engine.close();
         if (!opts.tracing) await tracing.shutdown(); // exports what is left; a tracing passed in is its owner's

@@ -1,5 +1,5 @@
 // Inference: authenticate (scope inference), resolve the adapter inside the caller's tenant, build
-// the worker's body once (routing/wire.ts prepareRequest: the adapter field rewritten to the adapter
+// the worker's body once (worker-proxy/wire.ts prepareRequest: the adapter field rewritten to the adapter
 // id, checked against the worker's schema from @loraplex/protocol, usage forced on), hold a
 // tenant-limit slot for the whole response, and hand it to the router, recording usage and freeing
 // the slot when the response has ended (the router reports that exactly once). The body is parsed
@@ -15,7 +15,7 @@ import { activeTracing, inSpan } from '@loraplex/telemetry';
 import { requireScope, tenantOf, type AuthEnv } from '../auth/middleware.js';
 import { ApiError, badRequest, errorResponse } from '../errors.js';
 import type { AdapterTarget, BaseModelRecord } from '../ports.js';
-import { prepareRequest } from '../routing/index.js';
+import { prepareRequest } from '../worker-proxy/index.js';
 import type { App, Services } from '../services.js';
 import { authErrors, errors, jsonBody, openapi } from './schemas.js';
 

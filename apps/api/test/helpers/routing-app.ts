@@ -6,8 +6,8 @@ import { Hono, type Context } from 'hono';
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { AdapterTarget } from '../../src/routing/descriptor.js';
-import type { Router, Usage } from '../../src/routing/router.js';
+import type { AdapterTarget } from '../../src/worker-proxy/descriptor.js';
+import type { Router, Usage } from '../../src/worker-proxy/router.js';
 import { ADAPTER_DIR, BASE_MODEL } from './routing-workers.js';
 
 export const FIXTURE_ADAPTERS = { lora_all_r8: 8, lora_qv_r4: 4, lora_qkvo_r16_rslora: 16 } as const;

@@ -15,7 +15,7 @@ import { drizzle as drizzlePglite } from 'drizzle-orm/pglite';
 import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator';
 import pg from 'pg';
 import * as schema from '../../src/db/schema.js';
-import type { Db } from '../../src/routing/db.js';
+import type { Db } from '../../src/worker-proxy/db.js';
 
 export const API_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const PG_HOST = '127.0.0.1';

@@ -1,7 +1,7 @@
 // A Router over a PGlite registry behind the minimal HTTP front, and real workers started and
 // registered for it: the set-up the fault and timeout tests share.
-import { WorkerRegistry } from '../../src/routing/registry.js';
-import { Router, type RouterOptions } from '../../src/routing/router.js';
+import { WorkerRegistry } from '../../src/worker-proxy/registry.js';
+import { Router, type RouterOptions } from '../../src/worker-proxy/router.js';
 import { adapterId, serveRouter, type RoutingServer } from './routing-app.js';
 import { openPgliteTestDb, type TestDb } from './routing-db.js';
 import { BASE_MODEL, heartbeatFor, startWorker, WORKER_SECRET, type WorkerProcess } from './routing-workers.js';

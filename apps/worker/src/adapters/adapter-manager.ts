@@ -19,7 +19,7 @@
 // may be admitted, pins it per running sequence, and names the adapters sequences wait for.
 import { EngineError, type AdapterFiles, type AdapterGate, type AdapterInfo, type Scheduler } from '@loraplex/engine';
 import { SequenceError } from '../scheduler/sequence.js';
-import type { AdapterDescriptor } from './source.js';
+import type { AdapterLocation } from './source.js';
 import type { AdapterTiers } from './tiers.js';
 
 /** What the manager needs from the engine (a fake in unit tests). */
@@ -61,7 +61,7 @@ export type GatedScheduler = Pick<Scheduler, 'waitingFor' | 'wake' | 'failWaitin
 export class AdapterManager implements AdapterGate {
   private readonly entries = new Map<string, Entry>();
   private readonly pending: string[] = [];
-  private readonly descriptors = new Map<string, AdapterDescriptor>();
+  private readonly descriptors = new Map<string, AdapterLocation>();
   private pumping = false;
   private again = false;
   private scheduler: GatedScheduler | undefined;
@@ -95,21 +95,21 @@ export class AdapterManager implements AdapterGate {
   }
 
   /** The adapter's descriptor, or undefined when no source knows it (a 404). */
-  async lookup(name: string): Promise<AdapterDescriptor | undefined> {
+  async lookup(name: string): Promise<AdapterLocation | undefined> {
     const d = (await this.tiers.source.lookup(name)) ?? (this.entries.get(name)?.state === 'resident' ? this.descriptors.get(name) : undefined);
     if (d) this.descriptors.set(name, d);
     return d;
   }
 
   /** Every known adapter: the source's plus any still resident. */
-  async list(): Promise<AdapterDescriptor[]> {
+  async list(): Promise<AdapterLocation[]> {
     const all = new Map((await this.tiers.source.list()).map((d) => [d.name, d]));
     for (const [n, e] of this.entries) if (e.state === 'resident' && !all.has(n) && this.descriptors.has(n)) all.set(n, this.descriptors.get(n)!);
     for (const d of all.values()) this.descriptors.set(d.name, d);
     return [...all.values()];
   }
 
-  descriptor(name: string): AdapterDescriptor | undefined {
+  descriptor(name: string): AdapterLocation | undefined {
     return this.descriptors.get(name);
   }
 

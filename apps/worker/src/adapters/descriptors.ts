@@ -10,7 +10,7 @@ import { createWriteStream } from 'node:fs';
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { DESCRIPTOR_HEADER, signDescriptor, verifyDescriptor as checkDescriptor, type AdapterDescriptor as SignedDescriptor } from '@loraplex/protocol';
 import { ApiError } from '../server/errors.js';
-import type { AdapterDescriptor, AdapterSource } from './source.js';
+import type { AdapterLocation, AdapterSource } from './source.js';
 
 // The format (schema, signature, expiry) is @loraplex/protocol's; signDescriptor is re-exported for tests and tools.
 export { DESCRIPTOR_HEADER, signDescriptor, type SignedDescriptor };
@@ -26,13 +26,13 @@ export function verifyDescriptor(header: string, secret: string | undefined, now
 }
 
 /**
- * The worker's adapter source: adapters known from descriptors (by id) first, then the catalog
+ * The worker's adapter source: adapters known from descriptors (by id) first, then the listed adapters
  * (directory or S3 prefix). Descriptor adapters are never listed in /v1/models (they are tenant-private).
  */
 export class DescriptorRegistry implements AdapterSource {
-  private readonly byId = new Map<string, AdapterDescriptor>();
+  private readonly byId = new Map<string, AdapterLocation>();
 
-  constructor(private readonly s3: () => S3Client, readonly catalog: AdapterSource) {}
+  constructor(private readonly s3: () => S3Client, readonly listed: AdapterSource) {}
 
   has(id: string): boolean {
     return this.byId.has(id);
@@ -52,12 +52,12 @@ export class DescriptorRegistry implements AdapterSource {
     this.byId.set(d.id, { name: d.id, path, remote: { files, fetch } });
   }
 
-  list(): Promise<AdapterDescriptor[]> {
-    return this.catalog.list();
+  list(): Promise<AdapterLocation[]> {
+    return this.listed.list();
   }
 
-  lookup(name: string): Promise<AdapterDescriptor | undefined> {
+  lookup(name: string): Promise<AdapterLocation | undefined> {
     const d = this.byId.get(name);
-    return d ? Promise.resolve(d) : this.catalog.lookup(name);
+    return d ? Promise.resolve(d) : this.listed.lookup(name);
   }
 }

@@ -10,7 +10,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Lru } from '@loraplex/common';
-import type { AdapterDescriptor } from './source.js';
+import type { AdapterLocation } from './source.js';
 
 export interface ManifestFile { name: string; size: number; sha256: string }
 
@@ -74,14 +74,14 @@ export class DiskCache {
     return this.ready;
   }
 
-  private static key(d: AdapterDescriptor): string {
+  private static key(d: AdapterLocation): string {
     const h = createHash('sha256');
     for (const f of [...d.remote!.files].sort((a, b) => a.name.localeCompare(b.name))) h.update(`${f.name}\0${f.size}\0${f.md5 ?? ''}\0${f.sha256 ?? ''}\n`);
     return `${d.name}--${h.digest('hex').slice(0, 16)}`;
   }
 
   /** A local directory holding the adapter: downloaded and verified first when it is remote. */
-  async ensure(d: AdapterDescriptor): Promise<string> {
+  async ensure(d: AdapterLocation): Promise<string> {
     if (!d.remote) return d.path;
     await this.init();
     const key = DiskCache.key(d);
@@ -116,7 +116,7 @@ export class DiskCache {
     await rm(dir, { recursive: true, force: true });
   }
 
-  private async download(key: string, d: AdapterDescriptor): Promise<string> {
+  private async download(key: string, d: AdapterLocation): Promise<string> {
     const dir = join(this.root, key);
     const tmp = join(this.root, `${key}.tmp-${randomBytes(4).toString('hex')}`);
     await mkdir(tmp, { recursive: true });

@@ -9,7 +9,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import { ApiError, notFound } from '../server/errors.js';
-import type { AdapterDescriptor, AdapterSource, RemoteFile } from './source.js';
+import type { AdapterLocation, AdapterSource, RemoteFile } from './source.js';
 
 const REPO = /^[A-Za-z0-9][A-Za-z0-9._-]{0,95}\/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$/;
 const FILES = ['adapter_config.json', 'adapter_model.safetensors'] as const;
@@ -26,17 +26,17 @@ export function hubAdapterName(repo: string): string {
 export type HubFetch = (url: string, init: RequestInit) => Promise<Response>;
 
 export class HubSource implements AdapterSource {
-  private readonly byName = new Map<string, AdapterDescriptor>();
+  private readonly byName = new Map<string, AdapterLocation>();
   private readonly resolving = new Map<string, Promise<string>>();
 
   constructor(readonly endpoint: string, private readonly token: string | undefined, private readonly fetcher: HubFetch = fetch) {}
 
   /** Hub adapters are fetched on request only: none is listed. */
-  list(): Promise<AdapterDescriptor[]> {
+  list(): Promise<AdapterLocation[]> {
     return Promise.resolve([]);
   }
 
-  lookup(name: string): Promise<AdapterDescriptor | undefined> {
+  lookup(name: string): Promise<AdapterLocation | undefined> {
     return Promise.resolve(this.byName.get(name));
   }
 
@@ -95,11 +95,11 @@ export class HubSource implements AdapterSource {
 export class WithHub implements AdapterSource {
   constructor(readonly hub: HubSource, readonly inner: AdapterSource) {}
 
-  list(): Promise<AdapterDescriptor[]> {
+  list(): Promise<AdapterLocation[]> {
     return this.inner.list();
   }
 
-  async lookup(name: string): Promise<AdapterDescriptor | undefined> {
+  async lookup(name: string): Promise<AdapterLocation | undefined> {
     return (await this.hub.lookup(name)) ?? this.inner.lookup(name);
   }
 }

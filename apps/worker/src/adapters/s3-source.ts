@@ -5,7 +5,7 @@ import { createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { GetObjectCommand, ListObjectsV2Command, S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
-import { ADAPTER_FILES, chatTemplateOf, isValidAdapterName, type AdapterDescriptor, type AdapterSource, type RemoteFile } from './source.js';
+import { ADAPTER_FILES, chatTemplateOf, isValidAdapterName, type AdapterLocation, type AdapterSource, type RemoteFile } from './source.js';
 
 export interface S3Settings {
   endpoint?: string;
@@ -48,7 +48,7 @@ export class S3Source implements AdapterSource {
     ({ bucket: this.bucket, prefix: this.prefix } = parseS3Url(url));
   }
 
-  async list(): Promise<AdapterDescriptor[]> {
+  async list(): Promise<AdapterLocation[]> {
     const byName = new Map<string, RemoteFile[]>();
     let token: string | undefined;
     do {
@@ -62,7 +62,7 @@ export class S3Source implements AdapterSource {
       }
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (token);
-    const out: AdapterDescriptor[] = [];
+    const out: AdapterLocation[] = [];
     for (const [name, files] of [...byName].sort(([a], [b]) => a.localeCompare(b))) {
       if (!files.some((f) => f.name === 'adapter_config.json')) continue;
       out.push(await this.describe(name, files));
@@ -70,12 +70,12 @@ export class S3Source implements AdapterSource {
     return out;
   }
 
-  async lookup(name: string): Promise<AdapterDescriptor | undefined> {
+  async lookup(name: string): Promise<AdapterLocation | undefined> {
     if (!isValidAdapterName(name)) return undefined;
     return (await this.list()).find((d) => d.name === name);
   }
 
-  private async describe(name: string, files: RemoteFile[]): Promise<AdapterDescriptor> {
+  private async describe(name: string, files: RemoteFile[]): Promise<AdapterLocation> {
     const key = (f: string): string => `${this.prefix}${name}/${f}`;
     let chatTemplate: string | undefined;
     if (files.some((f) => f.name === 'tokenizer_config.json')) {

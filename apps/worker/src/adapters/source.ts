@@ -3,7 +3,7 @@
 //   named after the directory (the NIM / vLLM filesystem layout); the engine reads them in place.
 // - S3Source (s3-source.ts): every prefix under s3://bucket/prefix/ holding an adapter_config.json;
 //   its files are fetched into the disk cache (disk-cache.ts) before use.
-// CatalogSource (catalog.ts) wraps either and re-scans it at an interval, as NIM does.
+// RescanningSource (rescanning-source.ts) wraps either and re-scans it at an interval, as NIM does.
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 
@@ -21,7 +21,7 @@ export interface RemoteAdapter {
   fetch(file: RemoteFile, dest: string): Promise<void>;
 }
 
-export interface AdapterDescriptor {
+export interface AdapterLocation {
   name: string;
   /** Where it lives: a local directory, or an s3:// URL (reported as `root` in /v1/models). */
   path: string;
@@ -33,9 +33,9 @@ export interface AdapterDescriptor {
 
 export interface AdapterSource {
   /** Every adapter this source knows now. */
-  list(): Promise<AdapterDescriptor[]>;
+  list(): Promise<AdapterLocation[]>;
   /** One adapter by name, or undefined when the source has no such adapter. */
-  lookup(name: string): Promise<AdapterDescriptor | undefined>;
+  lookup(name: string): Promise<AdapterLocation | undefined>;
 }
 
 /** Files of a PEFT adapter directory that the worker reads. */
@@ -82,7 +82,7 @@ export class LocalDirSource implements AdapterSource {
     this.dir = resolve(dir);
   }
 
-  async list(): Promise<AdapterDescriptor[]> {
+  async list(): Promise<AdapterLocation[]> {
     let names: string[];
     try {
       names = (await readdir(this.dir, { withFileTypes: true })).filter((d) => d.isDirectory() || d.isSymbolicLink()).map((d) => d.name);
@@ -90,10 +90,10 @@ export class LocalDirSource implements AdapterSource {
       return [];
     }
     const found = await Promise.all(names.sort().map((n) => this.lookup(n)));
-    return found.filter((d): d is AdapterDescriptor => d !== undefined);
+    return found.filter((d): d is AdapterLocation => d !== undefined);
   }
 
-  async lookup(name: string): Promise<AdapterDescriptor | undefined> {
+  async lookup(name: string): Promise<AdapterLocation | undefined> {
     if (!isValidAdapterName(name)) return undefined;
     const path = join(this.dir, name);
     if (!(await isFile(join(path, 'adapter_config.json')))) return undefined;
@@ -104,11 +104,11 @@ export class LocalDirSource implements AdapterSource {
 
 /** No adapter directory: only the base model is served. */
 export class NoAdapters implements AdapterSource {
-  list(): Promise<AdapterDescriptor[]> {
+  list(): Promise<AdapterLocation[]> {
     return Promise.resolve([]);
   }
 
-  lookup(): Promise<AdapterDescriptor | undefined> {
+  lookup(): Promise<AdapterLocation | undefined> {
     return Promise.resolve(undefined);
   }
 }

@@ -13,7 +13,7 @@ import { Lru } from '@loraplex/common';
 import { readAdapterFiles, type AdapterFiles } from '@loraplex/formats';
 import { SequenceError } from '../scheduler/sequence.js';
 import type { DiskCache } from './disk-cache.js';
-import type { AdapterDescriptor, AdapterSource } from './source.js';
+import type { AdapterLocation, AdapterSource } from './source.js';
 
 export interface HostLimits {
   /** Adapters held in host memory at once. */
@@ -61,7 +61,7 @@ export class AdapterTiers {
   }
 
   /** The adapter's files, from host memory or moved up from the disk cache / source. */
-  async files(name: string, d: AdapterDescriptor): Promise<AdapterFiles> {
+  async files(name: string, d: AdapterLocation): Promise<AdapterFiles> {
     const hit = this.host.peek(name);
     if (hit && hit.path === d.path) {
       this.host.touch(name);
@@ -80,7 +80,7 @@ export class AdapterTiers {
     this.host.delete(name);
   }
 
-  private async load(name: string, d: AdapterDescriptor): Promise<HostEntry> {
+  private async load(name: string, d: AdapterLocation): Promise<HostEntry> {
     let files: AdapterFiles;
     if (!d.remote) {
       files = await readAdapterFiles(d.path);
@@ -98,7 +98,7 @@ export class AdapterTiers {
     return entry;
   }
 
-  private async readVerified(d: AdapterDescriptor): Promise<AdapterFiles> {
+  private async readVerified(d: AdapterLocation): Promise<AdapterFiles> {
     const dir = await this.disk.ensure(d);
     const release = this.disk.hold(dir);
     try {

@@ -9,7 +9,7 @@ import { AdapterManager } from '../../src/adapters/adapter-manager.js';
 import { DiskCache } from '../../src/adapters/disk-cache.js';
 import { AdapterTiers } from '../../src/adapters/tiers.js';
 import { FIXTURES } from './http.js';
-import type { AdapterDescriptor, AdapterSource } from '../../src/adapters/source.js';
+import type { AdapterLocation, AdapterSource } from '../../src/adapters/source.js';
 import { Scheduler, type SchedulerHooks } from '../../src/scheduler/scheduler.js';
 import type { SequenceParams } from '../../src/scheduler/sequence.js';
 
@@ -75,14 +75,14 @@ export class FakeEngine {
 /** Names mapped onto the real fixture adapter directories (the host tier reads their files). */
 export class FakeSource implements AdapterSource {
   constructor(readonly names: string[]) {}
-  private describe(name: string): AdapterDescriptor {
+  private describe(name: string): AdapterLocation {
     const dirs = ['lora_all_r8', 'lora_qv_r4', 'lora_qkvo_r16_rslora'];
     return { name, path: join(FIXTURES, 'llama', 'adapters', dirs[this.names.indexOf(name) % dirs.length]!) };
   }
-  async list(): Promise<AdapterDescriptor[]> {
+  async list(): Promise<AdapterLocation[]> {
     return this.names.map((name) => this.describe(name));
   }
-  async lookup(name: string): Promise<AdapterDescriptor | undefined> {
+  async lookup(name: string): Promise<AdapterLocation | undefined> {
     return this.names.includes(name) ? this.describe(name) : undefined;
   }
 }

@@ -1,11 +1,11 @@
-// The adapter catalog: a source's listing, re-scanned every `refreshMs` (NIM's adapter-directory
+// A rescanning source: another source's listing, re-scanned every `refreshMs` (NIM's adapter-directory
 // refresh). Between scans, lookups answer from the last listing, so an adapter dropped into the
 // directory appears (in /v1/models and to requests) within one interval, and a scan never runs on
 // the request path. A failed scan keeps the previous listing.
-import type { AdapterDescriptor, AdapterSource } from './source.js';
+import type { AdapterLocation, AdapterSource } from './source.js';
 
-export class CatalogSource implements AdapterSource {
-  private byName = new Map<string, AdapterDescriptor>();
+export class RescanningSource implements AdapterSource {
+  private byName = new Map<string, AdapterLocation>();
   private timer: NodeJS.Timeout | undefined;
   private scanning: Promise<void> | undefined;
   /** The last scan's error, if it failed (reported in logs once per change). */
@@ -46,11 +46,11 @@ export class CatalogSource implements AdapterSource {
     return this.scanning;
   }
 
-  list(): Promise<AdapterDescriptor[]> {
+  list(): Promise<AdapterLocation[]> {
     return Promise.resolve([...this.byName.values()]);
   }
 
-  lookup(name: string): Promise<AdapterDescriptor | undefined> {
+  lookup(name: string): Promise<AdapterLocation | undefined> {
     return Promise.resolve(this.byName.get(name));
   }
 }

@@ -2,7 +2,7 @@
 // a cut Postgres connection and written once it is back.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { usageEvents } from '../src/db/schema.js';
-import { UsageRecorder, type UsageEvent } from '../src/routing/usage-recorder.js';
+import { UsageRecorder, type UsageEvent } from '../src/worker-proxy/usage-recorder.js';
 import { createTenant, openPgliteTestDb, openPgTestDb, PG_PORT, type PgTestDb, type TestDb } from './helpers/routing-db.js';
 import { startTcpProxy, type TcpProxy } from './helpers/routing-proxy.js';
 import { until } from './helpers/routing-workers.js';

@@ -5,9 +5,9 @@
 // got 503 no_healthy_worker until its next heartbeat).
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { WorkerRegistry } from '../src/routing/registry.js';
-import { Router } from '../src/routing/router.js';
-import { StaleConnectionError, workerHttpClient } from '../src/routing/worker-http.js';
+import { WorkerRegistry } from '../src/worker-proxy/registry.js';
+import { Router } from '../src/worker-proxy/router.js';
+import { StaleConnectionError, workerHttpClient } from '../src/worker-proxy/worker-http.js';
 import { openPgliteTestDb, type TestDb } from './helpers/routing-db.js';
 import { BASE_MODEL, heartbeatFor, WORKER_SECRET } from './helpers/routing-workers.js';
 

@@ -2,8 +2,8 @@
 // one killed mid-stream gives the client a clean final error event and the next request goes to
 // another worker; a client that disconnects cancels the sequence on the worker (KV blocks freed).
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { WorkerRegistry } from '../src/routing/registry.js';
-import type { Router } from '../src/routing/router.js';
+import type { WorkerRegistry } from '../src/worker-proxy/registry.js';
+import type { Router } from '../src/worker-proxy/router.js';
 import { post, type RoutingServer } from './helpers/routing-app.js';
 import { startRoutingHarness, type RoutingHarness } from './helpers/routing-harness.js';
 import { BASE_MODEL, heartbeatFor, sseData, startWorker, until, workerMetric } from './helpers/routing-workers.js';

@@ -1,8 +1,8 @@
 // The SSE relay as a parser: events split at any byte (inside multi-byte characters too), CRLF
 // separators, text that mentions "usage" or "details", forced usage removed, a broken stream.
 import { describe, expect, it } from 'vitest';
-import { relaySse, type RelayOutcome } from '../src/routing/sse-relay.js';
-import { prepareRequest } from '../src/routing/wire.js';
+import { relaySse, type RelayOutcome } from '../src/worker-proxy/sse-relay.js';
+import { prepareRequest } from '../src/worker-proxy/wire.js';
 
 const enc = new TextEncoder();
 

@@ -1,7 +1,7 @@
 // Worker choice: rendezvous order is stable, spreads keys evenly, moves few keys when the worker set
 // changes; residency and load reorder only the top two; base requests go to the least loaded.
 import { describe, expect, it } from 'vitest';
-import { leastLoaded, pickWorkers, preferResident } from '../src/routing/rendezvous.js';
+import { leastLoaded, pickWorkers, preferResident } from '../src/worker-proxy/rendezvous.js';
 
 const worker = (id: string, resident: string[] = [], running = 0) => ({ id, residentAdapters: resident, load: { running, waiting: 0 } });
 const fleet = (n: number) => Array.from({ length: n }, (_, i) => worker(`wk_${i}`));

@@ -1,8 +1,8 @@
 // Tenant limits and descriptor signing (pure, with a controlled clock).
 import { ManualClock } from '@loraplex/common';
 import { describe, expect, it } from 'vitest';
-import { DescriptorSigner, signDescriptor, verifyDescriptor, type AdapterTarget } from '../src/routing/descriptor.js';
-import { TenantLimits, type Limited } from '../src/routing/tenant-limits.js';
+import { DescriptorSigner, signDescriptor, verifyDescriptor, type AdapterTarget } from '../src/worker-proxy/descriptor.js';
+import { TenantLimits, type Limited } from '../src/worker-proxy/tenant-limits.js';
 
 const isLimited = (r: unknown): r is Limited => typeof r === 'object' && r !== null && 'retryAfterS' in r;
 
