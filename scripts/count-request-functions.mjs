@@ -29,8 +29,14 @@ const workerSecret = 'count-worker-secret-0123456789abcdef';
 
 const server = await api.startApiServer(api.defaultConfig({ dataDir, port: 0, adminKey, workerSecret }));
 const w = await worker.startWorker({
-  model: join(fixtures, 'base'), servedModelName: 'tiny-llama', backend: 'cpu', threads: 1, port: 0,
-  apiUrl: server.url, workerSecret, heartbeatInterval: 3600,
+  model: join(fixtures, 'base'),
+  servedModelName: 'tiny-llama',
+  backend: 'cpu',
+  threads: 1,
+  port: 0,
+  apiUrl: server.url,
+  workerSecret,
+  heartbeatInterval: 3600,
 });
 const admin = new sdk.Loraplex({ baseURL: server.url, apiKey: adminKey });
 const tenant = await admin.tenants.create('count');
@@ -40,7 +46,10 @@ for (let i = 0; i < 100; i++) {
   if ((await client.models.list()).length > 0) break;
   await new Promise((r) => setTimeout(r, 50)); // the worker's first heartbeat registers the base model
 }
-const adapter = await client.adapters.upload(join(fixtures, 'adapters/lora_all_r8'), { name: 'a1', baseModel: 'tiny-llama' });
+const adapter = await client.adapters.upload(join(fixtures, 'adapters/lora_all_r8'), {
+  name: 'a1',
+  baseModel: 'tiny-llama',
+});
 const ask = () => client.generate('The license', { adapterId: adapter.id, maxTokens: 4, temperature: 0 });
 await ask(); // cold: loads the adapter into a slot
 await ask(); // warm, and every lazily created path exists
@@ -54,7 +63,8 @@ await ask();
 const { result } = await session.post('Profiler.takePreciseCoverage');
 await session.post('Profiler.stopPreciseCoverage');
 
-const ours = (url) => url.startsWith('file://') && /\/(apps|packages)\/[^/]+\/dist\//.test(url) && !url.includes('/node_modules/');
+const ours = (url) =>
+  url.startsWith('file://') && /\/(apps|packages)\/[^/]+\/dist\//.test(url) && !url.includes('/node_modules/');
 const called = [];
 let named = 0;
 for (const script of result) {
@@ -65,8 +75,8 @@ for (const script of result) {
     if (fn.ranges[0].count > 0 && fn.functionName !== '') {
       called.push(`${file} ${fn.functionName}`);
       named++;
-    }
-    else if (fn.ranges[0].count > 0 && fn.ranges[0].startOffset !== 0) called.push(`${file} (anonymous@${fn.ranges[0].startOffset})`);
+    } else if (fn.ranges[0].count > 0 && fn.ranges[0].startOffset !== 0)
+      called.push(`${file} (anonymous@${fn.ranges[0].startOffset})`);
   }
 }
 const byPackage = new Map();

@@ -28,14 +28,29 @@ if (argv[0] === '--') argv.shift();
 const { values: v } = parseArgs({
   args: argv,
   options: {
-    requests: { type: 'string' }, concurrency: { type: 'string', default: '16' }, seconds: { type: 'string' }, quick: { type: 'boolean' },
-    worker: { type: 'string' }, model: { type: 'string', default: 'tiny-llama' }, 'worker-threads': { type: 'string', default: '1' },
-    api: { type: 'string' }, 'api-key': { type: 'string' }, 'api-model': { type: 'string' },
-    write: { type: 'boolean' }, doc: { type: 'string' }, help: { type: 'boolean' },
+    requests: { type: 'string' },
+    concurrency: { type: 'string', default: '16' },
+    seconds: { type: 'string' },
+    quick: { type: 'boolean' },
+    worker: { type: 'string' },
+    model: { type: 'string', default: 'tiny-llama' },
+    'worker-threads': { type: 'string', default: '1' },
+    api: { type: 'string' },
+    'api-key': { type: 'string' },
+    'api-model': { type: 'string' },
+    write: { type: 'boolean' },
+    doc: { type: 'string' },
+    help: { type: 'boolean' },
   },
 });
 if (v.help) {
-  console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 13).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
+  console.log(
+    readFileSync(fileURLToPath(import.meta.url), 'utf8')
+      .split('\n')
+      .slice(1, 13)
+      .map((l) => l.replace(/^\/\/ ?/, ''))
+      .join('\n'),
+  );
   process.exit(0);
 }
 const opt = {
@@ -52,7 +67,8 @@ process.on('exit', cleanup);
 
 function newest(dir) {
   let t = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) t = Math.max(t, e.isDirectory() ? newest(join(dir, e.name)) : statSync(join(dir, e.name)).mtimeMs);
+  for (const e of readdirSync(dir, { withFileTypes: true }))
+    t = Math.max(t, e.isDirectory() ? newest(join(dir, e.name)) : statSync(join(dir, e.name)).mtimeMs);
   return t;
 }
 
@@ -60,14 +76,19 @@ function ensureApiBuilt() {
   const entry = join(apiDir, 'dist', 'routing', 'index.js');
   if (existsSync(entry) && statSync(entry).mtimeMs >= newest(join(apiDir, 'src'))) return;
   log('building @loraplex/api (tsc) ...');
-  const r = spawnSync(process.execPath, [createRequire(join(apiDir, 'package.json')).resolve('typescript/bin/tsc'), '-p', join(apiDir, 'tsconfig.json')], { encoding: 'utf8' });
+  const r = spawnSync(
+    process.execPath,
+    [createRequire(join(apiDir, 'package.json')).resolve('typescript/bin/tsc'), '-p', join(apiDir, 'tsconfig.json')],
+    { encoding: 'utf8' },
+  );
   if (r.status !== 0) throw new Error(`building @loraplex/api failed:\n${r.stdout}${r.stderr}`);
 }
 
 function startProcess(args, what) {
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
   children.push(child);
-  let out = '', err = '';
+  let out = '',
+    err = '';
   child.stderr.on('data', (d) => (err += d));
   return new Promise((res, rej) => {
     const timer = setTimeout(() => rej(new Error(`${what} did not start:\n${out}${err}`)), 60_000);
@@ -87,7 +108,24 @@ function startWorker() {
   const cli = join(repoRoot, 'apps', 'worker', 'dist', 'cli.js');
   if (!existsSync(cli)) throw new Error('apps/worker/dist/cli.js not found: pnpm --filter @loraplex/worker build');
   const fixture = join(repoRoot, 'packages', 'engine', 'test', 'fixtures', 'hf-tiny', 'llama');
-  return startProcess([cli, '--port', '0', '--host', '127.0.0.1', '--model', join(fixture, 'base'), '--adapter-dir', join(fixture, 'adapters'), '--served-model-name', v.model, '--threads', v['worker-threads']], 'worker');
+  return startProcess(
+    [
+      cli,
+      '--port',
+      '0',
+      '--host',
+      '127.0.0.1',
+      '--model',
+      join(fixture, 'base'),
+      '--adapter-dir',
+      join(fixture, 'adapters'),
+      '--served-model-name',
+      v.model,
+      '--threads',
+      v['worker-threads'],
+    ],
+    'worker',
+  );
 }
 
 // ---- load -----------------------------------------------------------------------------------
@@ -99,17 +137,22 @@ function target(name, url, model, headers = {}) {
   const h = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...headers };
   const path = `${u.pathname.replace(/\/$/, '')}/v1/completions`;
   /** One request; resolves its latency in ms (rejects on a non-200). */
-  const once = () => new Promise((res, rej) => {
-    const t0 = process.hrtime.bigint();
-    const req = request({ host: u.hostname, port: u.port, path, method: 'POST', headers: h, agent }, (r) => {
-      let data = '';
-      r.setEncoding('utf8');
-      r.on('data', (d) => (data += d));
-      r.on('end', () => (r.statusCode === 200 ? res(Number(process.hrtime.bigint() - t0) / 1e6) : rej(new Error(`${name}: HTTP ${r.statusCode} ${data.slice(0, 300)}`))));
+  const once = () =>
+    new Promise((res, rej) => {
+      const t0 = process.hrtime.bigint();
+      const req = request({ host: u.hostname, port: u.port, path, method: 'POST', headers: h, agent }, (r) => {
+        let data = '';
+        r.setEncoding('utf8');
+        r.on('data', (d) => (data += d));
+        r.on('end', () =>
+          r.statusCode === 200
+            ? res(Number(process.hrtime.bigint() - t0) / 1e6)
+            : rej(new Error(`${name}: HTTP ${r.statusCode} ${data.slice(0, 300)}`)),
+        );
+      });
+      req.on('error', rej);
+      req.end(body);
     });
-    req.on('error', rej);
-    req.end(body);
-  });
   return { name, url, once, lat: [], rps: 0 };
 }
 
@@ -126,21 +169,25 @@ async function latency(targets) {
 async function throughput(t) {
   const end = performance.now() + opt.seconds * 1000;
   let done = 0;
-  await Promise.all(Array.from({ length: opt.concurrency }, async () => {
-    while (performance.now() < end) {
-      await t.once();
-      done++;
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: opt.concurrency }, async () => {
+      while (performance.now() < end) {
+        await t.once();
+        done++;
+      }
+    }),
+  );
   t.rps = done / opt.seconds;
 }
 
 // ---- report ---------------------------------------------------------------------------------
 
-
 function report(targets) {
   const direct = targets[0];
-  const rows = targets.map((t) => `| ${t.name} | ${pct(t.lat, 50).toFixed(3)} | ${pct(t.lat, 99).toFixed(3)} | ${t === direct ? '—' : `+${(pct(t.lat, 50) - pct(direct.lat, 50)).toFixed(3)}`} | ${t.rps.toFixed(0)} |`);
+  const rows = targets.map(
+    (t) =>
+      `| ${t.name} | ${pct(t.lat, 50).toFixed(3)} | ${pct(t.lat, 99).toFixed(3)} | ${t === direct ? '—' : `+${(pct(t.lat, 50) - pct(direct.lat, 50)).toFixed(3)}`} | ${t.rps.toFixed(0)} |`,
+  );
   return [
     `| Path | median ms | p99 ms | added at the median, ms | req/s (${opt.concurrency} in flight) |`,
     '| --- | ---: | ---: | ---: | ---: |',
@@ -174,11 +221,19 @@ function writeDoc(docPath, markdown) {
 
 ensureApiBuilt();
 const workerUrl = v.worker ?? (await startWorker());
-const routerUrl = await startProcess([join(here, 'router-server.mjs'), '--worker', workerUrl, '--model', v.model], 'router server');
-const targets = [target('worker directly', workerUrl, v.model), target('routing layer (Router + Hono)', routerUrl, v.model)];
+const routerUrl = await startProcess(
+  [join(here, 'router-server.mjs'), '--worker', workerUrl, '--model', v.model],
+  'router server',
+);
+const targets = [
+  target('worker directly', workerUrl, v.model),
+  target('routing layer (Router + Hono)', routerUrl, v.model),
+];
 if (v.api) {
   if (!v['api-key']) throw new Error('--api needs --api-key (an inference key)');
-  targets.push(target(`full API (${v.api})`, v.api, v['api-model'] ?? v.model, { authorization: `Bearer ${v['api-key']}` }));
+  targets.push(
+    target(`full API (${v.api})`, v.api, v['api-model'] ?? v.model, { authorization: `Bearer ${v['api-key']}` }),
+  );
 }
 log(`latency: ${opt.requests} requests per path ...`);
 await latency(targets);
@@ -190,9 +245,21 @@ const md = report(targets);
 console.log(`\n${machine()}\n\n${md}\n`);
 if (v.write) writeDoc(resolve(v.doc ?? join(repoRoot, 'docs', 'benchmarks.md')), md);
 // Let the worker and the router server shut down (drain, flush usage) before exiting.
-await Promise.all(children.map((c) => (c.exitCode !== null ? undefined : new Promise((res) => {
-  const timer = setTimeout(() => { c.kill('SIGKILL'); res(); }, 10_000);
-  c.once('exit', () => { clearTimeout(timer); res(); });
-  c.kill('SIGTERM');
-}))));
+await Promise.all(
+  children.map((c) =>
+    c.exitCode !== null
+      ? undefined
+      : new Promise((res) => {
+          const timer = setTimeout(() => {
+            c.kill('SIGKILL');
+            res();
+          }, 10_000);
+          c.once('exit', () => {
+            clearTimeout(timer);
+            res();
+          });
+          c.kill('SIGTERM');
+        }),
+  ),
+);
 process.exit(0);

@@ -50,12 +50,43 @@ export interface AppDeps {
 
 /** Paths that need an API key (the part PUT target, heartbeats, health and docs do not). */
 /** Paths whose bodies are JSON: bounded in size, then checked by the bounded parser (json-body.ts). */
-const JSON_BODIES = ['/v1/tenants', '/v1/keys', '/v1/adapters/uploads', '/v1/adapters/uploads/*', '/v1/completions', '/v1/chat/completions', '/generate', '/generate_stream', '/', '/tokenize', '/internal/*'];
+const JSON_BODIES = [
+  '/v1/tenants',
+  '/v1/keys',
+  '/v1/adapters/uploads',
+  '/v1/adapters/uploads/*',
+  '/v1/completions',
+  '/v1/chat/completions',
+  '/generate',
+  '/generate_stream',
+  '/',
+  '/tokenize',
+  '/internal/*',
+];
 
-const AUTHENTICATED = ['/v1/tenants', '/v1/keys', '/v1/keys/*', '/v1/adapters', '/v1/adapters/*', '/v1/completions', '/v1/chat/completions', '/v1/models', '/v1/usage', '/generate', '/generate_stream', '/', '/tokenize', '/info'];
+const AUTHENTICATED = [
+  '/v1/tenants',
+  '/v1/keys',
+  '/v1/keys/*',
+  '/v1/adapters',
+  '/v1/adapters/*',
+  '/v1/completions',
+  '/v1/chat/completions',
+  '/v1/models',
+  '/v1/usage',
+  '/generate',
+  '/generate_stream',
+  '/',
+  '/tokenize',
+  '/info',
+];
 
 export function createApp(deps: AppDeps): { app: App; services: Services } {
-  const auth = new Authenticator(deps.db, { ...(deps.config.adminKey !== undefined ? { adminKey: deps.config.adminKey } : {}), ...(deps.cacheTtlMs !== undefined ? { cacheTtlMs: deps.cacheTtlMs } : {}), ...(deps.clock !== undefined ? { clock: deps.clock } : {}) });
+  const auth = new Authenticator(deps.db, {
+    ...(deps.config.adminKey !== undefined ? { adminKey: deps.config.adminKey } : {}),
+    ...(deps.cacheTtlMs !== undefined ? { cacheTtlMs: deps.cacheTtlMs } : {}),
+    ...(deps.clock !== undefined ? { clock: deps.clock } : {}),
+  });
   const catalog = new AdapterCatalog(deps.db, deps.cacheTtlMs, deps.clock);
   const ingest = new AdapterIngest({
     catalog,
@@ -75,7 +106,17 @@ export function createApp(deps: AppDeps): { app: App; services: Services } {
     partSize: deps.config.upload.partSize,
     ttlS: deps.config.upload.ttlS,
   });
-  const services: Services = { db: deps.db, store: deps.store, auth, catalog, ingest, uploads, validation: deps.validation, routing: deps.routing, config: deps.config };
+  const services: Services = {
+    db: deps.db,
+    store: deps.store,
+    auth,
+    catalog,
+    ingest,
+    uploads,
+    validation: deps.validation,
+    routing: deps.routing,
+    config: deps.config,
+  };
 
   const app: App = new OpenAPIHono<AuthEnv>({
     defaultHook: (result) => {
@@ -100,7 +141,8 @@ export function createApp(deps: AppDeps): { app: App; services: Services } {
   app.get('/metrics', authenticate(auth), metrics.handler());
   // The size limit comes before authentication, so an oversized body is cut off whoever sends it.
   // `/` is LoRAX's combined route for POST only: a browser's GET / gets the landing page unauthenticated.
-  const on = (p: string, mw: MiddlewareHandler<AuthEnv>): void => void (p === '/' ? app.on('POST', p, mw) : app.use(p, mw));
+  const on = (p: string, mw: MiddlewareHandler<AuthEnv>): void =>
+    void (p === '/' ? app.on('POST', p, mw) : app.use(p, mw));
   for (const p of JSON_BODIES) on(p, limitBody(MAX_BODY_BYTES));
   for (const p of AUTHENTICATED) on(p, maybeTraced(deps.tracing, 'auth', authenticate(auth)));
   for (const p of JSON_BODIES) on(p, checkJsonBody);
@@ -114,10 +156,18 @@ export function createApp(deps: AppDeps): { app: App; services: Services } {
   registerUsageRoutes(app, services);
   registerInternalRoutes(app, services);
 
-  app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer', description: 'lpx_<prefix>_<secret> API key' });
+  app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', {
+    type: 'http',
+    scheme: 'bearer',
+    description: 'lpx_<prefix>_<secret> API key',
+  });
   app.doc31('/openapi.json', {
     openapi: '3.1.0',
-    info: { title: 'loraplex API', version: '0.1.0', description: 'Multi-tenant LoRA adapter serving: tenants, keys, adapters and OpenAI/LoRAX-compatible inference.' },
+    info: {
+      title: 'loraplex API',
+      version: '0.1.0',
+      description: 'Multi-tenant LoRA adapter serving: tenants, keys, adapters and OpenAI/LoRAX-compatible inference.',
+    },
   });
   registerDocRoutes(app);
   return { app, services };

@@ -32,7 +32,11 @@ function onSignals(stop: () => Promise<unknown>): void {
   }
 }
 
-export async function runCommand(argv: string[], env: Record<string, string | undefined> = process.env, out: (line: string) => void = console.log): Promise<void> {
+export async function runCommand(
+  argv: string[],
+  env: Record<string, string | undefined> = process.env,
+  out: (line: string) => void = console.log,
+): Promise<void> {
   const [cmd, ...rest] = argv;
   if (cmd === 'serve') {
     if (rest.length) throw new Error(`serve takes no arguments (configure it with environment variables)\n${USAGE}`);
@@ -43,10 +47,20 @@ export async function runCommand(argv: string[], env: Record<string, string | un
     return;
   }
   if (cmd === 'keys') {
-    const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, strict: true, options: { admin: { type: 'boolean' }, name: { type: 'string' } } });
-    if (positionals[0] !== 'create' || positionals.length !== 1 || !values.admin) throw new Error(`only "keys create --admin" is available here; tenant keys are created through POST /v1/keys\n${USAGE}`);
+    const { values, positionals } = parseArgs({
+      args: rest,
+      allowPositionals: true,
+      strict: true,
+      options: { admin: { type: 'boolean' }, name: { type: 'string' } },
+    });
+    if (positionals[0] !== 'create' || positionals.length !== 1 || !values.admin)
+      throw new Error(
+        `only "keys create --admin" is available here; tenant keys are created through POST /v1/keys\n${USAGE}`,
+      );
     const config = configFromEnv(env);
-    const db = await openDatabase(config.databaseUrl ? { databaseUrl: config.databaseUrl } : { dataDir: join(config.dataDir, 'pg') });
+    const db = await openDatabase(
+      config.databaseUrl ? { databaseUrl: config.databaseUrl } : { dataDir: join(config.dataDir, 'pg') },
+    );
     try {
       const { key, row } = await createKey(db.db, null, ['admin'], values.name ?? 'admin');
       out(`created platform admin key ${row.id} (prefix ${row.prefix}); it is shown only now:\n${key}`);
@@ -60,7 +74,15 @@ export async function runCommand(argv: string[], env: Record<string, string | un
       args: rest,
       strict: true,
       allowPositionals: true,
-      options: { model: { type: 'string' }, port: { type: 'string' }, 'worker-port': { type: 'string' }, 'data-dir': { type: 'string' }, 'served-model-name': { type: 'string' }, host: { type: 'string' }, 'worker-cli': { type: 'string' } },
+      options: {
+        model: { type: 'string' },
+        port: { type: 'string' },
+        'worker-port': { type: 'string' },
+        'data-dir': { type: 'string' },
+        'served-model-name': { type: 'string' },
+        host: { type: 'string' },
+        'worker-cli': { type: 'string' },
+      },
     });
     if (positionals.length || !values.model) throw new Error(`stack needs --model DIR\n${USAGE}`);
     const num = (name: string, v: string | undefined): number | undefined => {
@@ -87,4 +109,3 @@ export async function runCommand(argv: string[], env: Record<string, string | un
   }
   throw new Error(cmd === undefined || cmd === '--help' || cmd === '-h' ? USAGE : `unknown command ${cmd}\n${USAGE}`);
 }
-

@@ -81,7 +81,8 @@ function intVar(env: Env, name: string, dflt: number, min: number): number {
   const raw = env[name];
   if (raw === undefined || raw === '') return dflt;
   const n = Number(raw);
-  if (!Number.isSafeInteger(n) || n < min) throw new ConfigError(`${name} must be an integer >= ${min}, got ${JSON.stringify(raw)}`);
+  if (!Number.isSafeInteger(n) || n < min)
+    throw new ConfigError(`${name} must be an integer >= ${min}, got ${JSON.stringify(raw)}`);
   return n;
 }
 
@@ -138,7 +139,8 @@ export function configFromEnv(env: Env = process.env): ApiConfig {
   const databaseUrl = urlVar(env, 'DATABASE_URL');
   const publicUrl = urlVar(env, 'LORAPLEX_PUBLIC_URL');
   const partSize = intVar(env, 'LORAPLEX_UPLOAD_PART_SIZE', 16 * MIB, 1);
-  if (s3 && partSize < 5 * MIB) throw new ConfigError(`LORAPLEX_UPLOAD_PART_SIZE must be >= ${5 * MIB} (5 MiB) with S3, got ${partSize}`);
+  if (s3 && partSize < 5 * MIB)
+    throw new ConfigError(`LORAPLEX_UPLOAD_PART_SIZE must be >= ${5 * MIB} (5 MiB) with S3, got ${partSize}`);
   return defaultConfig({
     ...(databaseUrl ? { databaseUrl } : {}),
     dataDir: resolve(env.LORAPLEX_DATA_DIR || 'loraplex-data'),

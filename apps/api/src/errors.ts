@@ -38,11 +38,17 @@ export class ApiError extends Error {
 export const badRequest = (message: string, code = 'invalid_request'): ApiError => new ApiError(400, code, message);
 export const notFound = (message: string, code = 'not_found'): ApiError => new ApiError(404, code, message);
 export const tooLarge = (message: string): ApiError => new ApiError(413, 'payload_too_large', message);
-export const unavailable = (message: string, retryAfterS = 1): ApiError => new ApiError(503, 'unavailable', message, { 'Retry-After': String(retryAfterS) });
+export const unavailable = (message: string, retryAfterS = 1): ApiError =>
+  new ApiError(503, 'unavailable', message, { 'Retry-After': String(retryAfterS) });
 
 /** The object store (S3 or the data directory) failed: distinct from the database being down. */
 export function objectStoreUnavailable(what: string, cause: unknown): ApiError {
-  const e = new ApiError(503, 'object_store_unavailable', `the object store is unreachable (${what} failed); retry shortly`, { 'Retry-After': '2' });
+  const e = new ApiError(
+    503,
+    'object_store_unavailable',
+    `the object store is unreachable (${what} failed); retry shortly`,
+    { 'Retry-After': '2' },
+  );
   e.cause = cause;
   return e;
 }
@@ -51,8 +57,16 @@ export function errorBody(status: number, code: string, message: string): ApiErr
   return { error: { message, type: errorType(status), code } };
 }
 
-export function errorResponse(status: number, code: string, message: string, headers: Record<string, string> = {}): Response {
-  return new Response(JSON.stringify(errorBody(status, code, message)), { status, headers: { 'content-type': 'application/json', ...headers } });
+export function errorResponse(
+  status: number,
+  code: string,
+  message: string,
+  headers: Record<string, string> = {},
+): Response {
+  return new Response(JSON.stringify(errorBody(status, code, message)), {
+    status,
+    headers: { 'content-type': 'application/json', ...headers },
+  });
 }
 
 /** app.onError: ApiError and HTTPException keep their status; anything else is logged and hidden. */
@@ -61,23 +75,45 @@ export function handleError(err: Error, c: Context): Response {
   if (err instanceof HTTPException) {
     const status = err.status;
     const message = err.message || (status === 400 ? 'malformed request' : 'request failed');
-    const code = /malformed json/i.test(message) ? 'invalid_json' : status === 413 ? 'payload_too_large' : 'invalid_request';
+    const code = /malformed json/i.test(message)
+      ? 'invalid_json'
+      : status === 413
+        ? 'payload_too_large'
+        : 'invalid_request';
     return errorResponse(status, code, message);
   }
   if (isDatabaseUnreachable(err)) {
     console.warn(`[api] ${c.req.method} ${c.req.path}: database unreachable: ${err.message}`);
-    return errorResponse(503, 'database_unavailable', 'the database is unreachable; retry shortly', { 'Retry-After': '2' });
+    return errorResponse(503, 'database_unavailable', 'the database is unreachable; retry shortly', {
+      'Retry-After': '2',
+    });
   }
   const s = (err as { status?: unknown }).status;
   if (typeof s === 'number' && s >= 400 && s < 500) {
-    const code = typeof (err as { code?: unknown }).code === 'string' ? (err as unknown as { code: string }).code : 'invalid_request';
+    const code =
+      typeof (err as { code?: unknown }).code === 'string'
+        ? (err as unknown as { code: string }).code
+        : 'invalid_request';
     return errorResponse(s, code, err.message);
   }
   console.error(`[api] ${c.req.method} ${c.req.path}:`, err);
   return errorResponse(500, 'internal_error', 'internal server error');
 }
 
-const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', '57P01', '57P02', '57P03', '08000', '08001', '08003', '08006']);
+const UNREACHABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'ENOTFOUND',
+  '57P01',
+  '57P02',
+  '57P03',
+  '08000',
+  '08001',
+  '08003',
+  '08006',
+]);
 
 /** Postgres down or restarting (node-postgres errors, possibly wrapped by drizzle). */
 export function isDatabaseUnreachable(err: unknown): boolean {
@@ -85,7 +121,12 @@ export function isDatabaseUnreachable(err: unknown): boolean {
     const code = (x as { code?: unknown }).code;
     if (typeof code === 'string' && UNREACHABLE_CODES.has(code)) return true;
     const msg = x instanceof Error ? x.message : '';
-    if (/Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error/i.test(msg)) return true;
+    if (
+      /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error/i.test(
+        msg,
+      )
+    )
+      return true;
   }
   return false;
 }

@@ -15,7 +15,10 @@ import type { Socket } from 'node:net';
 import { HEARTBEAT_PATH } from '@loraplex/protocol';
 import { errorResponse } from './errors.js';
 
-type Fetch = (req: Request, env: { incoming: IncomingMessage; outgoing: ServerResponse }) => Response | Promise<Response>;
+type Fetch = (
+  req: Request,
+  env: { incoming: IncomingMessage; outgoing: ServerResponse },
+) => Response | Promise<Response>;
 
 interface SocketState {
   /** Opened after the drain started: only heartbeats are served on it. */
@@ -61,12 +64,21 @@ export class GracefulHttp {
     const path = (env.incoming.url ?? '/').split('?', 1)[0];
     if (path === HEARTBEAT_PATH) return this.appFetch(req, env);
     const state = this.sockets.get(env.incoming.socket);
-    if (this.draining && path === '/health') return withConnectionClose(Response.json({ status: 'draining' }, { status: 503 }));
+    if (this.draining && path === '/health')
+      return withConnectionClose(Response.json({ status: 'draining' }, { status: 503 }));
     if (this.draining && path === '/ready') {
-      return withConnectionClose(Response.json({ status: 'draining', ready: false, reasons: ['this instance is shutting down'] }, { status: 503 }));
+      return withConnectionClose(
+        Response.json(
+          { status: 'draining', ready: false, reasons: ['this instance is shutting down'] },
+          { status: 503 },
+        ),
+      );
     }
     if (this.draining && (state?.lateComer ?? true)) {
-      return errorResponse(503, 'shutting_down', 'this API instance is shutting down; retry', { 'retry-after': '1', connection: 'close' });
+      return errorResponse(503, 'shutting_down', 'this API instance is shutting down; retry', {
+        'retry-after': '1',
+        connection: 'close',
+      });
     }
     if (state) state.client = true;
     this.inFlight++;

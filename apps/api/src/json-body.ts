@@ -11,7 +11,11 @@ const JSON_TYPE = /^application\/([a-z-.]+\+)?json/i;
 
 /** Bodies over `maxBytes` (by Content-Length, or while a chunked one arrives) are a 413 and end the connection. */
 export function limitBody(maxBytes: number): MiddlewareHandler {
-  return limitBodySize(maxBytes, (_c: Context) => errorResponse(413, 'payload_too_large', `the request body is larger than ${maxBytes} bytes`, { connection: 'close' }));
+  return limitBodySize(maxBytes, (_c: Context) =>
+    errorResponse(413, 'payload_too_large', `the request body is larger than ${maxBytes} bytes`, {
+      connection: 'close',
+    }),
+  );
 }
 
 /**

@@ -34,19 +34,23 @@ export class ApiMetrics {
   readonly registry = new Registry();
   readonly tenants: TenantLabels;
   readonly requests = new Counter({
-    name: 'loraplex_api_requests_total', help: 'API requests by route, status and tenant',
-    labelNames: ['route', 'method', 'status', 'tenant'], registers: [this.registry],
+    name: 'loraplex_api_requests_total',
+    help: 'API requests by route, status and tenant',
+    labelNames: ['route', 'method', 'status', 'tenant'],
+    registers: [this.registry],
   });
   readonly duration = new Histogram({
     name: 'loraplex_api_request_duration_seconds',
     help: 'Time to the response head by route and tenant (a stream: to its first event)',
-    labelNames: ['route', 'tenant'], buckets: [0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+    labelNames: ['route', 'tenant'],
+    buckets: [0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
     registers: [this.registry],
   });
   readonly upstreamErrors = new Counter({
     name: 'loraplex_api_upstream_errors_total',
     help: 'Failed worker attempts: unreachable, refused (429/503), failed (before an answer), broken (a stream cut mid-answer)',
-    labelNames: ['reason'], registers: [this.registry],
+    labelNames: ['reason'],
+    registers: [this.registry],
   });
 
   constructor(opts: { maxTenants?: number } = {}) {

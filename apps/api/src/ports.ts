@@ -44,7 +44,12 @@ export interface AdapterValidation {
 }
 
 export function isAdapterValidationError(e: unknown): e is AdapterValidationErrorLike {
-  return e instanceof Error && e.name === 'AdapterValidationError' && typeof (e as { status?: unknown }).status === 'number' && typeof (e as { code?: unknown }).code === 'string';
+  return (
+    e instanceof Error &&
+    e.name === 'AdapterValidationError' &&
+    typeof (e as { status?: unknown }).status === 'number' &&
+    typeof (e as { code?: unknown }).code === 'string'
+  );
 }
 
 // ---- src/worker-proxy/ ----

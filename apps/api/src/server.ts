@@ -46,20 +46,37 @@ export function openStore(config: ApiConfig): ObjectStore {
 }
 
 export async function startApiServer(config: ApiConfig, wiring: ApiServerWiring = {}): Promise<ApiServer> {
-  const database = await openDatabase(config.databaseUrl ? { databaseUrl: config.databaseUrl } : { dataDir: join(config.dataDir, 'pg') });
+  const database = await openDatabase(
+    config.databaseUrl ? { databaseUrl: config.databaseUrl } : { dataDir: join(config.dataDir, 'pg') },
+  );
   let routing: ClosableRouting | undefined;
   const metrics = new ApiMetrics({ maxTenants: config.metricsMaxTenants ?? 100 });
   const tracing = wiring.tracing ?? Tracing.fromEnv('loraplex-api');
   try {
-    routing = (wiring.routing ?? createRouting)(database.db, config, { onUpstreamError: (reason) => metrics.upstreamError(reason) });
-    const { app, services } = createApp({ db: database.db, store: openStore(config), config, validation: wiring.validation ?? createValidation(), routing, metrics, tracing });
+    routing = (wiring.routing ?? createRouting)(database.db, config, {
+      onUpstreamError: (reason) => metrics.upstreamError(reason),
+    });
+    const { app, services } = createApp({
+      db: database.db,
+      store: openStore(config),
+      config,
+      validation: wiring.validation ?? createValidation(),
+      routing,
+      metrics,
+      tracing,
+    });
     const graceful = new GracefulHttp(app.fetch as never);
     const server: ServerType = await new Promise((resolve, reject) => {
       const s = serve({ fetch: graceful.fetch as never, port: config.port, hostname: config.host }, () => resolve(s));
       graceful.attach(s as HttpServer);
       s.once('error', reject);
     });
-    const sweeper = new OrphanSweeper({ db: database.db, store: services.store, uploads: services.uploads, graceMs: config.sweep.orphanGraceS * 1000 });
+    const sweeper = new OrphanSweeper({
+      db: database.db,
+      store: services.store,
+      uploads: services.uploads,
+      graceMs: config.sweep.orphanGraceS * 1000,
+    });
     sweeper.start(config.sweep.intervalS * 1000);
     const addr = server.address() as AddressInfo;
     const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;

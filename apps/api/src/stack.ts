@@ -55,12 +55,18 @@ export interface Stack {
 /** The worker CLI a stack runs: the option, else $LORAPLEX_WORKER_CLI; an error when neither names one. */
 export function workerCliPath(option: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
   const cli = option ?? env.LORAPLEX_WORKER_CLI;
-  if (!cli) throw new Error("the stack needs the worker's CLI: --worker-cli PATH (the built @loraplex/worker's dist/cli.js) or LORAPLEX_WORKER_CLI");
+  if (!cli)
+    throw new Error(
+      "the stack needs the worker's CLI: --worker-cli PATH (the built @loraplex/worker's dist/cli.js) or LORAPLEX_WORKER_CLI",
+    );
   return cli;
 }
 
 /** Wraps the routing ports so the stack learns of the worker's first heartbeat. */
-function watchHeartbeats(make: NonNullable<ApiServerWiring['routing']>, onFirst: () => void): NonNullable<ApiServerWiring['routing']> {
+function watchHeartbeats(
+  make: NonNullable<ApiServerWiring['routing']>,
+  onFirst: () => void,
+): NonNullable<ApiServerWiring['routing']> {
   return (db, config, observers) => {
     const r: ClosableRouting = make(db, config, observers);
     const registry: RoutingPorts['registry'] = {
@@ -107,17 +113,27 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const workerUrl = `http://${workerHost}:${workerPort}`;
   const args = [
     workerCli,
-    '--model', resolve(opts.model),
-    '--served-model-name', opts.servedModelName ?? basename(resolve(opts.model)),
-    '--host', workerHost,
-    '--port', String(workerPort),
-    '--api-url', api.url,
-    '--worker-secret', workerSecret,
-    '--advertise-url', workerUrl,
+    '--model',
+    resolve(opts.model),
+    '--served-model-name',
+    opts.servedModelName ?? basename(resolve(opts.model)),
+    '--host',
+    workerHost,
+    '--port',
+    String(workerPort),
+    '--api-url',
+    api.url,
+    '--worker-secret',
+    workerSecret,
+    '--advertise-url',
+    workerUrl,
     ...(opts.workerArgs ?? []),
   ];
   // The IPC channel is the worker's lifeline: it drains and exits when this process dies, even by SIGKILL.
-  const child: ChildProcess = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'pipe', 'ipc'], env: process.env });
+  const child: ChildProcess = spawn(process.execPath, args, {
+    stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
+    env: process.env,
+  });
   let stderrTail = '';
   child.stderr?.on('data', (d: Buffer) => {
     process.stderr.write(d);
@@ -142,7 +158,13 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       exited.then((code) => {
         throw new Error(`the worker exited (code ${code}) before its first heartbeat:\n${stderrTail}`);
       }),
-      new Promise<never>((_, rej) => (timer = setTimeout(() => rej(new Error(`no heartbeat from the worker within ${timeoutMs} ms:\n${stderrTail}`)), timeoutMs))),
+      new Promise<never>(
+        (_, rej) =>
+          (timer = setTimeout(
+            () => rej(new Error(`no heartbeat from the worker within ${timeoutMs} ms:\n${stderrTail}`)),
+            timeoutMs,
+          )),
+      ),
     ]);
   } catch (e) {
     await stopWorker();

@@ -18,24 +18,31 @@ export interface RoutingObservers {
   onUpstreamError?: (reason: UpstreamError, workerId: string) => void;
 }
 
-
 export function createValidation(): AdapterValidation {
   return {
-    extractArchive: (input, format, destDir, limits) => extractArchive(input, format, destDir, { ...limits, maxArchiveBytes: Number.MAX_SAFE_INTEGER }),
+    extractArchive: (input, format, destDir, limits) =>
+      extractArchive(input, format, destDir, { ...limits, maxArchiveBytes: Number.MAX_SAFE_INTEGER }),
     validateAdapterFiles,
   };
 }
 
 export function createRouting(db: Db, config: ApiConfig, observers: RoutingObservers = {}): ClosableRouting {
-  if (!config.workerSecret) throw new Error('LORAPLEX_WORKER_SECRET is required: it authenticates worker heartbeats and signs adapter descriptors');
+  if (!config.workerSecret)
+    throw new Error(
+      'LORAPLEX_WORKER_SECRET is required: it authenticates worker heartbeats and signs adapter descriptors',
+    );
   const registry = new WorkerRegistry(db, { staleAfterMs: 6000 });
   const usage = new UsageRecorder(db, { flushMs: 1000, maxBatch: 500 });
   const router = new Router(registry, {
-    secret: config.workerSecret, descriptorTtlS: config.descriptorTtlS, timeouts: config.workerTimeouts,
+    secret: config.workerSecret,
+    descriptorTtlS: config.descriptorTtlS,
+    timeouts: config.workerTimeouts,
     ...(observers.onUpstreamError ? { onUpstreamError: observers.onUpstreamError } : {}),
   });
   return {
-    registry, usage, router,
+    registry,
+    usage,
+    router,
     limits: new TenantLimits(config.limits),
     close: async () => {
       await usage.close();

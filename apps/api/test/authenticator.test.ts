@@ -24,7 +24,10 @@ function withOutage() {
   const state = { down: false, lastUsedWrites: 0 };
   const db = new Proxy(t.db as unknown as Db, {
     get(target, prop, receiver) {
-      if (prop === 'select' && state.down) return () => { throw new Error('connection refused'); };
+      if (prop === 'select' && state.down)
+        return () => {
+          throw new Error('connection refused');
+        };
       if (prop === 'update') state.lastUsedWrites++;
       return Reflect.get(target, prop, receiver) as unknown;
     },

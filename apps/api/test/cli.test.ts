@@ -28,7 +28,10 @@ describe('loraplex-api commands', () => {
     const db = await openDatabase({ dataDir: join(dataDir, 'pg') });
     const store = await tempDirStore();
     try {
-      const [row] = await db.db.select().from(apiKeys).where(eq(apiKeys.hash, hashKey(key!)));
+      const [row] = await db.db
+        .select()
+        .from(apiKeys)
+        .where(eq(apiKeys.hash, hashKey(key!)));
       expect(row).toMatchObject({ tenantId: null, scopes: ['admin'] });
       const t = makeTestApp(db.db, store.store, { adminKey: undefined as never });
       expect((await call(t.app, 'POST', '/v1/tenants', { key: key!, json: { name: 'from-cli' } })).status).toBe(201);

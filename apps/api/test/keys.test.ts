@@ -5,7 +5,17 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashKey } from '../src/auth/keys.js';
 import { apiKeys } from '../src/db/schema.js';
 import { createKey } from '../src/routes/keys.js';
-import { ADMIN_KEY, BACKENDS, call, makeTestApp, openTestDb, tempDirStore, tenantWithKey, type TestApp, type TestDb } from './helpers/setup.js';
+import {
+  ADMIN_KEY,
+  BACKENDS,
+  call,
+  makeTestApp,
+  openTestDb,
+  tempDirStore,
+  tenantWithKey,
+  type TestApp,
+  type TestDb,
+} from './helpers/setup.js';
 
 describe.each(BACKENDS)('tenants and keys (%s)', (backend) => {
   let tdb: TestDb;
@@ -48,9 +58,17 @@ describe.each(BACKENDS)('tenants and keys (%s)', (backend) => {
 
   it('shows a key once, stores only its sha256, lists its prefix', async () => {
     const tenant = await call(t.app, 'POST', '/v1/tenants', { key: ADMIN_KEY, json: { name: 'keys-co' } });
-    const created = await call(t.app, 'POST', '/v1/keys', { key: ADMIN_KEY, json: { tenant_id: tenant.body.id, name: 'ci' } });
+    const created = await call(t.app, 'POST', '/v1/keys', {
+      key: ADMIN_KEY,
+      json: { tenant_id: tenant.body.id, name: 'ci' },
+    });
     expect(created.status).toBe(201);
-    expect(created.body).toMatchObject({ object: 'api_key', name: 'ci', scopes: ['inference', 'adapters:write'], tenant_id: tenant.body.id });
+    expect(created.body).toMatchObject({
+      object: 'api_key',
+      name: 'ci',
+      scopes: ['inference', 'adapters:write'],
+      tenant_id: tenant.body.id,
+    });
     expect(created.body.key).toMatch(/^lpx_[0-9a-f]{8}_[0-9a-f]{32}$/);
     expect(created.body.key.slice(4, 12)).toBe(created.body.prefix);
 
@@ -73,12 +91,21 @@ describe.each(BACKENDS)('tenants and keys (%s)', (backend) => {
     const unknown = await call(t.app, 'POST', '/v1/tenants', { key: ADMIN_KEY, json: { name: 'x', plan: 'gold' } });
     expect(unknown.status).toBe(400);
     expect(unknown.body.error.type).toBe('invalid_request_error');
-    const malformed = await call(t.app, 'POST', '/v1/tenants', { key: ADMIN_KEY, body: '{"name": ', headers: { 'content-type': 'application/json' } });
+    const malformed = await call(t.app, 'POST', '/v1/tenants', {
+      key: ADMIN_KEY,
+      body: '{"name": ',
+      headers: { 'content-type': 'application/json' },
+    });
     expect(malformed.status).toBe(400);
     expect(malformed.body.error.type).toBe('invalid_request_error');
-    const badScope = await call(t.app, 'POST', '/v1/keys', { key: ADMIN_KEY, json: { tenant_id: 'tn_x', scopes: ['root'] } });
+    const badScope = await call(t.app, 'POST', '/v1/keys', {
+      key: ADMIN_KEY,
+      json: { tenant_id: 'tn_x', scopes: ['root'] },
+    });
     expect(badScope.status).toBe(400);
-    expect((await call(t.app, 'POST', '/v1/keys', { key: ADMIN_KEY, json: { tenant_id: 'tn_0000000000000000' } })).status).toBe(404);
+    expect(
+      (await call(t.app, 'POST', '/v1/keys', { key: ADMIN_KEY, json: { tenant_id: 'tn_0000000000000000' } })).status,
+    ).toBe(404);
   });
 
   it('revocation is refused at once, on this instance and on another replica', async () => {
@@ -97,16 +124,25 @@ describe.each(BACKENDS)('tenants and keys (%s)', (backend) => {
 
   it('scopes: inference-only keys cannot upload or manage keys; tenant admins manage only their own keys', async () => {
     const inf = await tenantWithKey(t.app, 'scoped-co', ['inference']);
-    const up = await call(t.app, 'POST', '/v1/adapters?name=x', { key: inf.key, body: 'x', headers: { 'content-type': 'application/zip' } });
+    const up = await call(t.app, 'POST', '/v1/adapters?name=x', {
+      key: inf.key,
+      body: 'x',
+      headers: { 'content-type': 'application/zip' },
+    });
     expect(up.status).toBe(403);
     expect(up.body.error).toMatchObject({ type: 'permission_error', code: 'insufficient_scope' });
-    expect((await call(t.app, 'POST', '/v1/adapters/uploads', { key: inf.key, json: { name: 'x', files: [] } })).status).toBe(403);
+    expect(
+      (await call(t.app, 'POST', '/v1/adapters/uploads', { key: inf.key, json: { name: 'x', files: [] } })).status,
+    ).toBe(403);
     expect((await call(t.app, 'GET', '/v1/keys', { key: inf.key })).status).toBe(403);
     expect((await call(t.app, 'GET', '/v1/tenants', { key: inf.key })).status).toBe(403);
     expect((await call(t.app, 'GET', '/v1/adapters', { key: inf.key })).status).toBe(200);
 
     const other = await tenantWithKey(t.app, 'other-co');
-    const tadmin = await call(t.app, 'POST', '/v1/keys', { key: ADMIN_KEY, json: { tenant_id: inf.tenantId, scopes: ['admin'] } });
+    const tadmin = await call(t.app, 'POST', '/v1/keys', {
+      key: ADMIN_KEY,
+      json: { tenant_id: inf.tenantId, scopes: ['admin'] },
+    });
     const k = tadmin.body.key as string;
     const mine = await call(t.app, 'POST', '/v1/keys', { key: k, json: { scopes: ['inference'] } });
     expect(mine.status).toBe(201);

@@ -12,7 +12,12 @@ import { writeZip } from './helpers/archive.js';
 import { FIXTURES } from './helpers/setup.js';
 import { freePort, sseData } from '../../worker/test/helpers/http.js';
 import {
-  asClient, clientBody, clientInfo, clientResponse, clientStreamResponse, clientTokenizeResponse,
+  asClient,
+  clientBody,
+  clientInfo,
+  clientResponse,
+  clientStreamResponse,
+  clientTokenizeResponse,
 } from '../../worker/test/helpers/lorax-client-models.js';
 import { CLI as WORKER_CLI } from '../../worker/test/helpers/process.js';
 
@@ -21,17 +26,51 @@ let stack: Awaited<ReturnType<typeof startStack>>;
 let key: string;
 
 const post = (path: string, body: unknown): Promise<Response> =>
-  fetch(`${stack.url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  fetch(`${stack.url}${path}`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
 
 beforeAll(async () => {
   dataDir = await mkdtemp(join(tmpdir(), 'lpx-lorax-'));
-  stack = await startStack({ workerCli: WORKER_CLI, model: join(FIXTURES, 'base'), servedModelName: 'tiny-llama', dataDir, port: await freePort(), workerPort: await freePort(), workerArgs: ['--backend', 'cpu', '--threads', '1'], log: null });
+  stack = await startStack({
+    workerCli: WORKER_CLI,
+    model: join(FIXTURES, 'base'),
+    servedModelName: 'tiny-llama',
+    dataDir,
+    port: await freePort(),
+    workerPort: await freePort(),
+    workerArgs: ['--backend', 'cpu', '--threads', '1'],
+    log: null,
+  });
   const admin = { authorization: `Bearer ${stack.adminKey}`, 'content-type': 'application/json' };
-  const tenant = await (await fetch(`${stack.url}/v1/tenants`, { method: 'POST', headers: admin, body: JSON.stringify({ name: 'lorax' }) })).json();
-  key = (await (await fetch(`${stack.url}/v1/keys`, { method: 'POST', headers: admin, body: JSON.stringify({ tenant_id: tenant.id }) })).json()).key as string;
+  const tenant = await (
+    await fetch(`${stack.url}/v1/tenants`, { method: 'POST', headers: admin, body: JSON.stringify({ name: 'lorax' }) })
+  ).json();
+  key = (
+    await (
+      await fetch(`${stack.url}/v1/keys`, {
+        method: 'POST',
+        headers: admin,
+        body: JSON.stringify({ tenant_id: tenant.id }),
+      })
+    ).json()
+  ).key as string;
   const dir = join(FIXTURES, 'adapters', 'lora_qv_r4');
-  const zip = writeZip(await Promise.all(['adapter_config.json', 'adapter_model.safetensors'].map(async (name) => ({ name, data: await readFile(join(dir, name)) }))));
-  const up = await fetch(`${stack.url}/v1/adapters?name=qv`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/zip' }, body: new Uint8Array(zip) });
+  const zip = writeZip(
+    await Promise.all(
+      ['adapter_config.json', 'adapter_model.safetensors'].map(async (name) => ({
+        name,
+        data: await readFile(join(dir, name)),
+      })),
+    ),
+  );
+  const up = await fetch(`${stack.url}/v1/adapters?name=qv`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/zip' },
+    body: new Uint8Array(zip),
+  });
   expect(up.status).toBe(201);
 }, 240_000);
 
@@ -84,7 +123,16 @@ describe('LoRAX through the API parses with lorax-client models', () => {
   }
 
   it('best_of, decoder_input_details and return_k_alternatives', async () => {
-    const r = await generated('/', clientBody('Hello world', false, { best_of: 2, do_sample: true, decoder_input_details: true, return_k_alternatives: 2, max_new_tokens: 3 }));
+    const r = await generated(
+      '/',
+      clientBody('Hello world', false, {
+        best_of: 2,
+        do_sample: true,
+        decoder_input_details: true,
+        return_k_alternatives: 2,
+        max_new_tokens: 3,
+      }),
+    );
     expect(r.details!.best_of_sequences).toHaveLength(1);
     expect(r.details!.prefill).toHaveLength(r.details!.prompt_tokens);
     for (const t of r.details!.tokens) expect(t.alternative_tokens).toHaveLength(2);
@@ -95,7 +143,9 @@ describe('LoRAX through the API parses with lorax-client models', () => {
     for (const src of ['hub', 's3', 'pbase']) {
       const r = await post('/', clientBody('Hello', false, { adapter_id: 'qv', adapter_source: src }));
       expect(r.status).toBe(400);
-      expect(((await r.json()) as { error: { message: string } }).error.message).toMatch(new RegExp(`adapter_source "${src}" is not served by this API.*upload it`));
+      expect(((await r.json()) as { error: { message: string } }).error.message).toMatch(
+        new RegExp(`adapter_source "${src}" is not served by this API.*upload it`),
+      );
     }
   });
 

@@ -13,7 +13,17 @@ import { createApp } from '../src/app.js';
 import { defaultConfig } from '../src/config.js';
 import { openDatabase, type OpenDatabase } from '../src/db/client.js';
 import { writeZip } from './helpers/archive.js';
-import { ADMIN_KEY, BASE_MODEL, call, FIXTURES, PG_ADMIN_URL, RecordingRouting, seedBaseModel, tempDirStore, tenantWithKey } from './helpers/setup.js';
+import {
+  ADMIN_KEY,
+  BASE_MODEL,
+  call,
+  FIXTURES,
+  PG_ADMIN_URL,
+  RecordingRouting,
+  seedBaseModel,
+  tempDirStore,
+  tenantWithKey,
+} from './helpers/setup.js';
 import { createValidation } from '../src/wiring.js';
 
 class CuttableProxy {
@@ -45,7 +55,10 @@ class CuttableProxy {
 
 describe('Postgres outage (real server behind a proxy)', () => {
   const dbName = `lpx_test_${randomBytes(6).toString('hex')}`;
-  const proxy = new CuttableProxy({ host: new URL(PG_ADMIN_URL).hostname, port: Number(new URL(PG_ADMIN_URL).port || 5432) });
+  const proxy = new CuttableProxy({
+    host: new URL(PG_ADMIN_URL).hostname,
+    port: Number(new URL(PG_ADMIN_URL).port || 5432),
+  });
   let database: OpenDatabase;
   let store: Awaited<ReturnType<typeof tempDirStore>>;
   let app: ReturnType<typeof createApp>['app'];
@@ -64,7 +77,15 @@ describe('Postgres outage (real server behind a proxy)', () => {
     store = await tempDirStore();
     await seedBaseModel(database.db);
     const config = defaultConfig({ adminKey: ADMIN_KEY, workerSecret: 'w' });
-    ({ app } = createApp({ db: database.db, store: store.store, config, validation: createValidation(), routing: new RecordingRouting(database.db), cacheTtlMs: 1500, clock }));
+    ({ app } = createApp({
+      db: database.db,
+      store: store.store,
+      config,
+      validation: createValidation(),
+      routing: new RecordingRouting(database.db),
+      cacheTtlMs: 1500,
+      clock,
+    }));
   });
   afterAll(async () => {
     await database?.close();
@@ -81,8 +102,23 @@ describe('Postgres outage (real server behind a proxy)', () => {
     const revoked = await tenantWithKey(app, 'revoked-co');
     const unseen = await call(app, 'POST', '/v1/keys', { key: ADMIN_KEY, json: { tenant_id: t.tenantId } });
     const dir = join(FIXTURES, 'adapters', 'lora_qv_r4');
-    const zip = writeZip(await Promise.all(['adapter_config.json', 'adapter_model.safetensors'].map(async (name) => ({ name, data: await readFile(join(dir, name)) }))));
-    expect((await call(app, 'POST', '/v1/adapters?name=bot', { key: t.key, body: zip, headers: { 'content-type': 'application/zip' } })).status).toBe(201);
+    const zip = writeZip(
+      await Promise.all(
+        ['adapter_config.json', 'adapter_model.safetensors'].map(async (name) => ({
+          name,
+          data: await readFile(join(dir, name)),
+        })),
+      ),
+    );
+    expect(
+      (
+        await call(app, 'POST', '/v1/adapters?name=bot', {
+          key: t.key,
+          body: zip,
+          headers: { 'content-type': 'application/zip' },
+        })
+      ).status,
+    ).toBe(201);
     const infer = (key: string) => call(app, 'POST', '/v1/completions', { key, json: { model: 'bot', prompt: 'x' } });
     expect((await infer(t.key)).status).toBe(200);
     expect((await infer(revoked.key)).status).toBe(404); // verified, but the adapter is not theirs

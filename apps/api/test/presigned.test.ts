@@ -10,14 +10,28 @@ import type { ObjectStore } from '../src/storage/object-store.js';
 import { DirStore } from '../src/storage/dir-store.js';
 import { S3Store } from '../src/storage/s3-store.js';
 import { writeZip } from './helpers/archive.js';
-import { BACKENDS, call, FIXTURES, makeTestApp, openTestDb, seedBaseModel, tempDirStore, tenantWithKey, type TestApp, type TestDb } from './helpers/setup.js';
+import {
+  BACKENDS,
+  call,
+  FIXTURES,
+  makeTestApp,
+  openTestDb,
+  seedBaseModel,
+  tempDirStore,
+  tenantWithKey,
+  type TestApp,
+  type TestDb,
+} from './helpers/setup.js';
 import { startS3, type TestS3 } from './helpers/s3.js';
 
 const PART = 16 * 1024;
 
 async function fixture(name: string): Promise<Record<string, Buffer>> {
   const dir = join(FIXTURES, 'adapters', name);
-  return { 'adapter_config.json': await readFile(join(dir, 'adapter_config.json')), 'adapter_model.safetensors': await readFile(join(dir, 'adapter_model.safetensors')) };
+  return {
+    'adapter_config.json': await readFile(join(dir, 'adapter_config.json')),
+    'adapter_model.safetensors': await readFile(join(dir, 'adapter_model.safetensors')),
+  };
 }
 
 async function text(s: NodeJS.ReadableStream): Promise<Buffer> {
@@ -65,12 +79,26 @@ describe.each(combos)('presigned uploads ($backend, $store store)', ({ backend, 
     return t.app.request(url, { method: 'PUT', body });
   }
 
-  async function uploadAll(key: string, name: string, files: Record<string, Buffer>): Promise<{ uploadId: string; complete: { files: Array<{ name: string; parts: Array<{ part_number: number; etag: string }> }> } }> {
-    const start = await call(t.app, 'POST', '/v1/adapters/uploads', { key, json: { name, files: Object.entries(files).map(([n, d]) => ({ name: n, size: d.length })) } });
+  async function uploadAll(
+    key: string,
+    name: string,
+    files: Record<string, Buffer>,
+  ): Promise<{
+    uploadId: string;
+    complete: { files: Array<{ name: string; parts: Array<{ part_number: number; etag: string }> }> };
+  }> {
+    const start = await call(t.app, 'POST', '/v1/adapters/uploads', {
+      key,
+      json: { name, files: Object.entries(files).map(([n, d]) => ({ name: n, size: d.length })) },
+    });
     expect(start.status, JSON.stringify(start.body)).toBe(201);
     expect(start.body.upload_id).toMatch(/^up_/);
     const complete = { files: [] as Array<{ name: string; parts: Array<{ part_number: number; etag: string }> }> };
-    for (const f of start.body.files as Array<{ name: string; part_size: number; parts: Array<{ part_number: number; url: string }> }>) {
+    for (const f of start.body.files as Array<{
+      name: string;
+      part_size: number;
+      parts: Array<{ part_number: number; url: string }>;
+    }>) {
       const data = files[f.name]!;
       expect(f.parts.length).toBe(Math.max(1, Math.ceil(data.length / f.part_size)));
       const parts = [];
@@ -97,12 +125,16 @@ describe.each(combos)('presigned uploads ($backend, $store store)', ({ backend, 
     expect((await tdb.db.select().from(uploadSessions)).filter((s) => s.id === uploadId)).toEqual([]);
     expect((await call(t.app, 'GET', '/v1/adapters/big-one@1', { key: a.key })).body.status).toBe('ready');
     // The session is gone: completing again is a 404.
-    expect((await call(t.app, 'POST', `/v1/adapters/uploads/${uploadId}/complete`, { key: a.key, json: complete })).status).toBe(404);
+    expect(
+      (await call(t.app, 'POST', `/v1/adapters/uploads/${uploadId}/complete`, { key: a.key, json: complete })).status,
+    ).toBe(404);
   });
 
   it('an invalid adapter fails completion with 422, its objects removed and the reason recorded', async () => {
     const files = await fixture('lora_qv_r4');
-    files['adapter_config.json'] = Buffer.from(JSON.stringify({ peft_type: 'LORA', r: 4096, lora_alpha: 8, target_modules: ['q_proj'] }));
+    files['adapter_config.json'] = Buffer.from(
+      JSON.stringify({ peft_type: 'LORA', r: 4096, lora_alpha: 8, target_modules: ['q_proj'] }),
+    );
     const { uploadId, complete } = await uploadAll(a.key, 'too-wide', files);
     const done = await call(t.app, 'POST', `/v1/adapters/uploads/${uploadId}/complete`, { key: a.key, json: complete });
     expect(done.status).toBe(422);
@@ -112,7 +144,11 @@ describe.each(combos)('presigned uploads ($backend, $store store)', ({ backend, 
     expect(got.body.failure_reason).toMatch(/rank 4096/);
     expect(await store.list(`adapters/${a.tenantId}/${got.body.id}/`)).toEqual([]);
     // Inference-style resolution never picks a failed adapter.
-    expect((await call(t.app, 'GET', '/v1/adapters', { key: a.key })).body.data.find((x: { id: string }) => x.id === got.body.id).status).toBe('failed');
+    expect(
+      (await call(t.app, 'GET', '/v1/adapters', { key: a.key })).body.data.find(
+        (x: { id: string }) => x.id === got.body.id,
+      ).status,
+    ).toBe('failed');
   });
 
   it('a wrong ETag or a missing part is a 400', async () => {
@@ -121,7 +157,10 @@ describe.each(combos)('presigned uploads ($backend, $store store)', ({ backend, 
     // s3rver takes any ETag on completion (S3 does not); the embedded store checks them.
     if (storeKind === 'dir') {
       complete.files[1]!.parts[0]!.etag = '"00000000000000000000000000000000"';
-      const done = await call(t.app, 'POST', `/v1/adapters/uploads/${uploadId}/complete`, { key: a.key, json: complete });
+      const done = await call(t.app, 'POST', `/v1/adapters/uploads/${uploadId}/complete`, {
+        key: a.key,
+        json: complete,
+      });
       expect(done.status).toBe(400);
       expect(done.body.error.code).toBe('invalid_part');
       const row = (await call(t.app, 'GET', '/v1/adapters/bad-etag@1', { key: a.key })).body;
@@ -130,7 +169,10 @@ describe.each(combos)('presigned uploads ($backend, $store store)', ({ backend, 
     }
     const missing = await uploadAll(a.key, 'missing-part', await fixture('lora_all_r8'));
     missing.complete.files[1]!.parts.pop();
-    const r = await call(t.app, 'POST', `/v1/adapters/uploads/${missing.uploadId}/complete`, { key: a.key, json: missing.complete });
+    const r = await call(t.app, 'POST', `/v1/adapters/uploads/${missing.uploadId}/complete`, {
+      key: a.key,
+      json: missing.complete,
+    });
     expect(r.status).toBe(400);
     expect(r.body.error.code).toBe('invalid_part');
   });
@@ -141,32 +183,73 @@ describe.each(combos)('presigned uploads ($backend, $store store)', ({ backend, 
     const [session] = await tdb.db.select().from(uploadSessions).where(eq(uploadSessions.id, uploadId));
     // Tenant B can neither complete nor abort A's upload.
     expect((await call(t.app, 'DELETE', `/v1/adapters/uploads/${uploadId}`, { key: b.key })).status).toBe(404);
-    expect((await call(t.app, 'POST', `/v1/adapters/uploads/${uploadId}/complete`, { key: b.key, json: { files: [{ name: 'adapter_config.json', parts: [{ part_number: 1, etag: 'x' }] }] } })).status).toBe(404);
+    expect(
+      (
+        await call(t.app, 'POST', `/v1/adapters/uploads/${uploadId}/complete`, {
+          key: b.key,
+          json: { files: [{ name: 'adapter_config.json', parts: [{ part_number: 1, etag: 'x' }] }] },
+        })
+      ).status,
+    ).toBe(404);
     const del = await call(t.app, 'DELETE', `/v1/adapters/uploads/${uploadId}`, { key: a.key });
     expect(del.body).toEqual({ id: uploadId, object: 'upload', deleted: true });
-    expect((await tdb.db.select().from(adapters).where(eq(adapters.id, session!.adapterId)))).toEqual([]);
+    expect(await tdb.db.select().from(adapters).where(eq(adapters.id, session!.adapterId))).toEqual([]);
     expect(await store.list(`adapters/${a.tenantId}/${session!.adapterId}/`)).toEqual([]);
   });
 
   it('refuses bad declarations: unknown files, missing weights, oversize, unknown fields', async () => {
     const j = (json: unknown) => call(t.app, 'POST', '/v1/adapters/uploads', { key: a.key, json });
-    expect((await j({ name: 'x', files: [{ name: 'adapter_config.json', size: 10 }, { name: 'evil.sh', size: 1 }] })).body.error.code).toBe('unexpected_file');
-    expect((await j({ name: 'x', files: [{ name: 'adapter_config.json', size: 10 }] })).body.error.code).toBe('missing_file');
-    expect((await j({ name: 'x', files: [{ name: 'adapter_config.json', size: 10 }, { name: 'adapter_model.safetensors', size: 20_000_000 }] })).status).toBe(413);
+    expect(
+      (
+        await j({
+          name: 'x',
+          files: [
+            { name: 'adapter_config.json', size: 10 },
+            { name: 'evil.sh', size: 1 },
+          ],
+        })
+      ).body.error.code,
+    ).toBe('unexpected_file');
+    expect((await j({ name: 'x', files: [{ name: 'adapter_config.json', size: 10 }] })).body.error.code).toBe(
+      'missing_file',
+    );
+    expect(
+      (
+        await j({
+          name: 'x',
+          files: [
+            { name: 'adapter_config.json', size: 10 },
+            { name: 'adapter_model.safetensors', size: 20_000_000 },
+          ],
+        })
+      ).status,
+    ).toBe(413);
     expect((await j({ name: 'x', files: [{ name: 'adapter_config.json', size: 10 }], extra: 1 })).status).toBe(400);
   });
 
   it('one-request uploads store on this store; inference gets its storage; delete removes the objects', async () => {
     const files = await fixture('lora_qv_r4');
     const zip = writeZip(Object.entries(files).map(([name, data]) => ({ name, data })));
-    const up = await call(t.app, 'POST', '/v1/adapters?name=one-shot', { key: a.key, body: zip, headers: { 'content-type': 'application/zip' } });
+    const up = await call(t.app, 'POST', '/v1/adapters?name=one-shot', {
+      key: a.key,
+      body: zip,
+      headers: { 'content-type': 'application/zip' },
+    });
     expect(up.status, JSON.stringify(up.body)).toBe(201);
     const prefix = `adapters/${a.tenantId}/${up.body.id}/`;
     expect(await store.list(prefix)).toEqual([`${prefix}adapter_config.json`, `${prefix}adapter_model.safetensors`]);
-    expect((await text(await store.get(`${prefix}adapter_model.safetensors`))).equals(files['adapter_model.safetensors']!)).toBe(true);
-    expect((await call(t.app, 'POST', '/v1/completions', { key: a.key, json: { model: 'one-shot', prompt: 'x' } })).status).toBe(200);
+    expect(
+      (await text(await store.get(`${prefix}adapter_model.safetensors`))).equals(files['adapter_model.safetensors']!),
+    ).toBe(true);
+    expect(
+      (await call(t.app, 'POST', '/v1/completions', { key: a.key, json: { model: 'one-shot', prompt: 'x' } })).status,
+    ).toBe(200);
     const storage = t.routing.forwarded.at(-1)!.adapter!.storage;
-    expect(storage).toEqual(storeKind === 's3' ? { kind: 's3', bucket: 'loraplex', prefix } : { kind: 'dir', path: join((store as DirStore).root, prefix.slice(0, -1)) });
+    expect(storage).toEqual(
+      storeKind === 's3'
+        ? { kind: 's3', bucket: 'loraplex', prefix }
+        : { kind: 'dir', path: join((store as DirStore).root, prefix.slice(0, -1)) },
+    );
     expect((await call(t.app, 'DELETE', '/v1/adapters/one-shot', { key: a.key })).status).toBe(200);
     expect(await store.list(prefix)).toEqual([]);
   });
@@ -175,10 +258,18 @@ describe.each(combos)('presigned uploads ($backend, $store store)', ({ backend, 
     const files = await fixture('lora_qv_r4');
     const { uploadId, complete } = await uploadAll(a.key, 'expiring', files);
     const [session] = await tdb.db.select().from(uploadSessions).where(eq(uploadSessions.id, uploadId));
-    await tdb.db.update(uploadSessions).set({ expiresAt: new Date(Date.now() - 1000) }).where(eq(uploadSessions.id, uploadId));
+    await tdb.db
+      .update(uploadSessions)
+      .set({ expiresAt: new Date(Date.now() - 1000) })
+      .where(eq(uploadSessions.id, uploadId));
     const second = await uploadAll(a.key, 'expiring-2', files);
-    await tdb.db.update(uploadSessions).set({ expiresAt: new Date(Date.now() - 1000) }).where(eq(uploadSessions.id, second.uploadId));
-    expect((await call(t.app, 'POST', `/v1/adapters/uploads/${uploadId}/complete`, { key: a.key, json: complete })).status).toBe(404);
+    await tdb.db
+      .update(uploadSessions)
+      .set({ expiresAt: new Date(Date.now() - 1000) })
+      .where(eq(uploadSessions.id, second.uploadId));
+    expect(
+      (await call(t.app, 'POST', `/v1/adapters/uploads/${uploadId}/complete`, { key: a.key, json: complete })).status,
+    ).toBe(404);
     expect(await store.list(`adapters/${a.tenantId}/${session!.adapterId}/`)).toEqual([]);
     if (store instanceof DirStore) {
       // The embedded store keeps parts under .uploads/<upload id> until completion: gone.
@@ -191,7 +282,16 @@ describe.each(combos)('presigned uploads ($backend, $store store)', ({ backend, 
 
   if (storeKind === 'dir') {
     it('embedded part URLs are signed and size-limited', async () => {
-      const start = await call(t.app, 'POST', '/v1/adapters/uploads', { key: a.key, json: { name: 'signed', files: [{ name: 'adapter_config.json', size: 10 }, { name: 'adapter_model.safetensors', size: 10 }] } });
+      const start = await call(t.app, 'POST', '/v1/adapters/uploads', {
+        key: a.key,
+        json: {
+          name: 'signed',
+          files: [
+            { name: 'adapter_config.json', size: 10 },
+            { name: 'adapter_model.safetensors', size: 10 },
+          ],
+        },
+      });
       const url = start.body.files[0].parts[0].url as string;
       expect(url).toMatch(/^http:\/\/localhost\/v1\/uploads\/parts\//);
       const tampered = url.replace(/.$/, (ch) => (ch === 'A' ? 'B' : 'A'));

@@ -17,8 +17,17 @@ describe('API server on the embedded defaults', () => {
 
   beforeAll(async () => {
     dataDir = await mkdtemp(join(tmpdir(), 'lpx-server-'));
-    const config = defaultConfig({ dataDir, port: 0, adminKey: ADMIN_KEY, workerSecret: 's', upload: { maxUploadBytes: 300_000, maxFiles: 8, partSize: 1 << 20, ttlS: 600 } });
-    api = await startApiServer(config, { validation: createValidation(), routing: (db) => Object.assign(new RecordingRouting(db), { close: async () => undefined }) });
+    const config = defaultConfig({
+      dataDir,
+      port: 0,
+      adminKey: ADMIN_KEY,
+      workerSecret: 's',
+      upload: { maxUploadBytes: 300_000, maxFiles: 8, partSize: 1 << 20, ttlS: 600 },
+    });
+    api = await startApiServer(config, {
+      validation: createValidation(),
+      routing: (db) => Object.assign(new RecordingRouting(db), { close: async () => undefined }),
+    });
     await seedBaseModel(api.services.db);
   });
   afterAll(async () => {
@@ -28,14 +37,38 @@ describe('API server on the embedded defaults', () => {
 
   it('stores adapters under <dataDir>/adapters and PGlite under <dataDir>/pg', async () => {
     const admin = { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' };
-    const tenant = await (await fetch(`${api.url}/v1/tenants`, { method: 'POST', headers: admin, body: JSON.stringify({ name: 'sock' }) })).json();
-    const key = (await (await fetch(`${api.url}/v1/keys`, { method: 'POST', headers: admin, body: JSON.stringify({ tenant_id: tenant.id }) })).json()).key as string;
+    const tenant = await (
+      await fetch(`${api.url}/v1/tenants`, { method: 'POST', headers: admin, body: JSON.stringify({ name: 'sock' }) })
+    ).json();
+    const key = (
+      await (
+        await fetch(`${api.url}/v1/keys`, {
+          method: 'POST',
+          headers: admin,
+          body: JSON.stringify({ tenant_id: tenant.id }),
+        })
+      ).json()
+    ).key as string;
     const dir = join(FIXTURES, 'adapters', 'lora_all_r8');
-    const tgz = writeTarGz(await Promise.all(['adapter_config.json', 'adapter_model.safetensors'].map(async (name) => ({ name, data: await readFile(join(dir, name)) }))));
-    const up = await fetch(`${api.url}/v1/adapters?name=sock`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/gzip' }, body: new Uint8Array(tgz) });
+    const tgz = writeTarGz(
+      await Promise.all(
+        ['adapter_config.json', 'adapter_model.safetensors'].map(async (name) => ({
+          name,
+          data: await readFile(join(dir, name)),
+        })),
+      ),
+    );
+    const up = await fetch(`${api.url}/v1/adapters?name=sock`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/gzip' },
+      body: new Uint8Array(tgz),
+    });
     expect(up.status).toBe(201);
     const ad = await up.json();
-    expect((await readdir(join(dataDir, 'adapters', tenant.id, ad.id))).sort()).toEqual(['adapter_config.json', 'adapter_model.safetensors']);
+    expect((await readdir(join(dataDir, 'adapters', tenant.id, ad.id))).sort()).toEqual([
+      'adapter_config.json',
+      'adapter_model.safetensors',
+    ]);
     expect((await readdir(join(dataDir, 'pg'))).length).toBeGreaterThan(0);
 
     // A stream past the limit, with no Content-Length: 413 while it is still being sent. The bytes are
@@ -49,7 +82,12 @@ describe('API server on the embedded defaults', () => {
         sent += 64 * 1024;
       },
     });
-    const big = await fetch(`${api.url}/v1/adapters?name=big`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/gzip' }, body, duplex: 'half' } as RequestInit);
+    const big = await fetch(`${api.url}/v1/adapters?name=big`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/gzip' },
+      body,
+      duplex: 'half',
+    } as RequestInit);
     const sentAtAnswer = sent;
     expect(big.status).toBe(413);
     expect((await big.json()).error.code).toBe('payload_too_large');

@@ -14,13 +14,30 @@ import { OrphanSweeper } from '../src/uploads/sweeper.js';
 import { writeZip } from './helpers/archive.js';
 import { startCutProxy, type CutProxy } from './helpers/cut-proxy.js';
 import { startS3, type TestS3 } from './helpers/s3.js';
-import { call, FIXTURES, makeTestApp, openTestDb, seedBaseModel, tempDirStore, tenantWithKey, type TestApp, type TestDb } from './helpers/setup.js';
+import {
+  call,
+  FIXTURES,
+  makeTestApp,
+  openTestDb,
+  seedBaseModel,
+  tempDirStore,
+  tenantWithKey,
+  type TestApp,
+  type TestDb,
+} from './helpers/setup.js';
 
 const GRACE_MS = 60_000;
 
 async function adapterZip(name: string): Promise<Buffer> {
   const dir = join(FIXTURES, 'adapters', name);
-  return writeZip(await Promise.all(['adapter_config.json', 'adapter_model.safetensors'].map(async (n) => ({ name: n, data: await readFile(join(dir, n)) }))));
+  return writeZip(
+    await Promise.all(
+      ['adapter_config.json', 'adapter_model.safetensors'].map(async (n) => ({
+        name: n,
+        data: await readFile(join(dir, n)),
+      })),
+    ),
+  );
 }
 
 let tdb: TestDb;
@@ -46,9 +63,17 @@ describe('S3 cut during uploads', () => {
     proxy = await startCutProxy(Number(new URL(s3.config.endpoint!).port));
     bucket = S3Store.fromConfig(s3.config); // straight to s3rver: what the bucket really holds
     const store = S3Store.fromConfig({ ...s3.config, endpoint: proxy.url });
-    t = makeTestApp(tdb.db, store, { upload: { maxUploadBytes: 10_000_000, maxFiles: 8, partSize: 5 * 1024 * 1024, ttlS: 600 } });
+    t = makeTestApp(tdb.db, store, {
+      upload: { maxUploadBytes: 10_000_000, maxFiles: 8, partSize: 5 * 1024 * 1024, ttlS: 600 },
+    });
     a = await tenantWithKey(t.app, 's3-cut');
-    sweeper = new OrphanSweeper({ db: tdb.db, store, uploads: t.services.uploads, graceMs: GRACE_MS, now: () => Date.now() + clock });
+    sweeper = new OrphanSweeper({
+      db: tdb.db,
+      store,
+      uploads: t.services.uploads,
+      graceMs: GRACE_MS,
+      now: () => Date.now() + clock,
+    });
   });
   afterAll(async () => {
     await proxy?.close();
@@ -57,14 +82,22 @@ describe('S3 cut during uploads', () => {
   beforeEach(() => proxy.restore());
 
   it('answers 503 object_store_unavailable; the sweeper removes what the failed upload left, after the grace period', async () => {
-    const kept = await call(t.app, 'POST', '/v1/adapters?name=kept', { key: a.key, body: await adapterZip('lora_qv_r4'), headers: { 'content-type': 'application/zip' } });
+    const kept = await call(t.app, 'POST', '/v1/adapters?name=kept', {
+      key: a.key,
+      body: await adapterZip('lora_qv_r4'),
+      headers: { 'content-type': 'application/zip' },
+    });
     expect(kept.status).toBe(201);
     const keptFiles = await bucket.list('adapters/');
 
     // The network to S3 breaks as the second file of the upload is sent: the first is stored, and
     // the cleanup after the failure cannot reach S3 either.
     proxy.cutOn(/^PUT \S*adapter_model\.safetensors/);
-    const r = await call(t.app, 'POST', '/v1/adapters?name=cut', { key: a.key, body: await adapterZip('lora_all_r8'), headers: { 'content-type': 'application/zip' } });
+    const r = await call(t.app, 'POST', '/v1/adapters?name=cut', {
+      key: a.key,
+      body: await adapterZip('lora_all_r8'),
+      headers: { 'content-type': 'application/zip' },
+    });
     expect(r.status, JSON.stringify(r.body)).toBe(503);
     expect(r.body.error.code).toBe('object_store_unavailable');
     expect(r.body.error.message).toMatch(/object store/);
@@ -85,9 +118,20 @@ describe('S3 cut during uploads', () => {
   });
 
   it('deleting an adapter aborts its open presigned upload; with S3 down the delete fails and keeps the adapter', async () => {
-    const start = await call(t.app, 'POST', '/v1/adapters/uploads', { key: a.key, json: { name: 'open', files: [{ name: 'adapter_config.json', size: 100 }, { name: 'adapter_model.safetensors', size: 1000 }] } });
+    const start = await call(t.app, 'POST', '/v1/adapters/uploads', {
+      key: a.key,
+      json: {
+        name: 'open',
+        files: [
+          { name: 'adapter_config.json', size: 100 },
+          { name: 'adapter_model.safetensors', size: 1000 },
+        ],
+      },
+    });
     expect(start.status).toBe(201);
-    const part = (start.body.files as Array<{ name: string; parts: Array<{ url: string }> }>).find((f) => f.name === 'adapter_model.safetensors')!.parts[0]!.url;
+    const part = (start.body.files as Array<{ name: string; parts: Array<{ url: string }> }>).find(
+      (f) => f.name === 'adapter_model.safetensors',
+    )!.parts[0]!.url;
     expect((await fetch(part, { method: 'PUT', body: new Uint8Array(1000) })).status).toBe(200);
 
     proxy.cut();
@@ -100,7 +144,10 @@ describe('S3 cut during uploads', () => {
     const seen = proxy.requests.length;
     expect((await call(t.app, 'DELETE', '/v1/adapters/open', { key: a.key })).status).toBe(200);
     const aborts = proxy.requests.slice(seen).filter((l) => /^DELETE \S*uploadId=/.test(l));
-    expect(aborts.map((l) => /\/(adapter_[a-z_]+\.[a-z]+)\?/.exec(l)?.[1]).sort()).toEqual(['adapter_config.json', 'adapter_model.safetensors']);
+    expect(aborts.map((l) => /\/(adapter_[a-z_]+\.[a-z]+)\?/.exec(l)?.[1]).sort()).toEqual([
+      'adapter_config.json',
+      'adapter_model.safetensors',
+    ]);
     expect(await tdb.db.select().from(uploadSessions)).toEqual([]);
   });
 });
@@ -109,9 +156,20 @@ describe('embedded store', () => {
   it('deleting an adapter with an open presigned upload removes its uploaded parts', async () => {
     const d = await tempDirStore();
     try {
-      const t = makeTestApp(tdb.db, d.store, { upload: { maxUploadBytes: 10_000_000, maxFiles: 8, partSize: 1024, ttlS: 600 } });
+      const t = makeTestApp(tdb.db, d.store, {
+        upload: { maxUploadBytes: 10_000_000, maxFiles: 8, partSize: 1024, ttlS: 600 },
+      });
       const a = await tenantWithKey(t.app, 'dir-open');
-      const start = await call(t.app, 'POST', '/v1/adapters/uploads', { key: a.key, json: { name: 'open', files: [{ name: 'adapter_config.json', size: 100 }, { name: 'adapter_model.safetensors', size: 3000 }] } });
+      const start = await call(t.app, 'POST', '/v1/adapters/uploads', {
+        key: a.key,
+        json: {
+          name: 'open',
+          files: [
+            { name: 'adapter_config.json', size: 100 },
+            { name: 'adapter_model.safetensors', size: 3000 },
+          ],
+        },
+      });
       expect(start.status).toBe(201);
       for (const f of start.body.files as Array<{ parts: Array<{ url: string }> }>) {
         const res = await t.app.request(f.parts[0]!.url, { method: 'PUT', body: new Uint8Array(100) });

@@ -44,13 +44,26 @@ async function readEvents(res: Response, n: number) {
   return { reader, rest };
 }
 
-const longStream = (model: string) => ({ model, prompt: 'a b c', max_tokens: 240, ignore_eos: true, temperature: 0, n: 16, stream: true });
+const longStream = (model: string) => ({
+  model,
+  prompt: 'a b c',
+  max_tokens: 240,
+  ignore_eos: true,
+  temperature: 0,
+  n: 16,
+  stream: true,
+});
 
 describe('worker failures', () => {
   it('skips a worker killed before the request and keeps it out until it heartbeats again', async () => {
     const [first, second] = await twoWorkers('pre', 'lora_all_r8');
     await first.kill('SIGKILL');
-    const r = await post(`${api.url}/v1/completions`, { model: 'lora_all_r8', prompt: 'hi', max_tokens: 3, temperature: 0 });
+    const r = await post(`${api.url}/v1/completions`, {
+      model: 'lora_all_r8',
+      prompt: 'hi',
+      max_tokens: 3,
+      temperature: 0,
+    });
     expect(r.status).toBe(200);
     expect(((await r.json()) as { usage: { completion_tokens: number } }).usage.completion_tokens).toBe(3);
     expect(api.usage[api.usage.length - 1]).toMatchObject({ workerId: second.id, status: 200 });
@@ -67,12 +80,24 @@ describe('worker failures', () => {
     await first.kill('SIGKILL');
     const events = sseData(await rest());
     expect(events[events.length - 1]).toBe('[DONE]');
-    expect(events[events.length - 2]).toEqual({ error: { message: expect.stringMatching(/failed mid-stream/), type: 'server_error', code: 'worker_failed' } });
-    const finished = events.filter((e) => typeof e === 'object' && (e.choices as Array<{ finish_reason: string | null }> | undefined)?.some((c) => c.finish_reason));
+    expect(events[events.length - 2]).toEqual({
+      error: { message: expect.stringMatching(/failed mid-stream/), type: 'server_error', code: 'worker_failed' },
+    });
+    const finished = events.filter(
+      (e) =>
+        typeof e === 'object' &&
+        (e.choices as Array<{ finish_reason: string | null }> | undefined)?.some((c) => c.finish_reason),
+    );
     expect(finished.length).toBeLessThan(16); // really cut short
     expect(api.usage[api.usage.length - 1]).toMatchObject({ workerId: first.id, status: 502 });
 
-    const next = await post(`${api.url}/v1/completions`, { model: 'lora_qv_r4', prompt: 'hi', max_tokens: 2, temperature: 0, stream: true });
+    const next = await post(`${api.url}/v1/completions`, {
+      model: 'lora_qv_r4',
+      prompt: 'hi',
+      max_tokens: 2,
+      temperature: 0,
+      stream: true,
+    });
     const after = sseData(await next.text());
     expect(after[after.length - 1]).toBe('[DONE]');
     expect(after.some((e) => typeof e === 'object' && 'error' in e)).toBe(false);
@@ -81,12 +106,18 @@ describe('worker failures', () => {
 
   it('LoRAX streams end with a LoRAX-shaped error event when the worker dies', async () => {
     const [first] = await twoWorkers('lorax', 'lora_all_r8');
-    const res = await post(`${api.url}/generate_stream`, { inputs: 'a b c', parameters: { adapter_id: 'lora_all_r8', max_new_tokens: 240, ignore_eos_token: true } });
+    const res = await post(`${api.url}/generate_stream`, {
+      inputs: 'a b c',
+      parameters: { adapter_id: 'lora_all_r8', max_new_tokens: 240, ignore_eos_token: true },
+    });
     const { rest } = await readEvents(res, 1);
     first.child.kill('SIGSTOP');
     await first.kill('SIGKILL');
     const events = sseData(await rest()) as Array<Record<string, unknown>>;
-    expect(events[events.length - 1]).toEqual({ error: expect.objectContaining({ code: 'worker_failed' }), error_type: 'generation' });
+    expect(events[events.length - 1]).toEqual({
+      error: expect.objectContaining({ code: 'worker_failed' }),
+      error_type: 'generation',
+    });
     expect(events.filter((e) => typeof e.generated_text === 'string')).toEqual([]);
   });
 
@@ -110,8 +141,16 @@ describe('client disconnect', () => {
     await readEvents(res, 1);
     expect(await workerMetric(first.url, 'loraplex_kv_blocks_free')).toBeLessThan(total);
     ctrl.abort();
-    await until(async () => (await workerMetric(first.url, 'loraplex_sequences_cancelled_total')) === 16, 10_000, 'cancellation on the worker');
-    await until(async () => (await workerMetric(first.url, 'loraplex_kv_blocks_free')) === total, 10_000, 'KV blocks freed');
+    await until(
+      async () => (await workerMetric(first.url, 'loraplex_sequences_cancelled_total')) === 16,
+      10_000,
+      'cancellation on the worker',
+    );
+    await until(
+      async () => (await workerMetric(first.url, 'loraplex_kv_blocks_free')) === total,
+      10_000,
+      'KV blocks freed',
+    );
     expect(await workerMetric(first.url, 'loraplex_sequences_finished_total')).toBe(0);
     await until(() => api.usage[api.usage.length - 1]?.status === 499, 5000, 'usage of the cancelled request');
     expect(router.inFlightTo(first.id)).toBe(0);

@@ -1,7 +1,12 @@
 // Tenant limits and descriptor signing (pure, with a controlled clock).
 import { ManualClock } from '@loraplex/common';
 import { describe, expect, it } from 'vitest';
-import { DescriptorSigner, signDescriptor, verifyDescriptor, type AdapterTarget } from '../src/worker-proxy/descriptor.js';
+import {
+  DescriptorSigner,
+  signDescriptor,
+  verifyDescriptor,
+  type AdapterTarget,
+} from '../src/worker-proxy/descriptor.js';
 import { TenantLimits, type Limited } from '../src/worker-proxy/tenant-limits.js';
 
 const isLimited = (r: unknown): r is Limited => typeof r === 'object' && r !== null && 'retryAfterS' in r;
@@ -9,7 +14,8 @@ const isLimited = (r: unknown): r is Limited => typeof r === 'object' && r !== n
 describe('TenantLimits', () => {
   it('limits concurrent requests per tenant and frees a slot on release (once)', () => {
     const l = new TenantLimits({ maxConcurrent: 2, tokensPerMinute: 0 });
-    const a = l.acquire('t1'), b = l.acquire('t1');
+    const a = l.acquire('t1'),
+      b = l.acquire('t1');
     expect(typeof a).toBe('function');
     expect(typeof b).toBe('function');
     const c = l.acquire('t1');
@@ -54,13 +60,18 @@ describe('TenantLimits', () => {
 
   it('without any limit, every request gets the same no-op slot', () => {
     const l = new TenantLimits({ maxConcurrent: 0, tokensPerMinute: Infinity });
-    const a = l.acquire('t'), b = l.acquire('u');
+    const a = l.acquire('t'),
+      b = l.acquire('u');
     expect(typeof a).toBe('function');
     expect(a).toBe(b);
   });
 
   it('honours per-tenant overrides', () => {
-    const l = new TenantLimits({ maxConcurrent: 1, tokensPerMinute: 0, forTenant: (t) => (t === 'big' ? { maxConcurrent: 3 } : undefined) });
+    const l = new TenantLimits({
+      maxConcurrent: 1,
+      tokensPerMinute: 0,
+      forTenant: (t) => (t === 'big' ? { maxConcurrent: 3 } : undefined),
+    });
     expect([l.acquire('big'), l.acquire('big'), l.acquire('big')].every((r) => typeof r === 'function')).toBe(true);
     expect(isLimited(l.acquire('big'))).toBe(true);
     l.acquire('small');
@@ -69,7 +80,9 @@ describe('TenantLimits', () => {
 });
 
 const target: AdapterTarget = {
-  id: 'ad_0123456789abcdef', baseModel: 'tiny-llama', rank: 8,
+  id: 'ad_0123456789abcdef',
+  baseModel: 'tiny-llama',
+  rank: 8,
   storage: { kind: 's3', bucket: 'loraplex', prefix: 'adapters/tn_1/ad_0123456789abcdef/' },
   files: [{ name: 'adapter_config.json', size: 612, sha256: 'a'.repeat(64) }],
 };
@@ -80,7 +93,13 @@ describe('adapter descriptor', () => {
     const [payload, sig] = h.split('.');
     expect(payload).toMatch(/^[A-Za-z0-9_-]+$/);
     expect(JSON.parse(Buffer.from(payload!, 'base64url').toString('utf8'))).toEqual({
-      v: 1, id: target.id, base_model: 'tiny-llama', rank: 8, storage: target.storage, files: target.files, exp: 2_000_000_000,
+      v: 1,
+      id: target.id,
+      base_model: 'tiny-llama',
+      rank: 8,
+      storage: target.storage,
+      files: target.files,
+      exp: 2_000_000_000,
     });
     const { createHmac } = await import('node:crypto');
     expect(sig).toBe(createHmac('sha256', 's3cret').update(payload!).digest('base64url'));
@@ -93,7 +112,9 @@ describe('adapter descriptor', () => {
     expect(verifyDescriptor(h, 's3cret', 1061)).toBeNull();
     expect(verifyDescriptor(h, 'other', 1000)).toBeNull();
     const [p, s] = h.split('.');
-    const forged = Buffer.from(Buffer.from(p!, 'base64url').toString().replace('tiny-llama', 'tiny-qwen2')).toString('base64url');
+    const forged = Buffer.from(Buffer.from(p!, 'base64url').toString().replace('tiny-llama', 'tiny-qwen2')).toString(
+      'base64url',
+    );
     expect(verifyDescriptor(`${forged}.${s}`, 's3cret', 1000)).toBeNull();
     expect(verifyDescriptor('garbage', 's3cret', 1000)).toBeNull();
   });

@@ -28,26 +28,49 @@ describe.each([
 
   it('upserts the worker and its base model, and serves it as healthy', async () => {
     const reg = new WorkerRegistry(t.db);
-    expect(await reg.heartbeat(heartbeatFor('wk_a', 'http://127.0.0.1:9001/', { resident: ['ad_1'] }))).toEqual({ persisted: true });
-    expect(await reg.heartbeat(heartbeatFor('wk_a', 'http://127.0.0.1:9001', { resident: ['ad_1', 'ad_2'], running: 2 }))).toEqual({ persisted: true });
+    expect(await reg.heartbeat(heartbeatFor('wk_a', 'http://127.0.0.1:9001/', { resident: ['ad_1'] }))).toEqual({
+      persisted: true,
+    });
+    expect(
+      await reg.heartbeat(heartbeatFor('wk_a', 'http://127.0.0.1:9001', { resident: ['ad_1', 'ad_2'], running: 2 })),
+    ).toEqual({ persisted: true });
     const rows = await t.db.select().from(workers);
     expect(rows).toHaveLength(1);
-    expect(rows[0]).toMatchObject({ id: 'wk_a', baseModel: BASE_MODEL, residentAdapters: ['ad_1', 'ad_2'], draining: false, load: { running: 2, waiting: 0, kv_free_blocks: 256 } });
+    expect(rows[0]).toMatchObject({
+      id: 'wk_a',
+      baseModel: BASE_MODEL,
+      residentAdapters: ['ad_1', 'ad_2'],
+      draining: false,
+      load: { running: 2, waiting: 0, kv_free_blocks: 256 },
+    });
     const [model] = await t.db.select().from(baseModels).where(eq(baseModels.id, BASE_MODEL));
     expect(model).toMatchObject({ config: MODEL_CONFIG, maxLoraRank: 64 });
     const healthy = reg.healthy(BASE_MODEL);
-    expect(healthy.map((w) => [w.id, w.url, w.residentAdapters])).toEqual([['wk_a', 'http://127.0.0.1:9001', ['ad_1', 'ad_2']]]);
+    expect(healthy.map((w) => [w.id, w.url, w.residentAdapters])).toEqual([
+      ['wk_a', 'http://127.0.0.1:9001', ['ad_1', 'ad_2']],
+    ]);
     expect(reg.healthy('other-model')).toEqual([]);
     expect(reg.baseModels()).toEqual([{ id: BASE_MODEL, config: MODEL_CONFIG, maxLoraRank: 64 }]);
     await reg.close();
   });
 
-  it('keeps engine slots apart from the host tier, through Postgres to other instances, and reads an old worker\'s resident_adapters as host tier', async () => {
+  it("keeps engine slots apart from the host tier, through Postgres to other instances, and reads an old worker's resident_adapters as host tier", async () => {
     const reg = new WorkerRegistry(t.db);
-    await reg.heartbeat({ ...heartbeatFor('wk_new', 'http://127.0.0.1:9002'), slot_adapters: ['ad_hot'], host_adapters: ['ad_hot', 'ad_warm'], resident_adapters: ['ad_hot', 'ad_warm'] });
+    await reg.heartbeat({
+      ...heartbeatFor('wk_new', 'http://127.0.0.1:9002'),
+      slot_adapters: ['ad_hot'],
+      host_adapters: ['ad_hot', 'ad_warm'],
+      resident_adapters: ['ad_hot', 'ad_warm'],
+    });
     await reg.heartbeat(heartbeatFor('wk_old', 'http://127.0.0.1:9003', { resident: ['ad_old'] }));
-    const residency = (r: WorkerRegistry) => Object.fromEntries(r.healthy(BASE_MODEL).map((w) => [w.id, { slot: w.slotAdapters, resident: w.residentAdapters }]));
-    const want = { wk_new: { slot: ['ad_hot'], resident: ['ad_hot', 'ad_warm'] }, wk_old: { slot: [], resident: ['ad_old'] } };
+    const residency = (r: WorkerRegistry) =>
+      Object.fromEntries(
+        r.healthy(BASE_MODEL).map((w) => [w.id, { slot: w.slotAdapters, resident: w.residentAdapters }]),
+      );
+    const want = {
+      wk_new: { slot: ['ad_hot'], resident: ['ad_hot', 'ad_warm'] },
+      wk_old: { slot: [], resident: ['ad_old'] },
+    };
     expect(residency(reg)).toEqual(want);
     const other = new WorkerRegistry(t.db);
     expect(await other.refresh()).toBe(true);
@@ -101,10 +124,14 @@ describe.each([
     expect(reg.healthy(BASE_MODEL)).toEqual([]);
     await other.heartbeat(heartbeatFor('wk_elsewhere', 'http://127.0.0.1:9009'));
     // Reads start a background refresh once refreshMs has passed on the registry's clock.
-    await until(() => {
-      clock.advance(20);
-      return reg.healthy(BASE_MODEL).length === 1;
-    }, 5000, 'refresh');
+    await until(
+      () => {
+        clock.advance(20);
+        return reg.healthy(BASE_MODEL).length === 1;
+      },
+      5000,
+      'refresh',
+    );
     expect(reg.healthy(BASE_MODEL)[0]!.id).toBe('wk_elsewhere');
     // A background refresh still in flight may predate the row below: let it end first.
     await reg.refresh();
@@ -118,7 +145,16 @@ describe.each([
 
 function rowOf(id: string) {
   const hb = heartbeatFor(id, 'http://127.0.0.1:9999') as { capacity: never; load: never };
-  return { id, url: 'http://127.0.0.1:9999', baseModel: BASE_MODEL, capacity: hb.capacity, load: hb.load, residentAdapters: [], slotAdapters: [], draining: false };
+  return {
+    id,
+    url: 'http://127.0.0.1:9999',
+    baseModel: BASE_MODEL,
+    capacity: hb.capacity,
+    load: hb.load,
+    residentAdapters: [],
+    slotAdapters: [],
+    draining: false,
+  };
 }
 
 describe('WorkerRegistry while the Postgres connection is cut', () => {
@@ -135,7 +171,12 @@ describe('WorkerRegistry while the Postgres connection is cut', () => {
 
   it('keeps serving its cache and accepting heartbeats, then persists and refreshes again once it is back', async () => {
     // The clock stands still: no background refresh starts, and no heartbeat goes stale.
-    const reg = new WorkerRegistry(t.db, { refreshMs: 20, queryTimeoutMs: 1000, staleAfterMs: 5000, clock: new ManualClock() });
+    const reg = new WorkerRegistry(t.db, {
+      refreshMs: 20,
+      queryTimeoutMs: 1000,
+      staleAfterMs: 5000,
+      clock: new ManualClock(),
+    });
     await reg.heartbeat(heartbeatFor('wk_1', 'http://127.0.0.1:9001'));
     expect(await reg.refresh()).toBe(true);
 
@@ -146,13 +187,22 @@ describe('WorkerRegistry while the Postgres connection is cut', () => {
     expect(reg.baseModels().map((m) => m.id)).toEqual([BASE_MODEL]);
     // A heartbeat during the outage cannot be written but still counts for this instance.
     expect(await reg.heartbeat(heartbeatFor('wk_2', 'http://127.0.0.1:9002'))).toEqual({ persisted: false });
-    expect(reg.healthy(BASE_MODEL).map((w) => w.id).sort()).toEqual(['wk_1', 'wk_2']);
+    expect(
+      reg
+        .healthy(BASE_MODEL)
+        .map((w) => w.id)
+        .sort(),
+    ).toEqual(['wk_1', 'wk_2']);
 
     proxy.restore();
     // A worker registered by another instance (directly, not through the proxy) shows up again.
     const direct = await openDirect(t);
     await direct.db.insert(workers).values({ ...rowOf('wk_3'), lastHeartbeat: new Date() });
-    await until(async () => (await reg.refresh()) && reg.healthy(BASE_MODEL).some((w) => w.id === 'wk_3'), 10_000, 'recovery');
+    await until(
+      async () => (await reg.refresh()) && reg.healthy(BASE_MODEL).some((w) => w.id === 'wk_3'),
+      10_000,
+      'recovery',
+    );
     expect(reg.lastRefreshError).toBeNull();
     expect(await reg.heartbeat(heartbeatFor('wk_2', 'http://127.0.0.1:9002'))).toEqual({ persisted: true });
     expect((await direct.db.select().from(workers)).map((w) => w.id).sort()).toEqual(['wk_1', 'wk_2', 'wk_3']);

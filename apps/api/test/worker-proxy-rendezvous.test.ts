@@ -3,7 +3,11 @@
 import { describe, expect, it } from 'vitest';
 import { leastLoaded, pickWorkers, preferResident } from '../src/worker-proxy/rendezvous.js';
 
-const worker = (id: string, resident: string[] = [], running = 0) => ({ id, residentAdapters: resident, load: { running, waiting: 0 } });
+const worker = (id: string, resident: string[] = [], running = 0) => ({
+  id,
+  residentAdapters: resident,
+  load: { running, waiting: 0 },
+});
 const fleet = (n: number) => Array.from({ length: n }, (_, i) => worker(`wk_${i}`));
 const keys = Array.from({ length: 4000 }, (_, i) => `ad_${i.toString(16).padStart(16, '0')}`);
 
@@ -30,7 +34,7 @@ describe('pickWorkers', () => {
     for (const n of counts.values()) expect(Math.abs(n - 500)).toBeLessThan(125);
   });
 
-  it('moves only the removed worker\'s keys when a worker leaves, and keeps the rest of every order', () => {
+  it("moves only the removed worker's keys when a worker leaves, and keeps the rest of every order", () => {
     const ws = fleet(5);
     const without = ws.filter((w) => w.id !== 'wk_2');
     let moved = 0;
@@ -64,7 +68,10 @@ describe('preferResident', () => {
     const key = keys[7]!;
     const order = pickWorkers(ws, key);
     const second = { ...order[1]!, residentAdapters: [key] };
-    const withResident = pickWorkers(ws.map((w) => (w.id === second.id ? second : w)), key);
+    const withResident = pickWorkers(
+      ws.map((w) => (w.id === second.id ? second : w)),
+      key,
+    );
     const out = preferResident(withResident, key);
     expect(out.map((w) => w.id)).toEqual([order[1]!.id, order[0]!.id, order[2]!.id, order[3]!.id]);
   });
@@ -145,7 +152,10 @@ describe('leastLoaded', () => {
   it('orders by requests in flight, then reported load', () => {
     const ws = [worker('a', [], 5), worker('b', [], 0), worker('c', [], 1)];
     expect(leastLoaded(ws).map((w) => w.id)).toEqual(['b', 'c', 'a']);
-    const inFlight = new Map([['b', 2], ['c', 1]]);
+    const inFlight = new Map([
+      ['b', 2],
+      ['c', 1],
+    ]);
     expect(leastLoaded(ws, (id) => inFlight.get(id) ?? 0).map((w) => w.id)).toEqual(['a', 'c', 'b']);
   });
 

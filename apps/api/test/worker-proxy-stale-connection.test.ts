@@ -11,7 +11,14 @@ import { StaleConnectionError, workerHttpClient } from '../src/worker-proxy/work
 import { openPgliteTestDb, type TestDb } from './helpers/routing-db.js';
 import { BASE_MODEL, heartbeatFor, WORKER_SECRET } from './helpers/routing-workers.js';
 
-const ANSWER = JSON.stringify({ id: 'cmpl-1', object: 'text_completion', created: 0, model: BASE_MODEL, choices: [{ index: 0, text: 'ok', finish_reason: 'length', logprobs: null }], usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 } });
+const ANSWER = JSON.stringify({
+  id: 'cmpl-1',
+  object: 'text_completion',
+  created: 0,
+  model: BASE_MODEL,
+  choices: [{ index: 0, text: 'ok', finish_reason: 'length', logprobs: null }],
+  usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 },
+});
 
 let server: net.Server;
 let url: string;
@@ -37,7 +44,9 @@ beforeAll(async () => {
           return;
         }
         answered++;
-        socket.write(`HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(ANSWER)}\r\nconnection: keep-alive\r\n\r\n${ANSWER}`);
+        socket.write(
+          `HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(ANSWER)}\r\nconnection: keep-alive\r\n\r\n${ANSWER}`,
+        );
       }
     });
     socket.on('error', () => undefined);
@@ -74,7 +83,12 @@ describe('a keep-alive connection the worker closed', () => {
       const resetsBefore = resets;
       for (let i = 0; i < 4; i++) {
         const statuses: number[] = [];
-        const res = await router.forward({ path: '/v1/completions', body: { model: BASE_MODEL, prompt: 'hi', max_tokens: 1 }, baseModel: BASE_MODEL, onUsage: (u) => statuses.push(u.status) });
+        const res = await router.forward({
+          path: '/v1/completions',
+          body: { model: BASE_MODEL, prompt: 'hi', max_tokens: 1 },
+          baseModel: BASE_MODEL,
+          onUsage: (u) => statuses.push(u.status),
+        });
         expect(res.status).toBe(200);
         expect(statuses).toEqual([200]);
         expect(registry.healthy(BASE_MODEL).map((w) => w.id)).toEqual(['wk_stale']);

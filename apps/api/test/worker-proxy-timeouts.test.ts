@@ -46,7 +46,12 @@ describe('a frozen worker', () => {
     const [first, second] = await h.twoWorkers('head', 'lora_all_r8');
     first.child.kill('SIGSTOP');
     const t0 = performance.now();
-    const r = await post(`${h.api.url}/v1/completions`, { model: 'lora_all_r8', prompt: 'hi', max_tokens: 3, temperature: 0 });
+    const r = await post(`${h.api.url}/v1/completions`, {
+      model: 'lora_all_r8',
+      prompt: 'hi',
+      max_tokens: 3,
+      temperature: 0,
+    });
     const elapsed = performance.now() - t0;
     expect(r.status).toBe(200);
     expect(((await r.json()) as { usage: { completion_tokens: number } }).usage.completion_tokens).toBe(3);

@@ -3,13 +3,27 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { usageEvents } from '../src/db/schema.js';
 import { UsageRecorder, type UsageEvent } from '../src/worker-proxy/usage-recorder.js';
-import { createTenant, openPgliteTestDb, openPgTestDb, PG_PORT, type PgTestDb, type TestDb } from './helpers/routing-db.js';
+import {
+  createTenant,
+  openPgliteTestDb,
+  openPgTestDb,
+  PG_PORT,
+  type PgTestDb,
+  type TestDb,
+} from './helpers/routing-db.js';
 import { startTcpProxy, type TcpProxy } from './helpers/routing-proxy.js';
 import { until } from './helpers/routing-workers.js';
 
 const event = (tenantId: string, i: number): UsageEvent => ({
-  tenantId, adapterId: i % 2 ? `ad_${i}` : null, adapterRef: i % 2 ? `a@${i}` : null, baseModel: 'tiny-llama',
-  route: '/v1/completions', status: 200, promptTokens: i, completionTokens: 2 * i, latencyMs: i + 0.5,
+  tenantId,
+  adapterId: i % 2 ? `ad_${i}` : null,
+  adapterRef: i % 2 ? `a@${i}` : null,
+  baseModel: 'tiny-llama',
+  route: '/v1/completions',
+  status: 200,
+  promptTokens: i,
+  completionTokens: 2 * i,
+  latencyMs: i + 0.5,
 });
 
 describe.each([

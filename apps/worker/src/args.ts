@@ -62,7 +62,8 @@ export function parseCli(argv: string[]): CliOptions {
   if (positionals.length > 0) throw new Error(`unexpected argument ${positionals[0]}\n${USAGE}`);
   if (!values.model) throw new Error(`--model is required\n${USAGE}`);
   const backend = values.backend ?? 'auto';
-  if (backend !== 'cpu' && backend !== 'cuda' && backend !== 'auto') throw new Error(`--backend must be cpu, cuda or auto, got ${backend}`);
+  if (backend !== 'cpu' && backend !== 'cuda' && backend !== 'auto')
+    throw new Error(`--backend must be cpu, cuda or auto, got ${backend}`);
   const opt = <T>(k: string, v: T | undefined): Record<string, T> => (v === undefined ? {} : { [k]: v });
   return {
     model: values.model,

@@ -10,7 +10,8 @@ import { assertSafeBind, startWorker } from './serve.js';
 function drainDeadlineS(): number {
   const raw = process.env.LORAPLEX_SHUTDOWN_TIMEOUT_S;
   const s = raw === undefined || raw === '' ? 25 : Number(raw);
-  if (!Number.isFinite(s) || s < 0) throw new Error(`LORAPLEX_SHUTDOWN_TIMEOUT_S must be a number of seconds >= 0, got ${JSON.stringify(raw)}`);
+  if (!Number.isFinite(s) || s < 0)
+    throw new Error(`LORAPLEX_SHUTDOWN_TIMEOUT_S must be a number of seconds >= 0, got ${JSON.stringify(raw)}`);
   return s;
 }
 
@@ -27,7 +28,17 @@ async function main(): Promise<void> {
   }
   const running = await startWorker(opts);
   const { worker, port } = running;
-  console.log(JSON.stringify({ event: 'listening', port, host: opts.host, model: worker.modelId, backend: worker.engine.backend, adapterSlots: worker.engine.options.maxAdapters, kvBlocks: worker.engine.kvUsage().totalBlocks }));
+  console.log(
+    JSON.stringify({
+      event: 'listening',
+      port,
+      host: opts.host,
+      model: worker.modelId,
+      backend: worker.engine.backend,
+      adapterSlots: worker.engine.options.maxAdapters,
+      kvBlocks: worker.engine.kvUsage().totalBlocks,
+    }),
+  );
   let signalled = false;
   const onSignal = (sig: string): void => {
     if (signalled && sig === 'parent-exit') return; // already draining
@@ -36,9 +47,18 @@ async function main(): Promise<void> {
       process.exit(1);
     }
     signalled = true;
-    console.log(JSON.stringify({ event: 'draining', signal: sig, running: worker.scheduler.runningCount, waiting: worker.scheduler.waitingCount }));
+    console.log(
+      JSON.stringify({
+        event: 'draining',
+        signal: sig,
+        running: worker.scheduler.runningCount,
+        waiting: worker.scheduler.waitingCount,
+      }),
+    );
     setTimeout(() => {
-      console.error(`[worker] drain did not finish within ${deadlineS} s (${worker.scheduler.runningCount} running, ${worker.scheduler.waitingCount} waiting): exiting`);
+      console.error(
+        `[worker] drain did not finish within ${deadlineS} s (${worker.scheduler.runningCount} running, ${worker.scheduler.waitingCount} waiting): exiting`,
+      );
       process.exit(1);
     }, deadlineS * 1000).unref();
     running.drain().then(

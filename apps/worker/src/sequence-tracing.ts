@@ -56,8 +56,10 @@ export class SequenceTracing {
       submitted: (s) => {
         const sequence = startSpan('sequence', {
           attributes: {
-            'loraplex.adapter': s.params.adapter ?? '', 'loraplex.route': s.params.route,
-            'gen_ai.usage.input_tokens': s.params.prompt.length, 'gen_ai.request.max_tokens': s.params.sampling.maxTokens,
+            'loraplex.adapter': s.params.adapter ?? '',
+            'loraplex.route': s.params.route,
+            'gen_ai.usage.input_tokens': s.params.prompt.length,
+            'gen_ai.request.max_tokens': s.params.sampling.maxTokens,
           },
         });
         if (!sequence) return;
@@ -90,7 +92,8 @@ export class SequenceTracing {
       finished: (s, reason) => {
         const st = this.spans.get(s);
         st?.sequence.setAttributes({
-          'gen_ai.response.finish_reasons': [reason], 'gen_ai.usage.output_tokens': s.output.length,
+          'gen_ai.response.finish_reasons': [reason],
+          'gen_ai.usage.output_tokens': s.output.length,
         });
         this.end(s);
       },

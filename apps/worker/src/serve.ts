@@ -38,7 +38,10 @@ export async function startWorker(opts: WorkerOptions & { port?: number; host?: 
   assertSafeBind(opts.host ?? '127.0.0.1', opts);
   const worker = await createWorker(opts);
   const { server, port } = await new Promise<{ server: ServerType; port: number }>((res, rej) => {
-    const s = serve({ fetch: worker.app.fetch, port: opts.port ?? 8000, hostname: opts.host ?? '127.0.0.1' }, (info: AddressInfo) => res({ server: s, port: info.port }));
+    const s = serve(
+      { fetch: worker.app.fetch, port: opts.port ?? 8000, hostname: opts.host ?? '127.0.0.1' },
+      (info: AddressInfo) => res({ server: s, port: info.port }),
+    );
     s.once('error', rej);
   });
   const host = opts.host ?? '127.0.0.1';

@@ -90,7 +90,10 @@ export interface Worker extends WorkerContext {
 }
 
 /** The worker secret and API key from the options, else the environment (empty strings are unset). */
-export function callerCredentials(opts: Pick<WorkerOptions, 'workerSecret' | 'apiKey'>): { workerSecret: string | undefined; apiKey: string | undefined } {
+export function callerCredentials(opts: Pick<WorkerOptions, 'workerSecret' | 'apiKey'>): {
+  workerSecret: string | undefined;
+  apiKey: string | undefined;
+} {
   const env = process.env;
   return {
     workerSecret: opts.workerSecret || env.LORAPLEX_WORKER_SECRET || undefined,
@@ -100,7 +103,8 @@ export function callerCredentials(opts: Pick<WorkerOptions, 'workerSecret' | 'ap
 
 export async function createWorker(opts: WorkerOptions): Promise<Worker> {
   const { workerSecret, apiKey } = callerCredentials(opts);
-  if (opts.adapterDir !== undefined && opts.adapterS3 !== undefined) throw new Error('give --adapter-dir or --adapter-s3, not both');
+  if (opts.adapterDir !== undefined && opts.adapterS3 !== undefined)
+    throw new Error('give --adapter-dir or --adapter-s3, not both');
   if (opts.adapterDir !== undefined && !opts.adapterSource) {
     const st = await stat(opts.adapterDir).catch(() => undefined);
     if (!st?.isDirectory()) throw new Error(`--adapter-dir ${opts.adapterDir} is not a directory`);
@@ -118,27 +122,57 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
     await engine.close();
     throw new EngineError('TOKENIZER', `${opts.model} has no tokenizer.json: the worker serves text and needs one`);
   }
-  const metrics = new WorkerMetrics({ defaultMetrics: opts.defaultMetrics ?? false, modelName: opts.servedModelName ?? opts.model });
-  const inner = opts.adapterSource ?? (opts.adapterDir ? new LocalDirSource(opts.adapterDir) : opts.adapterS3 ? new S3Source(makeS3Client(s3SettingsFromEnv()), opts.adapterS3) : new NoAdapters());
+  const metrics = new WorkerMetrics({
+    defaultMetrics: opts.defaultMetrics ?? false,
+    modelName: opts.servedModelName ?? opts.model,
+  });
+  const inner =
+    opts.adapterSource ??
+    (opts.adapterDir
+      ? new LocalDirSource(opts.adapterDir)
+      : opts.adapterS3
+        ? new S3Source(makeS3Client(s3SettingsFromEnv()), opts.adapterS3)
+        : new NoAdapters());
   const listed = new RescanningSource(inner, (opts.adapterRefreshInterval ?? 10) * 1000);
-  const hub = opts.allowHubAdapters ? new HubSource(opts.hubEndpoint ?? process.env.HF_ENDPOINT ?? 'https://huggingface.co', process.env.HF_TOKEN || undefined) : undefined;
+  const hub = opts.allowHubAdapters
+    ? new HubSource(
+        opts.hubEndpoint ?? process.env.HF_ENDPOINT ?? 'https://huggingface.co',
+        process.env.HF_TOKEN || undefined,
+      )
+    : undefined;
   await listed.start();
   let s3: ReturnType<typeof makeS3Client> | undefined;
-  const descriptors = new DescriptorRegistry(() => (s3 ??= makeS3Client(s3SettingsFromEnv())), hub ? new WithHub(hub, listed) : listed);
+  const descriptors = new DescriptorRegistry(
+    () => (s3 ??= makeS3Client(s3SettingsFromEnv())),
+    hub ? new WithHub(hub, listed) : listed,
+  );
   const hostAdapters = opts.hostCacheAdapters ?? 64;
   const tiers = new AdapterTiers(
     descriptors,
-    new DiskCache(opts.adapterCacheDir ?? join(tmpdir(), 'loraplex-adapter-cache'), opts.diskCacheBytes ?? 20 * 2 ** 30),
+    new DiskCache(
+      opts.adapterCacheDir ?? join(tmpdir(), 'loraplex-adapter-cache'),
+      opts.diskCacheBytes ?? 20 * 2 ** 30,
+    ),
     { maxAdapters: hostAdapters, maxBytes: opts.hostCacheBytes ?? 8 * 2 ** 30 },
   );
   const tracing = opts.tracing ?? Tracing.fromEnv('loraplex-worker');
   // Sequence spans only when tracing is on: no hook at all otherwise.
   const seqTracing = tracing.enabled ? new SequenceTracing() : undefined;
   let scheduler: Scheduler | undefined;
-  const adapterHooks = seqTracing ? combineHooks(metrics.adapterHooks(), seqTracing.adapterHooks()) : metrics.adapterHooks();
+  const adapterHooks = seqTracing
+    ? combineHooks(metrics.adapterHooks(), seqTracing.adapterHooks())
+    : metrics.adapterHooks();
   const adapters = new AdapterManager(engine, tiers, { ...adapterHooks, changed: () => scheduler?.wake() });
-  const schedulerHooks = seqTracing ? combineHooks(metrics.schedulerHooks(), seqTracing.schedulerHooks()) : metrics.schedulerHooks();
-  scheduler = new Scheduler(engine.scheduler, adapters, tokenizer, opts.maxRunning !== undefined ? { maxRunning: opts.maxRunning } : {}, schedulerHooks);
+  const schedulerHooks = seqTracing
+    ? combineHooks(metrics.schedulerHooks(), seqTracing.schedulerHooks())
+    : metrics.schedulerHooks();
+  scheduler = new Scheduler(
+    engine.scheduler,
+    adapters,
+    tokenizer,
+    opts.maxRunning !== undefined ? { maxRunning: opts.maxRunning } : {},
+    schedulerHooks,
+  );
   const sched = scheduler;
   metrics.bindGauges({
     scheduler: () => sched,
@@ -150,15 +184,42 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
     slots: engine.options.maxAdapters,
     tiers: () => tiers,
   });
-  const structured = new StructuredOutput({ modelDir: opts.model, vocab: engine.config.vocab, stopTokenIds: [...engine.eosTokenIds] });
-  const ctx: WorkerContext = { engine, scheduler: sched, adapters, descriptors, workerSecret, auth: { secret: workerSecret, apiKey, replays: new ReplayCache() }, metrics, tracing, structured, modelId: opts.servedModelName ?? opts.model, modelPath: opts.model, startedAt: Math.floor(Date.now() / 1000),
-    adapterOrigin: opts.adapterSource ? 'other' : opts.adapterDir ? 'local' : opts.adapterS3 ? 's3' : 'none', hub, maxRunning: opts.maxRunning ?? 256 };
+  const structured = new StructuredOutput({
+    modelDir: opts.model,
+    vocab: engine.config.vocab,
+    stopTokenIds: [...engine.eosTokenIds],
+  });
+  const ctx: WorkerContext = {
+    engine,
+    scheduler: sched,
+    adapters,
+    descriptors,
+    workerSecret,
+    auth: { secret: workerSecret, apiKey, replays: new ReplayCache() },
+    metrics,
+    tracing,
+    structured,
+    modelId: opts.servedModelName ?? opts.model,
+    modelPath: opts.model,
+    startedAt: Math.floor(Date.now() / 1000),
+    adapterOrigin: opts.adapterSource ? 'other' : opts.adapterDir ? 'local' : opts.adapterS3 ? 's3' : 'none',
+    hub,
+    maxRunning: opts.maxRunning ?? 256,
+  };
   let heartbeat: Heartbeat | undefined;
   if (opts.apiUrl) {
-    if (!workerSecret) throw new Error('--api-url needs --worker-secret (or LORAPLEX_WORKER_SECRET): heartbeats are authenticated with it');
+    if (!workerSecret)
+      throw new Error(
+        '--api-url needs --worker-secret (or LORAPLEX_WORKER_SECRET): heartbeats are authenticated with it',
+      );
     heartbeat = new Heartbeat(ctx, {
-      apiUrl: opts.apiUrl, ...(opts.advertiseUrl ? { advertiseUrl: opts.advertiseUrl } : {}), workerId: opts.workerId ?? `wk_${randomBytes(8).toString('hex')}`,
-      intervalS: opts.heartbeatInterval ?? 2, secret: workerSecret, maxLoraRank: engine.options.maxLoraRank, hostAdapters,
+      apiUrl: opts.apiUrl,
+      ...(opts.advertiseUrl ? { advertiseUrl: opts.advertiseUrl } : {}),
+      workerId: opts.workerId ?? `wk_${randomBytes(8).toString('hex')}`,
+      intervalS: opts.heartbeatInterval ?? 2,
+      secret: workerSecret,
+      maxLoraRank: engine.options.maxLoraRank,
+      hostAdapters,
       modelConfig: JSON.parse(await readFile(join(opts.model, 'config.json'), 'utf8')) as Record<string, unknown>,
     });
   }

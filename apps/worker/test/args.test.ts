@@ -4,8 +4,36 @@ import { parseCli } from '../src/args.js';
 
 describe('parseCli', () => {
   it('reads every option', () => {
-    const o = parseCli(['--model', '/m', '--port', '9000', '--adapter-dir', '/a', '--max-adapters', '4', '--max-lora-rank', '32', '--kv-cache-tokens', '4096', '--max-batch-tokens', '256', '--threads', '2']);
-    expect(o).toMatchObject({ model: '/m', port: 9000, adapterDir: '/a', maxAdapters: 4, maxLoraRank: 32, kvCacheTokens: 4096, maxBatchTokens: 256, threads: 2, host: '127.0.0.1', backend: 'auto' });
+    const o = parseCli([
+      '--model',
+      '/m',
+      '--port',
+      '9000',
+      '--adapter-dir',
+      '/a',
+      '--max-adapters',
+      '4',
+      '--max-lora-rank',
+      '32',
+      '--kv-cache-tokens',
+      '4096',
+      '--max-batch-tokens',
+      '256',
+      '--threads',
+      '2',
+    ]);
+    expect(o).toMatchObject({
+      model: '/m',
+      port: 9000,
+      adapterDir: '/a',
+      maxAdapters: 4,
+      maxLoraRank: 32,
+      kvCacheTokens: 4096,
+      maxBatchTokens: 256,
+      threads: 2,
+      host: '127.0.0.1',
+      backend: 'auto',
+    });
   });
 
   it('defaults the port to 8000 and leaves engine defaults alone', () => {

@@ -20,7 +20,8 @@ const SECRET = 'worker-secret-for-auth-tests';
 const HOT = 'lora_all_r8';
 const MISSING = 'lora_that_does_not_exist';
 const completion = (model: string): string => JSON.stringify({ model, prompt: 'hi', max_tokens: 2, temperature: 0 });
-const generate = (adapter: string): string => JSON.stringify({ inputs: 'hi', parameters: { adapter_id: adapter, max_new_tokens: 2 } });
+const generate = (adapter: string): string =>
+  JSON.stringify({ inputs: 'hi', parameters: { adapter_id: adapter, max_new_tokens: 2 } });
 
 /** Status, content type and body bytes: what a caller can tell apart. */
 async function seen(r: Response | Promise<Response>): Promise<string> {
@@ -35,7 +36,8 @@ describe('the caller check on an injected clock', () => {
     app.onError((e) => new Response(null, { status: e instanceof ApiError ? e.status : 500 }));
     app.use('*', authenticateCaller({ secret: SECRET, apiKey: undefined, replays: new ReplayCache(), clock }));
     app.post('/x', (c) => c.text('ok'));
-    const send = async (header: string): Promise<number> => (await app.request('/x', { method: 'POST', body: 'b', headers: { [SIGNATURE_HEADER]: header } })).status;
+    const send = async (header: string): Promise<number> =>
+      (await app.request('/x', { method: 'POST', body: 'b', headers: { [SIGNATURE_HEADER]: header } })).status;
     const first = signRequest(SECRET, 'POST', '/x', 'b', clock.now() / 1000);
     expect(await send(first)).toBe(200);
     expect(await send(first)).toBe(401); // replayed
@@ -48,11 +50,26 @@ describe('the caller check on an injected clock', () => {
 describe('a worker with a worker secret (platform mode)', () => {
   let worker: Worker;
   const call = (method: string, path: string, body?: string, headers: Record<string, string> = {}): Promise<Response> =>
-    Promise.resolve(worker.app.request(path, { method, headers: { 'content-type': 'application/json', ...headers }, ...(body === undefined ? {} : { body }) }));
-  const signed = (method: string, path: string, body = ''): Promise<Response> => call(method, path, method === 'GET' ? undefined : body, platformHeaders(SECRET, method, path, body));
+    Promise.resolve(
+      worker.app.request(path, {
+        method,
+        headers: { 'content-type': 'application/json', ...headers },
+        ...(body === undefined ? {} : { body }),
+      }),
+    );
+  const signed = (method: string, path: string, body = ''): Promise<Response> =>
+    call(method, path, method === 'GET' ? undefined : body, platformHeaders(SECRET, method, path, body));
 
   beforeAll(async () => {
-    worker = await createWorker({ model: modelDir('llama'), servedModelName: 'tiny', adapterDir: adaptersDir('llama'), workerSecret: SECRET, backend: 'cpu', threads: 1, maxAdapters: 2 });
+    worker = await createWorker({
+      model: modelDir('llama'),
+      servedModelName: 'tiny',
+      adapterDir: adaptersDir('llama'),
+      workerSecret: SECRET,
+      backend: 'cpu',
+      threads: 1,
+      maxAdapters: 2,
+    });
     // The adapter is hot: in a slot, in host memory, in the metrics.
     expect((await signed('POST', '/v1/completions', completion(HOT))).status).toBe(200);
     expect(worker.adapters.resident()).toContain(HOT);
@@ -79,7 +96,10 @@ describe('a worker with a worker secret (platform mode)', () => {
       ['malformed', { [SIGNATURE_HEADER]: 'v1,t=1,n=x,s=y' }],
       ['a bearer token', { authorization: `Bearer ${SECRET}` }],
     ];
-    for (const [path, bodyOf] of [['/v1/completions', completion], ['/generate', generate]] as const) {
+    for (const [path, bodyOf] of [
+      ['/v1/completions', completion],
+      ['/generate', generate],
+    ] as const) {
       const answers = new Set<string>();
       for (const adapter of [HOT, MISSING]) {
         for (const [what, headers] of variants(path, bodyOf(adapter))) {
@@ -93,8 +113,13 @@ describe('a worker with a worker secret (platform mode)', () => {
       expect([...answers][0]).not.toContain(HOT);
     }
     // The OpenAI and LoRAX families keep their own error shapes.
-    expect(JSON.parse((await seen(call('POST', '/v1/completions', completion(HOT)))).split(' ').slice(2).join(' '))).toEqual({ error: { message: UNAUTHORIZED_MESSAGE, type: 'authentication_error', param: null, code: 401 } });
-    expect(await (await call('POST', '/generate', generate(HOT))).json()).toEqual({ error: UNAUTHORIZED_MESSAGE, error_type: 'authentication_error' });
+    expect(
+      JSON.parse((await seen(call('POST', '/v1/completions', completion(HOT)))).split(' ').slice(2).join(' ')),
+    ).toEqual({ error: { message: UNAUTHORIZED_MESSAGE, type: 'authentication_error', param: null, code: 401 } });
+    expect(await (await call('POST', '/generate', generate(HOT))).json()).toEqual({
+      error: UNAUTHORIZED_MESSAGE,
+      error_type: 'authentication_error',
+    });
   });
 
   it('refuses a replayed signature, even within the allowed skew', async () => {
@@ -106,7 +131,14 @@ describe('a worker with a worker secret (platform mode)', () => {
   });
 
   it('/v1/models, /metrics and unknown routes reveal nothing to an unauthenticated caller', async () => {
-    const answers = await Promise.all([call('GET', '/v1/models'), call('GET', '/metrics'), call('GET', '/v1/models', undefined, { authorization: 'Bearer x' }), call('GET', '/v1/nothing-here')].map(seen));
+    const answers = await Promise.all(
+      [
+        call('GET', '/v1/models'),
+        call('GET', '/metrics'),
+        call('GET', '/v1/models', undefined, { authorization: 'Bearer x' }),
+        call('GET', '/v1/nothing-here'),
+      ].map(seen),
+    );
     for (const a of answers) {
       expect(a.startsWith('401 ')).toBe(true);
       expect(a).not.toContain(HOT);
@@ -126,17 +158,36 @@ describe('a worker with a worker secret (platform mode)', () => {
 describe('a standalone worker with --api-key', () => {
   let worker: Worker;
   beforeAll(async () => {
-    worker = await createWorker({ model: modelDir('llama'), servedModelName: 'tiny', adapterDir: adaptersDir('llama'), apiKey: 'sk-standalone', backend: 'cpu', threads: 1, maxAdapters: 2 });
+    worker = await createWorker({
+      model: modelDir('llama'),
+      servedModelName: 'tiny',
+      adapterDir: adaptersDir('llama'),
+      apiKey: 'sk-standalone',
+      backend: 'cpu',
+      threads: 1,
+      maxAdapters: 2,
+    });
   });
   afterAll(() => worker?.shutdown());
   const get = (headers: Record<string, string>) => Promise.resolve(worker.app.request('/v1/models', { headers }));
 
   it('answers 401 without the key or with a wrong one, 200 with it', async () => {
-    const refused = await Promise.all([get({}), get({ authorization: 'Bearer sk-wrong' }), get({ authorization: 'sk-standalone' }), get({ authorization: 'Basic sk-standalone' })].map(seen));
+    const refused = await Promise.all(
+      [
+        get({}),
+        get({ authorization: 'Bearer sk-wrong' }),
+        get({ authorization: 'sk-standalone' }),
+        get({ authorization: 'Basic sk-standalone' }),
+      ].map(seen),
+    );
     expect(new Set(refused).size).toBe(1);
     expect(refused[0]!.startsWith('401 ')).toBe(true);
     expect((await get({ authorization: 'Bearer sk-standalone' })).status).toBe(200);
-    const r = await worker.app.request('/v1/completions', { method: 'POST', headers: { authorization: 'Bearer sk-standalone' }, body: completion(HOT) });
+    const r = await worker.app.request('/v1/completions', {
+      method: 'POST',
+      headers: { authorization: 'Bearer sk-standalone' },
+      body: completion(HOT),
+    });
     expect(r.status).toBe(200);
   });
 
@@ -150,7 +201,10 @@ describe('a standalone worker with --api-key', () => {
       expect(callerCredentials({}).apiKey).toBe('from-loraplex');
       expect(callerCredentials({ apiKey: 'flag' }).apiKey).toBe('flag');
     } finally {
-      for (const [k, v] of [['LORAPLEX_API_KEY', saved.a], ['VLLM_API_KEY', saved.b]] as const) {
+      for (const [k, v] of [
+        ['LORAPLEX_API_KEY', saved.a],
+        ['VLLM_API_KEY', saved.b],
+      ] as const) {
         if (v === undefined) delete process.env[k];
         else process.env[k] = v;
       }
@@ -166,7 +220,8 @@ describe('listen address', () => {
   };
 
   it('knows loopback addresses', () => {
-    for (const h of ['127.0.0.1', '127.8.0.1', 'localhost', '::1', '[::1]', '::ffff:127.0.0.1']) expect(isLoopback(h), h).toBe(true);
+    for (const h of ['127.0.0.1', '127.8.0.1', 'localhost', '::1', '[::1]', '::ffff:127.0.0.1'])
+      expect(isLoopback(h), h).toBe(true);
     for (const h of ['0.0.0.0', '::', '10.0.0.5', 'worker.internal', '128.0.0.1']) expect(isLoopback(h), h).toBe(false);
     expect(() => assertSafeBind('0.0.0.0', { workerSecret: 's' })).not.toThrow();
     expect(() => assertSafeBind('0.0.0.0', { apiKey: 'k' })).not.toThrow();
@@ -175,7 +230,11 @@ describe('listen address', () => {
   it('the worker refuses to start on a non-loopback address without a secret or key, before loading the model', () => {
     ensureBuilt();
     for (const host of ['0.0.0.0', '::']) {
-      const r = spawnSync(process.execPath, [CLI, '--host', host, '--port', '0', '--model', '/nonexistent/model'], { encoding: 'utf8', env: cleanEnv(), timeout: 30_000 });
+      const r = spawnSync(process.execPath, [CLI, '--host', host, '--port', '0', '--model', '/nonexistent/model'], {
+        encoding: 'utf8',
+        env: cleanEnv(),
+        timeout: 30_000,
+      });
       expect(r.status, r.stderr).toBe(2);
       expect(r.stderr).toContain(`refusing to listen on ${host} without authentication`);
       expect(r.stderr).toContain('--worker-secret');
@@ -185,7 +244,18 @@ describe('listen address', () => {
 
   it('a real worker process on 0.0.0.0 with --api-key serves key holders only', async () => {
     ensureBuilt();
-    const w = await spawnWorker(['--host', '0.0.0.0', '--model', modelDir('llama'), '--served-model-name', 'tiny', '--threads', '1', '--api-key', 'sk-proc']);
+    const w = await spawnWorker([
+      '--host',
+      '0.0.0.0',
+      '--model',
+      modelDir('llama'),
+      '--served-model-name',
+      'tiny',
+      '--threads',
+      '1',
+      '--api-key',
+      'sk-proc',
+    ]);
     try {
       expect((await fetch(`${w.url}/v1/models`)).status).toBe(401);
       expect((await fetch(`${w.url}/v1/models`, { headers: { authorization: 'Bearer nope' } })).status).toBe(401);
@@ -200,13 +270,34 @@ describe('listen address', () => {
 
 describe('heartbeat residency', () => {
   it('reports adapters in engine slots apart from those only in host memory', async () => {
-    const worker = await createWorker({ model: modelDir('llama'), servedModelName: 'tiny', adapterDir: adaptersDir('llama'), workerSecret: SECRET, apiUrl: 'http://127.0.0.1:9', backend: 'cpu', threads: 1, maxAdapters: 1 });
+    const worker = await createWorker({
+      model: modelDir('llama'),
+      servedModelName: 'tiny',
+      adapterDir: adaptersDir('llama'),
+      workerSecret: SECRET,
+      apiUrl: 'http://127.0.0.1:9',
+      backend: 'cpu',
+      threads: 1,
+      maxAdapters: 1,
+    });
     try {
       for (const a of ['lora_qv_r4', HOT]) {
         const body = completion(a);
-        expect((await worker.app.request('/v1/completions', { method: 'POST', headers: platformHeaders(SECRET, 'POST', '/v1/completions', body), body })).status).toBe(200);
+        expect(
+          (
+            await worker.app.request('/v1/completions', {
+              method: 'POST',
+              headers: platformHeaders(SECRET, 'POST', '/v1/completions', body),
+              body,
+            })
+          ).status,
+        ).toBe(200);
       }
-      const hb = worker.heartbeat!.body(false) as { slot_adapters: string[]; host_adapters: string[]; resident_adapters: string[] };
+      const hb = worker.heartbeat!.body(false) as {
+        slot_adapters: string[];
+        host_adapters: string[];
+        resident_adapters: string[];
+      };
       expect(hb.slot_adapters).toEqual([HOT]);
       expect([...hb.host_adapters].sort()).toEqual([HOT, 'lora_qv_r4']);
       expect([...hb.resident_adapters].sort()).toEqual([HOT, 'lora_qv_r4']);

@@ -20,8 +20,23 @@ const ID = 'ad_0123456789abcdef01';
 const sha = (p: string): string => createHash('sha256').update(readFileSync(p)).digest('hex');
 
 function descriptorFor(dir: string, over: Partial<SignedDescriptor> = {}): SignedDescriptor {
-  const files = readdirSync(dir).sort().map((name) => ({ name: name as SignedDescriptor['files'][number]['name'], size: readFileSync(join(dir, name)).length, sha256: sha(join(dir, name)) }));
-  return { v: 1, id: ID, base_model: 'tiny', rank: 8, storage: { kind: 'dir', path: dir }, files, exp: Math.floor(Date.now() / 1000) + 300, ...over };
+  const files = readdirSync(dir)
+    .sort()
+    .map((name) => ({
+      name: name as SignedDescriptor['files'][number]['name'],
+      size: readFileSync(join(dir, name)).length,
+      sha256: sha(join(dir, name)),
+    }));
+  return {
+    v: 1,
+    id: ID,
+    base_model: 'tiny',
+    rank: 8,
+    storage: { kind: 'dir', path: dir },
+    files,
+    exp: Math.floor(Date.now() / 1000) + 300,
+    ...over,
+  };
 }
 
 describe('signed adapter descriptors', () => {
@@ -32,16 +47,31 @@ describe('signed adapter descriptors', () => {
     cpSync(join(adaptersDir('llama'), 'lora_all_r8'), store, { recursive: true });
     const engine = await Engine.load(modelDir('llama'), { backend: 'cpu', threads: 1 });
     await engine.loadAdapter('a', store);
-    reference = (await engine.generate([{ prompt: 'x', adapter: 'a', sampling: { maxTokens: 6, temperature: 0, ignoreEos: true } }]))[0]!.tokens;
+    reference = (
+      await engine.generate([
+        { prompt: 'x', adapter: 'a', sampling: { maxTokens: 6, temperature: 0, ignoreEos: true } },
+      ])
+    )[0]!.tokens;
     await engine.close();
-    worker = await createWorker({ model: modelDir('llama'), servedModelName: 'tiny', workerSecret: SECRET, adapterCacheDir: join(tmp, 'cache'), backend: 'cpu', threads: 1 });
+    worker = await createWorker({
+      model: modelDir('llama'),
+      servedModelName: 'tiny',
+      workerSecret: SECRET,
+      adapterCacheDir: join(tmp, 'cache'),
+      backend: 'cpu',
+      threads: 1,
+    });
   });
   afterAll(() => worker?.shutdown());
 
   const generate = (model: string, header?: string) =>
-    platformPoster((p, init) => worker.app.request(p, init), SECRET)('/generate', { inputs: 'x', parameters: { adapter_id: model, max_new_tokens: 6, details: true, ignore_eos_token: true } }, header === undefined ? {} : { headers: { 'x-loraplex-adapter': header } });
+    platformPoster((p, init) => worker.app.request(p, init), SECRET)(
+      '/generate',
+      { inputs: 'x', parameters: { adapter_id: model, max_new_tokens: 6, details: true, ignore_eos_token: true } },
+      header === undefined ? {} : { headers: { 'x-loraplex-adapter': header } },
+    );
 
-  it('serves an adapter described by a valid descriptor, with the engine\'s exact tokens', async () => {
+  it("serves an adapter described by a valid descriptor, with the engine's exact tokens", async () => {
     const r = await generate(ID, signDescriptor(descriptorFor(store), SECRET));
     expect(r.status).toBe(200);
     expect((await r.json()).details.tokens.map((t: { id: number }) => t.id)).toEqual(reference);
@@ -57,7 +87,14 @@ describe('signed adapter descriptors', () => {
     const good = signDescriptor(descriptorFor(store), SECRET);
     const [payload, sig] = good.split('.');
     const tampered = `${Buffer.from(JSON.stringify({ ...descriptorFor(store), storage: { kind: 'dir', path: '/etc' } })).toString('base64url')}.${sig}`;
-    for (const h of [tampered, signDescriptor(descriptorFor(store), 'another-secret'), signDescriptor(descriptorFor(store, { exp: 1000 }), SECRET), `${payload}`, 'garbage', `${payload}.${sig}.x`]) {
+    for (const h of [
+      tampered,
+      signDescriptor(descriptorFor(store), 'another-secret'),
+      signDescriptor(descriptorFor(store, { exp: 1000 }), SECRET),
+      `${payload}`,
+      'garbage',
+      `${payload}.${sig}.x`,
+    ]) {
       const r = await generate(ID, h);
       expect(r.status, h).toBe(401);
     }
@@ -65,14 +102,19 @@ describe('signed adapter descriptors', () => {
 
   it('a descriptor for another adapter or another base model is a 400', async () => {
     expect((await generate('ad_ffffffffffffffffff', signDescriptor(descriptorFor(store), SECRET))).status).toBe(400);
-    expect((await generate(ID, signDescriptor(descriptorFor(store, { base_model: 'other' }), SECRET))).status).toBe(400);
+    expect((await generate(ID, signDescriptor(descriptorFor(store, { base_model: 'other' }), SECRET))).status).toBe(
+      400,
+    );
   });
 
-  it('files that do not match the descriptor\'s sha256 fail that adapter (424) and stay out of the cache', async () => {
+  it("files that do not match the descriptor's sha256 fail that adapter (424) and stay out of the cache", async () => {
     const other = join(tmp, 'store', 'ad_99999999999999999999');
     cpSync(join(adaptersDir('llama'), 'lora_qv_r4'), other, { recursive: true });
     const d = descriptorFor(other, { id: 'ad_99999999999999999999' });
-    writeFileSync(join(other, 'adapter_config.json'), readFileSync(join(other, 'adapter_config.json'), 'utf8').replace('"r": 4', '"r": 4 '));
+    writeFileSync(
+      join(other, 'adapter_config.json'),
+      readFileSync(join(other, 'adapter_config.json'), 'utf8').replace('"r": 4', '"r": 4 '),
+    );
     const r = await generate('ad_99999999999999999999', signDescriptor(d, SECRET));
     expect(r.status).toBe(424);
     expect((await r.json()).error).toMatch(/checksum mismatch|downloaded/);
@@ -81,7 +123,7 @@ describe('signed adapter descriptors', () => {
 });
 
 describe('heartbeats', () => {
-  it('registers with the API every interval with the contract\'s body, and says draining on shutdown', async () => {
+  it("registers with the API every interval with the contract's body, and says draining on shutdown", async () => {
     const beats: Array<{ headers: IncomingHttpHeaders; body: any }> = [];
     const api = createServer((req, res) => {
       let text = '';
@@ -93,11 +135,29 @@ describe('heartbeats', () => {
     });
     await new Promise<void>((r) => api.listen(0, '127.0.0.1', r));
     const apiUrl = `http://127.0.0.1:${(api.address() as AddressInfo).port}`;
-    const w = await startWorker({ model: modelDir('llama'), servedModelName: 'tiny', adapterDir: adaptersDir('llama'), workerSecret: SECRET, apiUrl, heartbeatInterval: 0.1, workerId: 'wk_test', backend: 'cpu', threads: 1, port: 0 });
+    const w = await startWorker({
+      model: modelDir('llama'),
+      servedModelName: 'tiny',
+      adapterDir: adaptersDir('llama'),
+      workerSecret: SECRET,
+      apiUrl,
+      heartbeatInterval: 0.1,
+      workerId: 'wk_test',
+      backend: 'cpu',
+      threads: 1,
+      port: 0,
+    });
     await until(() => beats.length >= 2, 5000, 'two heartbeats');
     const b = beats[0]!;
     expect(b.headers.authorization).toBe(`Bearer ${SECRET}`);
-    expect(b.body).toMatchObject({ id: 'wk_test', url: `http://127.0.0.1:${w.port}`, base_model: 'tiny', max_lora_rank: 64, draining: false, load: { running: 0, waiting: 0 } });
+    expect(b.body).toMatchObject({
+      id: 'wk_test',
+      url: `http://127.0.0.1:${w.port}`,
+      base_model: 'tiny',
+      max_lora_rank: 64,
+      draining: false,
+      load: { running: 0, waiting: 0 },
+    });
     expect(b.body.model_config).toEqual(JSON.parse(readFileSync(join(modelDir('llama'), 'config.json'), 'utf8')));
     expect(b.body.capacity).toMatchObject({ adapter_slots: 8, host_adapters: 64 });
     expect(Array.isArray(b.body.resident_adapters)).toBe(true);

@@ -18,14 +18,20 @@ describe('drain deadline', () => {
     w = await spawnWorker(['--model', modelDir('llama'), '--threads', '1', '--backend', 'cpu']);
     let err = '';
     w.child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-    const res = await fetch(`${w.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'a b c', max_tokens: 100, ignore_eos: true, n: 16, stream: true }) });
+    const res = await fetch(`${w.url}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ prompt: 'a b c', max_tokens: 100, ignore_eos: true, n: 16, stream: true }),
+    });
     const reader = res.body!.getReader();
     await reader.read(); // generating: 1600 tokens to go
     w.child.kill('SIGTERM');
     expect(await w.exited).toBe(1);
     expect(err).toMatch(/drain did not finish within 0 s \(\d+ running, \d+ waiting\): exiting/);
-    await expect((async () => {
-      for (;;) if ((await reader.read()).done) return;
-    })()).rejects.toThrow();
+    await expect(
+      (async () => {
+        for (;;) if ((await reader.read()).done) return;
+      })(),
+    ).rejects.toThrow();
   });
 });

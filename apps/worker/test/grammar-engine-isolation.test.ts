@@ -14,8 +14,14 @@ import { modelDir } from './helpers/http.js';
 import { nested, SLOW } from './helpers/pathological-schemas.js';
 
 const dir = modelDir('llama');
-const VOCAB = 512, EOS = 2;
-const SCHEMA = { type: 'object', properties: { ok: { type: 'boolean' }, n: { type: 'integer', minimum: 0, maximum: 9 } }, required: ['ok', 'n'], additionalProperties: false };
+const VOCAB = 512,
+  EOS = 2;
+const SCHEMA = {
+  type: 'object',
+  properties: { ok: { type: 'boolean' }, n: { type: 'integer', minimum: 0, maximum: 9 } },
+  required: ['ok', 'n'],
+  additionalProperties: false,
+};
 
 /** The lowest allowed token that is not EOS (EOS when it is the only one). */
 function pick(mask: Uint32Array): number {
@@ -47,7 +53,12 @@ async function text(tokens: number[]): Promise<string> {
 
 describe('grammar engine isolation', () => {
   it('a compile that traps is a 400 for its request only; decoding sequences move to the new engine', async () => {
-    const so = new StructuredOutput({ modelDir: dir, vocab: VOCAB, stopTokenIds: [EOS], limits: { ...SCHEMA_LIMITS, depth: 1000 } });
+    const so = new StructuredOutput({
+      modelDir: dir,
+      vocab: VOCAB,
+      stopTokenIds: [EOS],
+      limits: { ...SCHEMA_LIMITS, depth: 1000 },
+    });
     const before = await so.constraint(await so.compile({ schema: SCHEMA }));
     const head = await drive(before, 3); // part-way through its output on the first engine
     expect(head).toHaveLength(3);
@@ -101,7 +112,9 @@ describe('grammar engine isolation', () => {
     const warm = await so.constraint(await so.compile({ schema: SCHEMA }));
     const head = await drive(warm, 2);
     so.engineLimits.compileMs = 20;
-    await expect(so.compile({ schema: SLOW })).rejects.toThrow(/too complex for the grammar compiler: compiling took longer than the 20 ms limit/);
+    await expect(so.compile({ schema: SLOW })).rejects.toThrow(
+      /too complex for the grammar compiler: compiling took longer than the 20 ms limit/,
+    );
     expect(so.enginesReplaced).toBe(1);
     await expect(so.compile({ schema: SLOW })).rejects.toThrow(/took longer than the 20 ms limit/); // not compiled again
     expect(so.enginesReplaced).toBe(1);

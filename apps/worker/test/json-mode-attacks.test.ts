@@ -11,14 +11,28 @@ import { MAX_JSON_DEPTH } from '@loraplex/protocol';
 
 let worker: Worker;
 let post: ReturnType<typeof poster>;
-const NORMAL = { type: 'object', properties: { ok: { type: 'boolean' }, n: { type: 'integer', minimum: 0, maximum: 99 }, tag: { type: 'string', enum: ['a', 'b'] } }, required: ['ok', 'n', 'tag'], additionalProperties: false };
+const NORMAL = {
+  type: 'object',
+  properties: {
+    ok: { type: 'boolean' },
+    n: { type: 'integer', minimum: 0, maximum: 99 },
+    tag: { type: 'string', enum: ['a', 'b'] },
+  },
+  required: ['ok', 'n', 'tag'],
+  additionalProperties: false,
+};
 const validate = new Ajv().compile(NORMAL);
 
 beforeAll(async () => {
   worker = await createWorker({ model: modelDir('llama'), backend: 'cpu', threads: 1, maxBatchTokens: 256 });
   post = poster((p, init) => worker.app.request(p, init));
   // JSON mode set up (vocabulary pass, first compile) before anything is timed.
-  await post('/v1/completions', { prompt: 'x', max_tokens: 40, temperature: 0, response_format: { type: 'json_schema', json_schema: { name: 'n', schema: NORMAL } } });
+  await post('/v1/completions', {
+    prompt: 'x',
+    max_tokens: 40,
+    temperature: 0,
+    response_format: { type: 'json_schema', json_schema: { name: 'n', schema: NORMAL } },
+  });
 });
 
 afterAll(async () => {
@@ -36,7 +50,13 @@ async function underAttack(attack: () => Promise<Response>): Promise<{ r: Respon
 }
 
 async function expectNormalStillWorks(): Promise<void> {
-  const r = await post('/v1/chat/completions', { messages: [{ role: 'user', content: 'JSON' }], max_tokens: 60, temperature: 1, seed: 3, response_format: { type: 'json_schema', json_schema: { name: 'n', schema: NORMAL } } });
+  const r = await post('/v1/chat/completions', {
+    messages: [{ role: 'user', content: 'JSON' }],
+    max_tokens: 60,
+    temperature: 1,
+    seed: 3,
+    response_format: { type: 'json_schema', json_schema: { name: 'n', schema: NORMAL } },
+  });
   expect(r.status).toBe(200);
   const body = (await r.json()) as { choices: Array<{ message: { content: string }; finish_reason: string }> };
   expect(body.choices[0]!.finish_reason).toBe('stop');
@@ -45,7 +65,8 @@ async function expectNormalStillWorks(): Promise<void> {
 
 /** How deep a value nests arrays and objects (a body nesting more is refused before any route reads it). */
 function nesting(v: unknown): number {
-  let depth = 0, max = 0;
+  let depth = 0,
+    max = 0;
   for (const ch of JSON.stringify(v)) {
     if (ch === '{' || ch === '[') max = Math.max(max, ++depth);
     else if (ch === '}' || ch === ']') depth--;
@@ -60,7 +81,13 @@ describe('pathological schemas', () => {
     const tooDeepForBody = nesting(schema) + 4 > MAX_JSON_DEPTH;
     const message = tooDeepForBody ? new RegExp(`more than ${MAX_JSON_DEPTH} levels deep`) : schemaMessage;
     it(`${what}: 400 on the OpenAI and LoRAX routes, /health stays fast, JSON mode keeps working`, async () => {
-      const chat = await underAttack(() => post('/v1/chat/completions', { messages: [{ role: 'user', content: 'x' }], max_tokens: 20, response_format: { type: 'json_schema', json_schema: { name: 'x', schema } } }));
+      const chat = await underAttack(() =>
+        post('/v1/chat/completions', {
+          messages: [{ role: 'user', content: 'x' }],
+          max_tokens: 20,
+          response_format: { type: 'json_schema', json_schema: { name: 'x', schema } },
+        }),
+      );
       expect(chat.r.status).toBe(400);
       const cb = (await chat.r.json()) as { error: { type: string; param: string; message: string } };
       expect(cb.error.type).toBe('invalid_request_error');
@@ -68,7 +95,12 @@ describe('pathological schemas', () => {
       expect(cb.error.message).toMatch(message);
       expect(chat.healthMs).toBeLessThan(100);
 
-      const lorax = await underAttack(() => post('/generate', { inputs: 'x', parameters: { max_new_tokens: 20, response_format: { type: 'json_object', schema } } }));
+      const lorax = await underAttack(() =>
+        post('/generate', {
+          inputs: 'x',
+          parameters: { max_new_tokens: 20, response_format: { type: 'json_object', schema } },
+        }),
+      );
       expect(lorax.r.status).toBe(400);
       const lb = (await lorax.r.json()) as { error: string; error_type: string };
       expect(lb.error_type).toBe('validation');
@@ -80,8 +112,19 @@ describe('pathological schemas', () => {
   }
 
   it('a bounded shared definition (a $ref used twice, no cycle) is supported: valid output', async () => {
-    const schema = { $defs: { p: { type: 'object', properties: { on: { type: 'boolean' } }, required: ['on'], additionalProperties: false } }, type: 'object', properties: { a: { $ref: '#/$defs/p' }, b: { $ref: '#/$defs/p' } }, required: ['a', 'b'], additionalProperties: false };
-    const r = await post('/generate', { inputs: 'x', parameters: { max_new_tokens: 60, response_format: { type: 'json_object', schema } } });
+    const schema = {
+      $defs: {
+        p: { type: 'object', properties: { on: { type: 'boolean' } }, required: ['on'], additionalProperties: false },
+      },
+      type: 'object',
+      properties: { a: { $ref: '#/$defs/p' }, b: { $ref: '#/$defs/p' } },
+      required: ['a', 'b'],
+      additionalProperties: false,
+    };
+    const r = await post('/generate', {
+      inputs: 'x',
+      parameters: { max_new_tokens: 60, response_format: { type: 'json_object', schema } },
+    });
     expect(r.status).toBe(200);
     const out = JSON.parse(((await r.json()) as { generated_text: string }).generated_text);
     expect(new Ajv().compile(schema)(out)).toBe(true);

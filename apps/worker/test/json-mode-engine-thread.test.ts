@@ -15,14 +15,30 @@ import { nested, SLOW } from './helpers/pathological-schemas.js';
 
 let w: RunningWorker;
 let base: string;
-const LONG = { type: 'object', properties: { name: { type: 'string', minLength: 30, maxLength: 40 }, n: { type: 'integer' }, ok: { type: 'boolean' } }, required: ['name', 'n', 'ok'], additionalProperties: false };
+const LONG = {
+  type: 'object',
+  properties: {
+    name: { type: 'string', minLength: 30, maxLength: 40 },
+    n: { type: 'integer' },
+    ok: { type: 'boolean' },
+  },
+  required: ['name', 'n', 'ok'],
+  additionalProperties: false,
+};
 const validate = new Ajv().compile(LONG);
 /** Set: steps wait for it (the test holds decoding while it breaks the engine). */
 let gate: Promise<void> | undefined;
 
-const post = (path: string, body: unknown): Promise<Response> => fetch(base + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+const post = (path: string, body: unknown): Promise<Response> =>
+  fetch(base + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
 const chat = (schema: unknown, extra: Record<string, unknown> = {}): Promise<Response> =>
-  post('/v1/chat/completions', { messages: [{ role: 'user', content: 'JSON' }], max_tokens: 120, temperature: 0, response_format: { type: 'json_schema', json_schema: { name: 'x', schema } }, ...extra });
+  post('/v1/chat/completions', {
+    messages: [{ role: 'user', content: 'JSON' }],
+    max_tokens: 120,
+    temperature: 0,
+    response_format: { type: 'json_schema', json_schema: { name: 'x', schema } },
+    ...extra,
+  });
 
 beforeAll(async () => {
   w = await startWorker({ model: modelDir('llama'), backend: 'cpu', threads: 1, maxBatchTokens: 256, port: 0 });
@@ -57,8 +73,13 @@ async function midStream(): Promise<{ rest(): Promise<{ content: string; finish:
         if (done) break;
         text += dec.decode(value, { stream: true });
       }
-      const events = sseData(text).slice(0, -1) as Array<{ choices: Array<{ delta?: { content?: string }; finish_reason: string | null }> }>;
-      return { content: events.map((e) => e.choices[0]?.delta?.content ?? '').join(''), finish: events.at(-1)!.choices[0]!.finish_reason! };
+      const events = sseData(text).slice(0, -1) as Array<{
+        choices: Array<{ delta?: { content?: string }; finish_reason: string | null }>;
+      }>;
+      return {
+        content: events.map((e) => e.choices[0]?.delta?.content ?? '').join(''),
+        finish: events.at(-1)!.choices[0]!.finish_reason!,
+      };
     },
   };
 }
@@ -112,7 +133,9 @@ describe('grammar engine thread', () => {
     try {
       const r = await holdingSteps(() => chat(nested(100)));
       expect(r.status).toBe(400);
-      expect(((await r.json()) as { error: { message: string } }).error.message).toMatch(/grammar compiler failed on this schema \(memory access out of bounds\)/);
+      expect(((await r.json()) as { error: { message: string } }).error.message).toMatch(
+        /grammar compiler failed on this schema \(memory access out of bounds\)/,
+      );
     } finally {
       w.worker.structured.schemaLimits = SCHEMA_LIMITS;
     }
@@ -125,15 +148,20 @@ describe('grammar engine thread', () => {
   it('a compile past the time limit is a 400 naming the limit; a stream mid-output survives; the next JSON request works', async () => {
     const replaced = w.worker.structured.enginesReplaced;
     const stream = await midStream();
-    const limits = w.worker.structured.engineLimits, compileMs = limits.compileMs;
+    const limits = w.worker.structured.engineLimits,
+      compileMs = limits.compileMs;
     limits.compileMs = 30;
     try {
       // Not SLOW itself: compiled by the first test, it may still be cached.
-      const r = await holdingSteps(() => chat({ ...SLOW, properties: { ...SLOW.properties, extra: { type: 'boolean' } } }));
+      const r = await holdingSteps(() =>
+        chat({ ...SLOW, properties: { ...SLOW.properties, extra: { type: 'boolean' } } }),
+      );
       expect(r.status).toBe(400);
       const body = (await r.json()) as { error: { message: string; param: string } };
       expect(body.error.param).toBe('response_format.json_schema.schema');
-      expect(body.error.message).toMatch(/too complex for the grammar compiler: compiling took longer than the 30 ms limit/);
+      expect(body.error.message).toMatch(
+        /too complex for the grammar compiler: compiling took longer than the 30 ms limit/,
+      );
     } finally {
       limits.compileMs = compileMs;
     }

@@ -21,7 +21,9 @@ describe('vocabulary', () => {
     expect(v.vocabType).toBe('byte_level');
     expect(v.encodedVocab).toHaveLength(512);
     expect(v.encodedVocab.slice(0, 3)).toEqual(['', '', '']); // <unk> <s> </s>
-    const tj = JSON.parse(readFileSync(join(modelDir('llama'), 'tokenizer.json'), 'utf8')) as { model: { vocab: Record<string, number> } };
+    const tj = JSON.parse(readFileSync(join(modelDir('llama'), 'tokenizer.json'), 'utf8')) as {
+      model: { vocab: Record<string, number> };
+    };
     expect([...v.tokenBytes[tj.model.vocab['Ġthe']!]!]).toEqual([32, 116, 104, 101]);
     expect([...v.tokenBytes[tj.model.vocab['Ċ']!]!]).toEqual([10]);
   });
@@ -29,7 +31,7 @@ describe('vocabulary', () => {
   it('detects byte-fallback (SentencePiece) vocabularies', () => {
     const v = vocabInfoFromJson(
       {
-        model: { type: 'BPE', vocab: { '<unk>': 0, '<0x0A>': 1, '▁the': 2, 'é': 3 } },
+        model: { type: 'BPE', vocab: { '<unk>': 0, '<0x0A>': 1, '▁the': 2, é: 3 } },
         added_tokens: [{ id: 0, content: '<unk>', special: true }],
         decoder: { type: 'Sequence', decoders: [{ type: 'Replace' }, { type: 'ByteFallback' }, { type: 'Fuse' }] },
         normalizer: { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: '▁' }, { type: 'Replace' }] },
@@ -42,7 +44,9 @@ describe('vocabulary', () => {
   });
 
   it('the UTF-8 filter allows only tokens that keep the bytes valid UTF-8', () => {
-    const toks = [[0x41], [0xc3], [0xa9], [0xc0], [0xed, 0xa0], [0xf0, 0x9f], [0x98, 0x80], [0xf5]].map((b) => Uint8Array.from(b));
+    const toks = [[0x41], [0xc3], [0xa9], [0xc0], [0xed, 0xa0], [0xf0, 0x9f], [0x98, 0x80], [0xf5]].map((b) =>
+      Uint8Array.from(b),
+    );
     const t = new Utf8Table(toks, 1);
     const all = (): Uint32Array => Uint32Array.of(0xff);
     const set = (m: Uint32Array): number[] => [0, 1, 2, 3, 4, 5, 6, 7].filter((i) => allowed(m, i));
@@ -72,7 +76,12 @@ describe('a large vocabulary (Llama 3)', () => {
     const so = new StructuredOutput({ modelDir: LLAMA3, vocab: 128256, stopTokenIds: eos });
     const schema = {
       type: 'object',
-      properties: { name: { type: 'string', maxLength: 20 }, age: { type: 'integer', minimum: 0, maximum: 150 }, tags: { type: 'array', items: { enum: ['a', 'b', 'ünï'] }, maxItems: 3 }, ok: { type: 'boolean' } },
+      properties: {
+        name: { type: 'string', maxLength: 20 },
+        age: { type: 'integer', minimum: 0, maximum: 150 },
+        tags: { type: 'array', items: { enum: ['a', 'b', 'ünï'] }, maxItems: 3 },
+        ok: { type: 'boolean' },
+      },
       required: ['name', 'age', 'tags', 'ok'],
       additionalProperties: false,
     };
@@ -97,7 +106,9 @@ describe('a large vocabulary (Llama 3)', () => {
     expect(eos.every((t) => allowed(end, t))).toBe(true);
     expect(end.reduce((n, w) => n + (w.toString(2).match(/1/g)?.length ?? 0), 0)).toBe(eos.length);
     // Mask times are reported, never asserted (shared machine).
-    console.log(`llama3 vocab: first compile (incl. tokenizer info) ${compileMs.toFixed(0)} ms, mean mask ${(maskMs / ids.length).toFixed(2)} ms over ${ids.length} tokens`);
+    console.log(
+      `llama3 vocab: first compile (incl. tokenizer info) ${compileMs.toFixed(0)} ms, mean mask ${(maskMs / ids.length).toFixed(2)} ms over ${ids.length} tokens`,
+    );
 
     // The first token must open the object: a plain word is masked out, and so are special tokens.
     const fresh = await so.constraint(grammar);

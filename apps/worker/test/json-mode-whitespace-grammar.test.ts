@@ -22,7 +22,10 @@ const ws = (n: number): string => ' '.repeat(n);
 const PERSON = {
   type: 'object',
   properties: {
-    name: { type: 'string' }, age: { type: 'integer' }, tags: { type: 'array', items: { type: 'string' } }, extra: { type: 'object' },
+    name: { type: 'string' },
+    age: { type: 'integer' },
+    tags: { type: 'array', items: { type: 'string' } },
+    extra: { type: 'object' },
   },
   required: ['name', 'age'],
   additionalProperties: false,
@@ -39,16 +42,29 @@ describe('boundWhitespace', () => {
 describe('the grammars JSON mode compiles', () => {
   it('a schema: compact and spaced JSON pass; commas and colons stay required', async () => {
     const g = await grammarFor(PERSON);
-    const right = ['{"name":"Ada","age":36}', '{"name": "Ada", "age": 36}', '{ "name" : "Ada" , "age" : 36 }',
+    const right = [
+      '{"name":"Ada","age":36}',
+      '{"name": "Ada", "age": 36}',
+      '{ "name" : "Ada" , "age" : 36 }',
       '{"name":"Ada",\n"age":36}',
-      '{"name":"Ada","age":36,"extra":{"a":[1, {"b" :null}]}}', '{\t"name":"Ada","age":36,"tags":[ "x" ]}'];
+      '{"name":"Ada","age":36,"extra":{"a":[1, {"b" :null}]}}',
+      '{\t"name":"Ada","age":36,"tags":[ "x" ]}',
+    ];
     if (MAX_WHITESPACE >= 5) right.push('{\n  "name": "Ada",\n  "age": 36,\n  "tags": [\n    "x"\n  ]\n}');
     for (const s of right) {
       expect({ s, ok: await accepts(g, s) }).toEqual({ s, ok: true });
     }
-    const wrong = ['{"name":"Ada"}', '{"name":"Ada","age":36,"x":1}', ' {"name":"Ada","age":36}', '{"name":"Ada" "age":36}',
-      '{"name" "Ada","age":36}', '{"name":"Ada","age":36,"tags":["a" "b"]}', '{"name":"Ada","age":36,"tags":["a"\n"b"]}',
-      '{"name":"Ada","age":36,"extra":{"a":[1 2]}}', '{"name":"Ada","age":36,"extra":{"a":1 "b":2}}'];
+    const wrong = [
+      '{"name":"Ada"}',
+      '{"name":"Ada","age":36,"x":1}',
+      ' {"name":"Ada","age":36}',
+      '{"name":"Ada" "age":36}',
+      '{"name" "Ada","age":36}',
+      '{"name":"Ada","age":36,"tags":["a" "b"]}',
+      '{"name":"Ada","age":36,"tags":["a"\n"b"]}',
+      '{"name":"Ada","age":36,"extra":{"a":[1 2]}}',
+      '{"name":"Ada","age":36,"extra":{"a":1 "b":2}}',
+    ];
     for (const s of wrong) {
       expect({ s, ok: await accepts(g, s) }).toEqual({ s, ok: false });
     }
@@ -81,7 +97,11 @@ describe('the grammars JSON mode compiles', () => {
   });
 
   it('an enum value that holds the whitespace rule text stays exact', async () => {
-    const g = await grammarFor({ type: 'object', properties: { e: { enum: ['[ \n\t]*', '[ \\n\\t]*'] } }, required: ['e'] });
+    const g = await grammarFor({
+      type: 'object',
+      properties: { e: { enum: ['[ \n\t]*', '[ \\n\\t]*'] } },
+      required: ['e'],
+    });
     expect(await accepts(g, JSON.stringify({ e: '[ \n\t]*' }))).toBe(true);
     expect(await accepts(g, JSON.stringify({ e: '[ \\n\\t]*' }))).toBe(true);
     expect(await accepts(g, JSON.stringify({ e: 'json_ws' }))).toBe(false);

@@ -19,9 +19,42 @@ const SCHEMA = {
 };
 /** First names of well-known computer scientists (the kind of list the adapter was trained on). */
 const NAMES = [
-  'Ada', 'Alan', 'Grace', 'Linus', 'Donald', 'Edsger', 'Barbara', 'Ken', 'Dennis', 'Bjarne', 'Guido', 'John',
-  'Tim', 'Vint', 'Margaret', 'Niklaus', 'Tony', 'Leslie', 'Frances', 'Claude', 'Richard', 'Larry', 'Brian', 'Robin',
-  'Judea', 'Shafi', 'Silvio', 'Whitfield', 'Martin', 'Yukihiro', 'James', 'Anders', 'Radia', 'Fran', 'Jean', 'Adi',
+  'Ada',
+  'Alan',
+  'Grace',
+  'Linus',
+  'Donald',
+  'Edsger',
+  'Barbara',
+  'Ken',
+  'Dennis',
+  'Bjarne',
+  'Guido',
+  'John',
+  'Tim',
+  'Vint',
+  'Margaret',
+  'Niklaus',
+  'Tony',
+  'Leslie',
+  'Frances',
+  'Claude',
+  'Richard',
+  'Larry',
+  'Brian',
+  'Robin',
+  'Judea',
+  'Shafi',
+  'Silvio',
+  'Whitfield',
+  'Martin',
+  'Yukihiro',
+  'James',
+  'Anders',
+  'Radia',
+  'Fran',
+  'Jean',
+  'Adi',
 ];
 
 /** `n` distinct inputs "<Name> is <age>", ages 1-99, from a fixed seed (mulberry32; the MANIFEST names no held-out set). */
@@ -62,7 +95,10 @@ const FORMATS: Record<Mode, object | undefined> = {
 async function extract(input: string, mode: Mode): Promise<{ content: string; finish: string }> {
   const format = FORMATS[mode];
   const r = await post('/v1/chat/completions', {
-    model: 'extract', messages: [{ role: 'user', content: input }], max_tokens: 40, temperature: 0,
+    model: 'extract',
+    messages: [{ role: 'user', content: input }],
+    max_tokens: 40,
+    temperature: 0,
     ...(format ? { response_format: format } : {}),
   });
   const body = (await r.json()) as { choices: Array<{ message: { content: string }; finish_reason: string }> };
@@ -85,7 +121,8 @@ describe('JSON mode keeps the trained adapter’s compact JSON', () => {
         return false;
       }
     });
-    const same = (outs: Array<{ content: string }>): number => outs.filter((o, i) => o.content === off![i]!.content).length;
+    const same = (outs: Array<{ content: string }>): number =>
+      outs.filter((o, i) => o.content === off![i]!.content).length;
     const agreement = { valid: valid.filter(Boolean).length, json_object: same(object!), json_schema: same(schema!) };
     const example = [off![0]!.content, object![0]!.content, schema![0]!.content];
     console.log('agreement with JSON mode off (of 100):', JSON.stringify(agreement), 'e.g.', ...example);

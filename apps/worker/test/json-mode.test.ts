@@ -41,20 +41,24 @@ function expectValid(text: string, schema: object | undefined): unknown {
   }
   if (schema) {
     const validate = ajv.compile(schema);
-    if (!validate(value)) throw new Error(`${text} does not follow ${JSON.stringify(schema)}: ${ajv.errorsText(validate.errors)}`);
+    if (!validate(value))
+      throw new Error(`${text} does not follow ${JSON.stringify(schema)}: ${ajv.errorsText(validate.errors)}`);
   }
   return value;
 }
 
 /** Greedy for even i, seeded sampling (seed i) for odd i. */
-const sampling = (i: number): Record<string, unknown> => (i % 2 === 0 ? { temperature: 0 } : { temperature: 1, seed: i });
+const sampling = (i: number): Record<string, unknown> =>
+  i % 2 === 0 ? { temperature: 0 } : { temperature: 1, seed: i };
 
 describe('random schemas: outputs parse and validate', () => {
   it('chat completions with json_schema', async () => {
     const rs = await Promise.all(
       SCHEMAS.map((schema, i) =>
         post('/v1/chat/completions', {
-          messages: [{ role: 'user', content: 'Give me JSON.' }], max_tokens: MAX, ...sampling(i),
+          messages: [{ role: 'user', content: 'Give me JSON.' }],
+          max_tokens: MAX,
+          ...sampling(i),
           response_format: { type: 'json_schema', json_schema: { name: `s${i}`, schema, strict: true } },
         }).then(ok),
       ),
@@ -71,7 +75,11 @@ describe('random schemas: outputs parse and validate', () => {
     const rs = await Promise.all(
       SCHEMAS.map((schema, i) =>
         post('/v1/completions', {
-          prompt: `Record ${i}:`, max_tokens: MAX, n: 3, temperature: 0.8, seed: 100 + i,
+          prompt: `Record ${i}:`,
+          max_tokens: MAX,
+          n: 3,
+          temperature: 0.8,
+          seed: 100 + i,
           response_format: { type: 'json_schema', json_schema: { name: `s${i}`, schema } },
         }).then(ok),
       ),
@@ -90,7 +98,12 @@ describe('random schemas: outputs parse and validate', () => {
       SCHEMAS.map((schema, i) =>
         post('/generate', {
           inputs: `Item ${i} as JSON:`,
-          parameters: { max_new_tokens: MAX, details: true, ...(i % 2 === 0 ? {} : { do_sample: true, seed: i }), response_format: { type: 'json_object', schema } },
+          parameters: {
+            max_new_tokens: MAX,
+            details: true,
+            ...(i % 2 === 0 ? {} : { do_sample: true, seed: i }),
+            response_format: { type: 'json_object', schema },
+          },
         }).then(ok),
       ),
     );
@@ -101,7 +114,13 @@ describe('random schemas: outputs parse and validate', () => {
   }, 300_000);
 
   it('the same seeded request gives the same output (the grammar state is per sequence)', async () => {
-    const body = { prompt: 'Again:', max_tokens: MAX, temperature: 1, seed: 7, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: SCHEMAS[3] } } };
+    const body = {
+      prompt: 'Again:',
+      max_tokens: MAX,
+      temperature: 1,
+      seed: 7,
+      response_format: { type: 'json_schema', json_schema: { name: 'x', schema: SCHEMAS[3] } },
+    };
     const [a, b] = await Promise.all([post('/v1/completions', body).then(ok), post('/v1/completions', body).then(ok)]);
     expect(a.choices[0].text).toBe(b.choices[0].text);
     expectValid(a.choices[0].text, SCHEMAS[3]);
@@ -112,7 +131,12 @@ describe('json_object without a schema', () => {
   it('gives a JSON object, or a clean length cut-off', async () => {
     const rs = await Promise.all(
       Array.from({ length: 8 }, (_, i) =>
-        post('/v1/chat/completions', { messages: [{ role: 'user', content: 'JSON please' }], max_tokens: MAX, ...sampling(i), response_format: { type: 'json_object' } }).then(ok),
+        post('/v1/chat/completions', {
+          messages: [{ role: 'user', content: 'JSON please' }],
+          max_tokens: MAX,
+          ...sampling(i),
+          response_format: { type: 'json_object' },
+        }).then(ok),
       ),
     );
     let complete = 0;
@@ -129,16 +153,36 @@ describe('json_object without a schema', () => {
   }, 120_000);
 
   it('LoRAX json_object with no schema, and a schema given as a JSON string', async () => {
-    const schema = { type: 'object', properties: { ok: { type: 'boolean' } }, required: ['ok'], additionalProperties: false };
-    const r = await ok(await post('/generate', { inputs: 'x', parameters: { max_new_tokens: 50, response_format: { type: 'json_object', schema: JSON.stringify(schema) } } }));
+    const schema = {
+      type: 'object',
+      properties: { ok: { type: 'boolean' } },
+      required: ['ok'],
+      additionalProperties: false,
+    };
+    const r = await ok(
+      await post('/generate', {
+        inputs: 'x',
+        parameters: { max_new_tokens: 50, response_format: { type: 'json_object', schema: JSON.stringify(schema) } },
+      }),
+    );
     expectValid(r.generated_text, schema);
-    const r2 = await post('/generate', { inputs: 'x', parameters: { max_new_tokens: 5, response_format: { type: 'json_object' } } });
+    const r2 = await post('/generate', {
+      inputs: 'x',
+      parameters: { max_new_tokens: 5, response_format: { type: 'json_object' } },
+    });
     expect(r2.status).toBe(200);
     expect(((await r2.json()) as { generated_text: string }).generated_text.startsWith('{')).toBe(true);
   }, 60_000);
 
   it('max_tokens cuts JSON mode off with finish_reason length', async () => {
-    const r = await ok(await post('/v1/completions', { prompt: 'x', max_tokens: 3, temperature: 0, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: SCHEMAS[0] } } }));
+    const r = await ok(
+      await post('/v1/completions', {
+        prompt: 'x',
+        max_tokens: 3,
+        temperature: 0,
+        response_format: { type: 'json_schema', json_schema: { name: 'x', schema: SCHEMAS[0] } },
+      }),
+    );
     expect(r.choices[0].finish_reason).toBe('length');
     expect(() => JSON.parse(r.choices[0].text)).toThrow();
   });
@@ -154,7 +198,11 @@ describe('invalid schemas and formats are 400s', () => {
   ];
   for (const [what, schema] of cases) {
     it(`chat: ${what}`, async () => {
-      const r = await post('/v1/chat/completions', { messages: [{ role: 'user', content: 'x' }], max_tokens: 5, response_format: { type: 'json_schema', json_schema: { name: 'x', schema } } });
+      const r = await post('/v1/chat/completions', {
+        messages: [{ role: 'user', content: 'x' }],
+        max_tokens: 5,
+        response_format: { type: 'json_schema', json_schema: { name: 'x', schema } },
+      });
       expect(r.status).toBe(400);
       const body = (await r.json()) as { error: { type: string; param: string; message: string } };
       expect(body.error.type).toBe('invalid_request_error');
@@ -164,22 +212,37 @@ describe('invalid schemas and formats are 400s', () => {
   }
 
   it('completions and LoRAX name their field; a schema string that is not JSON; an unknown type', async () => {
-    const c = await post('/v1/completions', { prompt: 'x', response_format: { type: 'json_object', schema: { type: 'string', pattern: '((' } } });
+    const c = await post('/v1/completions', {
+      prompt: 'x',
+      response_format: { type: 'json_object', schema: { type: 'string', pattern: '((' } },
+    });
     expect(c.status).toBe(400);
     expect(((await c.json()) as any).error.message).toMatch(/response_format\.schema: .*(regular expression|pattern)/i);
-    const l = await post('/generate', { inputs: 'x', parameters: { response_format: { type: 'json_object', schema: '{not json' } } });
+    const l = await post('/generate', {
+      inputs: 'x',
+      parameters: { response_format: { type: 'json_object', schema: '{not json' } },
+    });
     expect(l.status).toBe(400);
     const lb = (await l.json()) as { error: string; error_type: string };
     expect(lb.error_type).toBe('validation');
     expect(lb.error).toMatch(/parameters\.response_format\.schema/);
-    const t = await post('/v1/chat/completions', { messages: [{ role: 'user', content: 'x' }], response_format: { type: 'grammar' } });
+    const t = await post('/v1/chat/completions', {
+      messages: [{ role: 'user', content: 'x' }],
+      response_format: { type: 'grammar' },
+    });
     expect(t.status).toBe(400);
     const lt = await post('/generate', { inputs: 'x', parameters: { response_format: { type: 'json_schema' } } });
     expect(lt.status).toBe(400);
   });
 
   it('a schema ajv accepts but the grammar compiler cannot build is a 400 with its reason', async () => {
-    const r = await post('/v1/chat/completions', { messages: [{ role: 'user', content: 'x' }], response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'string', pattern: '(?<=a)b' } } } });
+    const r = await post('/v1/chat/completions', {
+      messages: [{ role: 'user', content: 'x' }],
+      response_format: {
+        type: 'json_schema',
+        json_schema: { name: 'x', schema: { type: 'string', pattern: '(?<=a)b' } },
+      },
+    });
     expect(r.status).toBe(400);
     const body = (await r.json()) as any;
     expect(body.error.param).toBe('response_format.json_schema.schema');
@@ -187,7 +250,14 @@ describe('invalid schemas and formats are 400s', () => {
   });
 
   it('a rejected schema leaves the worker serving JSON mode', async () => {
-    const r = await ok(await post('/v1/completions', { prompt: 'x', max_tokens: MAX, temperature: 0, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: SCHEMAS[1] } } }));
+    const r = await ok(
+      await post('/v1/completions', {
+        prompt: 'x',
+        max_tokens: MAX,
+        temperature: 0,
+        response_format: { type: 'json_schema', json_schema: { name: 'x', schema: SCHEMAS[1] } },
+      }),
+    );
     expectValid(r.choices[0].text, SCHEMAS[1]);
   });
 });
@@ -195,16 +265,43 @@ describe('invalid schemas and formats are 400s', () => {
 describe('streaming and batching', () => {
   it('streams JSON mode on chat, completions and /generate_stream; the deltas join to valid JSON', async () => {
     const schema = SCHEMAS[4]!;
-    const chat = sseData(await (await post('/v1/chat/completions', { messages: [{ role: 'user', content: 'x' }], max_tokens: MAX, temperature: 0, stream: true, response_format: { type: 'json_schema', json_schema: { name: 'x', schema } } })).text());
+    const chat = sseData(
+      await (
+        await post('/v1/chat/completions', {
+          messages: [{ role: 'user', content: 'x' }],
+          max_tokens: MAX,
+          temperature: 0,
+          stream: true,
+          response_format: { type: 'json_schema', json_schema: { name: 'x', schema } },
+        })
+      ).text(),
+    );
     expect(chat.at(-1)).toBe('[DONE]');
     const chunks = chat.slice(0, -1) as any[];
     expectValid(chunks.map((c) => c.choices[0]?.delta?.content ?? '').join(''), schema);
     expect(chunks.at(-1).choices[0].finish_reason).toBe('stop');
 
-    const comp = sseData(await (await post('/v1/completions', { prompt: 'x', max_tokens: MAX, temperature: 0, stream: true, response_format: { type: 'json_schema', json_schema: { name: 'x', schema } } })).text());
+    const comp = sseData(
+      await (
+        await post('/v1/completions', {
+          prompt: 'x',
+          max_tokens: MAX,
+          temperature: 0,
+          stream: true,
+          response_format: { type: 'json_schema', json_schema: { name: 'x', schema } },
+        })
+      ).text(),
+    );
     expectValid((comp.slice(0, -1) as any[]).map((c) => c.choices[0].text).join(''), schema);
 
-    const gen = sseData(await (await post('/generate_stream', { inputs: 'x', parameters: { max_new_tokens: MAX, details: true, response_format: { type: 'json_object', schema } } })).text()) as any[];
+    const gen = sseData(
+      await (
+        await post('/generate_stream', {
+          inputs: 'x',
+          parameters: { max_new_tokens: MAX, details: true, response_format: { type: 'json_object', schema } },
+        })
+      ).text(),
+    ) as any[];
     const last = gen.at(-1);
     expect(last.details.finish_reason).toBe('eos_token');
     expectValid(last.generated_text, schema);
@@ -212,11 +309,25 @@ describe('streaming and batching', () => {
   }, 120_000);
 
   it('unconstrained requests batched with constrained ones keep exactly their own output (greedy and seeded)', async () => {
-    const plain = (i: number): Record<string, unknown> => ({ prompt: `Once upon a time ${i}`, max_tokens: 40, ignore_eos: true, ...sampling(i) });
-    const alone = await Promise.all([0, 1, 2, 3].map(async (i) => (await ok(await post('/v1/completions', plain(i)))).choices[0].text as string));
+    const plain = (i: number): Record<string, unknown> => ({
+      prompt: `Once upon a time ${i}`,
+      max_tokens: 40,
+      ignore_eos: true,
+      ...sampling(i),
+    });
+    const alone = await Promise.all(
+      [0, 1, 2, 3].map(async (i) => (await ok(await post('/v1/completions', plain(i)))).choices[0].text as string),
+    );
     const mixed = await Promise.all([
       ...[0, 1, 2, 3].map((i) => post('/v1/completions', plain(i)).then(ok)),
-      ...SCHEMAS.slice(0, 8).map((schema, i) => post('/v1/completions', { prompt: 'JSON:', max_tokens: MAX, ...sampling(i), response_format: { type: 'json_schema', json_schema: { name: 'x', schema } } }).then(ok)),
+      ...SCHEMAS.slice(0, 8).map((schema, i) =>
+        post('/v1/completions', {
+          prompt: 'JSON:',
+          max_tokens: MAX,
+          ...sampling(i),
+          response_format: { type: 'json_schema', json_schema: { name: 'x', schema } },
+        }).then(ok),
+      ),
     ]);
     expect(mixed.slice(0, 4).map((r) => r.choices[0].text)).toEqual(alone);
     mixed.slice(4).forEach((r, i) => expectValid(r.choices[0].text, SCHEMAS[i]));
@@ -226,10 +337,26 @@ describe('streaming and batching', () => {
     const tk = worker.engine.tokenizer!;
     const prompt = await tk.encode('Once upon a time');
     const sampling = resolveSampling({ maxTokens: 12, temperature: 0, ignoreEos: true }, worker.engine.config.vocab);
-    const base = { adapter: undefined, prompt, sampling, stop: [], includeStopString: false, promptLogprobs: false, route: 'test' };
-    const broken: SequenceConstraint = { nextMask: () => Promise.reject(new Error('matcher exploded')), accept: () => true, complete: false, dispose: () => undefined };
+    const base = {
+      adapter: undefined,
+      prompt,
+      sampling,
+      stop: [],
+      includeStopString: false,
+      promptLogprobs: false,
+      route: 'test',
+    };
+    const broken: SequenceConstraint = {
+      nextMask: () => Promise.reject(new Error('matcher exploded')),
+      accept: () => true,
+      complete: false,
+      dispose: () => undefined,
+    };
     const alone = await worker.scheduler.submit({ ...base }).done;
-    const [bad, good] = [worker.scheduler.submit({ ...base, constraint: broken }), worker.scheduler.submit({ ...base })];
+    const [bad, good] = [
+      worker.scheduler.submit({ ...base, constraint: broken }),
+      worker.scheduler.submit({ ...base }),
+    ];
     await expect(bad.done).rejects.toThrow(/the grammar failed: matcher exploded/);
     expect((await good.done).tokens.map((t) => t.token)).toEqual(alone.tokens.map((t) => t.token));
   });
@@ -245,7 +372,19 @@ describe('streaming and batching', () => {
       await Promise.all(
         Array.from({ length: 6 }, async (_, i) => {
           const ac = new AbortController();
-          const r = await post('/v1/completions', { prompt: 'x', max_tokens: MAX, n: 2, temperature: 1, seed: i, stream: true, response_format: { type: 'json_object' } }, { signal: ac.signal });
+          const r = await post(
+            '/v1/completions',
+            {
+              prompt: 'x',
+              max_tokens: MAX,
+              n: 2,
+              temperature: 1,
+              seed: i,
+              stream: true,
+              response_format: { type: 'json_object' },
+            },
+            { signal: ac.signal },
+          );
           const reader = r.body!.getReader();
           for (let k = 0; k < 1 + (i % 3) * 4; k++) await reader.read();
           ac.abort();
@@ -258,13 +397,28 @@ describe('streaming and batching', () => {
     } finally {
       engine.runStep = step;
     }
-    const r = await ok(await post('/v1/completions', { prompt: 'x', max_tokens: MAX, temperature: 0, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: SCHEMAS[5] } } }));
+    const r = await ok(
+      await post('/v1/completions', {
+        prompt: 'x',
+        max_tokens: MAX,
+        temperature: 0,
+        response_format: { type: 'json_schema', json_schema: { name: 'x', schema: SCHEMAS[5] } },
+      }),
+    );
     expectValid(r.choices[0].text, SCHEMAS[5]);
   });
 
   it('compiles each schema once (LRU cache)', async () => {
     const before = worker.structured.cacheStats;
-    await Promise.all([0, 1, 2].map(() => post('/v1/completions', { prompt: 'x', max_tokens: 5, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: SCHEMAS[2] } } }).then(ok)));
+    await Promise.all(
+      [0, 1, 2].map(() =>
+        post('/v1/completions', {
+          prompt: 'x',
+          max_tokens: 5,
+          response_format: { type: 'json_schema', json_schema: { name: 'x', schema: SCHEMAS[2] } },
+        }).then(ok),
+      ),
+    );
     const after = worker.structured.cacheStats;
     expect(after.misses).toBe(before.misses);
     expect(after.hits).toBe(before.hits + 3);

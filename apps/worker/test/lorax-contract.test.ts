@@ -10,7 +10,13 @@ import { checkAdapterSource } from '../src/adapters/request-source.js';
 import { createWorker, type Worker } from '../src/worker.js';
 import { adaptersDir, modelDir, poster, sseData } from './helpers/http.js';
 import {
-  asClient, clientBody, clientError, clientInfo, clientResponse, clientStreamResponse, clientTokenizeResponse,
+  asClient,
+  clientBody,
+  clientError,
+  clientInfo,
+  clientResponse,
+  clientStreamResponse,
+  clientTokenizeResponse,
 } from './helpers/lorax-client-models.js';
 
 let tmp: string;
@@ -22,7 +28,15 @@ beforeAll(async () => {
   const dir = join(tmp, 'adapters');
   mkdirSync(dir);
   symlinkSync(join(adaptersDir('llama'), 'lora_qv_r4'), join(dir, 'lora_qv_r4'));
-  worker = await createWorker({ model: modelDir('llama'), servedModelName: 'tiny-llama', adapterDir: dir, backend: 'cpu', threads: 1, maxAdapters: 2, maxBatchTokens: 64 });
+  worker = await createWorker({
+    model: modelDir('llama'),
+    servedModelName: 'tiny-llama',
+    adapterDir: dir,
+    backend: 'cpu',
+    threads: 1,
+    maxAdapters: 2,
+    maxBatchTokens: 64,
+  });
   post = poster((p, init) => worker.app.request(p, init));
 });
 
@@ -81,7 +95,8 @@ describe('every answer parses with lorax-client models', () => {
         for (const path of ['/', '/generate_stream'] as const) {
           const events = await streamed(path, { ...over(), stream: true });
           expect(events).toHaveLength(4);
-          for (const e of events.slice(0, -1)) expect([e.generated_text ?? null, e.details ?? null]).toEqual([null, null]);
+          for (const e of events.slice(0, -1))
+            expect([e.generated_text ?? null, e.details ?? null]).toEqual([null, null]);
           const last = events.at(-1)!;
           expect(last.generated_text).toBe(whole);
           if (details) expect(last.details).toMatchObject({ finish_reason: 'length', generated_tokens: 4 });
@@ -92,7 +107,10 @@ describe('every answer parses with lorax-client models', () => {
   }
 
   it('decoder_input_details: the prompt tokens with logprobs (the first has none)', async () => {
-    const { body } = await generated('/', clientBody('Hello world', false, { decoder_input_details: true, max_new_tokens: 2 }));
+    const { body } = await generated(
+      '/',
+      clientBody('Hello world', false, { decoder_input_details: true, max_new_tokens: 2 }),
+    );
     const d = body.details!;
     expect(d.prefill).toHaveLength(d.prompt_tokens);
     expect(d.prefill[0]!.logprob ?? null).toBeNull();
@@ -100,14 +118,23 @@ describe('every answer parses with lorax-client models', () => {
   });
 
   it('return_k_alternatives: k alternatives per generated token, in the answer and the stream', async () => {
-    const { body } = await generated('/generate', clientBody('Hello world', false, { return_k_alternatives: 3, max_new_tokens: 3 }));
+    const { body } = await generated(
+      '/generate',
+      clientBody('Hello world', false, { return_k_alternatives: 3, max_new_tokens: 3 }),
+    );
     for (const t of body.details!.tokens) expect(t.alternative_tokens).toHaveLength(3);
-    const events = await streamed('/generate_stream', clientBody('Hello world', true, { return_k_alternatives: 2, max_new_tokens: 3 }));
+    const events = await streamed(
+      '/generate_stream',
+      clientBody('Hello world', true, { return_k_alternatives: 2, max_new_tokens: 3 }),
+    );
     for (const e of events) expect(e.token.alternative_tokens).toHaveLength(2);
   });
 
   it('best_of: n sampled candidates, the best by sum of logprobs answered, the others in best_of_sequences', async () => {
-    const { res, body } = await generated('/', clientBody('Hello world', false, { best_of: 3, do_sample: true, max_new_tokens: 5, decoder_input_details: true }));
+    const { res, body } = await generated(
+      '/',
+      clientBody('Hello world', false, { best_of: 3, do_sample: true, max_new_tokens: 5, decoder_input_details: true }),
+    );
     const d = body.details!;
     expect(d.best_of_sequences).toHaveLength(2);
     const sum = (ts: Array<{ logprob: number }>): number => ts.reduce((s, t) => s + t.logprob, 0);
@@ -118,7 +145,9 @@ describe('every answer parses with lorax-client models', () => {
     }
     expect(d.seed).toEqual(expect.any(Number));
     // Every candidate's tokens were generated: the usage headers count them all.
-    expect(Number(res.headers.get('x-generated-tokens'))).toBe(d.generated_tokens + d.best_of_sequences!.reduce((s, o) => s + o.generated_tokens, 0));
+    expect(Number(res.headers.get('x-generated-tokens'))).toBe(
+      d.generated_tokens + d.best_of_sequences!.reduce((s, o) => s + o.generated_tokens, 0),
+    );
     const one = await generated('/', clientBody('Hello world', false, { best_of: 1, max_new_tokens: 2 }));
     expect(one.body.details!.best_of_sequences ?? null).toBeNull();
   });
@@ -131,30 +160,60 @@ describe('every answer parses with lorax-client models', () => {
   });
 
   it('typical_p and watermark: only their neutral values, anything else a clear 400', async () => {
-    const e = await refused(clientBody('x', false, { typical_p: 0.5 }), 400, /typical_p is not supported: typical decoding is not implemented/);
+    const e = await refused(
+      clientBody('x', false, { typical_p: 0.5 }),
+      400,
+      /typical_p is not supported: typical decoding is not implemented/,
+    );
     expect(e.error_type).toBe('validation');
     await refused(clientBody('x', false, { watermark: true }), 400, /watermark is not supported/);
     await generated('/', clientBody('x', false, { typical_p: 1.0, watermark: false, max_new_tokens: 1 }));
   });
 
   it('truncate keeps the last prompt tokens', async () => {
-    const { body } = await generated('/', clientBody('Hello world, how are you', false, { truncate: 3, max_new_tokens: 1 }));
+    const { body } = await generated(
+      '/',
+      clientBody('Hello world, how are you', false, { truncate: 3, max_new_tokens: 1 }),
+    );
     expect(body.details!.prompt_tokens).toBe(3);
   });
 });
 
 describe('adapter_source on a worker with --adapter-dir', () => {
   it('local (or null) names an adapter of the directory; s3, hub and pbase are 400s that say what to do', async () => {
-    const ok = await generated('/', clientBody('Hello', false, { adapter_id: 'lora_qv_r4', adapter_source: 'local', max_new_tokens: 1 }));
+    const ok = await generated(
+      '/',
+      clientBody('Hello', false, { adapter_id: 'lora_qv_r4', adapter_source: 'local', max_new_tokens: 1 }),
+    );
     expect(ok.res.headers.get('x-adapter-source')).toBe('local');
-    await refused(clientBody('Hello', false, { adapter_id: 'lora_qv_r4', adapter_source: 's3' }), 400, /adapter_source "s3": this worker was started without --adapter-s3/);
+    await refused(
+      clientBody('Hello', false, { adapter_id: 'lora_qv_r4', adapter_source: 's3' }),
+      400,
+      /adapter_source "s3": this worker was started without --adapter-s3/,
+    );
     // Without --allow-hub-adapters (lorax-hub.test.ts has the worker with it).
     for (const id of ['some-org/some-adapter', 'lora_qv_r4']) {
-      await refused(clientBody('Hello', false, { adapter_id: id, adapter_source: 'hub' }), 400, /does not download adapters from the Hugging Face Hub.*--allow-hub-adapters/);
+      await refused(
+        clientBody('Hello', false, { adapter_id: id, adapter_source: 'hub' }),
+        400,
+        /does not download adapters from the Hugging Face Hub.*--allow-hub-adapters/,
+      );
     }
-    await refused(clientBody('Hello', false, { adapter_id: 'lora_qv_r4', adapter_source: 'pbase' }), 400, /Predibase adapters are not served/);
-    await refused(clientBody('Hello', false, { adapter_id: '../adapters/lora_qv_r4', adapter_source: 'local' }), 404, /does not exist/);
-    await refused(clientBody('Hello', false, { adapter_source: 'gcs' }), 400, /adapter_source must be one of local, hub, s3, pbase/);
+    await refused(
+      clientBody('Hello', false, { adapter_id: 'lora_qv_r4', adapter_source: 'pbase' }),
+      400,
+      /Predibase adapters are not served/,
+    );
+    await refused(
+      clientBody('Hello', false, { adapter_id: '../adapters/lora_qv_r4', adapter_source: 'local' }),
+      404,
+      /does not exist/,
+    );
+    await refused(
+      clientBody('Hello', false, { adapter_source: 'gcs' }),
+      400,
+      /adapter_source must be one of local, hub, s3, pbase/,
+    );
     // No adapter named: the base model, whatever the source says.
     await generated('/', clientBody('Hello', false, { adapter_source: 'hub', max_new_tokens: 1 }));
   });
@@ -180,7 +239,13 @@ describe('GET /info and POST /tokenize', () => {
     const r = await worker.app.request('/info');
     expect(r.status).toBe(200);
     const info = asClient(clientInfo, await r.json());
-    expect(info).toMatchObject({ model_id: 'tiny-llama', max_total_tokens: 256, max_input_length: 255, max_best_of: 4, max_batch_total_tokens: 64 });
+    expect(info).toMatchObject({
+      model_id: 'tiny-llama',
+      max_total_tokens: 256,
+      max_input_length: 255,
+      max_best_of: 4,
+      max_batch_total_tokens: 64,
+    });
   });
 
   it('/tokenize lists the tokens of inputs with their spans', async () => {
@@ -191,7 +256,10 @@ describe('GET /info and POST /tokenize', () => {
     const ids = await worker.engine.tokenizer!.encode(inputs);
     expect(tokens.map((t) => t.id)).toEqual(ids);
     for (const t of tokens) expect(t.text).toBe(inputs.slice(t.start, t.stop));
-    const noSpecial = asClient(clientTokenizeResponse, await (await post('/tokenize', { inputs, add_special_tokens: false })).json());
+    const noSpecial = asClient(
+      clientTokenizeResponse,
+      await (await post('/tokenize', { inputs, add_special_tokens: false })).json(),
+    );
     expect(noSpecial.map((t) => t.id)).toEqual(await worker.engine.tokenizer!.encode(inputs, false));
     expect((await post('/tokenize', { inputs: 'x', nope: 1 })).status).toBe(400);
   });

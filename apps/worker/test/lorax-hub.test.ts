@@ -42,8 +42,16 @@ beforeAll(async () => {
   mkdirSync(dir);
   symlinkSync(join(adaptersDir('llama'), 'lora_qv_r4'), join(dir, 'lora_qv_r4'));
   worker = await createWorker({
-    model: modelDir('llama'), servedModelName: 'tiny-llama', adapterDir: dir, adapterCacheDir: join(tmp, 'cache'),
-    allowHubAdapters: true, hubEndpoint: hubUrl, backend: 'cpu', threads: 1, maxAdapters: 2, maxBatchTokens: 64,
+    model: modelDir('llama'),
+    servedModelName: 'tiny-llama',
+    adapterDir: dir,
+    adapterCacheDir: join(tmp, 'cache'),
+    allowHubAdapters: true,
+    hubEndpoint: hubUrl,
+    backend: 'cpu',
+    threads: 1,
+    maxAdapters: 2,
+    maxBatchTokens: 64,
   });
   post = poster((p, init) => worker.app.request(p, init));
 });
@@ -60,7 +68,7 @@ describe('adapter_source "hub" with --allow-hub-adapters', () => {
     expect(parseCli(['--model', 'm']).allowHubAdapters).toBeUndefined();
   });
 
-  it('fetches the repository\'s adapter once and serves it like the same adapter from --adapter-dir', async () => {
+  it("fetches the repository's adapter once and serves it like the same adapter from --adapter-dir", async () => {
     const ask = async (over: Record<string, unknown>) => {
       const r = await post('/', clientBody('Hello world', false, { max_new_tokens: 5, ...over }));
       const body = await r.json();

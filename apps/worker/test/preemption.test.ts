@@ -17,7 +17,16 @@ let post: ReturnType<typeof poster>;
 beforeAll(async () => {
   [worker, ref] = await Promise.all([
     // Two slots for three adapters: preempted sequences may also find their adapter evicted.
-    createWorker({ model: MODEL, servedModelName: 'tiny', adapterDir: adaptersDir('llama'), backend: 'cpu', threads: 1, maxAdapters: 2, kvCacheTokens: 64, maxBatchTokens: 32 }),
+    createWorker({
+      model: MODEL,
+      servedModelName: 'tiny',
+      adapterDir: adaptersDir('llama'),
+      backend: 'cpu',
+      threads: 1,
+      maxAdapters: 2,
+      kvCacheTokens: 64,
+      maxBatchTokens: 32,
+    }),
     Engine.load(MODEL, { backend: 'cpu', threads: 1, maxAdapters: 3 }),
   ]);
   for (const a of ADAPTERS) await ref.loadAdapter(a, `${adaptersDir('llama')}/${a}`);
@@ -46,7 +55,15 @@ describe('preemption by recompute', () => {
     }));
     const expected: Array<{ tokens: number[]; text: string; promptTokens: number[] }> = [];
     for (const c of cases) {
-      const req: GenerateRequest = { prompt: c.prompt, ...(c.adapter ? { adapter: c.adapter } : {}), sampling: { maxTokens: c.max, ignoreEos: true, ...(c.seed !== undefined ? { temperature: 0.8, seed: c.seed, repetitionPenalty: 1.2 } : { temperature: 0 }) } };
+      const req: GenerateRequest = {
+        prompt: c.prompt,
+        ...(c.adapter ? { adapter: c.adapter } : {}),
+        sampling: {
+          maxTokens: c.max,
+          ignoreEos: true,
+          ...(c.seed !== undefined ? { temperature: 0.8, seed: c.seed, repetitionPenalty: 1.2 } : { temperature: 0 }),
+        },
+      };
       const [out] = await ref.generate([req]);
       expect(out!.promptTokens.length + c.max).toBeLessThanOrEqual(64); // fits the cache alone: not a 400
       expected.push(out!);
@@ -55,7 +72,10 @@ describe('preemption by recompute', () => {
     const responses = await Promise.all(
       cases.map(async (c) => {
         const parameters = {
-          adapter_id: c.adapter ?? null, max_new_tokens: c.max, ignore_eos_token: true, details: true,
+          adapter_id: c.adapter ?? null,
+          max_new_tokens: c.max,
+          ignore_eos_token: true,
+          details: true,
           ...(c.seed !== undefined ? { do_sample: true, temperature: 0.8, seed: c.seed, repetition_penalty: 1.2 } : {}),
           ...(c.prefill ? { decoder_input_details: true } : {}),
         };
@@ -64,12 +84,18 @@ describe('preemption by recompute', () => {
         if (!c.stream) return r.json() as Promise<any>;
         // Streamed: one event per token, in order, none repeated by a recompute.
         const events = sseData(await r.text()) as any[];
-        return { details: { tokens: events.map((e) => e.token) }, generated_text: events[events.length - 1].generated_text };
+        return {
+          details: { tokens: events.map((e) => e.token) },
+          generated_text: events[events.length - 1].generated_text,
+        };
       }),
     );
     responses.forEach((r: any, i) => {
       const e = expected[i]!;
-      expect(r.details.tokens.map((t: { id: number }) => t.id), `case ${i}`).toEqual(e.tokens);
+      expect(
+        r.details.tokens.map((t: { id: number }) => t.id),
+        `case ${i}`,
+      ).toEqual(e.tokens);
       expect(r.generated_text, `case ${i}`).toBe(e.text);
       if (cases[i]!.prefill) expect(r.details.prefill).toHaveLength(e.promptTokens.length); // prompt logprobs once, despite recompute
     });
@@ -84,8 +110,13 @@ describe('preemption by recompute', () => {
   it('cancelling a preempted sequence frees its queue place, blocks and adapter pin', async () => {
     const sampling = resolveSampling({ maxTokens: 50, temperature: 0, ignoreEos: true }, worker.engine.config.vocab);
     const p = (adapter: string | undefined): SequenceParams => ({
-      adapter, prompt: [1, 15043, 3186, 29892, 920, 526, 366, 29973].map((t) => t % worker.engine.config.vocab), sampling,
-      stop: [], includeStopString: false, promptLogprobs: false, route: 'test',
+      adapter,
+      prompt: [1, 15043, 3186, 29892, 920, 526, 366, 29973].map((t) => t % worker.engine.config.vocab),
+      sampling,
+      stop: [],
+      includeStopString: false,
+      promptLogprobs: false,
+      route: 'test',
     });
     await worker.adapters.require('lora_qv_r4'); // resident, so the newer one is admitted at once
     // Both start with one block each; at position 32 the older needs a third block and the newer is preempted.

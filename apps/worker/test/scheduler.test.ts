@@ -8,7 +8,11 @@ import { params, runToIdle, setup } from './helpers/fake-engine.js';
 describe('fairness', () => {
   it('round-robin admission: a rare adapter is admitted right after the popular one, not after its whole queue', async () => {
     const order: string[] = [];
-    const { adapters, scheduler } = setup({ maxAdapters: 2, sched: { maxRunning: 1 }, hooks: { admitted: (s) => order.push(s.params.adapter ?? 'base') } });
+    const { adapters, scheduler } = setup({
+      maxAdapters: 2,
+      sched: { maxRunning: 1 },
+      hooks: { admitted: (s) => order.push(s.params.adapter ?? 'base') },
+    });
     await Promise.all([adapters.require('A'), adapters.require('B')]);
     const popular = Array.from({ length: 12 }, () => scheduler.submit(params('A', 3)));
     const rare = scheduler.submit(params('B', 3));
@@ -20,7 +24,11 @@ describe('fairness', () => {
 
   it('with every slot busy, the resident adapter drains so a waiting adapter gets the slot (no starvation)', async () => {
     const finished: string[] = [];
-    const { engine, scheduler } = setup({ maxAdapters: 1, sched: { maxRunning: 2 }, hooks: { finished: (s) => finished.push(s.params.adapter ?? 'base') } });
+    const { engine, scheduler } = setup({
+      maxAdapters: 1,
+      sched: { maxRunning: 2 },
+      hooks: { finished: (s) => finished.push(s.params.adapter ?? 'base') },
+    });
     engine.stepDelayMs = 1;
     const popular = Array.from({ length: 10 }, () => scheduler.submit(params('A', 4)));
     await popular[0]!.admitted;
@@ -32,9 +40,15 @@ describe('fairness', () => {
 
   it('the base model and adapters share the round-robin', async () => {
     const order: string[] = [];
-    const { adapters, scheduler } = setup({ sched: { maxRunning: 1 }, hooks: { admitted: (s) => order.push(s.params.adapter ?? 'base') } });
+    const { adapters, scheduler } = setup({
+      sched: { maxRunning: 1 },
+      hooks: { admitted: (s) => order.push(s.params.adapter ?? 'base') },
+    });
     await adapters.require('A');
-    const seqs = [...Array.from({ length: 4 }, () => scheduler.submit(params(undefined, 2))), ...Array.from({ length: 4 }, () => scheduler.submit(params('A', 2)))];
+    const seqs = [
+      ...Array.from({ length: 4 }, () => scheduler.submit(params(undefined, 2))),
+      ...Array.from({ length: 4 }, () => scheduler.submit(params('A', 2))),
+    ];
     await Promise.all(seqs.map((s) => s.done));
     expect(order).toEqual(['base', 'A', 'base', 'A', 'base', 'A', 'base', 'A']);
   });
@@ -45,10 +59,14 @@ describe('adapters', () => {
     const { engine, scheduler } = setup({ maxAdapters: 2 });
     engine.loadDelayMs = 2;
     engine.stepDelayMs = 1;
-    const seqs = ['A', 'B', 'C', 'D', 'A', 'C', undefined, 'B', 'D'].flatMap((a) => [scheduler.submit(params(a, 10)), scheduler.submit(params(a, 6))]);
+    const seqs = ['A', 'B', 'C', 'D', 'A', 'C', undefined, 'B', 'D'].flatMap((a) => [
+      scheduler.submit(params(a, 10)),
+      scheduler.submit(params(a, 6)),
+    ]);
     const results = await Promise.all(seqs.map((s) => s.done));
     expect(results.every((r) => r.tokens.length > 0)).toBe(true);
-    for (const step of engine.steps) expect(new Set(step.map((i) => i.adapterSlot).filter((s) => s >= 0)).size).toBeLessThanOrEqual(2);
+    for (const step of engine.steps)
+      expect(new Set(step.map((i) => i.adapterSlot).filter((s) => s >= 0)).size).toBeLessThanOrEqual(2);
     expect(scheduler.maxAdaptersInStep).toBe(2);
   });
 
@@ -67,7 +85,10 @@ describe('adapters', () => {
     const bad = [scheduler.submit(params('bad')), scheduler.submit(params('bad'))];
     const good = [scheduler.submit(params('A')), scheduler.submit(params(undefined))];
     for (const s of bad) {
-      const err = await s.done.then(() => undefined, (e: unknown) => e);
+      const err = await s.done.then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       expect(err).toBeInstanceOf(SequenceError);
       expect((err as SequenceError).status).toBe(424);
       expect((err as Error).message).toMatch(/adapter bad failed to load \(ADAPTER_CONFIG\): .*not a LoRA config/);
@@ -152,7 +173,10 @@ describe('batching and KV', () => {
     const preempted: number[] = [];
     const preemptedAt = new Map<number, number>();
     const { engine, scheduler } = setup({
-      kvBlocks: 4, blockSize: 4, sched: { maxRunning: 3 }, manual: true,
+      kvBlocks: 4,
+      blockSize: 4,
+      sched: { maxRunning: 3 },
+      manual: true,
       hooks: { preempted: (s) => (preempted.push(s.id), preemptedAt.set(s.id, engine.steps.length)) },
     });
     // 4 + 12 tokens = the whole cache each; the prompts (one block each) admit three at once, d waits.
@@ -162,7 +186,8 @@ describe('batching and KV', () => {
     expect(preempted[0]).toBe(c!.id); // the newest running one, not the one that needed the block
     expect(preempted).not.toContain(a!.id); // the oldest never loses its blocks to younger ones
     // After c's preemption, c runs again before (or with) d's first step: it went back to the front.
-    const stepsOf = (s: Sequence): number[] => engine.steps.flatMap((st, i) => (st.some((it) => it.blockTable === s.blocks) ? [i] : []));
+    const stepsOf = (s: Sequence): number[] =>
+      engine.steps.flatMap((st, i) => (st.some((it) => it.blockTable === s.blocks) ? [i] : []));
     const cAgain = stepsOf(c!).find((i) => i >= preemptedAt.get(c!.id)!);
     expect(cAgain).toBeDefined();
     expect(cAgain!).toBeLessThanOrEqual(stepsOf(d!)[0]!);
@@ -179,12 +204,22 @@ describe('batching and KV', () => {
     const { engine, scheduler } = setup({ sched: { maxBatchTokens: 8 } });
     const a = scheduler.submit(params(undefined, 6, [1, 2]));
     await a.admitted;
-    const b = scheduler.submit(params(undefined, 2, Array.from({ length: 20 }, (_, i) => i + 1)));
+    const b = scheduler.submit(
+      params(
+        undefined,
+        2,
+        Array.from({ length: 20 }, (_, i) => i + 1),
+      ),
+    );
     await Promise.all([a.done, b.done]);
     for (const step of engine.steps) expect(step.reduce((n, it) => n + it.tokens.length, 0)).toBeLessThanOrEqual(8);
     const chunks = engine.steps.flatMap((s) => s.filter((it) => it.tokens.length > 1 || it.startPosition === 0));
     expect(chunks.some((it) => it.tokens.length < 20 && it.startPosition > 0)).toBe(true); // b's prompt was split
-    expect(engine.steps.some((s) => s.some((it) => it.tokens.length === 1 && it.sample) && s.some((it) => it.tokens.length > 1))).toBe(true);
+    expect(
+      engine.steps.some(
+        (s) => s.some((it) => it.tokens.length === 1 && it.sample) && s.some((it) => it.tokens.length > 1),
+      ),
+    ).toBe(true);
   });
 });
 
@@ -205,7 +240,8 @@ describe('text', () => {
   it('token events arrive in order and add up to the final text', async () => {
     const { scheduler } = setup();
     const s = scheduler.submit(params('A', 20, [1, 2], { stop: ['zzz'] }));
-    let text = '', tokens = 0;
+    let text = '',
+      tokens = 0;
     for await (const e of s.stream()) {
       text += e.text;
       if (e.type === 'token') tokens++;

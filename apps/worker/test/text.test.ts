@@ -7,7 +7,17 @@ import { describe, expect, it } from 'vitest';
 import { IncrementalDetokenizer } from '../src/scheduler/detokenizer.js';
 import { StopMatcher } from '../src/scheduler/stop-strings.js';
 
-const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'packages', 'engine', 'test', 'fixtures', 'hf-tiny');
+const FIXTURES = join(
+  dirname(fileURLToPath(import.meta.url)),
+  '..',
+  '..',
+  '..',
+  'packages',
+  'engine',
+  'test',
+  'fixtures',
+  'hf-tiny',
+);
 
 function feed(m: StopMatcher, deltas: string[]): { shown: string[]; stop?: string; tail: string } {
   const shown: string[] = [];

@@ -23,7 +23,9 @@ async function referenceTokens(): Promise<Record<string, number[]>> {
   const out: Record<string, number[]> = {};
   for (const a of ADAPTERS) {
     await engine.loadAdapter(a, join(adaptersDir('llama'), a));
-    const [g] = await engine.generate([{ prompt: 'x', adapter: a, sampling: { maxTokens: 8, temperature: 0, ignoreEos: true } }]);
+    const [g] = await engine.generate([
+      { prompt: 'x', adapter: a, sampling: { maxTokens: 8, temperature: 0, ignoreEos: true } },
+    ]);
     out[a] = g!.tokens;
   }
   await engine.close();
@@ -31,7 +33,10 @@ async function referenceTokens(): Promise<Record<string, number[]>> {
 }
 
 async function completionTokens(worker: Worker, model: string): Promise<{ status: number; body: any }> {
-  const r = await poster((p, init) => worker.app.request(p, init))('/generate', { inputs: 'x', parameters: { adapter_id: model, max_new_tokens: 8, details: true, ignore_eos_token: true } });
+  const r = await poster((p, init) => worker.app.request(p, init))('/generate', {
+    inputs: 'x',
+    parameters: { adapter_id: model, max_new_tokens: 8, details: true, ignore_eos_token: true },
+  });
   return { status: r.status, body: await json(r) };
 }
 
@@ -41,10 +46,18 @@ describe('the watched adapter directory', () => {
   beforeAll(async () => {
     mkdirSync(dir);
     symlinkSync(join(adaptersDir('llama'), 'lora_qv_r4'), join(dir, 'lora_qv_r4'));
-    worker = await createWorker({ model: modelDir('llama'), servedModelName: 'tiny', adapterDir: dir, adapterRefreshInterval: 0.2, backend: 'cpu', threads: 1 });
+    worker = await createWorker({
+      model: modelDir('llama'),
+      servedModelName: 'tiny',
+      adapterDir: dir,
+      adapterRefreshInterval: 0.2,
+      backend: 'cpu',
+      threads: 1,
+    });
   });
   afterAll(() => worker?.shutdown());
-  const ids = async (): Promise<string[]> => (await json(await worker.app.request('/v1/models'))).data.map((m: { id: string }) => m.id);
+  const ids = async (): Promise<string[]> =>
+    (await json(await worker.app.request('/v1/models'))).data.map((m: { id: string }) => m.id);
 
   it('an adapter added to the directory appears after the refresh interval; a removed one disappears', async () => {
     expect(await ids()).toEqual(['tiny', 'lora_qv_r4']);
@@ -72,19 +85,43 @@ describe('adapters in S3 through the disk cache', () => {
     await s3.send(new CreateBucketCommand({ Bucket: 'models' }));
     for (const a of ADAPTERS) {
       for (const f of readdirSync(join(adaptersDir('llama'), a))) {
-        await s3.send(new PutObjectCommand({ Bucket: 'models', Key: `tenants/t1/${a}/${f}`, Body: readFileSync(join(adaptersDir('llama'), a, f)) }));
+        await s3.send(
+          new PutObjectCommand({
+            Bucket: 'models',
+            Key: `tenants/t1/${a}/${f}`,
+            Body: readFileSync(join(adaptersDir('llama'), a, f)),
+          }),
+        );
       }
     }
     // An adapter whose object changes after it was listed: its download no longer matches the listed checksum.
     for (const f of ['adapter_config.json', 'adapter_model.safetensors']) {
-      await s3.send(new PutObjectCommand({ Bucket: 'models', Key: `tenants/t1/changed/${f}`, Body: readFileSync(join(adaptersDir('llama'), 'lora_qv_r4', f)) }));
+      await s3.send(
+        new PutObjectCommand({
+          Bucket: 'models',
+          Key: `tenants/t1/changed/${f}`,
+          Body: readFileSync(join(adaptersDir('llama'), 'lora_qv_r4', f)),
+        }),
+      );
     }
     reference = await referenceTokens();
     // One host entry and one slot: every switch of adapter goes down to the disk tier and back up.
-    worker = await createWorker({ model: modelDir('llama'), servedModelName: 'tiny', adapterS3: 's3://models/tenants/t1', adapterRefreshInterval: 0, adapterCacheDir: cacheDir, hostCacheAdapters: 1, maxAdapters: 1, backend: 'cpu', threads: 1 });
+    worker = await createWorker({
+      model: modelDir('llama'),
+      servedModelName: 'tiny',
+      adapterS3: 's3://models/tenants/t1',
+      adapterRefreshInterval: 0,
+      adapterCacheDir: cacheDir,
+      hostCacheAdapters: 1,
+      maxAdapters: 1,
+      backend: 'cpu',
+      threads: 1,
+    });
     const st = readFileSync(join(adaptersDir('llama'), 'lora_qv_r4', 'adapter_model.safetensors'));
     st[st.length - 1] = st[st.length - 1]! ^ 0xff;
-    await s3.send(new PutObjectCommand({ Bucket: 'models', Key: 'tenants/t1/changed/adapter_model.safetensors', Body: st }));
+    await s3.send(
+      new PutObjectCommand({ Bucket: 'models', Key: 'tenants/t1/changed/adapter_model.safetensors', Body: st }),
+    );
   });
   afterAll(async () => {
     await worker?.shutdown();
@@ -123,7 +160,15 @@ describe('adapters in S3 through the disk cache', () => {
     const { status, body } = await completionTokens(worker, 'lora_all_r8');
     expect(status).toBe(200);
     expect(body.details.tokens.map((t: { id: number }) => t.id)).toEqual(reference.lora_all_r8);
-    expect(readFileSync(join(cacheDir, readdirSync(cacheDir).find((e) => e.startsWith('lora_all_r8--'))!, 'adapter_model.safetensors'))).toEqual(good);
+    expect(
+      readFileSync(
+        join(
+          cacheDir,
+          readdirSync(cacheDir).find((e) => e.startsWith('lora_all_r8--'))!,
+          'adapter_model.safetensors',
+        ),
+      ),
+    ).toEqual(good);
   });
 
   it('a download that does not match the listed checksum fails that adapter only (424), leaving nothing in the cache', async () => {
@@ -140,18 +185,41 @@ describe('more distinct adapters in use than host memory holds', () => {
   beforeAll(async () => {
     // A model slow enough (a few ms per step) that a long request is surely still running.
     const model = join(tmp, 'slow-model');
-    writeModel(model, { vocab: 512, hidden: 384, intermediate: 1024, layers: 6, heads: 6, kvHeads: 2, maxPositions: 512, seed: 3 });
+    writeModel(model, {
+      vocab: 512,
+      hidden: 384,
+      intermediate: 1024,
+      layers: 6,
+      heads: 6,
+      kvHeads: 2,
+      maxPositions: 512,
+      seed: 3,
+    });
     for (const f of ['tokenizer.json', 'tokenizer_config.json']) cpSync(join(modelDir('llama'), f), join(model, f));
     const dims = { H: 384, I: 1024, Q: 384, KV: 128 };
-    for (const [i, a] of ['a1', 'a2', 'a3'].entries()) writeAdapter(join(tmp, 'slow-adapters', a), { r: 4, seed: i + 1, layers: 6, dims });
-    worker = await createWorker({ model, adapterDir: join(tmp, 'slow-adapters'), hostCacheAdapters: 2, maxAdapters: 4, backend: 'cpu', threads: 1 });
+    for (const [i, a] of ['a1', 'a2', 'a3'].entries())
+      writeAdapter(join(tmp, 'slow-adapters', a), { r: 4, seed: i + 1, layers: 6, dims });
+    worker = await createWorker({
+      model,
+      adapterDir: join(tmp, 'slow-adapters'),
+      hostCacheAdapters: 2,
+      maxAdapters: 4,
+      backend: 'cpu',
+      threads: 1,
+    });
   });
   afterAll(() => worker?.shutdown());
 
   it('answers 429 with Retry-After, then serves the adapter once one is free', async () => {
     const post = poster((p, init) => worker.app.request(p, init));
-    const long = (adapter: string, ctl: AbortController) => post('/v1/completions', { model: adapter, prompt: 'x', max_tokens: 400, ignore_eos: true, stream: true }, { signal: ctl.signal });
-    const c1 = new AbortController(), c2 = new AbortController();
+    const long = (adapter: string, ctl: AbortController) =>
+      post(
+        '/v1/completions',
+        { model: adapter, prompt: 'x', max_tokens: 400, ignore_eos: true, stream: true },
+        { signal: ctl.signal },
+      );
+    const c1 = new AbortController(),
+      c2 = new AbortController();
     const [r1, r2] = await Promise.all([long('a1', c1), long('a2', c2)]);
     const reader = r1.body!.getReader();
     await reader.read(); // a1 is running

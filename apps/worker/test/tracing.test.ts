@@ -17,8 +17,19 @@ let post: ReturnType<typeof poster>;
 
 beforeAll(async () => {
   receiver = await startOtlpReceiver();
-  tracing = Tracing.fromEnv('loraplex-worker', { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_SERVICE_NAME: 'test-worker' });
-  worker = await createWorker({ model: modelDir('llama'), servedModelName: 'tiny', adapterDir: adaptersDir('llama'), backend: 'cpu', threads: 1, maxAdapters: 1, tracing });
+  tracing = Tracing.fromEnv('loraplex-worker', {
+    OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+    OTEL_SERVICE_NAME: 'test-worker',
+  });
+  worker = await createWorker({
+    model: modelDir('llama'),
+    servedModelName: 'tiny',
+    adapterDir: adaptersDir('llama'),
+    backend: 'cpu',
+    threads: 1,
+    maxAdapters: 1,
+    tracing,
+  });
   post = poster((p, init) => worker.app.request(p, init));
 });
 
@@ -40,16 +51,24 @@ const flush = async (): Promise<void> => {
 };
 const only = (spans: ReceivedSpan[], name: string): ReceivedSpan => {
   const found = spans.filter((s) => s.name === name);
-  expect(found.map((s) => s.name), name).toEqual([name]);
+  expect(
+    found.map((s) => s.name),
+    name,
+  ).toEqual([name]);
   return found[0]!;
 };
 
 describe('worker traces', () => {
-  it('continues the caller\'s trace: server, auth, adapter resolution, queue, adapter load, prefill, decode', async () => {
-    const traceId = hex(16), callerSpan = hex(8);
-    const r = await post('/v1/completions', { model: 'lora_qv_r4', prompt: 'Hello world', max_tokens: 4, ignore_eos: true, temperature: 0 }, {
-      headers: { 'content-type': 'application/json', traceparent: `00-${traceId}-${callerSpan}-01` },
-    });
+  it("continues the caller's trace: server, auth, adapter resolution, queue, adapter load, prefill, decode", async () => {
+    const traceId = hex(16),
+      callerSpan = hex(8);
+    const r = await post(
+      '/v1/completions',
+      { model: 'lora_qv_r4', prompt: 'Hello world', max_tokens: 4, ignore_eos: true, temperature: 0 },
+      {
+        headers: { 'content-type': 'application/json', traceparent: `00-${traceId}-${callerSpan}-01` },
+      },
+    );
     expect(r.status).toBe(200);
     await r.text();
     await flush();
@@ -60,25 +79,40 @@ describe('worker traces', () => {
     const server = only(spans, 'POST /v1/completions');
     expect(server.kind).toBe(SERVER);
     expect(server.parentSpanId).toBe(callerSpan);
-    expect(server.attributes).toMatchObject({ 'http.request.method': 'POST', 'http.route': '/v1/completions', 'http.response.status_code': 200 });
+    expect(server.attributes).toMatchObject({
+      'http.request.method': 'POST',
+      'http.route': '/v1/completions',
+      'http.response.status_code': 200,
+    });
     expect(only(spans, 'auth').parentSpanId).toBe(server.spanId);
     expect(only(spans, 'adapter.resolve').parentSpanId).toBe(server.spanId);
     const sequence = only(spans, 'sequence');
     expect(sequence.parentSpanId).toBe(server.spanId);
-    expect(sequence.attributes).toMatchObject({ 'loraplex.adapter': 'lora_qv_r4', 'gen_ai.usage.output_tokens': 4, 'gen_ai.response.finish_reasons': ['length'] });
+    expect(sequence.attributes).toMatchObject({
+      'loraplex.adapter': 'lora_qv_r4',
+      'gen_ai.usage.output_tokens': 4,
+      'gen_ai.response.finish_reasons': ['length'],
+    });
     const queue = only(spans, 'queue');
     expect(queue.parentSpanId).toBe(sequence.spanId);
     // The adapter was cold: its load into the slot is inside the queue span.
-    expect(only(spans, 'adapter.load')).toMatchObject({ parentSpanId: queue.spanId, attributes: { 'loraplex.adapter': 'lora_qv_r4' } });
+    expect(only(spans, 'adapter.load')).toMatchObject({
+      parentSpanId: queue.spanId,
+      attributes: { 'loraplex.adapter': 'lora_qv_r4' },
+    });
     expect(only(spans, 'prefill').parentSpanId).toBe(sequence.spanId);
     expect(only(spans, 'decode').parentSpanId).toBe(sequence.spanId);
   });
 
   it('starts a new trace without a traceparent (or with a malformed one); n > 1 gives one sequence span each', async () => {
     const before = new Set(receiver.spans.map((s) => s.traceId));
-    const r = await post('/v1/completions', { model: 'tiny', prompt: 'Hi', max_tokens: 2, n: 2, temperature: 0 }, {
-      headers: { 'content-type': 'application/json', traceparent: 'not-a-traceparent' },
-    });
+    const r = await post(
+      '/v1/completions',
+      { model: 'tiny', prompt: 'Hi', max_tokens: 2, n: 2, temperature: 0 },
+      {
+        headers: { 'content-type': 'application/json', traceparent: 'not-a-traceparent' },
+      },
+    );
     expect(r.status).toBe(200);
     await flush();
     const fresh = receiver.spans.filter((s) => !before.has(s.traceId));
@@ -90,7 +124,7 @@ describe('worker traces', () => {
     expect(fresh.filter((s) => s.name === 'adapter.load')).toHaveLength(0); // the base model loads nothing
   });
 
-  it('a refused caller\'s auth span is an error', async () => {
+  it("a refused caller's auth span is an error", async () => {
     const secured = await createWorker({ model: modelDir('llama'), backend: 'cpu', threads: 1, apiKey: 'k', tracing });
     try {
       const traceId = hex(16);

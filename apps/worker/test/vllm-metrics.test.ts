@@ -16,7 +16,14 @@ const scrape = async (): Promise<string> => (await worker.app.request('/metrics'
 
 beforeAll(async () => {
   // One slot: a second adapter waits while the first one's sequence runs.
-  worker = await createWorker({ model: modelDir('llama'), servedModelName: 'tiny', adapterDir: adaptersDir('llama'), backend: 'cpu', threads: 1, maxAdapters: 1 });
+  worker = await createWorker({
+    model: modelDir('llama'),
+    servedModelName: 'tiny',
+    adapterDir: adaptersDir('llama'),
+    backend: 'cpu',
+    threads: 1,
+    maxAdapters: 1,
+  });
   post = poster((p, init) => worker.app.request(p, init));
 });
 
@@ -25,7 +32,8 @@ afterAll(async () => {
 });
 
 /** The TYPE line of a metric family. */
-const typeOf = (text: string, name: string): string | undefined => new RegExp(`^# TYPE ${name} (\\w+)$`, 'm').exec(text)?.[1];
+const typeOf = (text: string, name: string): string | undefined =>
+  new RegExp(`^# TYPE ${name} (\\w+)$`, 'm').exec(text)?.[1];
 
 /** The label sets of a metric's samples, as objects. */
 function series(text: string, name: string): Array<Record<string, string>> {
@@ -33,7 +41,8 @@ function series(text: string, name: string): Array<Record<string, string>> {
   for (const line of text.split('\n')) {
     if (!line.startsWith(`${name}{`)) continue;
     const labels: Record<string, string> = {};
-    for (const m of line.slice(name.length + 1, line.lastIndexOf('}')).matchAll(/(\w+)="([^"]*)"/g)) labels[m[1]!] = m[2]!;
+    for (const m of line.slice(name.length + 1, line.lastIndexOf('}')).matchAll(/(\w+)="([^"]*)"/g))
+      labels[m[1]!] = m[2]!;
     out.push(labels);
   }
   return out;
@@ -41,8 +50,13 @@ function series(text: string, name: string): Array<Record<string, string>> {
 
 function params(adapter: string, maxTokens: number): SequenceParams {
   return {
-    adapter, prompt: [1, 15043, 3186].map((t) => t % worker.engine.config.vocab), sampling: resolveSampling({ maxTokens, temperature: 0, ignoreEos: true }, worker.engine.config.vocab),
-    stop: [], includeStopString: false, promptLogprobs: false, route: 'test',
+    adapter,
+    prompt: [1, 15043, 3186].map((t) => t % worker.engine.config.vocab),
+    sampling: resolveSampling({ maxTokens, temperature: 0, ignoreEos: true }, worker.engine.config.vocab),
+    stop: [],
+    includeStopString: false,
+    promptLogprobs: false,
+    route: 'test',
   };
 }
 
@@ -69,12 +83,19 @@ describe('vLLM metric names', () => {
 
       expect(typeOf(m, 'vllm:lora_requests_info')).toBe('gauge');
       const info = series(m, 'vllm:lora_requests_info');
-      expect(info).toEqual([{ max_lora: '1', waiting_lora_adapters: 'lora_qv_r4', running_lora_adapters: 'lora_all_r8' }]);
+      expect(info).toEqual([
+        { max_lora: '1', waiting_lora_adapters: 'lora_qv_r4', running_lora_adapters: 'lora_all_r8' },
+      ]);
       // Set to the current time (routers read the newest series), as vLLM sets it.
       const at = metric(m, 'vllm:lora_requests_info');
       expect(Math.abs(at - Date.now() / 1000)).toBeLessThan(60);
 
-      for (const name of ['vllm:num_requests_running', 'vllm:num_requests_waiting', 'vllm:kv_cache_usage_perc', 'vllm:gpu_cache_usage_perc']) {
+      for (const name of [
+        'vllm:num_requests_running',
+        'vllm:num_requests_waiting',
+        'vllm:kv_cache_usage_perc',
+        'vllm:gpu_cache_usage_perc',
+      ]) {
         expect(typeOf(m, name), name).toBe('gauge');
         expect(series(m, name), name).toEqual([{ model_name: 'tiny', engine: '0' }]);
       }
@@ -101,7 +122,13 @@ describe('vLLM metric names', () => {
 
   it('TTFT, inter-token latency, token and request counters after requests', async () => {
     const before = await scrape();
-    const r = await post('/v1/completions', { model: 'tiny', prompt: 'Hello world', max_tokens: 5, ignore_eos: true, temperature: 0 });
+    const r = await post('/v1/completions', {
+      model: 'tiny',
+      prompt: 'Hello world',
+      max_tokens: 5,
+      ignore_eos: true,
+      temperature: 0,
+    });
     expect(r.status).toBe(200);
     const usage = ((await r.json()) as { usage: { prompt_tokens: number; completion_tokens: number } }).usage;
     // The last token's and the finish hooks run a few microtasks after the result they resolve: one
@@ -110,7 +137,13 @@ describe('vLLM metric names', () => {
     const m = await scrape();
     const delta = (name: string, labels = ''): number => metric(m, name, labels) - metric(before, name, labels);
 
-    for (const name of ['vllm:time_to_first_token_seconds', 'vllm:inter_token_latency_seconds', 'vllm:time_per_output_token_seconds', 'vllm:e2e_request_latency_seconds', 'vllm:request_queue_time_seconds']) {
+    for (const name of [
+      'vllm:time_to_first_token_seconds',
+      'vllm:inter_token_latency_seconds',
+      'vllm:time_per_output_token_seconds',
+      'vllm:e2e_request_latency_seconds',
+      'vllm:request_queue_time_seconds',
+    ]) {
       expect(typeOf(m, name), name).toBe('histogram');
       expect(m).toContain(`${name}_bucket{le="+Inf",model_name="tiny",engine="0"}`);
     }
@@ -121,7 +154,12 @@ describe('vLLM metric names', () => {
     expect(delta('vllm:request_queue_time_seconds_count')).toBe(1);
     expect(delta('vllm:time_to_first_token_seconds_sum')).toBeGreaterThan(0);
 
-    for (const name of ['vllm:prompt_tokens_total', 'vllm:generation_tokens_total', 'vllm:request_success_total', 'vllm:num_preemptions_total']) {
+    for (const name of [
+      'vllm:prompt_tokens_total',
+      'vllm:generation_tokens_total',
+      'vllm:request_success_total',
+      'vllm:num_preemptions_total',
+    ]) {
       expect(typeOf(m, name), name).toBe('counter');
     }
     expect(delta('vllm:prompt_tokens_total', 'model_name="tiny"')).toBe(usage.prompt_tokens);

@@ -15,18 +15,33 @@ export const GLOBAL_OPTIONS = {
 export const GLOBAL_HELP = `  --base-url URL   the API (default $LORAPLEX_BASE_URL, else http://127.0.0.1:8080)
   --api-key KEY    an API key (default $LORAPLEX_API_KEY)`;
 
-export interface Parsed { help: boolean; values: Record<string, string | boolean | string[] | undefined>; positionals: string[] }
+export interface Parsed {
+  help: boolean;
+  values: Record<string, string | boolean | string[] | undefined>;
+  positionals: string[];
+}
 
-export function parse(argv: string[], options: Options, help: string, positionals: { min: number; max: number }): Parsed {
+export function parse(
+  argv: string[],
+  options: Options,
+  help: string,
+  positionals: { min: number; max: number },
+): Parsed {
   let r: { values: Parsed['values']; positionals: string[] };
   try {
-    r = parseArgs({ args: argv, options: { ...GLOBAL_OPTIONS, ...options }, allowPositionals: true, strict: true }) as typeof r;
+    r = parseArgs({
+      args: argv,
+      options: { ...GLOBAL_OPTIONS, ...options },
+      allowPositionals: true,
+      strict: true,
+    }) as typeof r;
   } catch (e) {
     throw new UsageError(`${(e as Error).message}\n\n${help}`);
   }
   if (r.values.help) return { help: true as const, values: r.values, positionals: r.positionals };
   if (r.positionals.length < positionals.min) throw new UsageError(`missing argument\n\n${help}`);
-  if (r.positionals.length > positionals.max) throw new UsageError(`unexpected argument ${JSON.stringify(r.positionals[positionals.max])}\n\n${help}`);
+  if (r.positionals.length > positionals.max)
+    throw new UsageError(`unexpected argument ${JSON.stringify(r.positionals[positionals.max])}\n\n${help}`);
   return { help: false as const, values: r.values, positionals: r.positionals };
 }
 

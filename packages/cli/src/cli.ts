@@ -9,7 +9,16 @@ import { fileURLToPath } from 'node:url';
 import { LoraplexError } from '@loraplex/sdk';
 import { intOpt, parse, UsageError } from './args.js';
 import { downloadHubModel, HUB_ID } from './hf-download.js';
-import { adapters, ADAPTERS_HELP, generate, GENERATE_HELP, keys, KEYS_HELP, tenants, TENANTS_HELP } from './commands.js';
+import {
+  adapters,
+  ADAPTERS_HELP,
+  generate,
+  GENERATE_HELP,
+  keys,
+  KEYS_HELP,
+  tenants,
+  TENANTS_HELP,
+} from './commands.js';
 
 const HELP = `usage: loraplex <command> [options]
 
@@ -36,7 +45,18 @@ const WORKER_HELP = `usage: loraplex worker --model DIR [worker flags]
 Runs one worker (loraplex-worker). Flags: see \`loraplex worker --help\` below.`;
 
 async function dev(argv: string[]): Promise<void> {
-  const a = parse(argv, { model: { type: 'string' }, 'served-model-name': { type: 'string' }, port: { type: 'string' }, host: { type: 'string' }, 'data-dir': { type: 'string' } }, DEV_HELP, { min: 0, max: 0 });
+  const a = parse(
+    argv,
+    {
+      model: { type: 'string' },
+      'served-model-name': { type: 'string' },
+      port: { type: 'string' },
+      host: { type: 'string' },
+      'data-dir': { type: 'string' },
+    },
+    DEV_HELP,
+    { min: 0, max: 0 },
+  );
   if (a.help) return void console.log(DEV_HELP);
   const dataDir = resolve((a.values['data-dir'] as string | undefined) ?? process.env.LORAPLEX_DATA_DIR ?? '.loraplex');
   const port = intOpt(a.values.port, 'port', 0);
@@ -60,9 +80,20 @@ async function dev(argv: string[]): Promise<void> {
   }
   // The API does not depend on the worker; this CLI does, and says where the worker's CLI is.
   const workerCli = join(dirname(fileURLToPath(import.meta.resolve('@loraplex/worker'))), 'cli.js');
-  const stack = await startStack({ model, dataDir, workerCli, ...(servedModelName ? { servedModelName } : {}), ...(port !== undefined ? { port } : {}), ...(typeof a.values.host === 'string' ? { host: a.values.host } : {}) });
+  const stack = await startStack({
+    model,
+    dataDir,
+    workerCli,
+    ...(servedModelName ? { servedModelName } : {}),
+    ...(port !== undefined ? { port } : {}),
+    ...(typeof a.values.host === 'string' ? { host: a.values.host } : {}),
+  });
   console.log(JSON.stringify({ event: 'ready', url: stack.url, adminKey: stack.adminKey, model }));
-  const stop = (): void => void stack.close().then(() => process.exit(0), () => process.exit(1));
+  const stop = (): void =>
+    void stack.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
 }
@@ -88,7 +119,10 @@ function worker(argv: string[]): Promise<void> {
     child.once('error', (e) => rej(new Error(`could not start the worker: ${e.message}`)));
     child.once('exit', (code, signal) => {
       if (code === 0) return res();
-      if (signal) console.error(`loraplex: the worker was killed by ${signal}${forwarded === signal ? '' : ' (not sent by loraplex)'}`);
+      if (signal)
+        console.error(
+          `loraplex: the worker was killed by ${signal}${forwarded === signal ? '' : ' (not sent by loraplex)'}`,
+        );
       else console.error(`loraplex: the worker exited with code ${code}`);
       process.exitCode = code ?? 1;
       res();

@@ -4,7 +4,8 @@ import { Loraplex, type UploadProgress } from '@loraplex/sdk';
 import { GLOBAL_HELP, intOpt, numOpt, parse, UsageError } from './args.js';
 
 function client(values: { 'base-url'?: unknown; 'api-key'?: unknown }): Loraplex {
-  const baseURL = (values['base-url'] as string | undefined) ?? process.env.LORAPLEX_BASE_URL ?? 'http://127.0.0.1:8080';
+  const baseURL =
+    (values['base-url'] as string | undefined) ?? process.env.LORAPLEX_BASE_URL ?? 'http://127.0.0.1:8080';
   const apiKey = (values['api-key'] as string | undefined) ?? process.env.LORAPLEX_API_KEY;
   return new Loraplex({ baseURL, ...(apiKey ? { apiKey } : {}) });
 }
@@ -20,14 +21,26 @@ ${GLOBAL_HELP}`;
 export async function keys(argv: string[]): Promise<void> {
   const [sub, ...rest] = argv;
   if (sub === undefined || sub === '--help' || sub === '-h') return void console.log(KEYS_HELP);
-  const a = parse(rest, { name: { type: 'string' }, scopes: { type: 'string' }, tenant: { type: 'string' } }, KEYS_HELP, { min: 0, max: sub === 'revoke' ? 1 : 0 });
+  const a = parse(
+    rest,
+    { name: { type: 'string' }, scopes: { type: 'string' }, tenant: { type: 'string' } },
+    KEYS_HELP,
+    { min: 0, max: sub === 'revoke' ? 1 : 0 },
+  );
   if (a.help) return void console.log(KEYS_HELP);
   const c = client(a.values);
   if (sub === 'create') {
     const scopes = typeof a.values.scopes === 'string' ? a.values.scopes.split(',').map((s) => s.trim()) : undefined;
-    return print(await c.keys.create({ ...(typeof a.values.name === 'string' ? { name: a.values.name } : {}), ...(scopes ? { scopes } : {}), ...(typeof a.values.tenant === 'string' ? { tenantId: a.values.tenant } : {}) }));
+    return print(
+      await c.keys.create({
+        ...(typeof a.values.name === 'string' ? { name: a.values.name } : {}),
+        ...(scopes ? { scopes } : {}),
+        ...(typeof a.values.tenant === 'string' ? { tenantId: a.values.tenant } : {}),
+      }),
+    );
   }
-  if (sub === 'list') return print(await c.keys.list(typeof a.values.tenant === 'string' ? { tenantId: a.values.tenant } : {}));
+  if (sub === 'list')
+    return print(await c.keys.list(typeof a.values.tenant === 'string' ? { tenantId: a.values.tenant } : {}));
   if (sub === 'revoke') {
     if (!a.positionals[0]) throw new UsageError(`keys revoke needs a key id\n\n${KEYS_HELP}`);
     return print(await c.keys.revoke(a.positionals[0]));
@@ -65,8 +78,11 @@ function progressBar(): (p: UploadProgress) => void {
   return (p) => {
     const pct = p.total === 0 ? 100 : Math.floor((100 * p.loaded) / p.total);
     if (tty) {
-      const width = 30, fill = Math.round((width * pct) / 100);
-      process.stderr.write(`\r${p.phase.padEnd(10)} [${'#'.repeat(fill)}${' '.repeat(width - fill)}] ${String(pct).padStart(3)}% ${p.loaded}/${p.total} bytes${p.phase === 'done' ? '\n' : ''}`);
+      const width = 30,
+        fill = Math.round((width * pct) / 100);
+      process.stderr.write(
+        `\r${p.phase.padEnd(10)} [${'#'.repeat(fill)}${' '.repeat(width - fill)}] ${String(pct).padStart(3)}% ${p.loaded}/${p.total} bytes${p.phase === 'done' ? '\n' : ''}`,
+      );
     } else if (pct !== lastPct && (pct % 25 === 0 || p.phase !== 'uploading')) {
       process.stderr.write(`${p.phase} ${pct}%\n`);
     }
@@ -77,16 +93,25 @@ function progressBar(): (p: UploadProgress) => void {
 export async function adapters(argv: string[]): Promise<void> {
   const [sub, ...rest] = argv;
   if (sub === undefined || sub === '--help' || sub === '-h') return void console.log(ADAPTERS_HELP);
-  const a = parse(rest, { name: { type: 'string' }, 'base-model': { type: 'string' }, 'multipart-threshold': { type: 'string' } }, ADAPTERS_HELP, { min: sub === 'list' ? 0 : 1, max: sub === 'list' ? 0 : 1 });
+  const a = parse(
+    rest,
+    { name: { type: 'string' }, 'base-model': { type: 'string' }, 'multipart-threshold': { type: 'string' } },
+    ADAPTERS_HELP,
+    { min: sub === 'list' ? 0 : 1, max: sub === 'list' ? 0 : 1 },
+  );
   if (a.help) return void console.log(ADAPTERS_HELP);
   const c = client(a.values);
   if (sub === 'upload') {
     if (typeof a.values.name !== 'string') throw new UsageError(`adapters upload needs --name\n\n${ADAPTERS_HELP}`);
     const threshold = intOpt(a.values['multipart-threshold'], 'multipart-threshold', 0);
-    return print(await c.adapters.upload(a.positionals[0]!, {
-      name: a.values.name, onProgress: progressBar(),
-      ...(typeof a.values['base-model'] === 'string' ? { baseModel: a.values['base-model'] } : {}), ...(threshold !== undefined ? { multipartThreshold: threshold } : {}),
-    }));
+    return print(
+      await c.adapters.upload(a.positionals[0]!, {
+        name: a.values.name,
+        onProgress: progressBar(),
+        ...(typeof a.values['base-model'] === 'string' ? { baseModel: a.values['base-model'] } : {}),
+        ...(threshold !== undefined ? { multipartThreshold: threshold } : {}),
+      }),
+    );
   }
   if (sub === 'list') return print(await c.adapters.list());
   if (sub === 'get') return print(await c.adapters.get(a.positionals[0]!));
@@ -100,16 +125,31 @@ Streams the completion of PROMPT to the terminal (the base model without --adapt
 ${GLOBAL_HELP}`;
 
 export async function generate(argv: string[]): Promise<void> {
-  const a = parse(argv, {
-    adapter: { type: 'string' }, 'max-new-tokens': { type: 'string' }, temperature: { type: 'string' }, 'top-p': { type: 'string' }, 'top-k': { type: 'string' },
-    seed: { type: 'string' }, stop: { type: 'string', multiple: true },
-  }, GENERATE_HELP, { min: 1, max: 1 });
+  const a = parse(
+    argv,
+    {
+      adapter: { type: 'string' },
+      'max-new-tokens': { type: 'string' },
+      temperature: { type: 'string' },
+      'top-p': { type: 'string' },
+      'top-k': { type: 'string' },
+      seed: { type: 'string' },
+      stop: { type: 'string', multiple: true },
+    },
+    GENERATE_HELP,
+    { min: 1, max: 1 },
+  );
   if (a.help) return void console.log(GENERATE_HELP);
   const v = a.values;
   const opt = <T>(k: string, x: T | undefined): Record<string, T> => (x === undefined ? {} : { [k]: x });
   const stream = client(v).generateStream(a.positionals[0]!, {
-    ...opt('adapterId', v.adapter as string | undefined), ...opt('maxNewTokens', intOpt(v['max-new-tokens'], 'max-new-tokens', 1)), ...opt('temperature', numOpt(v.temperature, 'temperature', 0)),
-    ...opt('topP', numOpt(v['top-p'], 'top-p', 0)), ...opt('topK', intOpt(v['top-k'], 'top-k', 0)), ...opt('seed', intOpt(v.seed, 'seed', 0)), ...opt('stop', v.stop as string[] | undefined),
+    ...opt('adapterId', v.adapter as string | undefined),
+    ...opt('maxNewTokens', intOpt(v['max-new-tokens'], 'max-new-tokens', 1)),
+    ...opt('temperature', numOpt(v.temperature, 'temperature', 0)),
+    ...opt('topP', numOpt(v['top-p'], 'top-p', 0)),
+    ...opt('topK', intOpt(v['top-k'], 'top-k', 0)),
+    ...opt('seed', intOpt(v.seed, 'seed', 0)),
+    ...opt('stop', v.stop as string[] | undefined),
   });
   let last;
   for await (const e of stream) {
@@ -117,5 +157,8 @@ export async function generate(argv: string[]): Promise<void> {
     last = e.final;
   }
   process.stdout.write('\n');
-  if (last) process.stderr.write(`[${last.finishReason}, ${last.promptTokens} prompt + ${last.generatedTokens} generated tokens]\n`);
+  if (last)
+    process.stderr.write(
+      `[${last.finishReason}, ${last.promptTokens} prompt + ${last.generatedTokens} generated tokens]\n`,
+    );
 }

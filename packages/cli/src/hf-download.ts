@@ -26,7 +26,10 @@ export function defaultCacheDir(env: Record<string, string | undefined>): string
 const OPTIONAL = ['generation_config.json', 'tokenizer_config.json', 'special_tokens_map.json'];
 
 async function exists(p: string): Promise<boolean> {
-  return stat(p).then(() => true, () => false);
+  return stat(p).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** Downloads the files of `id` (skipping those already cached) and returns the model directory. */
@@ -43,14 +46,20 @@ export async function downloadHubModel(id: string, o: DownloadOptions): Promise<
     const url = `${endpoint}/${id}/resolve/${encodeURIComponent(revision)}/${name}`;
     const res = await fetch(url, { headers, redirect: 'follow' });
     if (res.status === 404 && !required) return false;
-    if (res.status === 401 || res.status === 403) throw new Error(`${url}: ${res.status} (a gated or private model: set HF_TOKEN to a token that has access)`);
+    if (res.status === 401 || res.status === 403)
+      throw new Error(`${url}: ${res.status} (a gated or private model: set HF_TOKEN to a token that has access)`);
     if (!res.ok || !res.body) throw new Error(`${url}: HTTP ${res.status}`);
     await mkdir(dirname(dest), { recursive: true });
     const tmp = `${dest}.part-${process.pid}`;
     const size = Number(res.headers.get('content-length'));
-    o.log(`downloading ${id}/${name}${Number.isFinite(size) && size > 0 ? ` (${(size / 1048576).toFixed(1)} MiB)` : ''}`);
+    o.log(
+      `downloading ${id}/${name}${Number.isFinite(size) && size > 0 ? ` (${(size / 1048576).toFixed(1)} MiB)` : ''}`,
+    );
     try {
-      await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>), createWriteStream(tmp));
+      await pipeline(
+        Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>),
+        createWriteStream(tmp),
+      );
       await rename(tmp, dest);
     } finally {
       await rm(tmp, { force: true });
@@ -62,15 +71,22 @@ export async function downloadHubModel(id: string, o: DownloadOptions): Promise<
   await fetchFile('tokenizer.json', true);
   for (const f of OPTIONAL) await fetchFile(f, false);
   if (await fetchFile('model.safetensors.index.json', false)) {
-    const index = JSON.parse(await readFile(join(dir, 'model.safetensors.index.json'), 'utf8')) as { weight_map?: Record<string, string> };
+    const index = JSON.parse(await readFile(join(dir, 'model.safetensors.index.json'), 'utf8')) as {
+      weight_map?: Record<string, string>;
+    };
     const shards = [...new Set(Object.values(index.weight_map ?? {}))];
     if (shards.length === 0) throw new Error(`${id}: model.safetensors.index.json names no shards`);
     // Shard names come from the remote index: plain file names only, never a path out of the cache.
     const bad = shards.find((f) => typeof f !== 'string' || !/^[\w.-]+\.safetensors$/.test(f) || f.startsWith('.'));
-    if (bad !== undefined) throw new Error(`${id}: model.safetensors.index.json names a shard ${JSON.stringify(bad)} that is not a plain .safetensors file name`);
+    if (bad !== undefined)
+      throw new Error(
+        `${id}: model.safetensors.index.json names a shard ${JSON.stringify(bad)} that is not a plain .safetensors file name`,
+      );
     for (const s of shards) await fetchFile(s, true);
   } else if (!(await fetchFile('model.safetensors', false))) {
-    throw new Error(`${id} has no model.safetensors or model.safetensors.index.json (only safetensors weights are supported)`);
+    throw new Error(
+      `${id} has no model.safetensors or model.safetensors.index.json (only safetensors weights are supported)`,
+    );
   }
   return dir;
 }

@@ -9,7 +9,8 @@ import { ensureBuilt, spawnWorker, type WorkerProcess } from '../../../apps/work
 import { adaptersDir, modelDir } from '../../../apps/worker/test/helpers/http.js';
 
 const CLI = resolve(fileURLToPath(import.meta.url), '../../dist/cli.js');
-const run = (args: string[], env: Record<string, string> = {}) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 60_000 });
+const run = (args: string[], env: Record<string, string> = {}) =>
+  spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 60_000 });
 
 describe('help and usage errors', () => {
   it('prints help for the CLI and every command', () => {
@@ -43,20 +44,36 @@ describe('against a real worker', () => {
   let worker: WorkerProcess;
   beforeAll(async () => {
     ensureBuilt();
-    worker = await spawnWorker(['--model', modelDir('llama'), '--adapter-dir', adaptersDir('llama'), '--threads', '1', '--backend', 'cpu']);
+    worker = await spawnWorker([
+      '--model',
+      modelDir('llama'),
+      '--adapter-dir',
+      adaptersDir('llama'),
+      '--threads',
+      '1',
+      '--backend',
+      'cpu',
+    ]);
   });
   afterAll(async () => {
     worker?.child.kill('SIGTERM');
     await worker?.exited;
   });
 
-  it('generate streams exactly the engine\'s greedy text', async () => {
+  it("generate streams exactly the engine's greedy text", async () => {
     const engine = await Engine.load(modelDir('llama'), { backend: 'cpu', threads: 1 });
     await engine.loadAdapter('lora_all_r8', join(adaptersDir('llama'), 'lora_all_r8'));
-    const [ref] = await engine.generate([{ prompt: 'The license', adapter: 'lora_all_r8', sampling: { maxTokens: 8, temperature: 0 } }]);
+    const [ref] = await engine.generate([
+      { prompt: 'The license', adapter: 'lora_all_r8', sampling: { maxTokens: 8, temperature: 0 } },
+    ]);
     await engine.close();
-    const r = spawn(process.execPath, [CLI, 'generate', '--adapter', 'lora_all_r8', '--max-new-tokens', '8', 'The license'], { env: { ...process.env, LORAPLEX_BASE_URL: worker.url } });
-    let out = '', err = '';
+    const r = spawn(
+      process.execPath,
+      [CLI, 'generate', '--adapter', 'lora_all_r8', '--max-new-tokens', '8', 'The license'],
+      { env: { ...process.env, LORAPLEX_BASE_URL: worker.url } },
+    );
+    let out = '',
+      err = '';
     r.stdout.on('data', (d: Buffer) => (out += d.toString()));
     r.stderr.on('data', (d: Buffer) => (err += d.toString()));
     const code = await new Promise<number | null>((res) => r.on('exit', res));
@@ -75,7 +92,11 @@ describe('against a real worker', () => {
 
 describe('loraplex worker', () => {
   it('starts a worker on its own and drains on SIGTERM', async () => {
-    const child = spawn(process.execPath, [CLI, 'worker', '--model', modelDir('llama'), '--port', '0', '--threads', '1', '--backend', 'cpu'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(
+      process.execPath,
+      [CLI, 'worker', '--model', modelDir('llama'), '--port', '0', '--threads', '1', '--backend', 'cpu'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     const exited = new Promise<number | null>((res) => child.on('exit', res));

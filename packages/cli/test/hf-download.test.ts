@@ -22,8 +22,12 @@ describe('downloadHubModel', () => {
     const server = createServer((req, res) => {
       requests.push({ path: req.url!, auth: req.headers.authorization });
       const m = /^\/([^/]+\/[^/]+)\/resolve\/main\/(.+)$/.exec(req.url!);
-      if (m?.[1] === 'acme/sharded' && m[2] === 'model.safetensors.index.json') return void res.writeHead(200).end(JSON.stringify({ weight_map: { 'model.embed_tokens.weight': '../../../escape.safetensors' } }));
-      if (m?.[1] === 'acme/gated' && req.headers.authorization !== 'Bearer hf_secret') return void res.writeHead(401).end();
+      if (m?.[1] === 'acme/sharded' && m[2] === 'model.safetensors.index.json')
+        return void res
+          .writeHead(200)
+          .end(JSON.stringify({ weight_map: { 'model.embed_tokens.weight': '../../../escape.safetensors' } }));
+      if (m?.[1] === 'acme/gated' && req.headers.authorization !== 'Bearer hf_secret')
+        return void res.writeHead(401).end();
       if (!m || !['acme/tiny', 'acme/gated', 'acme/sharded'].includes(m[1]!)) return void res.writeHead(404).end();
       try {
         const body = readFileSync(join(MODEL, decodeURIComponent(m[2]!)));
@@ -33,7 +37,11 @@ describe('downloadHubModel', () => {
       }
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    hub = { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, requests, close: () => new Promise((r) => server.close(() => r())) };
+    hub = {
+      url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      requests,
+      close: () => new Promise((r) => server.close(() => r())),
+    };
   });
   afterAll(async () => {
     await hub?.close();
@@ -44,7 +52,11 @@ describe('downloadHubModel', () => {
 
   it('fetches the model files once into the cache, byte for byte', async () => {
     const logs: string[] = [];
-    const dir = await downloadHubModel('acme/tiny', { env: { HF_ENDPOINT: hub.url }, cacheDir: cache, log: (l) => logs.push(l) });
+    const dir = await downloadHubModel('acme/tiny', {
+      env: { HF_ENDPOINT: hub.url },
+      cacheDir: cache,
+      log: (l) => logs.push(l),
+    });
     expect(dir).toBe(join(cache, 'hf', 'acme--tiny@main'));
     const files = readdirSync(dir).sort();
     expect(files).toEqual(expect.arrayContaining(['config.json', 'model.safetensors', 'tokenizer.json']));
@@ -53,20 +65,37 @@ describe('downloadHubModel', () => {
     const before = hub.requests.length;
     await downloadHubModel('acme/tiny', { env: { HF_ENDPOINT: hub.url }, cacheDir: cache, log: () => undefined });
     // Cached files are not fetched again; only the optional ones the model lacks are asked for.
-    expect(hub.requests.slice(before).map((r) => r.path).filter((p) => /config\.json$|model\.safetensors$|tokenizer\.json$/.test(p))).toEqual([]);
+    expect(
+      hub.requests
+        .slice(before)
+        .map((r) => r.path)
+        .filter((p) => /config\.json$|model\.safetensors$|tokenizer\.json$/.test(p)),
+    ).toEqual([]);
   });
 
   it('sends HF_TOKEN, explains a gated model without it, and refuses a bad id', async () => {
-    await expect(downloadHubModel('acme/gated', { env: { HF_ENDPOINT: hub.url }, cacheDir: cache, log: () => undefined })).rejects.toThrow(/401.*set HF_TOKEN/);
-    const dir = await downloadHubModel('acme/gated', { env: { HF_ENDPOINT: hub.url, HF_TOKEN: 'hf_secret' }, cacheDir: cache, log: () => undefined });
+    await expect(
+      downloadHubModel('acme/gated', { env: { HF_ENDPOINT: hub.url }, cacheDir: cache, log: () => undefined }),
+    ).rejects.toThrow(/401.*set HF_TOKEN/);
+    const dir = await downloadHubModel('acme/gated', {
+      env: { HF_ENDPOINT: hub.url, HF_TOKEN: 'hf_secret' },
+      cacheDir: cache,
+      log: () => undefined,
+    });
     expect(readdirSync(dir)).toContain('model.safetensors');
-    await expect(downloadHubModel('../../etc', { env: { HF_ENDPOINT: hub.url }, cacheDir: cache, log: () => undefined })).rejects.toThrow(/not a Hugging Face model id/);
-    await expect(downloadHubModel('acme/missing', { env: { HF_ENDPOINT: hub.url }, cacheDir: cache, log: () => undefined })).rejects.toThrow(/HTTP 404/);
+    await expect(
+      downloadHubModel('../../etc', { env: { HF_ENDPOINT: hub.url }, cacheDir: cache, log: () => undefined }),
+    ).rejects.toThrow(/not a Hugging Face model id/);
+    await expect(
+      downloadHubModel('acme/missing', { env: { HF_ENDPOINT: hub.url }, cacheDir: cache, log: () => undefined }),
+    ).rejects.toThrow(/HTTP 404/);
     expect(readdirSync(join(cache, 'hf')).some((n) => n.includes('.part-'))).toBe(false);
   });
 
   it('refuses a shard index whose file names leave the cache directory', async () => {
-    await expect(downloadHubModel('acme/sharded', { env: { HF_ENDPOINT: hub.url }, cacheDir: cache, log: () => undefined })).rejects.toThrow(/not a plain .safetensors file name/);
+    await expect(
+      downloadHubModel('acme/sharded', { env: { HF_ENDPOINT: hub.url }, cacheDir: cache, log: () => undefined }),
+    ).rejects.toThrow(/not a plain .safetensors file name/);
     expect(readdirSync(cache)).not.toContain('escape.safetensors');
   });
 });

@@ -58,12 +58,18 @@ interface Wrapped {
 let started: Wrapped[] = [];
 
 async function startWrapped(): Promise<Wrapped> {
-  const wrapper = spawn(process.execPath, [CLI, 'worker', '--model', modelDir('llama'), '--port', '0', '--threads', '1', '--backend', 'cpu'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const wrapper = spawn(
+    process.execPath,
+    [CLI, 'worker', '--model', modelDir('llama'), '--port', '0', '--threads', '1', '--backend', 'cpu'],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   let out = '';
   let err = '';
   wrapper.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   wrapper.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => wrapper.once('exit', (code, signal) => res({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) =>
+    wrapper.once('exit', (code, signal) => res({ code, signal })),
+  );
   await until(() => out.includes('"listening"'), 30_000, `the worker listening (${err})`);
   const port = (JSON.parse(out.split('\n').find((l) => l.includes('"listening"'))!) as { port: number }).port;
   const [workerPid] = children(wrapper.pid!);

@@ -27,7 +27,8 @@ export class ManualClock implements Clock {
 
   /** Moves time forward by `ms` (never backward: a real clock does not) and returns the new time. */
   advance(ms: number): number {
-    if (!(ms >= 0) || !Number.isFinite(ms)) throw new RangeError(`ManualClock.advance: ${ms} is not a finite number >= 0`);
+    if (!(ms >= 0) || !Number.isFinite(ms))
+      throw new RangeError(`ManualClock.advance: ${ms} is not a finite number >= 0`);
     this.ms += ms;
     return this.ms;
   }

@@ -131,7 +131,8 @@ export class Lru<K, V> {
 
   private weighOf(key: K, value: V): number {
     const w = this.opts.weigh?.(value, key) ?? 0;
-    if (!(w >= 0) || !Number.isFinite(w)) throw new RangeError(`Lru: weight ${w} of an entry must be a finite number >= 0`);
+    if (!(w >= 0) || !Number.isFinite(w))
+      throw new RangeError(`Lru: weight ${w} of an entry must be a finite number >= 0`);
     return w;
   }
 

@@ -9,7 +9,12 @@ const evictedKeys = <K, V>(e: Array<Evicted<K, V>>): K[] => e.map((x) => x.key);
 describe('Lru', () => {
   it('evicts the least recently used entry beyond maxEntries; get() and touch() refresh, peek() does not', () => {
     const l = new Lru<string, number>({ maxEntries: 3 });
-    for (const [k, v] of [['a', 1], ['b', 2], ['c', 3]] as const) expect(l.set(k, v)).toEqual([]);
+    for (const [k, v] of [
+      ['a', 1],
+      ['b', 2],
+      ['c', 3],
+    ] as const)
+      expect(l.set(k, v)).toEqual([]);
     expect(l.get('a')).toBe(1);
     expect(l.peek('b')).toBe(2);
     expect(keysOf(l)).toEqual(['b', 'c', 'a']);
@@ -17,7 +22,11 @@ describe('Lru', () => {
     expect(l.touch('c')).toBe(true);
     expect(l.touch('zz')).toBe(false);
     expect(evictedKeys(l.set('e', 5))).toEqual(['a']);
-    expect([...l.entries()]).toEqual([['d', 4], ['c', 3], ['e', 5]]);
+    expect([...l.entries()]).toEqual([
+      ['d', 4],
+      ['c', 3],
+      ['e', 5],
+    ]);
     expect([...l.values()]).toEqual([4, 3, 5]);
     expect(l.get('a')).toBeUndefined();
     expect(l.size).toBe(3);

@@ -24,7 +24,15 @@ import { join, resolve, dirname } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { generateModel, generateAdapters, benchPrompt, modelTensorSpecs, resolveConfig, LORA_TARGETS, loraTargetShapes } from './gen-model.mjs';
+import {
+  generateModel,
+  generateAdapters,
+  benchPrompt,
+  modelTensorSpecs,
+  resolveConfig,
+  LORA_TARGETS,
+  loraTargetShapes,
+} from './gen-model.mjs';
 import { openSafetensors, writeSafetensors } from './safetensors.mjs';
 import { writeGgufFromHf } from './gguf.mjs';
 import { loadReferenceModel, referenceGreedy, argmax } from './reference-forward.mjs';
@@ -41,14 +49,56 @@ mkdirSync(root, { recursive: true });
 const TINY = { hidden: 64, layers: 2, heads: 4, intermediate: 128, vocab: 512, maxPos: 256, qkStd: 0.25, seed: 7 };
 
 const cases = [
-  { name: 'mha-f32', cfg: { ...TINY, kvHeads: 4 }, dtype: 'float32', prompt: 12, gen: 16, tol: 1e-5, exactGreedy: true },
-  { name: 'gqa-f32', cfg: { ...TINY, kvHeads: 2 }, dtype: 'float32', prompt: 12, gen: 16, tol: 1e-5, exactGreedy: true },
+  {
+    name: 'mha-f32',
+    cfg: { ...TINY, kvHeads: 4 },
+    dtype: 'float32',
+    prompt: 12,
+    gen: 16,
+    tol: 1e-5,
+    exactGreedy: true,
+  },
+  {
+    name: 'gqa-f32',
+    cfg: { ...TINY, kvHeads: 2 },
+    dtype: 'float32',
+    prompt: 12,
+    gen: 16,
+    tol: 1e-5,
+    exactGreedy: true,
+  },
   { name: 'gqa-bf16', cfg: { ...TINY, kvHeads: 2 }, dtype: 'bfloat16', prompt: 12, gen: 16, tol: 0.02, minTop1: 0.9 },
-  { name: 'lora-merged', cfg: { ...TINY, kvHeads: 2 }, dtype: 'float32', prompt: 12, gen: 16, tol: 1e-5, exactGreedy: true, lora: true },
-  { name: 'no-permute', cfg: { ...TINY, kvHeads: 2 }, dtype: 'float32', prompt: 12, gen: 16, tol: 1e-5, permuteQK: false, expectMismatch: true },
+  {
+    name: 'lora-merged',
+    cfg: { ...TINY, kvHeads: 2 },
+    dtype: 'float32',
+    prompt: 12,
+    gen: 16,
+    tol: 1e-5,
+    exactGreedy: true,
+    lora: true,
+  },
+  {
+    name: 'no-permute',
+    cfg: { ...TINY, kvHeads: 2 },
+    dtype: 'float32',
+    prompt: 12,
+    gen: 16,
+    tol: 1e-5,
+    permuteQK: false,
+    expectMismatch: true,
+  },
 ];
 if (!v['skip-full']) {
-  cases.push({ name: 'full-f32', cfg: { qkStd: 0.1, seed: 11 }, dtype: 'float32', prompt: 6, gen: 4, tol: 1e-4, exactGreedy: true });
+  cases.push({
+    name: 'full-f32',
+    cfg: { qkStd: 0.1, seed: 11 },
+    dtype: 'float32',
+    prompt: 6,
+    gen: 4,
+    tol: 1e-4,
+    exactGreedy: true,
+  });
 }
 
 /**
@@ -57,22 +107,29 @@ if (!v['skip-full']) {
  */
 function mergedWithAdapter(dir, cfg) {
   const [adapter] = generateAdapters({ out: `${dir}-adapter`, count: 1, rank: 4, alpha: 8, adapterStd: 0.1, ...cfg });
-  const c = resolveConfig(cfg), shapes = loraTargetShapes(c), scale = 8 / 4;
+  const c = resolveConfig(cfg),
+    shapes = loraTargetShapes(c),
+    scale = 8 / 4;
   const base = openSafetensors(join(dir, 'model.safetensors'));
   const ad = openSafetensors(join(adapter, 'adapter_model.safetensors'));
   const out = `${dir}-merged`;
   mkdirSync(out, { recursive: true });
-  for (const f of ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(dir, f), join(out, f));
+  for (const f of ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json'])
+    copyFileSync(join(dir, f), join(out, f));
   const tensors = modelTensorSpecs(c).map(([name, shape]) => ({
-    name, dtype: 'F32', shape,
+    name,
+    dtype: 'F32',
+    shape,
     produce: () => {
       const w = Float32Array.from(base.readF32(name));
       const m = /^model\.layers\.(\d+)\.(.+)\.weight$/.exec(name);
       const target = m && LORA_TARGETS.find((t) => shapes[t][0] === m[2]);
       if (!target) return w;
       const pre = `base_model.model.model.layers.${m[1]}.${m[2]}`;
-      const A = ad.readF32(`${pre}.lora_A.weight`), B = ad.readF32(`${pre}.lora_B.weight`);
-      const [, O, I] = shapes[target], r = A.length / I;
+      const A = ad.readF32(`${pre}.lora_A.weight`),
+        B = ad.readF32(`${pre}.lora_B.weight`);
+      const [, O, I] = shapes[target],
+        r = A.length / I;
       for (let o = 0; o < O; o++) {
         for (let i = 0; i < I; i++) {
           let d = 0;
@@ -84,7 +141,8 @@ function mergedWithAdapter(dir, cfg) {
     },
   }));
   writeSafetensors(join(out, 'model.safetensors'), tensors);
-  base.close(); ad.close();
+  base.close();
+  ad.close();
   return { merged: out, adapter };
 }
 
@@ -107,14 +165,19 @@ for (const c of cases) {
     let d = 0;
     for (let t = 0; t < vocab; t++) d = Math.max(d, Math.abs(plain[t] - ref.logits[0][t]));
     console.log(`  (adapter moves first-step logits by up to ${d.toFixed(3)})`);
-    if (d < 0.05) { console.log('FAIL lora-merged: adapter has no visible effect'); failed++; }
+    if (d < 0.05) {
+      console.log('FAIL lora-merged: adapter has no visible effect');
+      failed++;
+    }
   }
   // Teacher forcing: feed prompt + our greedy tokens, so every position compares like with like
   // even where llama.cpp's own greedy choice might differ.
   const forced = [...prompt, ...ref.tokens.slice(0, -1)];
   const ll = await llamaLogitsAndGreedy({ model: gguf, prompt, tokens: forced, greedyTokens: c.gen, threads });
 
-  let maxDiff = 0, maxAbs = 0, top1 = 0;
+  let maxDiff = 0,
+    maxAbs = 0,
+    top1 = 0;
   ref.logits.forEach((r, i) => {
     const l = ll.logits[i];
     for (let t = 0; t < vocab; t++) {
@@ -128,11 +191,22 @@ for (const c of cases) {
   const matches = maxDiff <= c.tol && (!c.exactGreedy || greedyEqual) && top1Rate >= (c.minTop1 ?? 1);
   const ok = c.expectMismatch ? !matches && maxDiff > 100 * c.tol : matches;
   if (!ok) failed++;
-  rows.push({ case: c.name, ok, maxDiff, maxAbs, top1: `${top1}/${ref.logits.length}`, greedyEqual, s: (performance.now() - t0) / 1000 });
-  console.log(`${ok ? 'PASS' : 'FAIL'} ${c.name}: max |logit diff| ${maxDiff.toExponential(2)} (tol ${c.tol}, max |logit| ${maxAbs.toFixed(3)}), ` +
-    `top-1 agree ${top1}/${ref.logits.length}, greedy ${greedyEqual ? 'identical' : 'differs'}` +
-    (c.expectMismatch ? ' (negative control: must mismatch)' : ''));
-  if (!greedyEqual && !c.expectMismatch) console.log(`  reference: ${ref.tokens.join(',')}\n  llama.cpp: ${ll.greedy.join(',')}`);
+  rows.push({
+    case: c.name,
+    ok,
+    maxDiff,
+    maxAbs,
+    top1: `${top1}/${ref.logits.length}`,
+    greedyEqual,
+    s: (performance.now() - t0) / 1000,
+  });
+  console.log(
+    `${ok ? 'PASS' : 'FAIL'} ${c.name}: max |logit diff| ${maxDiff.toExponential(2)} (tol ${c.tol}, max |logit| ${maxAbs.toFixed(3)}), ` +
+      `top-1 agree ${top1}/${ref.logits.length}, greedy ${greedyEqual ? 'identical' : 'differs'}` +
+      (c.expectMismatch ? ' (negative control: must mismatch)' : ''),
+  );
+  if (!greedyEqual && !c.expectMismatch)
+    console.log(`  reference: ${ref.tokens.join(',')}\n  llama.cpp: ${ll.greedy.join(',')}`);
 }
 console.log(failed ? `\n${failed} check(s) FAILED` : `\nall ${cases.length} checks passed`);
 process.exit(failed ? 1 : 0);

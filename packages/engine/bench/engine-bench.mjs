@@ -24,7 +24,9 @@ import { machine } from '../../../scripts/bench-machine.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = resolve(here, '../../..');
-const N_ADAPTERS = 8, RANK = 16, ALPHA = 32;
+const N_ADAPTERS = 8,
+  RANK = 16,
+  ALPHA = 32;
 
 // `pnpm ... bench -- --write` forwards the `--` separator itself; drop it.
 const argv = process.argv.slice(2);
@@ -32,20 +34,37 @@ if (argv[0] === '--') argv.shift();
 const { values: v } = parseArgs({
   args: argv,
   options: {
-    threads: { type: 'string' }, tokens: { type: 'string', default: '32' }, prompt: { type: 'string', default: '16' },
-    prefill: { type: 'string', default: '512' }, repeat: { type: 'string', default: '2' },
-    dtypes: { type: 'string', default: 'float32,bfloat16' }, cache: { type: 'string' },
-    write: { type: 'boolean' }, doc: { type: 'string' }, 'skip-llama': { type: 'boolean' },
-    'skip-loraplex': { type: 'boolean' }, regen: { type: 'boolean' }, help: { type: 'boolean' },
+    threads: { type: 'string' },
+    tokens: { type: 'string', default: '32' },
+    prompt: { type: 'string', default: '16' },
+    prefill: { type: 'string', default: '512' },
+    repeat: { type: 'string', default: '2' },
+    dtypes: { type: 'string', default: 'float32,bfloat16' },
+    cache: { type: 'string' },
+    write: { type: 'boolean' },
+    doc: { type: 'string' },
+    'skip-llama': { type: 'boolean' },
+    'skip-loraplex': { type: 'boolean' },
+    regen: { type: 'boolean' },
+    help: { type: 'boolean' },
   },
 });
 if (v.help) {
-  console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 9).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
+  console.log(
+    readFileSync(fileURLToPath(import.meta.url), 'utf8')
+      .split('\n')
+      .slice(1, 9)
+      .map((l) => l.replace(/^\/\/ ?/, ''))
+      .join('\n'),
+  );
   process.exit(0);
 }
 const opt = {
   threads: v.threads ? Number(v.threads) : availableParallelism(),
-  tokens: Number(v.tokens), promptLen: Number(v.prompt), prefillLen: Number(v.prefill), repeat: Number(v.repeat),
+  tokens: Number(v.tokens),
+  promptLen: Number(v.prompt),
+  prefillLen: Number(v.prefill),
+  repeat: Number(v.repeat),
 };
 const dtypes = v.dtypes.split(',').map((d) => d.trim());
 const cache = resolve(v.cache ?? join(repoRoot, '.bench'));
@@ -72,7 +91,13 @@ function prepare() {
   const t0 = performance.now();
   cached(adapterRoot, { ...base, n: N_ADAPTERS, rank: RANK, alpha: ALPHA }, () => {
     log(`generating ${N_ADAPTERS} rank-${RANK} adapters in ${adapterRoot}`);
-    generateAdapters({ out: adapterRoot, count: N_ADAPTERS, rank: RANK, alpha: ALPHA, baseModel: 'loraplex-bench-llama' });
+    generateAdapters({
+      out: adapterRoot,
+      count: N_ADAPTERS,
+      rank: RANK,
+      alpha: ALPHA,
+      baseModel: 'loraplex-bench-llama',
+    });
   });
   out.adapters = Array.from({ length: N_ADAPTERS }, (_, i) => join(adapterRoot, `a${i}`));
   for (const dtype of dtypes) {
@@ -98,23 +123,47 @@ function prepare() {
 /** Spawns a runner, streams its stderr (progress), and returns its BENCH_RESULT or an error. */
 function runChild(script, args) {
   return new Promise((res) => {
-    const child = spawn(process.execPath, [join(here, script), ...args, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '', stderr = '';
-    child.stdout.on('data', (d) => { stdout += d; });
-    child.stderr.on('data', (d) => { stderr += d; process.stderr.write(`  ${d}`.replace(/\n(?=.)/g, '\n  ')); });
+    const child = spawn(process.execPath, [join(here, script), ...args, '--json'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '',
+      stderr = '';
+    child.stdout.on('data', (d) => {
+      stdout += d;
+    });
+    child.stderr.on('data', (d) => {
+      stderr += d;
+      process.stderr.write(`  ${d}`.replace(/\n(?=.)/g, '\n  '));
+    });
     child.on('close', (code, signal) => {
       const line = stdout.split('\n').find((l) => l.startsWith('BENCH_RESULT '));
       if (code === 0 && line) res({ ok: true, ...JSON.parse(line.slice('BENCH_RESULT '.length)) });
-      else res({ ok: false, code, error: `${script} exited with ${signal ?? code}: ${stderr.trim().split('\n').slice(-3).join(' | ')}` });
+      else
+        res({
+          ok: false,
+          code,
+          error: `${script} exited with ${signal ?? code}: ${stderr.trim().split('\n').slice(-3).join(' | ')}`,
+        });
     });
   });
 }
 
-const common = () => ['--threads', String(opt.threads), '--tokens', String(opt.tokens), '--prompt', String(opt.promptLen),
-  '--prefill', String(opt.prefillLen), '--repeat', String(opt.repeat), '--batch', '8'];
+const common = () => [
+  '--threads',
+  String(opt.threads),
+  '--tokens',
+  String(opt.tokens),
+  '--prompt',
+  String(opt.promptLen),
+  '--prefill',
+  String(opt.prefillLen),
+  '--repeat',
+  String(opt.repeat),
+  '--batch',
+  '8',
+];
 
 // ---- report ---------------------------------------------------------------------------------
-
 
 const f = (x, d = 1) => (typeof x === 'number' && Number.isFinite(x) ? x.toFixed(d) : '—');
 const ratio = (a, b) => (typeof a === 'number' && typeof b === 'number' && b > 0 ? `${(a / b).toFixed(2)}x` : '—');
@@ -135,10 +184,16 @@ function table(results) {
   for (const dtype of dtypes) {
     const { loraplex: lp, llama: lc } = results[dtype];
     const cell = (r, fn) => (r?.ok ? fn(r) : r ? 'error' : 'skipped');
-    rows.push(`| ${dtype} | loraplex | ${cell(lp, (r) => f(r.decode1))} | ${cell(lp, (r) => f(r.decodeBatch))} | ${cell(lp, (r) => f(r.decodeBatchLora))} | ${cell(lp, (r) => f(r.loraRatio, 3))} | ${cell(lp, (r) => f(r.prefill))} | ${cell(lp, (r) => f(r.peakRssMiB, 0))} |`);
-    rows.push(`| ${dtype} | llama.cpp | ${cell(lc, (r) => f(r.decode1))} | ${cell(lc, (r) => f(r.decodeBatch))} | — | — | ${cell(lc, (r) => f(r.prefill))} | ${cell(lc, (r) => f(r.peakRssMiB, 0))} |`);
+    rows.push(
+      `| ${dtype} | loraplex | ${cell(lp, (r) => f(r.decode1))} | ${cell(lp, (r) => f(r.decodeBatch))} | ${cell(lp, (r) => f(r.decodeBatchLora))} | ${cell(lp, (r) => f(r.loraRatio, 3))} | ${cell(lp, (r) => f(r.prefill))} | ${cell(lp, (r) => f(r.peakRssMiB, 0))} |`,
+    );
+    rows.push(
+      `| ${dtype} | llama.cpp | ${cell(lc, (r) => f(r.decode1))} | ${cell(lc, (r) => f(r.decodeBatch))} | — | — | ${cell(lc, (r) => f(r.prefill))} | ${cell(lc, (r) => f(r.peakRssMiB, 0))} |`,
+    );
     if (lp?.ok && lc?.ok) {
-      rows.push(`| ${dtype} | loraplex / llama.cpp | ${ratio(lp.decode1, lc.decode1)} | ${ratio(lp.decodeBatch, lc.decodeBatch)} | ${ratio(lp.decodeBatchLora, lc.decodeBatch)} | — | ${ratio(lp.prefill, lc.prefill)} | ${ratio(lp.peakRssMiB, lc.peakRssMiB)} |`);
+      rows.push(
+        `| ${dtype} | loraplex / llama.cpp | ${ratio(lp.decode1, lc.decode1)} | ${ratio(lp.decodeBatch, lc.decodeBatch)} | ${ratio(lp.decodeBatchLora, lc.decodeBatch)} | — | ${ratio(lp.prefill, lc.prefill)} | ${ratio(lp.peakRssMiB, lc.peakRssMiB)} |`,
+      );
     }
   }
   return rows.join('\n');
@@ -148,11 +203,18 @@ function notes(results) {
   const out = [];
   for (const dtype of dtypes) {
     const { loraplex: lp, llama: lc } = results[dtype];
-    for (const [name, r] of [['loraplex', lp], ['llama.cpp', lc]]) if (r && !r.ok) out.push(`- ${dtype} ${name}: ${r.error}`);
+    for (const [name, r] of [
+      ['loraplex', lp],
+      ['llama.cpp', lc],
+    ])
+      if (r && !r.ok) out.push(`- ${dtype} ${name}: ${r.error}`);
     // Random weights give flat logits (top-2 gaps down to ~1e-4), and llama.cpp's default F16 KV
     // cache + flash attention flips such near-ties, so a divergence here is not by itself a bug;
     // check-gguf.mjs is the exact comparison.
-    if (lp?.ok && lc?.ok) out.push(`- ${dtype}: batch-1 greedy tokens of the two engines agree for the first ${agreement(lp, lc)} steps (same weights and prompt; random-weight logits are nearly flat and llama.cpp runs with its default F16 KV cache, so near-ties may flip).`);
+    if (lp?.ok && lc?.ok)
+      out.push(
+        `- ${dtype}: batch-1 greedy tokens of the two engines agree for the first ${agreement(lp, lc)} steps (same weights and prompt; random-weight logits are nearly flat and llama.cpp runs with its default F16 KV cache, so near-ties may flip).`,
+      );
   }
   return out;
 }
@@ -161,7 +223,9 @@ function writeDoc(docPath, markdown, results) {
   const date = new Date().toISOString().slice(0, 10);
   const m = machine();
   const key = `${date} ${m}`.replace(/[^A-Za-z0-9.-]+/g, '-');
-  const lc = Object.values(results).map((r) => r.llama).find((r) => r?.ok);
+  const lc = Object.values(results)
+    .map((r) => r.llama)
+    .find((r) => r?.ok);
   const cmd = `node ${relative(repoRoot, fileURLToPath(import.meta.url))} ${argv.join(' ')}`.trim();
   const section = [
     `<!-- bench:${key} -->`,
@@ -178,7 +242,8 @@ function writeDoc(docPath, markdown, results) {
     ...notes(results),
     `<!-- /bench:${key} -->`,
   ].join('\n');
-  let doc = existsSync(docPath) ? readFileSync(docPath, 'utf8')
+  let doc = existsSync(docPath)
+    ? readFileSync(docPath, 'utf8')
     : '# Benchmarks\n\nCPU benchmarks of `@loraplex/engine` against llama.cpp, written by `packages/engine/bench/engine-bench.mjs --write`. One section per date and machine; a rerun replaces its section.\n';
   const re = new RegExp(`<!-- bench:${key} -->[\\s\\S]*?<!-- /bench:${key} -->`);
   doc = re.test(doc) ? doc.replace(re, () => section) : `${doc.trimEnd()}\n\n${section}\n`;
@@ -200,7 +265,9 @@ function nlcVersion() {
 const inputs = prepare();
 const haveEngine = existsSync(ENGINE_ENTRY);
 if (!haveEngine && !v['skip-loraplex']) {
-  log(`loraplex: SKIPPED — ${relative(repoRoot, ENGINE_ENTRY)} not found (build it: pnpm --filter @loraplex/engine build)`);
+  log(
+    `loraplex: SKIPPED — ${relative(repoRoot, ENGINE_ENTRY)} not found (build it: pnpm --filter @loraplex/engine build)`,
+  );
 }
 const results = {};
 for (const dtype of dtypes) {
@@ -212,14 +279,24 @@ for (const dtype of dtypes) {
   }
   if (haveEngine && !v['skip-loraplex']) {
     log(`[${dtype}] loraplex ...`);
-    const r = await runChild('loraplex-runner.mjs', ['--model', dir, '--adapters', inputs.adapters.join(','), '--rank', String(RANK), ...common()]);
+    const r = await runChild('loraplex-runner.mjs', [
+      '--model',
+      dir,
+      '--adapters',
+      inputs.adapters.join(','),
+      '--rank',
+      String(RANK),
+      ...common(),
+    ]);
     if (!r.ok && r.code === NOT_BUILT) r.error = 'engine not built';
     results[dtype].loraplex = r;
   }
 }
 
 const md = table(results);
-console.log(`\n${machine()}, ${opt.threads} threads, ${opt.tokens} decode tokens, prefill ${opt.prefillLen}\n\n${md}\n`);
+console.log(
+  `\n${machine()}, ${opt.threads} threads, ${opt.tokens} decode tokens, prefill ${opt.prefillLen}\n\n${md}\n`,
+);
 for (const n of notes(results)) console.log(n);
 if (v.write) writeDoc(resolve(v.doc ?? join(repoRoot, 'docs/benchmarks.md')), md, results);
 const failed = Object.values(results).some((r) => (r.llama && !r.llama.ok) || (r.loraplex && !r.loraplex.ok));

@@ -17,12 +17,26 @@ import { writeSafetensors, f32ToBf16 } from './safetensors.mjs';
 export const GENERATOR_VERSION = 1;
 
 export const DEFAULT_CONFIG = {
-  hidden: 768, layers: 12, heads: 12, kvHeads: 12, intermediate: 2048, vocab: 32000,
-  maxPos: 2048, ropeTheta: 10000, rmsEps: 1e-5, std: 0.02, qkStd: null, seed: 1234,
+  hidden: 768,
+  layers: 12,
+  heads: 12,
+  kvHeads: 12,
+  intermediate: 2048,
+  vocab: 32000,
+  maxPos: 2048,
+  ropeTheta: 10000,
+  rmsEps: 1e-5,
+  std: 0.02,
+  qkStd: null,
+  seed: 1234,
 };
 
 /** Special token ids shared by config.json, tokenizer.json and the GGUF writer. */
-export const UNK_ID = 0, BOS_ID = 1, EOS_ID = 2, FIRST_BYTE_ID = 3, FIRST_NORMAL_ID = 3 + 256;
+export const UNK_ID = 0,
+  BOS_ID = 1,
+  EOS_ID = 2,
+  FIRST_BYTE_ID = 3,
+  FIRST_NORMAL_ID = 3 + 256;
 /** "\u2581" (the SentencePiece space) and the 94 printable ASCII characters come next, then words. */
 export const FIRST_WORD_ID = FIRST_NORMAL_ID + 1 + 94;
 
@@ -35,7 +49,9 @@ export const FIRST_WORD_ID = FIRST_NORMAL_ID + 1 + 94;
 export function vocabTokens(vocab) {
   if (vocab <= FIRST_WORD_ID) throw new Error(`vocab must be > ${FIRST_WORD_ID} (specials, bytes, characters)`);
   const out = new Array(vocab);
-  out[UNK_ID] = '<unk>'; out[BOS_ID] = '<s>'; out[EOS_ID] = '</s>';
+  out[UNK_ID] = '<unk>';
+  out[BOS_ID] = '<s>';
+  out[EOS_ID] = '</s>';
   for (let b = 0; b < 256; b++) out[FIRST_BYTE_ID + b] = `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`;
   out[FIRST_NORMAL_ID] = '\u2581';
   for (let c = 0x21; c <= 0x7e; c++) out[FIRST_NORMAL_ID + 1 + c - 0x21] = String.fromCharCode(c);
@@ -49,7 +65,8 @@ export function vocabTokens(vocab) {
  */
 export function benchPrompt(index, len, vocab) {
   let s = (0x9e3779b9 * (index + 1)) >>> 0;
-  const span = vocab - FIRST_WORD_ID, out = [];
+  const span = vocab - FIRST_WORD_ID,
+    out = [];
   for (let i = 0; i < len; i++) {
     s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
     out.push(FIRST_WORD_ID + (s % span));
@@ -72,7 +89,7 @@ function hashSeed(str) {
  */
 export function fillNormalish(out, seedStr, std, mean = 0) {
   let s = hashSeed(seedStr) | 0;
-  const k = std / 147.80191 /* sqrt(4 * (256^2 - 1) / 12) */;
+  const k = std / 147.80191; /* sqrt(4 * (256^2 - 1) / 12) */
   for (let i = 0; i < out.length; i++) {
     s = (s + 0x6d2b79f5) | 0;
     let t = Math.imul(s ^ (s >>> 15), 1 | s);
@@ -162,13 +179,28 @@ export function hfConfigJson(c, dtype) {
 function tokenizerJson(c) {
   const toks = vocabTokens(c.vocab);
   const vocab = {};
-  toks.forEach((t, i) => { vocab[t] = i; });
-  const special = (id) => ({ id, content: toks[id], single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+  toks.forEach((t, i) => {
+    vocab[t] = i;
+  });
+  const special = (id) => ({
+    id,
+    content: toks[id],
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: true,
+  });
   const meta = { type: 'Metaspace', replacement: '\u2581', prepend_scheme: 'always', split: true };
   return {
-    version: '1.0', truncation: null, padding: null,
+    version: '1.0',
+    truncation: null,
+    padding: null,
     added_tokens: [special(UNK_ID), special(BOS_ID), special(EOS_ID)],
-    normalizer: null, pre_tokenizer: meta, post_processor: null, decoder: meta,
+    normalizer: null,
+    pre_tokenizer: meta,
+    post_processor: null,
+    decoder: meta,
     model: { type: 'WordLevel', vocab, unk_token: '<unk>' },
   };
 }
@@ -180,22 +212,37 @@ export function generateModel({ out, dtype = 'float32', ...opts }) {
   mkdirSync(out, { recursive: true });
   const json = (f, v) => writeFileSync(join(out, f), JSON.stringify(v, null, 2) + '\n');
   json('config.json', hfConfigJson(c, dtype));
-  json('generation_config.json', { _from_model_config: true, bos_token_id: BOS_ID, eos_token_id: EOS_ID, transformers_version: '4.46.0' });
+  json('generation_config.json', {
+    _from_model_config: true,
+    bos_token_id: BOS_ID,
+    eos_token_id: EOS_ID,
+    transformers_version: '4.46.0',
+  });
   json('tokenizer.json', tokenizerJson(c));
   json('tokenizer_config.json', {
-    bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>', add_bos_token: true, add_eos_token: false,
-    model_max_length: c.maxPos, tokenizer_class: 'PreTrainedTokenizerFast',
+    bos_token: '<s>',
+    eos_token: '</s>',
+    unk_token: '<unk>',
+    add_bos_token: true,
+    add_eos_token: false,
+    model_max_length: c.maxPos,
+    tokenizer_class: 'PreTrainedTokenizerFast',
   });
   const st = dtype === 'float32' ? 'F32' : 'BF16';
   const tensors = modelTensorSpecs(c).map(([name, shape, kind]) => ({
-    name, dtype: st, shape,
+    name,
+    dtype: st,
+    shape,
     produce: () => {
       const v = tensorValues(c, name, shape, kind);
       return st === 'F32' ? v : f32ToBf16(v);
     },
   }));
   writeSafetensors(join(out, 'model.safetensors'), tensors, {
-    format: 'pt', generator: 'loraplex-bench/gen-model.mjs', generator_version: String(GENERATOR_VERSION), seed: String(c.seed),
+    format: 'pt',
+    generator: 'loraplex-bench/gen-model.mjs',
+    generator_version: String(GENERATOR_VERSION),
+    seed: String(c.seed),
   });
   return { dir: out, config: c, params: countParams(c) };
 }
@@ -221,28 +268,58 @@ export function loraTargetShapes(c) {
  * both A and B are random so every adapter really changes the output. With std 0.02 and alpha/r = 2
  * the weight delta is roughly 15% of the base weights' scale.
  */
-export function generateAdapters({ out, count, rank = 16, alpha = 32, baseModel = 'loraplex-bench-llama', adapterStd = 0.02, ...opts }) {
+export function generateAdapters({
+  out,
+  count,
+  rank = 16,
+  alpha = 32,
+  baseModel = 'loraplex-bench-llama',
+  adapterStd = 0.02,
+  ...opts
+}) {
   const c = resolveConfig(opts);
   const shapes = loraTargetShapes(c);
   const dirs = [];
   for (let a = 0; a < count; a++) {
     const dir = join(out, `a${a}`);
     mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'adapter_config.json'), JSON.stringify({
-      peft_type: 'LORA', task_type: 'CAUSAL_LM', base_model_name_or_path: baseModel,
-      r: rank, lora_alpha: alpha, lora_dropout: 0, bias: 'none', fan_in_fan_out: false,
-      target_modules: LORA_TARGETS, inference_mode: true, use_rslora: false, use_dora: false,
-    }, null, 2) + '\n');
+    writeFileSync(
+      join(dir, 'adapter_config.json'),
+      JSON.stringify(
+        {
+          peft_type: 'LORA',
+          task_type: 'CAUSAL_LM',
+          base_model_name_or_path: baseModel,
+          r: rank,
+          lora_alpha: alpha,
+          lora_dropout: 0,
+          bias: 'none',
+          fan_in_fan_out: false,
+          target_modules: LORA_TARGETS,
+          inference_mode: true,
+          use_rslora: false,
+          use_dora: false,
+        },
+        null,
+        2,
+      ) + '\n',
+    );
     const tensors = [];
     for (let i = 0; i < c.layers; i++) {
       for (const t of LORA_TARGETS) {
         const [mod, outDim, inDim] = shapes[t];
         const base = `base_model.model.model.layers.${i}.${mod}`;
-        for (const [suffix, shape] of [['lora_A.weight', [rank, inDim]], ['lora_B.weight', [outDim, rank]]]) {
+        for (const [suffix, shape] of [
+          ['lora_A.weight', [rank, inDim]],
+          ['lora_B.weight', [outDim, rank]],
+        ]) {
           const name = `${base}.${suffix}`;
           tensors.push({
-            name, dtype: 'F32', shape,
-            produce: () => fillNormalish(new Float32Array(shape[0] * shape[1]), `${c.seed}:adapter${a}:${name}`, adapterStd),
+            name,
+            dtype: 'F32',
+            shape,
+            produce: () =>
+              fillNormalish(new Float32Array(shape[0] * shape[1]), `${c.seed}:adapter${a}:${name}`, adapterStd),
           });
         }
       }
@@ -255,18 +332,34 @@ export function generateAdapters({ out, count, rank = 16, alpha = 32, baseModel 
 
 /** CLI size overrides shared by the bench scripts (util.parseArgs option specs). */
 export const SIZE_ARGS = {
-  hidden: { type: 'string' }, layers: { type: 'string' }, heads: { type: 'string' },
-  'kv-heads': { type: 'string' }, intermediate: { type: 'string' }, vocab: { type: 'string' },
-  'max-pos': { type: 'string' }, 'rope-theta': { type: 'string' }, 'rms-eps': { type: 'string' },
-  std: { type: 'string' }, 'qk-std': { type: 'string' }, seed: { type: 'string' },
+  hidden: { type: 'string' },
+  layers: { type: 'string' },
+  heads: { type: 'string' },
+  'kv-heads': { type: 'string' },
+  intermediate: { type: 'string' },
+  vocab: { type: 'string' },
+  'max-pos': { type: 'string' },
+  'rope-theta': { type: 'string' },
+  'rms-eps': { type: 'string' },
+  std: { type: 'string' },
+  'qk-std': { type: 'string' },
+  seed: { type: 'string' },
 };
 
 export function sizeOptsFromArgs(v) {
   const num = (x) => (x === undefined ? undefined : Number(x));
   return {
-    hidden: num(v.hidden), layers: num(v.layers), heads: num(v.heads), kvHeads: num(v['kv-heads']),
-    intermediate: num(v.intermediate), vocab: num(v.vocab), maxPos: num(v['max-pos']),
-    ropeTheta: num(v['rope-theta']), rmsEps: num(v['rms-eps']), std: num(v.std), qkStd: num(v['qk-std']),
+    hidden: num(v.hidden),
+    layers: num(v.layers),
+    heads: num(v.heads),
+    kvHeads: num(v['kv-heads']),
+    intermediate: num(v.intermediate),
+    vocab: num(v.vocab),
+    maxPos: num(v['max-pos']),
+    ropeTheta: num(v['rope-theta']),
+    rmsEps: num(v['rms-eps']),
+    std: num(v.std),
+    qkStd: num(v['qk-std']),
     seed: num(v.seed),
   };
 }
@@ -274,10 +367,14 @@ export function sizeOptsFromArgs(v) {
 function main() {
   const { values: v } = parseArgs({
     options: {
-      out: { type: 'string' }, dtype: { type: 'string', default: 'float32' },
-      adapters: { type: 'string', default: '0' }, rank: { type: 'string', default: '16' },
-      alpha: { type: 'string', default: '32' }, 'adapters-out': { type: 'string' },
-      help: { type: 'boolean' }, ...SIZE_ARGS,
+      out: { type: 'string' },
+      dtype: { type: 'string', default: 'float32' },
+      adapters: { type: 'string', default: '0' },
+      rank: { type: 'string', default: '16' },
+      alpha: { type: 'string', default: '32' },
+      'adapters-out': { type: 'string' },
+      help: { type: 'boolean' },
+      ...SIZE_ARGS,
     },
   });
   if (v.help || !v.out) {
@@ -293,7 +390,14 @@ function main() {
   console.log(`model: ${out} (${v.dtype}, ${(params / 1e6).toFixed(1)}M params, ${JSON.stringify(config)})`);
   const n = Number(v.adapters);
   if (n > 0) {
-    const dirs = generateAdapters({ out: resolve(v['adapters-out'] ?? join(out, 'adapters')), count: n, rank: Number(v.rank), alpha: Number(v.alpha), baseModel: out, ...sizes });
+    const dirs = generateAdapters({
+      out: resolve(v['adapters-out'] ?? join(out, 'adapters')),
+      count: n,
+      rank: Number(v.rank),
+      alpha: Number(v.alpha),
+      baseModel: out,
+      ...sizes,
+    });
     console.log(`adapters: ${dirs.join(', ')}`);
   }
   console.log(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);

@@ -23,32 +23,84 @@ export const GGML_TYPE = { F32: 0, F16: 1, BF16: 30 };
 const TYPE_SIZE = { 0: 4, 1: 2, 30: 2 };
 const FILE_TYPE = { F32: 0 /* ALL_F32 */, BF16: 32 /* MOSTLY_BF16 */ };
 // GGUF metadata value types.
-const V = { U8: 0, I8: 1, U16: 2, I16: 3, U32: 4, I32: 5, F32: 6, BOOL: 7, STRING: 8, ARRAY: 9, U64: 10, I64: 11, F64: 12 };
+const V = {
+  U8: 0,
+  I8: 1,
+  U16: 2,
+  I16: 3,
+  U32: 4,
+  I32: 5,
+  F32: 6,
+  BOOL: 7,
+  STRING: 8,
+  ARRAY: 9,
+  U64: 10,
+  I64: 11,
+  F64: 12,
+};
 // llama_token_type values for tokenizer.ggml.token_type.
 const TOKEN_TYPE = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, BYTE: 6 };
 const ALIGN = 32;
 
 /** Append-only little-endian byte builder for the GGUF header. */
 class Bytes {
-  constructor() { this.chunks = []; this.length = 0; }
-  push(buf) { this.chunks.push(buf); this.length += buf.length; }
-  u32(x) { const b = Buffer.alloc(4); b.writeUInt32LE(x); this.push(b); }
-  i32(x) { const b = Buffer.alloc(4); b.writeInt32LE(x); this.push(b); }
-  u64(x) { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(x)); this.push(b); }
-  f32(x) { const b = Buffer.alloc(4); b.writeFloatLE(x); this.push(b); }
-  bool(x) { this.push(Buffer.from([x ? 1 : 0])); }
-  str(s) { const b = Buffer.from(s, 'utf8'); this.u64(b.length); this.push(b); }
-  toBuffer() { return Buffer.concat(this.chunks, this.length); }
+  constructor() {
+    this.chunks = [];
+    this.length = 0;
+  }
+  push(buf) {
+    this.chunks.push(buf);
+    this.length += buf.length;
+  }
+  u32(x) {
+    const b = Buffer.alloc(4);
+    b.writeUInt32LE(x);
+    this.push(b);
+  }
+  i32(x) {
+    const b = Buffer.alloc(4);
+    b.writeInt32LE(x);
+    this.push(b);
+  }
+  u64(x) {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(BigInt(x));
+    this.push(b);
+  }
+  f32(x) {
+    const b = Buffer.alloc(4);
+    b.writeFloatLE(x);
+    this.push(b);
+  }
+  bool(x) {
+    this.push(Buffer.from([x ? 1 : 0]));
+  }
+  str(s) {
+    const b = Buffer.from(s, 'utf8');
+    this.u64(b.length);
+    this.push(b);
+  }
+  toBuffer() {
+    return Buffer.concat(this.chunks, this.length);
+  }
 }
 
 /** Writes one key/value; `type` is a V.* code, or [V.ARRAY, elemType] for arrays. */
 function writeKv(out, key, type, value) {
   out.str(key);
   if (Array.isArray(type)) {
-    out.u32(V.ARRAY); out.u32(type[1]); out.u64(value.length);
-    if (type[1] === V.F32) { const b = Buffer.alloc(4 * value.length); value.forEach((x, i) => b.writeFloatLE(x, 4 * i)); out.push(b); }
-    else if (type[1] === V.I32) { const b = Buffer.alloc(4 * value.length); value.forEach((x, i) => b.writeInt32LE(x, 4 * i)); out.push(b); }
-    else if (type[1] === V.STRING) for (const s of value) out.str(s);
+    out.u32(V.ARRAY);
+    out.u32(type[1]);
+    out.u64(value.length);
+    if (type[1] === V.F32) {
+      const b = Buffer.alloc(4 * value.length);
+      value.forEach((x, i) => b.writeFloatLE(x, 4 * i));
+      out.push(b);
+    } else if (type[1] === V.I32) {
+      const b = Buffer.alloc(4 * value.length);
+      value.forEach((x, i) => b.writeInt32LE(x, 4 * i));
+      out.push(b);
+    } else if (type[1] === V.STRING) for (const s of value) out.str(s);
     else throw new Error(`array type ${type[1]} not supported`);
     return;
   }
@@ -67,9 +119,15 @@ export function ggufTensorName(hf) {
   if (hf === 'lm_head.weight') return 'output.weight';
   const m = /^model\.layers\.(\d+)\.(.+)\.weight$/.exec(hf);
   const map = {
-    input_layernorm: 'attn_norm', 'self_attn.q_proj': 'attn_q', 'self_attn.k_proj': 'attn_k',
-    'self_attn.v_proj': 'attn_v', 'self_attn.o_proj': 'attn_output', post_attention_layernorm: 'ffn_norm',
-    'mlp.gate_proj': 'ffn_gate', 'mlp.up_proj': 'ffn_up', 'mlp.down_proj': 'ffn_down',
+    input_layernorm: 'attn_norm',
+    'self_attn.q_proj': 'attn_q',
+    'self_attn.k_proj': 'attn_k',
+    'self_attn.v_proj': 'attn_v',
+    'self_attn.o_proj': 'attn_output',
+    post_attention_layernorm: 'ffn_norm',
+    'mlp.gate_proj': 'ffn_gate',
+    'mlp.up_proj': 'ffn_up',
+    'mlp.down_proj': 'ffn_down',
   };
   if (!m || !(m[2] in map)) throw new Error(`no GGUF name for HF tensor ${hf}`);
   return `blk.${m[1]}.${map[m[2]]}.weight`;
@@ -80,7 +138,8 @@ export function ggufTensorName(hf) {
  * Works on raw bytes (any element size), so BF16 data is permuted without conversion.
  */
 export function permuteRopeRows(bytes, rows, rowBytes, nHead) {
-  const hd = rows / nHead, half = hd / 2;
+  const hd = rows / nHead,
+    half = hd / 2;
   if (!Number.isInteger(hd) || hd % 2) throw new Error(`cannot split ${rows} rows into ${nHead} heads of even size`);
   const out = new Uint8Array(bytes.length);
   for (let h = 0; h < nHead; h++) {
@@ -96,14 +155,18 @@ export function permuteRopeRows(bytes, rows, rowBytes, nHead) {
 
 /** Converts raw tensor bytes from a safetensors dtype to a ggml type. */
 function convert(bytes, srcDtype, dstType) {
-  if ((srcDtype === 'F32' && dstType === GGML_TYPE.F32) || (srcDtype === 'BF16' && dstType === GGML_TYPE.BF16)) return bytes;
+  if ((srcDtype === 'F32' && dstType === GGML_TYPE.F32) || (srcDtype === 'BF16' && dstType === GGML_TYPE.BF16))
+    return bytes;
   let f32;
   if (srcDtype === 'F32') f32 = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4);
   else if (srcDtype === 'BF16') f32 = bf16ToF32(new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.length / 2));
   else if (srcDtype === 'F16') f32 = f16ToF32(new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.length / 2));
   else throw new Error(`unsupported source dtype ${srcDtype}`);
   if (dstType === GGML_TYPE.F32) return new Uint8Array(f32.buffer, f32.byteOffset, f32.byteLength);
-  if (dstType === GGML_TYPE.BF16) { const b = f32ToBf16(f32); return new Uint8Array(b.buffer); }
+  if (dstType === GGML_TYPE.BF16) {
+    const b = f32ToBf16(f32);
+    return new Uint8Array(b.buffer);
+  }
   throw new Error(`unsupported target type ${dstType}`);
 }
 
@@ -112,7 +175,9 @@ function tokenizerKvs(vocab) {
   const tokens = vocabTokens(vocab);
   const scores = new Array(vocab).fill(0);
   const types = new Array(vocab).fill(TOKEN_TYPE.NORMAL);
-  types[UNK_ID] = TOKEN_TYPE.UNKNOWN; types[BOS_ID] = TOKEN_TYPE.CONTROL; types[EOS_ID] = TOKEN_TYPE.CONTROL;
+  types[UNK_ID] = TOKEN_TYPE.UNKNOWN;
+  types[BOS_ID] = TOKEN_TYPE.CONTROL;
+  types[EOS_ID] = TOKEN_TYPE.CONTROL;
   for (let b = 0; b < 256; b++) types[FIRST_BYTE_ID + b] = TOKEN_TYPE.BYTE;
   // SPM merges pieces by score; decreasing scores make the synthetic vocabulary well ordered.
   for (let i = FIRST_NORMAL_ID; i < vocab; i++) scores[i] = -(i - FIRST_NORMAL_ID);
@@ -138,10 +203,12 @@ export function writeGgufFromHf(modelDir, outPath, { outtype = 'auto', permuteQK
   if (cfg.model_type !== 'llama') throw new Error(`only llama models are supported, got ${cfg.model_type}`);
   const st = openSafetensors(join(modelDir, 'model.safetensors'));
   try {
-    const nHead = cfg.num_attention_heads, nKv = cfg.num_key_value_heads ?? nHead;
+    const nHead = cfg.num_attention_heads,
+      nKv = cfg.num_key_value_heads ?? nHead;
     const headDim = cfg.head_dim ?? cfg.hidden_size / nHead;
     const infos = [];
-    let offset = 0, any2d = null;
+    let offset = 0,
+      any2d = null;
     for (const t of st.tensors.values()) {
       let type;
       if (t.shape.length === 1 || outtype === 'f32') type = GGML_TYPE.F32;
@@ -197,7 +264,8 @@ export function writeGgufFromHf(modelDir, outPath, { outtype = 'auto', permuteQK
       for (const t of infos) {
         let data = convert(st.readBytes(t.hf.name), t.hf.dtype, t.type);
         if (permuteQK && /attn_[qk]\.weight$/.test(t.name)) {
-          const rows = t.hf.shape[0], rowBytes = t.hf.shape[1] * TYPE_SIZE[t.type];
+          const rows = t.hf.shape[0],
+            rowBytes = t.hf.shape[1] * TYPE_SIZE[t.type];
           data = permuteRopeRows(data, rows, rowBytes, t.name.endsWith('attn_q.weight') ? nHead : nKv);
         }
         writeAll(fd, data);
@@ -216,8 +284,11 @@ export function writeGgufFromHf(modelDir, outPath, { outtype = 'auto', permuteQK
 function main() {
   const { values: v } = parseArgs({
     options: {
-      model: { type: 'string' }, out: { type: 'string' }, outtype: { type: 'string', default: 'auto' },
-      'no-permute': { type: 'boolean' }, help: { type: 'boolean' },
+      model: { type: 'string' },
+      out: { type: 'string' },
+      outtype: { type: 'string', default: 'auto' },
+      'no-permute': { type: 'boolean' },
+      help: { type: 'boolean' },
     },
   });
   if (v.help || !v.model || !v.out) {
@@ -227,7 +298,9 @@ function main() {
   if (!['auto', 'f32', 'bf16'].includes(v.outtype)) throw new Error(`bad --outtype ${v.outtype}`);
   const t0 = performance.now();
   const r = writeGgufFromHf(resolve(v.model), resolve(v.out), { outtype: v.outtype, permuteQK: !v['no-permute'] });
-  console.log(`wrote ${r.path}: ${r.tensors} tensors, ${(r.bytes / 2 ** 20).toFixed(1)} MiB in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  console.log(
+    `wrote ${r.path}: ${r.tensors} tensors, ${(r.bytes / 2 ** 20).toFixed(1)} MiB in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+  );
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) main();

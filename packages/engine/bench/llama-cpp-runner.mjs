@@ -34,14 +34,24 @@ async function nodeLlamaCpp() {
 export async function loadLlama({ threads } = {}) {
   const { getLlama } = await nodeLlamaCpp();
   return getLlama({
-    gpu: false, build: 'never', skipDownload: true, usePrebuiltBinaries: true, progressLogs: false,
-    logLevel: 'error', maxThreads: threads ?? availableParallelism(),
+    gpu: false,
+    build: 'never',
+    skipDownload: true,
+    usePrebuiltBinaries: true,
+    progressLogs: false,
+    logLevel: 'error',
+    maxThreads: threads ?? availableParallelism(),
   });
 }
 
 /** Context options shared by the bench and the check; threads pinned so both engines use N. */
 function ctxOptions(threads, extra) {
-  return { threads: { ideal: threads, min: threads }, ignoreMemorySafetyChecks: true, failedCreationRemedy: false, ...extra };
+  return {
+    threads: { ideal: threads, min: threads },
+    ignoreMemorySafetyChecks: true,
+    failedCreationRemedy: false,
+    ...extra,
+  };
 }
 
 const GREEDY_NEXT = { generateNext: { token: true, options: { temperature: 0 } } };
@@ -74,7 +84,11 @@ async function prefill(seq, tokens) {
 async function timedDecode(seqs, prompts, n) {
   await Promise.all(seqs.map((s, i) => prefill(s, prompts[i].slice(0, -1))));
   const t0 = performance.now();
-  const outs = await lockstepGenerate(seqs, prompts.map((p) => p.at(-1)), n);
+  const outs = await lockstepGenerate(
+    seqs,
+    prompts.map((p) => p.at(-1)),
+    n,
+  );
   const s = (performance.now() - t0) / 1000;
   const total = outs.reduce((a, o) => a + o.length, 0);
   return { tokPerS: total / s, seconds: s, tokens: total, outputs: outs };
@@ -84,15 +98,39 @@ async function timedDecode(seqs, prompts, n) {
  * Runs the llama.cpp measurements on one GGUF. `repeat` timed runs each after a warm-up; the best
  * run is reported (least disturbed by the 2-core VM's noise).
  */
-export async function runLlamaBench({ model: modelPath, threads = availableParallelism(), tokens = 32, promptLen = 16, prefillLen = 512, batch = 8, repeat = 2, log = () => {} }) {
+export async function runLlamaBench({
+  model: modelPath,
+  threads = availableParallelism(),
+  tokens = 32,
+  promptLen = 16,
+  prefillLen = 512,
+  batch = 8,
+  repeat = 2,
+  log = () => {},
+}) {
   const llama = await loadLlama({ threads });
   const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
   const vocab = model.fileInfo.metadata.llama?.vocab_size ?? model.tokens.tokenizer?.length ?? 32000;
   const best = (runs) => runs.reduce((a, b) => (b.tokPerS > a.tokPerS ? b : a));
-  const result = { engine: 'llama.cpp', model: modelPath, threads, tokens, promptLen, prefillLen, batch, llamaCpp: llama.llamaCppRelease };
+  const result = {
+    engine: 'llama.cpp',
+    model: modelPath,
+    threads,
+    tokens,
+    promptLen,
+    prefillLen,
+    batch,
+    llamaCpp: llama.llamaCppRelease,
+  };
   try {
     // Batch 1 decode and prefill share a single-sequence context.
-    const ctx1 = await model.createContext(ctxOptions(threads, { sequences: 1, contextSize: Math.max(prefillLen, promptLen + tokens) + 64, batchSize: Math.max(512, prefillLen) }));
+    const ctx1 = await model.createContext(
+      ctxOptions(threads, {
+        sequences: 1,
+        contextSize: Math.max(prefillLen, promptLen + tokens) + 64,
+        batchSize: Math.max(512, prefillLen),
+      }),
+    );
     const seq = ctx1.getSequence();
     const p1 = [benchPrompt(0, promptLen, vocab)];
     await timedDecode([seq], p1, Math.min(8, tokens)); // warm-up: page in weights, build graphs
@@ -104,7 +142,8 @@ export async function runLlamaBench({ model: modelPath, threads = availableParal
 
     const pp = benchPrompt(100, prefillLen, vocab);
     const pre = [];
-    for (let r = 0; r <= repeat; r++) { // r = 0 is the warm-up
+    for (let r = 0; r <= repeat; r++) {
+      // r = 0 is the warm-up
       await seq.clearHistory();
       const t0 = performance.now();
       await seq.evaluateWithoutGeneratingNewTokens(pp);
@@ -116,7 +155,9 @@ export async function runLlamaBench({ model: modelPath, threads = availableParal
     await ctx1.dispose();
 
     if (batch > 1) {
-      const ctxB = await model.createContext(ctxOptions(threads, { sequences: batch, contextSize: promptLen + tokens + 64, batchSize: 512 }));
+      const ctxB = await model.createContext(
+        ctxOptions(threads, { sequences: batch, contextSize: promptLen + tokens + 64, batchSize: 512 }),
+      );
       const seqs = Array.from({ length: batch }, () => ctxB.getSequence());
       const pb = seqs.map((_, i) => benchPrompt(i + 1, promptLen, vocab));
       await timedDecode(seqs, pb, Math.min(4, tokens));
@@ -141,13 +182,24 @@ export async function runLlamaBench({ model: modelPath, threads = availableParal
  * float64 reference to ~1e-7 on the tiny model, so any layout error stands out. With the defaults
  * (F16 cache, flash attention) logits differ by ~1e-3 relative.
  */
-export async function llamaLogitsAndGreedy({ model: modelPath, prompt, tokens, greedyTokens, threads = availableParallelism(), exact = true }) {
+export async function llamaLogitsAndGreedy({
+  model: modelPath,
+  prompt,
+  tokens,
+  greedyTokens,
+  threads = availableParallelism(),
+  exact = true,
+}) {
   const llama = await loadLlama({ threads });
   const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
   try {
     const vocab = model.fileInfo.metadata.llama.vocab_size;
-    const cache = exact ? { flashAttention: false, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32' } : {};
-    const ctx = await model.createContext(ctxOptions(threads, { sequences: 1, contextSize: tokens.length + greedyTokens + 64, batchSize: 512, ...cache }));
+    const cache = exact
+      ? { flashAttention: false, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32' }
+      : {};
+    const ctx = await model.createContext(
+      ctxOptions(threads, { sequences: 1, contextSize: tokens.length + greedyTokens + 64, batchSize: 512, ...cache }),
+    );
     const seq = ctx.getSequence();
     const input = tokens.map((t, i) => (i >= prompt.length - 1 ? [t, { generateNext: { logits: true } }] : t));
     const res = await seq.controlledEvaluate(input);
@@ -170,24 +222,43 @@ export async function llamaLogitsAndGreedy({ model: modelPath, prompt, tokens, g
 function main() {
   const { values: v } = parseArgs({
     options: {
-      model: { type: 'string' }, threads: { type: 'string' }, tokens: { type: 'string', default: '32' },
-      prompt: { type: 'string', default: '16' }, prefill: { type: 'string', default: '512' },
-      batch: { type: 'string', default: '8' }, repeat: { type: 'string', default: '2' },
-      json: { type: 'boolean' }, help: { type: 'boolean' },
+      model: { type: 'string' },
+      threads: { type: 'string' },
+      tokens: { type: 'string', default: '32' },
+      prompt: { type: 'string', default: '16' },
+      prefill: { type: 'string', default: '512' },
+      batch: { type: 'string', default: '8' },
+      repeat: { type: 'string', default: '2' },
+      json: { type: 'boolean' },
+      help: { type: 'boolean' },
     },
   });
   if (v.help || !v.model) {
-    console.log('usage: node bench/llama-cpp-runner.mjs --model FILE.gguf [--threads N] [--tokens 32] [--prompt 16] [--prefill 512] [--batch 8] [--repeat 2] [--json]');
+    console.log(
+      'usage: node bench/llama-cpp-runner.mjs --model FILE.gguf [--threads N] [--tokens 32] [--prompt 16] [--prefill 512] [--batch 8] [--repeat 2] [--json]',
+    );
     process.exit(v.help ? 0 : 2);
   }
   const log = v.json ? (m) => console.error(m) : (m) => console.log(m);
   runLlamaBench({
-    model: resolve(v.model), threads: v.threads ? Number(v.threads) : availableParallelism(), tokens: Number(v.tokens),
-    promptLen: Number(v.prompt), prefillLen: Number(v.prefill), batch: Number(v.batch), repeat: Number(v.repeat), log,
-  }).then((r) => {
-    if (v.json) console.log('BENCH_RESULT ' + JSON.stringify(r));
-    else console.log(`peak RSS ${r.peakRssMiB.toFixed(0)} MiB`);
-  }, (e) => { console.error(e); process.exit(1); });
+    model: resolve(v.model),
+    threads: v.threads ? Number(v.threads) : availableParallelism(),
+    tokens: Number(v.tokens),
+    promptLen: Number(v.prompt),
+    prefillLen: Number(v.prefill),
+    batch: Number(v.batch),
+    repeat: Number(v.repeat),
+    log,
+  }).then(
+    (r) => {
+      if (v.json) console.log('BENCH_RESULT ' + JSON.stringify(r));
+      else console.log(`peak RSS ${r.peakRssMiB.toFixed(0)} MiB`);
+    },
+    (e) => {
+      console.error(e);
+      process.exit(1);
+    },
+  );
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) main();

@@ -24,10 +24,26 @@ export const ENGINE_ENTRY = process.env.LORAPLEX_BENCH_ENGINE
   : fileURLToPath(new URL('../dist/index.js', import.meta.url));
 export const NOT_BUILT = 3;
 
-export async function runLoraplexBench({ model, adapters = [], threads = availableParallelism(), tokens = 32, promptLen = 16, prefillLen = 512, batch = 8, repeat = 2, rank = 16, log = () => {} }) {
+export async function runLoraplexBench({
+  model,
+  adapters = [],
+  threads = availableParallelism(),
+  tokens = 32,
+  promptLen = 16,
+  prefillLen = 512,
+  batch = 8,
+  repeat = 2,
+  rank = 16,
+  log = () => {},
+}) {
   const { Engine } = await import(pathToFileURL(ENGINE_ENTRY).href);
   const vocab = JSON.parse(readFileSync(join(model, 'config.json'), 'utf8')).vocab_size;
-  const engine = await Engine.load(model, { backend: 'cpu', maxAdapters: Math.max(batch, adapters.length), maxLoraRank: rank, threads });
+  const engine = await Engine.load(model, {
+    backend: 'cpu',
+    maxAdapters: Math.max(batch, adapters.length),
+    maxLoraRank: rank,
+    threads,
+  });
   const result = { engine: 'loraplex', model, threads, tokens, promptLen, prefillLen, batch };
   try {
     const ids = [];
@@ -36,18 +52,22 @@ export async function runLoraplexBench({ model, adapters = [], threads = availab
       ids.push(`a${i}`);
     }
     const req = (prompt, adapter, maxTokens) => ({
-      prompt, ...(adapter ? { adapter } : {}), sampling: { maxTokens, temperature: 0, ignoreEos: true },
+      prompt,
+      ...(adapter ? { adapter } : {}),
+      sampling: { maxTokens, temperature: 0, ignoreEos: true },
     });
     /** Best-of-`repeat` wall time of one generate() call; checks every request produced maxTokens. */
     const timeGen = async (prompts, adapterIds, maxTokens) => {
-      let best = Infinity, out;
+      let best = Infinity,
+        out;
       for (let r = 0; r < repeat; r++) {
         const reqs = prompts.map((p, i) => req(p, adapterIds?.[i], maxTokens));
         const t0 = performance.now();
         out = await engine.generate(reqs);
         best = Math.min(best, (performance.now() - t0) / 1000);
         out.forEach((o, i) => {
-          if (o.tokens.length !== maxTokens) throw new Error(`request ${i}: got ${o.tokens.length} tokens, asked for ${maxTokens} with ignoreEos`);
+          if (o.tokens.length !== maxTokens)
+            throw new Error(`request ${i}: got ${o.tokens.length} tokens, asked for ${maxTokens} with ignoreEos`);
         });
       }
       return { s: best, out };
@@ -81,7 +101,9 @@ export async function runLoraplexBench({ model, adapters = [], threads = availab
       if (ids.length >= batch) {
         result.decodeBatchLora = (await decode(pb, ids.slice(0, batch))).tokPerS;
         result.loraRatio = result.decodeBatchLora / result.decodeBatch;
-        log(`loraplex decode b${batch} with ${batch} adapters: ${result.decodeBatchLora.toFixed(1)} tok/s (ratio ${result.loraRatio.toFixed(3)})`);
+        log(
+          `loraplex decode b${batch} with ${batch} adapters: ${result.decodeBatchLora.toFixed(1)} tok/s (ratio ${result.loraRatio.toFixed(3)})`,
+        );
       }
     }
   } finally {
@@ -94,15 +116,23 @@ export async function runLoraplexBench({ model, adapters = [], threads = availab
 function main() {
   const { values: v } = parseArgs({
     options: {
-      model: { type: 'string' }, adapters: { type: 'string', default: '' }, threads: { type: 'string' },
-      tokens: { type: 'string', default: '32' }, prompt: { type: 'string', default: '16' },
-      prefill: { type: 'string', default: '512' }, batch: { type: 'string', default: '8' },
-      repeat: { type: 'string', default: '2' }, rank: { type: 'string', default: '16' },
-      json: { type: 'boolean' }, help: { type: 'boolean' },
+      model: { type: 'string' },
+      adapters: { type: 'string', default: '' },
+      threads: { type: 'string' },
+      tokens: { type: 'string', default: '32' },
+      prompt: { type: 'string', default: '16' },
+      prefill: { type: 'string', default: '512' },
+      batch: { type: 'string', default: '8' },
+      repeat: { type: 'string', default: '2' },
+      rank: { type: 'string', default: '16' },
+      json: { type: 'boolean' },
+      help: { type: 'boolean' },
     },
   });
   if (v.help || !v.model) {
-    console.log('usage: node bench/loraplex-runner.mjs --model HF_DIR [--adapters d0,d1,...] [--threads N] [--tokens 32] [--prompt 16] [--prefill 512] [--batch 8] [--repeat 2] [--json]');
+    console.log(
+      'usage: node bench/loraplex-runner.mjs --model HF_DIR [--adapters d0,d1,...] [--threads N] [--tokens 32] [--prompt 16] [--prefill 512] [--batch 8] [--repeat 2] [--json]',
+    );
     process.exit(v.help ? 0 : 2);
   }
   if (!existsSync(ENGINE_ENTRY)) {
@@ -111,13 +141,26 @@ function main() {
   }
   const log = v.json ? (m) => console.error(m) : (m) => console.log(m);
   runLoraplexBench({
-    model: resolve(v.model), adapters: v.adapters ? v.adapters.split(',').map((d) => resolve(d)) : [],
-    threads: v.threads ? Number(v.threads) : availableParallelism(), tokens: Number(v.tokens), promptLen: Number(v.prompt),
-    prefillLen: Number(v.prefill), batch: Number(v.batch), repeat: Number(v.repeat), rank: Number(v.rank), log,
-  }).then((r) => {
-    if (v.json) console.log('BENCH_RESULT ' + JSON.stringify(r));
-    else console.log(`peak RSS ${r.peakRssMiB.toFixed(0)} MiB`);
-  }, (e) => { console.error(e); process.exit(1); });
+    model: resolve(v.model),
+    adapters: v.adapters ? v.adapters.split(',').map((d) => resolve(d)) : [],
+    threads: v.threads ? Number(v.threads) : availableParallelism(),
+    tokens: Number(v.tokens),
+    promptLen: Number(v.prompt),
+    prefillLen: Number(v.prefill),
+    batch: Number(v.batch),
+    repeat: Number(v.repeat),
+    rank: Number(v.rank),
+    log,
+  }).then(
+    (r) => {
+      if (v.json) console.log('BENCH_RESULT ' + JSON.stringify(r));
+      else console.log(`peak RSS ${r.peakRssMiB.toFixed(0)} MiB`);
+    },
+    (e) => {
+      console.error(e);
+      process.exit(1);
+    },
+  );
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) main();

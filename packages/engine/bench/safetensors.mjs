@@ -61,7 +61,13 @@ export function openSafetensors(path) {
   const tensors = new Map();
   for (const [name, v] of Object.entries(header)) {
     if (name === '__metadata__') continue;
-    tensors.set(name, { name, dtype: v.dtype, shape: v.shape, begin: dataStart + v.data_offsets[0], end: dataStart + v.data_offsets[1] });
+    tensors.set(name, {
+      name,
+      dtype: v.dtype,
+      shape: v.shape,
+      begin: dataStart + v.data_offsets[0],
+      end: dataStart + v.data_offsets[1],
+    });
   }
   return {
     tensors,
@@ -87,7 +93,9 @@ export function openSafetensors(path) {
       if (t.dtype === 'F16') return f16ToF32(new Uint16Array(b.buffer, 0, b.length / 2));
       throw new Error(`${name}: unsupported dtype ${t.dtype}`);
     },
-    close() { closeSync(fd); },
+    close() {
+      closeSync(fd);
+    },
   };
 }
 

@@ -15,7 +15,10 @@ const DEMO_VERSION = 1;
 const MARKER = '.loraplex-demo.json';
 
 const DIMS = { vocab: 128256, hidden: 64, intermediate: 176, layers: 2, heads: 4, kvHeads: 2, headDim: 16 };
-export const DEMO_ADAPTERS = { 'demo-qv-r8': { r: 8, targets: ['q_proj', 'v_proj'] }, 'demo-all-r16': { r: 16, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] } } as const;
+export const DEMO_ADAPTERS = {
+  'demo-qv-r8': { r: 8, targets: ['q_proj', 'v_proj'] },
+  'demo-all-r16': { r: 16, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] },
+} as const;
 
 /** xorshift32 -> approximately normal values (sum of 4 uniforms), deterministic for a seed. */
 function filler(seed: number): (n: number, std: number) => Float32Array {
@@ -42,9 +45,13 @@ const bf16 = (data: Float32Array, shape: number[]): TensorToWrite => {
 function modelTensors(): Record<string, TensorToWrite> {
   const { vocab, hidden: H, intermediate: I, layers, heads, kvHeads, headDim } = DIMS;
   const rand = filler(1234);
-  const Q = heads * headDim, KV = kvHeads * headDim;
+  const Q = heads * headDim,
+    KV = kvHeads * headDim;
   const ones = (n: number): Float32Array => new Float32Array(n).fill(1);
-  const t: Record<string, TensorToWrite> = { 'model.embed_tokens.weight': bf16(rand(vocab * H, 0.02), [vocab, H]), 'model.norm.weight': bf16(ones(H), [H]) };
+  const t: Record<string, TensorToWrite> = {
+    'model.embed_tokens.weight': bf16(rand(vocab * H, 0.02), [vocab, H]),
+    'model.norm.weight': bf16(ones(H), [H]),
+  };
   for (let l = 0; l < layers; l++) {
     const p = `model.layers.${l}`;
     t[`${p}.input_layernorm.weight`] = bf16(ones(H), [H]);
@@ -62,8 +69,17 @@ function modelTensors(): Record<string, TensorToWrite> {
 
 function adapterTensors(r: number, targets: readonly string[], seed: number): Record<string, TensorToWrite> {
   const { hidden: H, intermediate: I, layers, heads, kvHeads, headDim } = DIMS;
-  const Q = heads * headDim, KV = kvHeads * headDim;
-  const dims: Record<string, [number, number, string]> = { q_proj: [H, Q, 'self_attn'], k_proj: [H, KV, 'self_attn'], v_proj: [H, KV, 'self_attn'], o_proj: [Q, H, 'self_attn'], gate_proj: [H, I, 'mlp'], up_proj: [H, I, 'mlp'], down_proj: [I, H, 'mlp'] };
+  const Q = heads * headDim,
+    KV = kvHeads * headDim;
+  const dims: Record<string, [number, number, string]> = {
+    q_proj: [H, Q, 'self_attn'],
+    k_proj: [H, KV, 'self_attn'],
+    v_proj: [H, KV, 'self_attn'],
+    o_proj: [Q, H, 'self_attn'],
+    gate_proj: [H, I, 'mlp'],
+    up_proj: [H, I, 'mlp'],
+    down_proj: [I, H, 'mlp'],
+  };
   const rand = filler(seed);
   const t: Record<string, TensorToWrite> = {};
   for (let l = 0; l < layers; l++) {
@@ -87,13 +103,37 @@ async function writeDemo(root: string): Promise<void> {
   const modelDir = join(root, 'model');
   await mkdir(modelDir, { recursive: true });
   const { vocab, hidden, intermediate, layers, heads, kvHeads, headDim } = DIMS;
-  await writeFile(join(modelDir, 'config.json'), JSON.stringify({
-    architectures: ['LlamaForCausalLM'], model_type: 'llama', vocab_size: vocab, hidden_size: hidden, intermediate_size: intermediate,
-    num_hidden_layers: layers, num_attention_heads: heads, num_key_value_heads: kvHeads, head_dim: headDim, hidden_act: 'silu',
-    max_position_embeddings: 2048, rms_norm_eps: 1e-5, rope_theta: 500000, tie_word_embeddings: true, torch_dtype: 'bfloat16',
-    bos_token_id: 128000, eos_token_id: [128001, 128009], _loraplex_note: 'demo model with random weights: its output is meaningless',
-  }, null, 2));
-  await writeFile(join(modelDir, 'generation_config.json'), JSON.stringify({ bos_token_id: 128000, eos_token_id: [128001, 128009] }, null, 2));
+  await writeFile(
+    join(modelDir, 'config.json'),
+    JSON.stringify(
+      {
+        architectures: ['LlamaForCausalLM'],
+        model_type: 'llama',
+        vocab_size: vocab,
+        hidden_size: hidden,
+        intermediate_size: intermediate,
+        num_hidden_layers: layers,
+        num_attention_heads: heads,
+        num_key_value_heads: kvHeads,
+        head_dim: headDim,
+        hidden_act: 'silu',
+        max_position_embeddings: 2048,
+        rms_norm_eps: 1e-5,
+        rope_theta: 500000,
+        tie_word_embeddings: true,
+        torch_dtype: 'bfloat16',
+        bos_token_id: 128000,
+        eos_token_id: [128001, 128009],
+        _loraplex_note: 'demo model with random weights: its output is meaningless',
+      },
+      null,
+      2,
+    ),
+  );
+  await writeFile(
+    join(modelDir, 'generation_config.json'),
+    JSON.stringify({ bos_token_id: 128000, eos_token_id: [128001, 128009] }, null, 2),
+  );
   await writeFile(join(modelDir, 'model.safetensors'), encodeSafetensors(modelTensors(), { format: 'pt' }));
   const tok = tokenizerFiles();
   await copyFile(tok.tokenizer, join(modelDir, 'tokenizer.json'));
@@ -101,11 +141,31 @@ async function writeDemo(root: string): Promise<void> {
   for (const [i, [name, a]] of Object.entries(DEMO_ADAPTERS).entries()) {
     const dir = join(root, 'adapters', name);
     await mkdir(dir, { recursive: true });
-    await writeFile(join(dir, 'adapter_config.json'), JSON.stringify({
-      peft_type: 'LORA', task_type: 'CAUSAL_LM', base_model_name_or_path: 'loraplex-demo', r: a.r, lora_alpha: 2 * a.r, lora_dropout: 0,
-      target_modules: a.targets, bias: 'none', use_rslora: false, use_dora: false, fan_in_fan_out: false, modules_to_save: null,
-    }, null, 2));
-    await writeFile(join(dir, 'adapter_model.safetensors'), encodeSafetensors(adapterTensors(a.r, a.targets, 100 + i), { format: 'pt' }));
+    await writeFile(
+      join(dir, 'adapter_config.json'),
+      JSON.stringify(
+        {
+          peft_type: 'LORA',
+          task_type: 'CAUSAL_LM',
+          base_model_name_or_path: 'loraplex-demo',
+          r: a.r,
+          lora_alpha: 2 * a.r,
+          lora_dropout: 0,
+          target_modules: a.targets,
+          bias: 'none',
+          use_rslora: false,
+          use_dora: false,
+          fan_in_fan_out: false,
+          modules_to_save: null,
+        },
+        null,
+        2,
+      ),
+    );
+    await writeFile(
+      join(dir, 'adapter_model.safetensors'),
+      encodeSafetensors(adapterTensors(a.r, a.targets, 100 + i), { format: 'pt' }),
+    );
   }
   await writeFile(join(root, MARKER), JSON.stringify({ version: DEMO_VERSION }));
 }
@@ -117,7 +177,8 @@ async function writeDemo(root: string): Promise<void> {
 export async function ensureDemoModel(dir: string): Promise<{ modelDir: string; adapterDir: string }> {
   const out = { modelDir: join(dir, 'model'), adapterDir: join(dir, 'adapters') };
   try {
-    if ((JSON.parse(await readFile(join(dir, MARKER), 'utf8')) as { version?: number }).version === DEMO_VERSION) return out;
+    if ((JSON.parse(await readFile(join(dir, MARKER), 'utf8')) as { version?: number }).version === DEMO_VERSION)
+      return out;
   } catch {
     // absent or unreadable: (re)generate
   }
@@ -130,7 +191,10 @@ export async function ensureDemoModel(dir: string): Promise<{ modelDir: string; 
   } catch (e) {
     await rm(tmp, { recursive: true, force: true });
     // Another process may have finished first.
-    const done = await readFile(join(dir, MARKER), 'utf8').then((t) => (JSON.parse(t) as { version?: number }).version === DEMO_VERSION, () => false);
+    const done = await readFile(join(dir, MARKER), 'utf8').then(
+      (t) => (JSON.parse(t) as { version?: number }).version === DEMO_VERSION,
+      () => false,
+    );
     if (!done) throw e;
   }
   return out;

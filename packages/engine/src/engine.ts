@@ -2,16 +2,35 @@
 // over mixed batches. The counterpart of vLLM's LLM class.
 import { resolve } from 'node:path';
 import {
-  buildAdapter, parseAdapterFiles, readAdapterFiles, readModelConfig, resolveAdapterModulesAsync,
-  type AdapterFiles, type ModelConfig,
+  buildAdapter,
+  parseAdapterFiles,
+  readAdapterFiles,
+  readModelConfig,
+  resolveAdapterModulesAsync,
+  type AdapterFiles,
+  type ModelConfig,
 } from '@loraplex/formats';
 import { EngineError, toEngineError } from './errors.js';
 import { runGeneration, type FinishReason, type TokenConstraint, type TokenLogprob } from './generate.js';
 import { loadedAdaptersGate } from './scheduler/gate.js';
 import { Scheduler, type KvUsage } from './scheduler/scheduler.js';
-import { loadAddon, type NativeAdapterHandle, type NativeModel, type NativeModelSpec, type NativeStepInput, type NativeStepOutput } from './native.js';
+import {
+  loadAddon,
+  type NativeAdapterHandle,
+  type NativeModel,
+  type NativeModelSpec,
+  type NativeStepInput,
+  type NativeStepOutput,
+} from './native.js';
 import { resolveSampling, type SamplingOptions } from './sampling.js';
-import { buildStepInput, fillLateMasks, splitStepOutput, type LateMask, type StepItem, type StepItemResult } from './step.js';
+import {
+  buildStepInput,
+  fillLateMasks,
+  splitStepOutput,
+  type LateMask,
+  type StepItem,
+  type StepItemResult,
+} from './step.js';
 import { TextTokenizer } from './tokenizer.js';
 import { readModelWeights } from './weights.js';
 
@@ -54,10 +73,24 @@ export interface GenerateOutput {
   logprobs?: TokenLogprob[];
 }
 
-export interface AdapterInfo { name: string; slot: number; rank: number; path: string; bytes: number; modules: number }
+export interface AdapterInfo {
+  name: string;
+  slot: number;
+  rank: number;
+  path: string;
+  bytes: number;
+  modules: number;
+}
 
 /** A loaded adapter: its native handle (slot, pages, pins) and what listAdapters() reports. */
-interface AdapterEntry { handle: NativeAdapterHandle; name: string; rank: number; path: string; bytes: number; modules: number }
+interface AdapterEntry {
+  handle: NativeAdapterHandle;
+  name: string;
+  rank: number;
+  path: string;
+  bytes: number;
+  modules: number;
+}
 
 export class Engine {
   readonly config: ModelConfig;
@@ -77,7 +110,13 @@ export class Engine {
   private maskTicket = 0;
   private closed = false;
 
-  private constructor(config: ModelConfig, tokenizer: TextTokenizer | undefined, native: NativeModel, backend: string, options: Required<EngineOptions>) {
+  private constructor(
+    config: ModelConfig,
+    tokenizer: TextTokenizer | undefined,
+    native: NativeModel,
+    backend: string,
+    options: Required<EngineOptions>,
+  ) {
     this.config = config;
     this.tokenizer = tokenizer;
     this.native = native;
@@ -89,8 +128,12 @@ export class Engine {
     if (tkEos !== undefined) this.eosTokenIds.add(tkEos);
     this.scheduler = new Scheduler({
       runStep: (items) => this.runStep(items),
-      numBlocks: Math.ceil(options.kvCacheTokens / options.blockSize), blockSize: options.blockSize,
-      vocab: config.vocab, maxPositions: config.maxPositions, eos: this.eosTokenIds, maxBatchTokens: options.maxBatchTokens,
+      numBlocks: Math.ceil(options.kvCacheTokens / options.blockSize),
+      blockSize: options.blockSize,
+      vocab: config.vocab,
+      maxPositions: config.maxPositions,
+      eos: this.eosTokenIds,
+      maxBatchTokens: options.maxBatchTokens,
       gate: loadedAdaptersGate((name) => this.adapters.get(name)?.handle.slot),
     });
   }
@@ -109,7 +152,8 @@ export class Engine {
     };
     const intOpt = (k: keyof EngineOptions, lo: number, hi: number): void => {
       const v = options[k] as number;
-      if (!Number.isInteger(v) || v < lo || v > hi) throw new EngineError('INVALID_ARGUMENT', `option ${k} must be an integer in [${lo}, ${hi}], got ${String(v)}`);
+      if (!Number.isInteger(v) || v < lo || v > hi)
+        throw new EngineError('INVALID_ARGUMENT', `option ${k} must be an integer in [${lo}, ${hi}], got ${String(v)}`);
     };
     intOpt('maxAdapters', 0, 65536);
     intOpt('maxLoraRank', 1, 1024);
@@ -118,8 +162,13 @@ export class Engine {
     intOpt('blockSize', 1, 4096);
     intOpt('threads', 0, 1024);
     intOpt('maxBatchTokens', 1, 1 << 20);
-    if (!['auto', 'float32', 'bfloat16'].includes(options.loraDtype)) throw new EngineError('INVALID_ARGUMENT', `loraDtype must be auto, float32 or bfloat16, got ${String(options.loraDtype)}`);
-    if (!['cpu', 'cuda', 'auto'].includes(options.backend)) throw new EngineError('INVALID_ARGUMENT', `backend must be cpu, cuda or auto, got ${String(options.backend)}`);
+    if (!['auto', 'float32', 'bfloat16'].includes(options.loraDtype))
+      throw new EngineError(
+        'INVALID_ARGUMENT',
+        `loraDtype must be auto, float32 or bfloat16, got ${String(options.loraDtype)}`,
+      );
+    if (!['cpu', 'cuda', 'auto'].includes(options.backend))
+      throw new EngineError('INVALID_ARGUMENT', `backend must be cpu, cuda or auto, got ${String(options.backend)}`);
     const dir = resolve(modelDir);
     const config = await readModelConfig(dir);
     if (opts.kvCacheTokens === undefined) {
@@ -128,12 +177,21 @@ export class Engine {
     }
     const [weights, tokenizer] = await Promise.all([readModelWeights(dir, config), TextTokenizer.fromDir(dir)]);
     const addon = loadAddon();
-    const backend = options.backend === 'auto' ? (addon.hasCuda && addon.cudaDeviceCount() > 0 ? 'cuda' : 'cpu') : options.backend;
+    const backend =
+      options.backend === 'auto' ? (addon.hasCuda && addon.cudaDeviceCount() > 0 ? 'cuda' : 'cpu') : options.backend;
     const spec: NativeModelSpec = {
       backend,
       config: {
-        vocab: config.vocab, hidden: config.hidden, intermediate: config.intermediate, layers: config.layers, heads: config.heads,
-        kvHeads: config.kvHeads, headDim: config.headDim, rmsEps: config.rmsEps, slidingWindow: config.slidingWindow, invFreq: config.invFreq,
+        vocab: config.vocab,
+        hidden: config.hidden,
+        intermediate: config.intermediate,
+        layers: config.layers,
+        heads: config.heads,
+        kvHeads: config.kvHeads,
+        headDim: config.headDim,
+        rmsEps: config.rmsEps,
+        slidingWindow: config.slidingWindow,
+        invFreq: config.invFreq,
         qkNorm: config.qkNorm,
       },
       files: weights.files,
@@ -144,7 +202,10 @@ export class Engine {
       maxRank: options.maxLoraRank,
       loraPages: options.loraPoolRanks,
       threads: options.threads,
-      loraDtype: options.loraDtype === 'bfloat16' || (options.loraDtype === 'auto' && !weights.dtypes.has('F32')) ? 'BF16' : 'F32',
+      loraDtype:
+        options.loraDtype === 'bfloat16' || (options.loraDtype === 'auto' && !weights.dtypes.has('F32'))
+          ? 'BF16'
+          : 'F32',
     };
     const tryLoad = async (s: NativeModelSpec): Promise<Engine> => {
       const native = new addon.NativeModel();
@@ -156,7 +217,10 @@ export class Engine {
     } catch (e) {
       const err = toEngineError(e);
       // 'auto' falls back to the CPU when the GPU cannot run the CUDA backend (e.g. older than sm_80).
-      if (options.backend === 'auto' && backend === 'cuda' && err.code === 'BACKEND_UNAVAILABLE') return tryLoad({ ...spec, backend: 'cpu' }).catch((e2: unknown) => { throw toEngineError(e2); });
+      if (options.backend === 'auto' && backend === 'cuda' && err.code === 'BACKEND_UNAVAILABLE')
+        return tryLoad({ ...spec, backend: 'cpu' }).catch((e2: unknown) => {
+          throw toEngineError(e2);
+        });
       throw err;
     }
   }
@@ -171,8 +235,10 @@ export class Engine {
    */
   async loadAdapter(name: string, adapterDir: string, files?: AdapterFiles): Promise<AdapterInfo> {
     this.ensureOpen();
-    if (typeof name !== 'string' || name.length === 0) throw new EngineError('INVALID_ARGUMENT', 'adapter name must be a non-empty string');
-    if (this.adapters.has(name) || this.pendingAdapters.has(name)) throw new EngineError('ADAPTER_EXISTS', `adapter ${name} is already loaded`);
+    if (typeof name !== 'string' || name.length === 0)
+      throw new EngineError('INVALID_ARGUMENT', 'adapter name must be a non-empty string');
+    if (this.adapters.has(name) || this.pendingAdapters.has(name))
+      throw new EngineError('ADAPTER_EXISTS', `adapter ${name} is already loaded`);
     this.pendingAdapters.add(name);
     try {
       const path = files ? adapterDir : resolve(adapterDir);
@@ -180,8 +246,17 @@ export class Engine {
       const { config, tensors } = parseAdapterFiles(files ?? (await readAdapterFiles(path)), name);
       const modules = await resolveAdapterModulesAsync(config, this.config, { maxRank: this.options.maxLoraRank });
       const loaded = buildAdapter(config, tensors, this.config, this.options.maxLoraRank, modules);
-      const handle = await this.native.loadAdapter(loaded.spec).catch((e: unknown) => { throw toEngineError(e); });
-      const entry: AdapterEntry = { handle, name, rank: loaded.maxRank, path, bytes: loaded.bytes, modules: loaded.modules.length };
+      const handle = await this.native.loadAdapter(loaded.spec).catch((e: unknown) => {
+        throw toEngineError(e);
+      });
+      const entry: AdapterEntry = {
+        handle,
+        name,
+        rank: loaded.maxRank,
+        path,
+        bytes: loaded.bytes,
+        modules: loaded.modules.length,
+      };
       this.adapters.set(name, entry);
       return this.describe(entry);
     } finally {
@@ -280,7 +355,8 @@ export class Engine {
           // a malformed mask: the native side has failed the step with the reason
         }
       },
-      (e: unknown) => this.native.failMasks(ticket, `a deferred mask failed: ${e instanceof Error ? e.message : String(e)}`),
+      (e: unknown) =>
+        this.native.failMasks(ticket, `a deferred mask failed: ${e instanceof Error ? e.message : String(e)}`),
     );
     return step;
   }
@@ -288,12 +364,18 @@ export class Engine {
   async tokenize(prompt: string | number[]): Promise<number[]> {
     if (Array.isArray(prompt)) {
       for (const t of prompt) {
-        if (!Number.isInteger(t) || t < 0 || t >= this.config.vocab) throw new EngineError('INVALID_ARGUMENT', `token id ${String(t)} is outside the vocabulary of ${this.config.vocab}`);
+        if (!Number.isInteger(t) || t < 0 || t >= this.config.vocab)
+          throw new EngineError(
+            'INVALID_ARGUMENT',
+            `token id ${String(t)} is outside the vocabulary of ${this.config.vocab}`,
+          );
       }
       return prompt;
     }
-    if (typeof prompt !== 'string') throw new EngineError('INVALID_ARGUMENT', 'prompt must be a string or an array of token ids');
-    if (!this.tokenizer) throw new EngineError('TOKENIZER', 'the model directory has no tokenizer.json; pass token ids');
+    if (typeof prompt !== 'string')
+      throw new EngineError('INVALID_ARGUMENT', 'prompt must be a string or an array of token ids');
+    if (!this.tokenizer)
+      throw new EngineError('TOKENIZER', 'the model directory has no tokenizer.json; pass token ids');
     return this.tokenizer.encode(prompt);
   }
 
@@ -312,10 +394,21 @@ export class Engine {
     for (const h of adapters) h?.pin();
     try {
       const prepared = await Promise.all(
-        requests.map(async (r, i) => ({ prompt: await this.tokenize(r.prompt), adapter: adapters[i], sampling: resolveSampling(r.sampling, this.config.vocab), r })),
+        requests.map(async (r, i) => ({
+          prompt: await this.tokenize(r.prompt),
+          adapter: adapters[i],
+          sampling: resolveSampling(r.sampling, this.config.vocab),
+          r,
+        })),
       );
       const results = await runGeneration(
-        prepared.map((p) => ({ prompt: p.prompt, adapter: p.r.adapter, sampling: p.sampling, returnPromptLogits: p.r.returnPromptLogits === true, constraint: p.r.constraint })),
+        prepared.map((p) => ({
+          prompt: p.prompt,
+          adapter: p.r.adapter,
+          sampling: p.sampling,
+          returnPromptLogits: p.r.returnPromptLogits === true,
+          constraint: p.r.constraint,
+        })),
         { vocab: this.config.vocab, maxPositions: this.config.maxPositions, scheduler: this.scheduler },
       );
       return await Promise.all(

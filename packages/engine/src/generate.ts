@@ -20,7 +20,11 @@ export interface TokenConstraint {
   isTerminated?(): boolean;
 }
 
-export interface TokenLogprob { token: number; logprob: number; top: TopLogprob[] }
+export interface TokenLogprob {
+  token: number;
+  logprob: number;
+  top: TopLogprob[];
+}
 
 export interface SequenceResult {
   tokens: number[];
@@ -46,7 +50,10 @@ class GenerationSequence extends ScheduledSequence {
   private settle!: { resolve(): void; reject(e: unknown): void };
   readonly done: Promise<void>;
 
-  constructor(readonly req: SequenceRequest, private readonly vocab: number) {
+  constructor(
+    readonly req: SequenceRequest,
+    private readonly vocab: number,
+  ) {
     super({ adapter: req.adapter, prompt: req.prompt, sampling: req.sampling, promptLogits: req.returnPromptLogits });
     this.done = new Promise<void>((resolve, reject) => (this.settle = { resolve, reject }));
     this.done.catch(() => undefined); // observed by generate()
@@ -70,7 +77,8 @@ class GenerationSequence extends ScheduledSequence {
   override accept(tok: SampledToken, finish: FinishReason | undefined): AcceptResult {
     this.output.push(tok.token);
     this.req.constraint?.accept(tok.token);
-    if (this.sampling.logprobs !== undefined) this.logprobs.push({ token: tok.token, logprob: tok.logprob!, top: tok.top ?? [] });
+    if (this.sampling.logprobs !== undefined)
+      this.logprobs.push({ token: tok.token, logprob: tok.logprob!, top: tok.top ?? [] });
     // A completed constraint stops with 'stop', after EOS and stop tokens, before length.
     if (finish !== 'eos' && finish !== 'stop' && this.req.constraint?.isTerminated?.()) finish = 'stop';
     super.accept(tok, finish);
@@ -96,7 +104,8 @@ class GenerationSequence extends ScheduledSequence {
 
   result(): SequenceResult {
     const r: SequenceResult = { tokens: this.output, finishReason: this.finish ?? 'length' };
-    if (this.req.returnPromptLogits) r.promptLogits = this.promptLogits ?? new Float32Array(this.prompt.length * this.vocab);
+    if (this.req.returnPromptLogits)
+      r.promptLogits = this.promptLogits ?? new Float32Array(this.prompt.length * this.vocab);
     if (this.sampling.logprobs !== undefined) r.logprobs = this.logprobs;
     return r;
   }
@@ -115,11 +124,17 @@ export async function runGeneration(reqs: SequenceRequest[], ctx: GenerationCont
     const total = r.prompt.length + r.sampling.maxTokens;
     if (r.prompt.length === 0) throw new EngineError('INVALID_ARGUMENT', 'a prompt needs at least one token');
     if (r.prompt.length > ctx.maxPositions) {
-      throw new EngineError('INVALID_ARGUMENT', `the prompt has ${r.prompt.length} tokens, more than the model's ${ctx.maxPositions} positions`);
+      throw new EngineError(
+        'INVALID_ARGUMENT',
+        `the prompt has ${r.prompt.length} tokens, more than the model's ${ctx.maxPositions} positions`,
+      );
     }
     if (ctx.scheduler.blocksNeeded(r.prompt.length, r.sampling.maxTokens) > kv.totalBlocks) {
       const cache = `${kv.totalBlocks} x ${kv.blockSize} tokens`;
-      throw new EngineError('KV_CACHE_FULL', `a request of ${total} tokens needs more KV blocks than the cache has (${cache})`);
+      throw new EngineError(
+        'KV_CACHE_FULL',
+        `a request of ${total} tokens needs more KV blocks than the cache has (${cache})`,
+      );
     }
   }
   const seqs = reqs.map((r) => new GenerationSequence(r, ctx.vocab));

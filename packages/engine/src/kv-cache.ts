@@ -37,13 +37,18 @@ export class BlockAllocator {
   ensure(table: number[], tokens: number): void {
     const need = this.blocksFor(tokens) - table.length;
     if (need <= 0) return;
-    if (need > this.free.length) throw new EngineError('KV_CACHE_FULL', `the KV cache needs ${need} more block(s) but only ${this.free.length} of ${this.numBlocks} are free`);
+    if (need > this.free.length)
+      throw new EngineError(
+        'KV_CACHE_FULL',
+        `the KV cache needs ${need} more block(s) but only ${this.free.length} of ${this.numBlocks} are free`,
+      );
     for (let i = 0; i < need; i++) table.push(this.free.pop()!);
   }
 
   release(blocks: number[]): void {
     for (const b of blocks) {
-      if (!Number.isInteger(b) || b < 0 || b >= this.numBlocks) throw new EngineError('INVALID_ARGUMENT', `block ${b} is not a block of this cache`);
+      if (!Number.isInteger(b) || b < 0 || b >= this.numBlocks)
+        throw new EngineError('INVALID_ARGUMENT', `block ${b} is not a block of this cache`);
     }
     this.free.push(...blocks);
     blocks.length = 0;

@@ -6,13 +6,27 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EngineError } from './errors.js';
 
-export interface NativeTensorRef { key: string; file: number; offset: number; dtype: 'F32' | 'F16' | 'BF16'; shape: number[] }
+export interface NativeTensorRef {
+  key: string;
+  file: number;
+  offset: number;
+  dtype: 'F32' | 'F16' | 'BF16';
+  shape: number[];
+}
 
 export interface NativeModelSpec {
   backend: 'cpu' | 'cuda';
   config: {
-    vocab: number; hidden: number; intermediate: number; layers: number; heads: number; kvHeads: number; headDim: number;
-    rmsEps: number; slidingWindow: number; invFreq: Float32Array;
+    vocab: number;
+    hidden: number;
+    intermediate: number;
+    layers: number;
+    heads: number;
+    kvHeads: number;
+    headDim: number;
+    rmsEps: number;
+    slidingWindow: number;
+    invFreq: Float32Array;
     /** Per-head RMSNorm of q and k before rotary (Qwen3): every layer then has q_norm and k_norm [headDim]. */
     qkNorm?: boolean;
   };
@@ -27,7 +41,10 @@ export interface NativeModelSpec {
   loraDtype: 'F32' | 'BF16';
 }
 
-export interface NativeAdapterTensor { dtype: 'F32' | 'F16' | 'BF16'; data: Uint8Array }
+export interface NativeAdapterTensor {
+  dtype: 'F32' | 'F16' | 'BF16';
+  data: Uint8Array;
+}
 
 /** One adapter, per (layer, module) in layer-major order of the seven modules. */
 export interface NativeAdapterSpec {
@@ -46,37 +63,44 @@ export interface NativeAdapterSpec {
 
 /** The lower-level step: one forward pass over segments (one per sequence) of a mixed batch. */
 export interface NativeStepInput {
-  tokens: Int32Array;           // [T]
-  positions: Int32Array;        // [T]
-  segOffsets: Int32Array;       // [S + 1]
-  segSlot: Int32Array;          // [S] adapter slot (NativeAdapterHandle.slot) or -1
-  blockOffsets: Int32Array;     // [S + 1]
-  blockTable: Int32Array;       // concatenated block tables
-  segSample: Uint8Array;        // [S]
-  segAllLogits: Uint8Array;     // [S]
-  histOffsets: Int32Array;      // [S + 1]
+  tokens: Int32Array; // [T]
+  positions: Int32Array; // [T]
+  segOffsets: Int32Array; // [S + 1]
+  segSlot: Int32Array; // [S] adapter slot (NativeAdapterHandle.slot) or -1
+  blockOffsets: Int32Array; // [S + 1]
+  blockTable: Int32Array; // concatenated block tables
+  segSample: Uint8Array; // [S]
+  segAllLogits: Uint8Array; // [S]
+  histOffsets: Int32Array; // [S + 1]
   histTokens: Int32Array;
   histGeneratedStart: Int32Array; // [S]
-  segMask: Int32Array;          // [S] -1 or mask index
-  masks: Uint32Array;           // [numMasks * ceil(vocab / 32)]
+  segMask: Int32Array; // [S] -1 or mask index
+  masks: Uint32Array; // [numMasks * ceil(vocab / 32)]
   /** > 0: the masks are placeholders; the step waits before sampling for supplyMasks(maskTicket, ...). */
   maskTicket?: number;
   sampling: {
-    temperature: Float32Array; topK: Int32Array; topP: Float32Array; minP: Float32Array;
-    repetitionPenalty: Float32Array; presencePenalty: Float32Array; frequencyPenalty: Float32Array;
-    seed: Float64Array; draw: Int32Array; topLogprobs: Int32Array;
+    temperature: Float32Array;
+    topK: Int32Array;
+    topP: Float32Array;
+    minP: Float32Array;
+    repetitionPenalty: Float32Array;
+    presencePenalty: Float32Array;
+    frequencyPenalty: Float32Array;
+    seed: Float64Array;
+    draw: Int32Array;
+    topLogprobs: Int32Array;
     /** 1 where the chosen token's log-probability is wanted (optional; default all). */
     wantLogprob?: Uint8Array;
   };
 }
 
 export interface NativeStepOutput {
-  token: Int32Array;        // [S], -1 where the segment does not sample
-  logprob: Float32Array;    // [S]
-  topIds: Int32Array;       // [S * maxTop]
-  topLogprobs: Float32Array;// [S * maxTop]
+  token: Int32Array; // [S], -1 where the segment does not sample
+  logprob: Float32Array; // [S]
+  topIds: Int32Array; // [S * maxTop]
+  topLogprobs: Float32Array; // [S * maxTop]
   maxTop: number;
-  logits: Float32Array;     // [rows of all-logits segments, vocab]
+  logits: Float32Array; // [rows of all-logits segments, vocab]
 }
 
 /**
@@ -138,9 +162,18 @@ export function loadAddon(): NativeAddon {
   const here = dirname(fileURLToPath(import.meta.url));
   // LORAPLEX_NATIVE_ADDON points at another build of the addon (e.g. a CPU-only or debug build).
   const override = process.env.LORAPLEX_NATIVE_ADDON;
-  const candidates = override ? [override] : [join(here, '..', 'build', 'Release', 'loraplex_native.node'), join(here, '..', 'build', 'Debug', 'loraplex_native.node')];
+  const candidates = override
+    ? [override]
+    : [
+        join(here, '..', 'build', 'Release', 'loraplex_native.node'),
+        join(here, '..', 'build', 'Debug', 'loraplex_native.node'),
+      ];
   const path = candidates.find((p) => existsSync(p));
-  if (!path) throw new EngineError('BACKEND_UNAVAILABLE', `the native addon is not built (looked for ${candidates[0]}); run \`pnpm --filter @loraplex/engine build\``);
+  if (!path)
+    throw new EngineError(
+      'BACKEND_UNAVAILABLE',
+      `the native addon is not built (looked for ${candidates[0]}); run \`pnpm --filter @loraplex/engine build\``,
+    );
   addon = createRequire(import.meta.url)(path) as NativeAddon;
   return addon;
 }

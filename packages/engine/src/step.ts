@@ -31,9 +31,15 @@ export interface StepItem {
 }
 
 /** The deferred masks of a step: mask slot in NativeStepInput.masks and the function computing it. */
-export interface LateMask { slot: number; get: () => Promise<Uint32Array | null> }
+export interface LateMask {
+  slot: number;
+  get: () => Promise<Uint32Array | null>;
+}
 
-export interface TopLogprob { token: number; logprob: number }
+export interface TopLogprob {
+  token: number;
+  logprob: number;
+}
 
 export interface StepItemResult {
   token?: number;
@@ -52,7 +58,9 @@ export interface BuiltStep {
 
 export function buildStepInput(items: StepItem[], vocab: number): BuiltStep {
   const S = items.length;
-  let T = 0, B = 0, Hn = 0;
+  let T = 0,
+    B = 0,
+    Hn = 0;
   const words = Math.ceil(vocab / 32);
   let numMasks = 0;
   for (const it of items) {
@@ -62,18 +70,38 @@ export function buildStepInput(items: StepItem[], vocab: number): BuiltStep {
     if (it.mask || (it.maskLater && it.sample)) numMasks++;
   }
   const inp: NativeStepInput = {
-    tokens: new Int32Array(T), positions: new Int32Array(T), segOffsets: new Int32Array(S + 1), segSlot: new Int32Array(S),
-    blockOffsets: new Int32Array(S + 1), blockTable: new Int32Array(B), segSample: new Uint8Array(S), segAllLogits: new Uint8Array(S),
-    histOffsets: new Int32Array(S + 1), histTokens: new Int32Array(Hn), histGeneratedStart: new Int32Array(S), segMask: new Int32Array(S),
+    tokens: new Int32Array(T),
+    positions: new Int32Array(T),
+    segOffsets: new Int32Array(S + 1),
+    segSlot: new Int32Array(S),
+    blockOffsets: new Int32Array(S + 1),
+    blockTable: new Int32Array(B),
+    segSample: new Uint8Array(S),
+    segAllLogits: new Uint8Array(S),
+    histOffsets: new Int32Array(S + 1),
+    histTokens: new Int32Array(Hn),
+    histGeneratedStart: new Int32Array(S),
+    segMask: new Int32Array(S),
     masks: new Uint32Array(numMasks * words),
     sampling: {
-      temperature: new Float32Array(S), topK: new Int32Array(S), topP: new Float32Array(S).fill(1), minP: new Float32Array(S),
-      repetitionPenalty: new Float32Array(S).fill(1), presencePenalty: new Float32Array(S), frequencyPenalty: new Float32Array(S),
-      seed: new Float64Array(S), draw: new Int32Array(S), topLogprobs: new Int32Array(S), wantLogprob: new Uint8Array(S),
+      temperature: new Float32Array(S),
+      topK: new Int32Array(S),
+      topP: new Float32Array(S).fill(1),
+      minP: new Float32Array(S),
+      repetitionPenalty: new Float32Array(S).fill(1),
+      presencePenalty: new Float32Array(S),
+      frequencyPenalty: new Float32Array(S),
+      seed: new Float64Array(S),
+      draw: new Int32Array(S),
+      topLogprobs: new Int32Array(S),
+      wantLogprob: new Uint8Array(S),
     },
   };
   const late: LateMask[] = [];
-  let t = 0, b = 0, h = 0, mi = 0;
+  let t = 0,
+    b = 0,
+    h = 0,
+    mi = 0;
   for (let s = 0; s < S; s++) {
     const it = items[s]!;
     for (let i = 0; i < it.tokens.length; i++, t++) {
@@ -103,16 +131,29 @@ export function buildStepInput(items: StepItem[], vocab: number): BuiltStep {
     const p = it.sampling;
     if (p) {
       const sp = inp.sampling;
-      sp.temperature[s] = p.temperature; sp.topK[s] = p.topK; sp.topP[s] = p.topP; sp.minP[s] = p.minP;
-      sp.repetitionPenalty[s] = p.repetitionPenalty; sp.presencePenalty[s] = p.presencePenalty; sp.frequencyPenalty[s] = p.frequencyPenalty;
-      sp.seed[s] = p.seed; sp.draw[s] = it.draw ?? 0; sp.topLogprobs[s] = p.logprobs ?? 0; sp.wantLogprob![s] = p.logprobs !== undefined ? 1 : 0;
+      sp.temperature[s] = p.temperature;
+      sp.topK[s] = p.topK;
+      sp.topP[s] = p.topP;
+      sp.minP[s] = p.minP;
+      sp.repetitionPenalty[s] = p.repetitionPenalty;
+      sp.presencePenalty[s] = p.presencePenalty;
+      sp.frequencyPenalty[s] = p.frequencyPenalty;
+      sp.seed[s] = p.seed;
+      sp.draw[s] = it.draw ?? 0;
+      sp.topLogprobs[s] = p.logprobs ?? 0;
+      sp.wantLogprob![s] = p.logprobs !== undefined ? 1 : 0;
     }
   }
   return { input: inp, late };
 }
 
 /** The full masks array of a step: the immediate masks as given, the late ones written into their slots. */
-export function fillLateMasks(input: NativeStepInput, late: LateMask[], results: Array<Uint32Array | null>, vocab: number): Uint32Array {
+export function fillLateMasks(
+  input: NativeStepInput,
+  late: LateMask[],
+  results: Array<Uint32Array | null>,
+  vocab: number,
+): Uint32Array {
   const words = Math.ceil(vocab / 32);
   const masks = input.masks.slice();
   late.forEach((l, i) => {
@@ -140,7 +181,8 @@ export function splitStepOutput(items: StepItem[], out: NativeStepOutput, vocab:
       const n = it.sampling?.logprobs ?? 0;
       if (n > 0) {
         r.top = [];
-        for (let i = 0; i < n; i++) r.top.push({ token: out.topIds[s * out.maxTop + i]!, logprob: out.topLogprobs[s * out.maxTop + i]! });
+        for (let i = 0; i < n; i++)
+          r.top.push({ token: out.topIds[s * out.maxTop + i]!, logprob: out.topLogprobs[s * out.maxTop + i]! });
       }
     }
     results.push(r);

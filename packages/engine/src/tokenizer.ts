@@ -6,11 +6,15 @@ import { Template } from '@huggingface/jinja';
 import { Tokenizer } from 'tokenizers';
 import { EngineError } from './errors.js';
 
-export interface ChatMessage { role: string; content: string }
+export interface ChatMessage {
+  role: string;
+  content: string;
+}
 
 function tokenText(v: unknown): string | undefined {
   if (typeof v === 'string') return v;
-  if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string') return (v as { content: string }).content;
+  if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string')
+    return (v as { content: string }).content;
   return undefined;
 }
 
@@ -40,10 +44,12 @@ export class TextTokenizer {
     try {
       cfg = JSON.parse(await readFile(join(dir, 'tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new EngineError('TOKENIZER', `tokenizer_config.json: ${(e as Error).message}`);
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT')
+        throw new EngineError('TOKENIZER', `tokenizer_config.json: ${(e as Error).message}`);
     }
     let template = cfg.chat_template;
-    if (Array.isArray(template)) template = (template as Array<{ name?: string; template?: string }>).find((t) => t.name === 'default')?.template;
+    if (Array.isArray(template))
+      template = (template as Array<{ name?: string; template?: string }>).find((t) => t.name === 'default')?.template;
     const chatTemplate = typeof template === 'string' ? template : undefined;
     let compiled: Template | undefined;
     if (chatTemplate) {
@@ -83,7 +89,10 @@ export class TextTokenizer {
   }
 
   /** Ids with each token's [start, end) offsets in `text` (as the tokenizers binding reports them). */
-  async encodeWithOffsets(text: string, addSpecialTokens = true): Promise<{ ids: number[]; offsets: Array<[number, number]> }> {
+  async encodeWithOffsets(
+    text: string,
+    addSpecialTokens = true,
+  ): Promise<{ ids: number[]; offsets: Array<[number, number]> }> {
     const enc = await this.tk.encode(text, null, { addSpecialTokens });
     return { ids: enc.getIds(), offsets: enc.getOffsets().map((o) => [o[0] ?? 0, o[1] ?? 0] as [number, number]) };
   }
@@ -98,7 +107,12 @@ export class TextTokenizer {
     const tmpl = opts.template ? new Template(opts.template) : this.compiled;
     if (!tmpl) throw new EngineError('TOKENIZER', 'the model has no chat_template in tokenizer_config.json');
     try {
-      return tmpl.render({ messages, add_generation_prompt: opts.addGenerationPrompt ?? true, bos_token: this.bosToken ?? '', eos_token: this.eosToken ?? '' });
+      return tmpl.render({
+        messages,
+        add_generation_prompt: opts.addGenerationPrompt ?? true,
+        bos_token: this.bosToken ?? '',
+        eos_token: this.eosToken ?? '',
+      });
     } catch (e) {
       throw new EngineError('TOKENIZER', `chat template failed: ${(e as Error).message}`);
     }

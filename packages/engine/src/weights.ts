@@ -27,8 +27,12 @@ export async function findWeightFiles(dir: string): Promise<string[]> {
   if (await exists(single)) return [single];
   const indexPath = join(dir, 'model.safetensors.index.json');
   if (!(await exists(indexPath))) {
-    const hasBin = (await exists(join(dir, 'pytorch_model.bin'))) || (await exists(join(dir, 'pytorch_model.bin.index.json')));
-    throw new EngineError('MISSING_TENSOR', `${dir} has no model.safetensors or model.safetensors.index.json${hasBin ? ' (PyTorch .bin model weights are not supported; convert them to safetensors)' : ''}`);
+    const hasBin =
+      (await exists(join(dir, 'pytorch_model.bin'))) || (await exists(join(dir, 'pytorch_model.bin.index.json')));
+    throw new EngineError(
+      'MISSING_TENSOR',
+      `${dir} has no model.safetensors or model.safetensors.index.json${hasBin ? ' (PyTorch .bin model weights are not supported; convert them to safetensors)' : ''}`,
+    );
   }
   let index: { weight_map?: Record<string, string> };
   try {
@@ -36,11 +40,13 @@ export async function findWeightFiles(dir: string): Promise<string[]> {
   } catch (e) {
     throw new EngineError('MODEL_CONFIG', `${indexPath} is not valid JSON: ${(e as Error).message}`);
   }
-  if (!index.weight_map || typeof index.weight_map !== 'object') throw new EngineError('MODEL_CONFIG', `${indexPath} has no weight_map`);
+  if (!index.weight_map || typeof index.weight_map !== 'object')
+    throw new EngineError('MODEL_CONFIG', `${indexPath} has no weight_map`);
   const root = resolve(dir);
   const files = [...new Set(Object.values(index.weight_map))].map((f) => {
     const p = resolve(root, String(f));
-    if (!p.startsWith(root + sep)) throw new EngineError('MODEL_CONFIG', `${indexPath} points outside the model directory: ${f}`);
+    if (!p.startsWith(root + sep))
+      throw new EngineError('MODEL_CONFIG', `${indexPath} points outside the model directory: ${f}`);
     return p;
   });
   return files.sort();
@@ -64,12 +70,29 @@ const LAYER_NAMES: Record<string, string> = {
 };
 
 function expectedShape(key: string, c: ModelConfig): number[] {
-  const H = c.hidden, Q = c.heads * c.headDim, KV = c.kvHeads * c.headDim, I = c.intermediate;
+  const H = c.hidden,
+    Q = c.heads * c.headDim,
+    KV = c.kvHeads * c.headDim,
+    I = c.intermediate;
   const name = key.startsWith('layers.') ? key.slice(key.indexOf('.', 7) + 1) : key;
   const shapes: Record<string, number[]> = {
-    embed: [c.vocab, H], lm_head: [c.vocab, H], final_norm: [H], attn_norm: [H], ffn_norm: [H],
-    q: [Q, H], k: [KV, H], v: [KV, H], o: [H, Q], gate: [I, H], up: [I, H], down: [H, I], q_bias: [Q], k_bias: [KV], v_bias: [KV],
-    q_norm: [c.headDim], k_norm: [c.headDim],
+    embed: [c.vocab, H],
+    lm_head: [c.vocab, H],
+    final_norm: [H],
+    attn_norm: [H],
+    ffn_norm: [H],
+    q: [Q, H],
+    k: [KV, H],
+    v: [KV, H],
+    o: [H, Q],
+    gate: [I, H],
+    up: [I, H],
+    down: [H, I],
+    q_bias: [Q],
+    k_bias: [KV],
+    v_bias: [KV],
+    q_norm: [c.headDim],
+    k_norm: [c.headDim],
   };
   return shapes[name]!;
 }
@@ -85,23 +108,42 @@ export async function readModelWeights(dir: string, config: ModelConfig): Promis
       if (name === 'model.embed_tokens.weight') key = 'embed';
       else if (name === 'model.norm.weight') key = 'final_norm';
       else if (name === 'lm_head.weight') key = config.tieEmbeddings ? undefined : 'lm_head';
-      else if (/rotary_emb\.inv_freq$/.test(name)) key = undefined; // recomputed from the config
+      else if (/rotary_emb\.inv_freq$/.test(name))
+        key = undefined; // recomputed from the config
       else if (m && LAYER_NAMES[m[2]!]) {
         const layer = Number(m[1]);
-        if (layer >= config.layers) throw new EngineError('TENSOR_SHAPE', `${name}: layer ${layer} does not exist (num_hidden_layers is ${config.layers})`);
+        if (layer >= config.layers)
+          throw new EngineError(
+            'TENSOR_SHAPE',
+            `${name}: layer ${layer} does not exist (num_hidden_layers is ${config.layers})`,
+          );
         key = `layers.${layer}.${LAYER_NAMES[m[2]!]}`;
       } else {
-        throw new EngineError('MISSING_TENSOR', `unexpected tensor ${name} in ${files[f]} (not part of a ${config.architecture})`);
+        throw new EngineError(
+          'MISSING_TENSOR',
+          `unexpected tensor ${name} in ${files[f]} (not part of a ${config.architecture})`,
+        );
       }
       if (!key) continue;
-      if (key.endsWith('_bias') && !config.qkvBias) throw new EngineError('MISSING_TENSOR', `unexpected tensor ${name}: ${config.architecture} has no q/k/v biases`);
+      if (key.endsWith('_bias') && !config.qkvBias)
+        throw new EngineError(
+          'MISSING_TENSOR',
+          `unexpected tensor ${name}: ${config.architecture} has no q/k/v biases`,
+        );
       if (/\.[qk]_norm$/.test(key) && !config.qkNorm) {
-        throw new EngineError('MISSING_TENSOR', `unexpected tensor ${name}: ${config.architecture} has no query/key norms`);
+        throw new EngineError(
+          'MISSING_TENSOR',
+          `unexpected tensor ${name}: ${config.architecture} has no query/key norms`,
+        );
       }
-      if (!['F32', 'F16', 'BF16'].includes(info.dtype)) throw new EngineError('TENSOR_SHAPE', `${name} has dtype ${info.dtype}; weights must be F32, F16 or BF16`);
+      if (!['F32', 'F16', 'BF16'].includes(info.dtype))
+        throw new EngineError('TENSOR_SHAPE', `${name} has dtype ${info.dtype}; weights must be F32, F16 or BF16`);
       const want = expectedShape(key, config);
       if (want.join(',') !== info.shape.join(',')) {
-        throw new EngineError('TENSOR_SHAPE', `${name} has shape [${info.shape.join(', ')}], but config.json implies [${want.join(', ')}]`);
+        throw new EngineError(
+          'TENSOR_SHAPE',
+          `${name} has shape [${info.shape.join(', ')}], but config.json implies [${want.join(', ')}]`,
+        );
       }
       if (byKey.has(key)) throw new EngineError('MISSING_TENSOR', `tensor ${name} appears twice`);
       byKey.set(key, { info, file: f, hfName: name });
@@ -115,17 +157,32 @@ export async function readModelWeights(dir: string, config: ModelConfig): Promis
   const missing = required.filter((k) => !byKey.has(k));
   if (missing.length > 0) {
     const hf = missing.slice(0, 5).map(hfNameOf).join(', ');
-    throw new EngineError('MISSING_TENSOR', `${dir}: missing ${missing.length} tensor(s), e.g. ${hf}${config.tieEmbeddings ? '' : ' (if the model ties its embeddings, set tie_word_embeddings in config.json)'}`);
+    throw new EngineError(
+      'MISSING_TENSOR',
+      `${dir}: missing ${missing.length} tensor(s), e.g. ${hf}${config.tieEmbeddings ? '' : ' (if the model ties its embeddings, set tie_word_embeddings in config.json)'}`,
+    );
   }
   const tensors: NativeTensorRef[] = [];
   const dtypes = new Set<string>();
   for (const [key, t] of byKey) {
-    tensors.push({ key, file: t.file, offset: t.info.offset, dtype: t.info.dtype as NativeTensorRef['dtype'], shape: t.info.shape });
+    tensors.push({
+      key,
+      file: t.file,
+      offset: t.info.offset,
+      dtype: t.info.dtype as NativeTensorRef['dtype'],
+      shape: t.info.shape,
+    });
     dtypes.add(t.info.dtype);
   }
   if (config.tieEmbeddings) {
     const e = byKey.get('embed')!;
-    tensors.push({ key: 'lm_head', file: e.file, offset: e.info.offset, dtype: e.info.dtype as NativeTensorRef['dtype'], shape: e.info.shape });
+    tensors.push({
+      key: 'lm_head',
+      file: e.file,
+      offset: e.info.offset,
+      dtype: e.info.dtype as NativeTensorRef['dtype'],
+      shape: e.info.shape,
+    });
   }
   return { files, tensors, dtypes };
 }

@@ -50,7 +50,9 @@ describe('native adapter handles', () => {
   it('generate() pins its adapter natively for its whole duration and unpins it after', async () => {
     await engine.loadAdapter('all', adapterDir('llama', 'lora_all_r8'));
     const h = handleOf(engine, 'all');
-    const running = engine.generate([{ prompt: [437, 489, 451], adapter: 'all', sampling: { temperature: 0, maxTokens: 4, ignoreEos: true } }]);
+    const running = engine.generate([
+      { prompt: [437, 489, 451], adapter: 'all', sampling: { temperature: 0, maxTokens: 4, ignoreEos: true } },
+    ]);
     expect(h.pins).toBe(1); // taken synchronously, before generate() awaits anything
     await expect(engine.unloadAdapter('all')).rejects.toMatchObject({ code: 'ADAPTER_IN_USE' });
     const [out] = await running;

@@ -19,7 +19,10 @@ describe('asynchronous native calls', () => {
     writeModel(dir, { vocab: 4000, hidden: 256, intermediate: 688, layers: 6, heads: 8, kvHeads: 4, seed: 1 });
     const e = await Engine.load(dir, { backend: 'cpu', threads: 2, maxBatchTokens: 64 });
     try {
-      let ticks = 0, maxGap = 0, last = performance.now(), done = false;
+      let ticks = 0,
+        maxGap = 0,
+        last = performance.now(),
+        done = false;
       const spin = (): void => {
         const now = performance.now();
         maxGap = Math.max(maxGap, now - last);
@@ -29,7 +32,12 @@ describe('asynchronous native calls', () => {
       };
       setImmediate(spin);
       const t0 = performance.now();
-      await e.generate(Array.from({ length: 4 }, (_, i) => ({ prompt: Array.from({ length: 300 }, (_, k) => (k * 7 + i) % 4000), sampling: { maxTokens: 8, temperature: 0 } })));
+      await e.generate(
+        Array.from({ length: 4 }, (_, i) => ({
+          prompt: Array.from({ length: 300 }, (_, k) => (k * 7 + i) % 4000),
+          sampling: { maxTokens: 8, temperature: 0 },
+        })),
+      );
       const elapsed = performance.now() - t0;
       done = true;
       expect(elapsed).toBeGreaterThan(50); // the work is long enough to notice a blocked loop
@@ -42,13 +50,26 @@ describe('asynchronous native calls', () => {
   });
 
   it('adapters load into free slots and unload while another adapter decodes; in-use adapters refuse eviction', async () => {
-    const e = await Engine.load(modelDir('llama'), { backend: 'cpu', maxAdapters: 3, maxLoraRank: 16, threads: 2, maxBatchTokens: 4 });
+    const e = await Engine.load(modelDir('llama'), {
+      backend: 'cpu',
+      maxAdapters: 3,
+      maxLoraRank: 16,
+      threads: 2,
+      maxBatchTokens: 4,
+    });
     try {
       await e.loadAdapter('busy', adapterDir('llama', 'lora_all_r8'));
       await e.loadAdapter('idle', adapterDir('llama', 'lora_qv_r4'));
-      const req = { prompt: [437, 489, 451, 484, 463, 291, 300, 170, 350, 276, 410], adapter: 'busy', sampling: { temperature: 0, maxTokens: 12, ignoreEos: true } };
+      const req = {
+        prompt: [437, 489, 451, 484, 463, 291, 300, 170, 350, 276, 410],
+        adapter: 'busy',
+        sampling: { temperature: 0, maxTokens: 12, ignoreEos: true },
+      };
       const running = e.generate([req]);
-      const [loaded] = await Promise.all([e.loadAdapter('new', adapterDir('llama', 'lora_qkvo_r16_rslora')), e.unloadAdapter('idle')]);
+      const [loaded] = await Promise.all([
+        e.loadAdapter('new', adapterDir('llama', 'lora_qkvo_r16_rslora')),
+        e.unloadAdapter('idle'),
+      ]);
       expect(loaded.slot).toBeGreaterThanOrEqual(0);
       await expect(e.unloadAdapter('busy')).rejects.toMatchObject({ code: 'ADAPTER_IN_USE' });
       const [out] = await running;

@@ -12,11 +12,18 @@ import { describe, expect, it } from 'vitest';
 const binary = join(dirname(fileURLToPath(import.meta.url)), '..', 'build', 'cuda', 'emu', 'cuda_kernel_tests_emu');
 const present = existsSync(binary);
 
-interface Run { code: number | null; rows: { name: string; ok: boolean; line: string }[]; summary: string; stderr: string }
+interface Run {
+  code: number | null;
+  rows: { name: string; ok: boolean; line: string }[];
+  summary: string;
+  stderr: string;
+}
 
 function runSuite(only: 'kernels' | 'steps'): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(binary, [`--only=${only}`, '--quick', '--seed=' + (20261121 + (only === 'steps' ? 7 : 0))], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(binary, [`--only=${only}`, '--quick', '--seed=' + (20261121 + (only === 'steps' ? 7 : 0))], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     let err = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -37,14 +44,18 @@ function runSuite(only: 'kernels' | 'steps'): Promise<Run> {
 }
 
 describe.skipIf(!present && process.env.CI !== 'true')('CUDA backend on the CPU emulator', () => {
-  it.each(['kernels', 'steps'] as const)('test-gpu %s: every check passes', async (only) => {
-    expect(present, `${binary} was not built (needs the CUDA toolkit headers)`).toBe(true);
-    const r = await runSuite(only);
-    const failed = r.rows.filter((x) => !x.ok).map((x) => x.line);
-    expect(failed, r.stderr).toEqual([]);
-    expect(r.code, r.stderr).toBe(0);
-    // The suites are large; a run that printed a handful of rows stopped early.
-    expect(r.rows.length).toBeGreaterThan(only === 'kernels' ? 200 : 100);
-    expect(r.summary).toMatch(/ 0 failed$/);
-  }, 900_000);
+  it.each(['kernels', 'steps'] as const)(
+    'test-gpu %s: every check passes',
+    async (only) => {
+      expect(present, `${binary} was not built (needs the CUDA toolkit headers)`).toBe(true);
+      const r = await runSuite(only);
+      const failed = r.rows.filter((x) => !x.ok).map((x) => x.line);
+      expect(failed, r.stderr).toEqual([]);
+      expect(r.code, r.stderr).toBe(0);
+      // The suites are large; a run that printed a handful of rows stopped early.
+      expect(r.rows.length).toBeGreaterThan(only === 'kernels' ? 200 : 100);
+      expect(r.summary).toMatch(/ 0 failed$/);
+    },
+    900_000,
+  );
 });

@@ -42,7 +42,13 @@ describe('ensureDemoModel', () => {
       const text = 'Hello, world! Ünïcødé and emoji 🎉';
       expect(await engine.tokenizer!.decode(await engine.tokenizer!.encode(text, false), true)).toBe(text);
       for (const name of Object.keys(DEMO_ADAPTERS)) await engine.loadAdapter(name, join(adapterDir, name));
-      const outs = await engine.generate([undefined, ...Object.keys(DEMO_ADAPTERS)].map((adapter) => ({ prompt: 'Once upon a time', ...(adapter ? { adapter } : {}), sampling: { maxTokens: 6, temperature: 0, ignoreEos: true } })));
+      const outs = await engine.generate(
+        [undefined, ...Object.keys(DEMO_ADAPTERS)].map((adapter) => ({
+          prompt: 'Once upon a time',
+          ...(adapter ? { adapter } : {}),
+          sampling: { maxTokens: 6, temperature: 0, ignoreEos: true },
+        })),
+      );
       for (const o of outs) expect(o.tokens).toHaveLength(6);
       expect(new Set(outs.map((o) => o.tokens.join(','))).size).toBe(3); // each adapter changes the output
       const prompt = await engine.tokenizer!.applyChatTemplate([{ role: 'user', content: 'Hi' }]);

@@ -34,7 +34,10 @@ describe.skipIf(!cudaBuild && process.env.CI !== 'true')('device-check.sh --dry-
   it('runs every stage that needs no GPU and leaves at most 6 files with summary.json', async () => {
     expect(cudaBuild, 'packages/engine/build was not configured with a CUDA compiler').toBe(true);
     const { code, output } = await new Promise<{ code: number | null; output: string }>((resolve, reject) => {
-      const child = spawn('bash', [script, '--dry-run', '--quick'], { env: { ...process.env, OUT: out }, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn('bash', [script, '--dry-run', '--quick'], {
+        env: { ...process.env, OUT: out },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
       let output = '';
       child.stdout.on('data', (d: Buffer) => (output += d.toString()));
       child.stderr.on('data', (d: Buffer) => (output += d.toString()));
@@ -50,8 +53,11 @@ describe.skipIf(!cudaBuild && process.env.CI !== 'true')('device-check.sh --dry-
     expect(failed, output).toEqual([]);
     expect(code, output).toBe(0);
     expect(s.mode).toBe('dry-run quick');
-    expect(Object.keys(s.stages)).toEqual(expect.arrayContaining(['carry', 'carry_unpack', 'python', 'build', 'no_gpu']));
-    for (const st of ['carry', 'carry_unpack', 'python', 'build', 'no_gpu']) expect(s.stages[st]!.rc, `${st}\n${output}`).toBe('0');
+    expect(Object.keys(s.stages)).toEqual(
+      expect.arrayContaining(['carry', 'carry_unpack', 'python', 'build', 'no_gpu']),
+    );
+    for (const st of ['carry', 'carry_unpack', 'python', 'build', 'no_gpu'])
+      expect(s.stages[st]!.rc, `${st}\n${output}`).toBe('0');
     expect(s.carry!.total).toBeLessThanOrEqual(64 * 1024 * 1024);
     expect(s.ok).toBe(true);
   }, 600_000);

@@ -23,13 +23,38 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 // On the CPU backend by default; LORAPLEX_TEST_BACKEND=cuda runs it on the CUDA backend (or its emulator).
 describe(`DoRA (${TEST_BACKEND} backend)`, () => {
   it('a generated Qwen2 model with biases: unmerged DoRA equals its merged weights, beside base and plain LoRA rows', async () => {
-    const H = 36, nh = 6, nkv = 2, hd = 6, I = 50, L = 2, r = 3, alpha = 5;
+    const H = 36,
+      nh = 6,
+      nkv = 2,
+      hd = 6,
+      I = 50,
+      L = 2,
+      r = 3,
+      alpha = 5;
     const base = join(dir, 'base');
-    const weights = writeModel(base, { arch: 'Qwen2ForCausalLM', vocab: 97, hidden: H, intermediate: I, layers: L, heads: nh, kvHeads: nkv, headDim: hd, seed: 5 });
+    const weights = writeModel(base, {
+      arch: 'Qwen2ForCausalLM',
+      vocab: 97,
+      hidden: H,
+      intermediate: I,
+      layers: L,
+      heads: nh,
+      kvHeads: nkv,
+      headDim: hd,
+      seed: 5,
+    });
     const dims = { H, I, Q: nh * hd, KV: nkv * hd };
     const doraDir = join(dir, 'dora');
     const targets = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'down_proj'];
-    const lora = writeAdapter(doraDir, { dims, targets, r, alpha, layers: L, seed: 9, extraConfig: { use_dora: true } });
+    const lora = writeAdapter(doraDir, {
+      dims,
+      targets,
+      r,
+      alpha,
+      layers: L,
+      seed: 9,
+      extraConfig: { use_dora: true },
+    });
     const rand = rng(3);
     const merged = new Map(weights);
     for (let l = 0; l < L; l++) {
@@ -61,7 +86,17 @@ describe(`DoRA (${TEST_BACKEND} backend)`, () => {
     const config = JSON.parse(readFileSync(join(doraDir, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
     writeAdapterFiles(doraDir, config, lora);
     const mergedDir = join(dir, 'merged');
-    writeModel(mergedDir, { arch: 'Qwen2ForCausalLM', vocab: 97, hidden: H, intermediate: I, layers: L, heads: nh, kvHeads: nkv, headDim: hd, seed: 5 });
+    writeModel(mergedDir, {
+      arch: 'Qwen2ForCausalLM',
+      vocab: 97,
+      hidden: H,
+      intermediate: I,
+      layers: L,
+      heads: nh,
+      kvHeads: nkv,
+      headDim: hd,
+      seed: 5,
+    });
     const out: Record<string, ReturnType<typeof tensor>> = {};
     for (const [name, v] of merged) out[name] = tensor(v.data, v.shape);
     writeFileSync(join(mergedDir, 'model.safetensors'), encodeSafetensors(out, { format: 'pt' }));
@@ -77,15 +112,36 @@ describe(`DoRA (${TEST_BACKEND} backend)`, () => {
       // The adapter's bytes count its magnitude vectors too, and the CPU backend its row scales (one
       // float per magnitude element; the CUDA backend reserves them with the pool).
       expect(info.bytes).toBe([...lora.values()].reduce((n, t) => n + 4 * t.data.length, 0));
-      const magFloats = [...lora].filter(([k]) => k.endsWith('lora_magnitude_vector')).reduce((n, [, t]) => n + t.data.length, 0);
+      const magFloats = [...lora]
+        .filter(([k]) => k.endsWith('lora_magnitude_vector'))
+        .reduce((n, [, t]) => n + t.data.length, 0);
       if (TEST_BACKEND === 'cpu') expect(engine.info().bytesAllocated - before).toBe(4 * magFloats);
       await engine.loadAdapter('plain', plainDir);
       // The last prompt is long enough for the CUDA backend's prefill path (unfused segmented expands).
-      const prompts = [[5, 9, 33, 2, 80, 14, 7], [40, 41, 42], Array.from({ length: 90 }, (_, i) => (i * 37 + 11) % 97)];
-      const req = (prompt: number[], adapter?: string) => ({ prompt, adapter, sampling: { maxTokens: 6, temperature: 0, ignoreEos: true }, returnPromptLogits: true });
+      const prompts = [
+        [5, 9, 33, 2, 80, 14, 7],
+        [40, 41, 42],
+        Array.from({ length: 90 }, (_, i) => (i * 37 + 11) % 97),
+      ];
+      const req = (prompt: number[], adapter?: string) => ({
+        prompt,
+        adapter,
+        sampling: { maxTokens: 6, temperature: 0, ignoreEos: true },
+        returnPromptLogits: true,
+      });
       const want = await ref.generate(prompts.map((p) => req(p)));
-      const got = await engine.generate([req(prompts[0]!, 'dora'), req(prompts[1]!), req(prompts[1]!, 'plain'), req(prompts[1]!, 'dora'), req(prompts[2]!, 'dora')]);
-      const pairs: Array<[number, number]> = [[0, 0], [3, 1], [4, 2]];
+      const got = await engine.generate([
+        req(prompts[0]!, 'dora'),
+        req(prompts[1]!),
+        req(prompts[1]!, 'plain'),
+        req(prompts[1]!, 'dora'),
+        req(prompts[2]!, 'dora'),
+      ]);
+      const pairs: Array<[number, number]> = [
+        [0, 0],
+        [3, 1],
+        [4, 2],
+      ];
       for (const [g, w] of pairs) {
         expect(maxAbsDiff(got[g]!.promptLogits!, want[w]!.promptLogits!)).toBeLessThan(TEST_TOL);
         expect(got[g]!.tokens).toEqual(want[w]!.tokens);

@@ -20,18 +20,36 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 /** A mask for sequence `seq` at draw `step`: a pseudo-random third of the vocabulary is forbidden. */
 function maskFor(seq: number, step: number, V: number): Uint32Array {
   const m = new Uint32Array(Math.ceil(V / 32));
-  for (let t = 0; t < V; t++) if (((t * 2654435761 + seq * 97 + step * 31) >>> 0) % 3 !== 0) m[t >>> 5]! |= 1 << (t & 31);
+  for (let t = 0; t < V; t++)
+    if (((t * 2654435761 + seq * 97 + step * 31) >>> 0) % 3 !== 0) m[t >>> 5]! |= 1 << (t & 31);
   return m;
 }
 
-interface Seq { prompt: number[]; slot: number; masked: boolean; seed: number; temperature: number; blocks: number[]; out: number[]; logprobs: number[]; computed: number }
+interface Seq {
+  prompt: number[];
+  slot: number;
+  masked: boolean;
+  seed: number;
+  temperature: number;
+  blocks: number[];
+  out: number[];
+  logprobs: number[];
+  computed: number;
+}
 
 /** Prefill then `steps` decode steps for every sequence together; masks immediate or late. */
 async function drive(late: boolean, steps: number): Promise<Seq[]> {
   const V = e.config.vocab;
   const seqs: Seq[] = [0, 1, 2, 3, 4, 5].map((i) => ({
-    prompt: Array.from({ length: 5 + i }, (_, k) => (k * 13 + i * 7 + 3) % V), slot: i % 3 === 0 ? e.adapterSlot('a') : -1, masked: i % 2 === 0,
-    seed: 40 + i, temperature: i < 3 ? 0 : 0.9, blocks: [], out: [], logprobs: [], computed: 0,
+    prompt: Array.from({ length: 5 + i }, (_, k) => (k * 13 + i * 7 + 3) % V),
+    slot: i % 3 === 0 ? e.adapterSlot('a') : -1,
+    masked: i % 2 === 0,
+    seed: 40 + i,
+    temperature: i < 3 ? 0 : 0.9,
+    blocks: [],
+    out: [],
+    logprobs: [],
+    computed: 0,
   }));
   for (const s of seqs) s.blocks = e.allocateBlocks(Math.ceil((s.prompt.length + steps + 1) / e.kvUsage().blockSize));
   try {
@@ -40,14 +58,21 @@ async function drive(late: boolean, steps: number): Promise<Seq[]> {
         const tokens = step === 0 ? s.prompt : [s.out[s.out.length - 1]!];
         const mask = s.masked ? maskFor(i, step, V) : null;
         const it: StepItem = {
-          tokens, startPosition: s.computed, blockTable: s.blocks, adapterSlot: s.slot, sample: true, allLogits: false,
-          sampling: { ...resolvedSampling(s), seed: s.seed }, draw: step,
+          tokens,
+          startPosition: s.computed,
+          blockTable: s.blocks,
+          adapterSlot: s.slot,
+          sample: true,
+          allLogits: false,
+          sampling: { ...resolvedSampling(s), seed: s.seed },
+          draw: step,
         };
         if (!s.masked) it.mask = null;
-        else if (late) it.maskLater = async () => {
-          await sleep(2); // resolves well after the native step started
-          return mask;
-        };
+        else if (late)
+          it.maskLater = async () => {
+            await sleep(2); // resolves well after the native step started
+            return mask;
+          };
         else it.mask = mask;
         return it;
       });
@@ -66,7 +91,20 @@ async function drive(late: boolean, steps: number): Promise<Seq[]> {
 }
 
 function resolvedSampling(s: Seq) {
-  return { maxTokens: 100, temperature: s.temperature, topK: 0, topP: 1, minP: 0, seed: s.seed, repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, stopTokenIds: [], ignoreEos: true, logprobs: 0 };
+  return {
+    maxTokens: 100,
+    temperature: s.temperature,
+    topK: 0,
+    topP: 1,
+    minP: 0,
+    seed: s.seed,
+    repetitionPenalty: 1,
+    presencePenalty: 0,
+    frequencyPenalty: 0,
+    stopTokenIds: [],
+    ignoreEos: true,
+    logprobs: 0,
+  };
 }
 
 describe('late masks', () => {
@@ -90,18 +128,28 @@ describe('late masks', () => {
       const only = 7;
       const mask = new Uint32Array(Math.ceil(V / 32));
       mask[only >>> 5]! |= 1 << (only & 31);
-      const step = e.runStep([{
-        tokens: [1, 2, 3], startPosition: 0, blockTable: blocks, adapterSlot: -1, sample: true, allLogits: false, draw: 0,
-        maskLater: async () => {
-          events.push('mask started');
-          await sleep(30);
-          events.push('mask ready');
-          return mask;
-        },
-      }]).then((r) => {
-        events.push('step done');
-        return r;
-      });
+      const step = e
+        .runStep([
+          {
+            tokens: [1, 2, 3],
+            startPosition: 0,
+            blockTable: blocks,
+            adapterSlot: -1,
+            sample: true,
+            allLogits: false,
+            draw: 0,
+            maskLater: async () => {
+              events.push('mask started');
+              await sleep(30);
+              events.push('mask ready');
+              return mask;
+            },
+          },
+        ])
+        .then((r) => {
+          events.push('step done');
+          return r;
+        });
       const [r] = await step;
       expect(r!.token).toBe(only);
       expect(events).toEqual(['mask started', 'mask ready', 'step done']);
@@ -113,13 +161,36 @@ describe('late masks', () => {
   it('a failed late mask fails its step only; the next step runs', async () => {
     const blocks = e.allocateBlocks(1);
     try {
-      const item = (maskLater: StepItem['maskLater']): StepItem => ({ tokens: [4, 5], startPosition: 0, blockTable: blocks, adapterSlot: -1, sample: true, allLogits: false, draw: 0, maskLater });
-      await expect(e.runStep([item(async () => { throw new Error('grammar broke'); })])).rejects.toThrow(/grammar broke/);
-      await expect(e.runStep([item(() => { throw new Error('sync failure'); })])).rejects.toThrow(/sync failure/);
+      const item = (maskLater: StepItem['maskLater']): StepItem => ({
+        tokens: [4, 5],
+        startPosition: 0,
+        blockTable: blocks,
+        adapterSlot: -1,
+        sample: true,
+        allLogits: false,
+        draw: 0,
+        maskLater,
+      });
+      await expect(
+        e.runStep([
+          item(async () => {
+            throw new Error('grammar broke');
+          }),
+        ]),
+      ).rejects.toThrow(/grammar broke/);
+      await expect(
+        e.runStep([
+          item(() => {
+            throw new Error('sync failure');
+          }),
+        ]),
+      ).rejects.toThrow(/sync failure/);
       const [r] = await e.runStep([item(async () => null)]);
       expect(r!.token).toBeGreaterThanOrEqual(0);
       // An all-zero late mask is the same error as an all-zero immediate one.
-      await expect(e.runStep([item(async () => new Uint32Array(Math.ceil(e.config.vocab / 32)))])).rejects.toThrow(/allows no token/);
+      await expect(e.runStep([item(async () => new Uint32Array(Math.ceil(e.config.vocab / 32)))])).rejects.toThrow(
+        /allows no token/,
+      );
     } finally {
       e.releaseBlocks(blocks);
     }

@@ -19,7 +19,12 @@ interface Sim {
   out: number[];
 }
 
-async function randomSchedule(engine: Engine, adapterDirs: Record<string, string>, seed: number, n: number): Promise<void> {
+async function randomSchedule(
+  engine: Engine,
+  adapterDirs: Record<string, string>,
+  seed: number,
+  n: number,
+): Promise<void> {
   const rand = rng(seed);
   const int = (lo: number, hi: number): number => lo + Math.floor(rand() * (hi - lo + 1));
   const names = Object.keys(adapterDirs);
@@ -37,7 +42,11 @@ async function randomSchedule(engine: Engine, adapterDirs: Record<string, string
   const loaded = new Set(engine.listAdapters().map((a) => a.name));
   while (active().length > 0) {
     // Between steps: evict a loaded adapter no pending sequence needs, and load the ones that are needed.
-    const needed = new Set(active().map((s) => s.adapter).filter((a): a is string => !!a));
+    const needed = new Set(
+      active()
+        .map((s) => s.adapter)
+        .filter((a): a is string => !!a),
+    );
     for (const a of [...loaded]) {
       if (!needed.has(a) && rand() < 0.5) {
         await engine.unloadAdapter(a);
@@ -63,11 +72,20 @@ async function randomSchedule(engine: Engine, adapterDirs: Record<string, string
     for (const s of chosen) {
       if (s.adapter && !loaded.has(s.adapter)) continue;
       let tokens: number[];
-      if (s.computed < s.prompt.length) tokens = s.prompt.slice(s.computed, s.computed + int(1, s.prompt.length - s.computed));
+      if (s.computed < s.prompt.length)
+        tokens = s.prompt.slice(s.computed, s.computed + int(1, s.prompt.length - s.computed));
       else tokens = [s.out[s.out.length - 1]!];
       engine.extendBlocks(s.blocks, s.computed + tokens.length);
       const sample = s.computed + tokens.length >= s.prompt.length;
-      items.push({ tokens, startPosition: s.computed, blockTable: s.blocks, adapterSlot: s.adapter ? engine.adapterSlot(s.adapter) : -1, sample, allLogits: false, sampling: greedy });
+      items.push({
+        tokens,
+        startPosition: s.computed,
+        blockTable: s.blocks,
+        adapterSlot: s.adapter ? engine.adapterSlot(s.adapter) : -1,
+        sample,
+        allLogits: false,
+        sampling: greedy,
+      });
       owners.push(s);
     }
     if (items.length === 0) continue;
@@ -85,15 +103,26 @@ async function randomSchedule(engine: Engine, adapterDirs: Record<string, string
       if (engine.info().freeSlots === 0) await engine.unloadAdapter(engine.listAdapters()[0]!.name);
       await engine.loadAdapter(s.adapter, adapterDirs[s.adapter]!);
     }
-    const [alone] = await engine.generate([{ prompt: s.prompt, adapter: s.adapter, sampling: { temperature: 0, maxTokens: s.maxTokens, ignoreEos: true } }]);
-    expect(s.out, `sequence with adapter ${s.adapter ?? 'none'} and prompt length ${s.prompt.length}`).toEqual(alone!.tokens);
+    const [alone] = await engine.generate([
+      { prompt: s.prompt, adapter: s.adapter, sampling: { temperature: 0, maxTokens: s.maxTokens, ignoreEos: true } },
+    ]);
+    expect(s.out, `sequence with adapter ${s.adapter ?? 'none'} and prompt length ${s.prompt.length}`).toEqual(
+      alone!.tokens,
+    );
   }
   expect(engine.kvUsage().freeBlocks).toBe(engine.kvUsage().totalBlocks);
 }
 
 describe('random mixed batches equal single runs', () => {
   it.each([1, 2, 3])('hf-tiny llama, schedule seed %i', async (seed) => {
-    const engine = await Engine.load(modelDir('llama'), { backend: TEST_BACKEND, maxAdapters: 2, maxLoraRank: 16, kvCacheTokens: 4096, blockSize: 4, threads: 2 });
+    const engine = await Engine.load(modelDir('llama'), {
+      backend: TEST_BACKEND,
+      maxAdapters: 2,
+      maxLoraRank: 16,
+      kvCacheTokens: 4096,
+      blockSize: 4,
+      threads: 2,
+    });
     try {
       await randomSchedule(engine, Object.fromEntries(ADAPTERS.map((a) => [a, adapterDir('llama', a)])), seed, 12);
     } finally {
@@ -103,9 +132,21 @@ describe('random mixed batches equal single runs', () => {
 
   // DoRA rows (a per-output-row scale of base + delta) mixed with plain LoRA rows and base rows.
   it.each([4, 5])('hf-tiny-v2 llama_dora (DoRA, LoRA and base rows), schedule seed %i', async (seed) => {
-    const engine = await Engine.load(modelDir('llama_dora'), { backend: TEST_BACKEND, maxAdapters: 2, maxLoraRank: 16, kvCacheTokens: 4096, blockSize: 4, threads: 2 });
+    const engine = await Engine.load(modelDir('llama_dora'), {
+      backend: TEST_BACKEND,
+      maxAdapters: 2,
+      maxLoraRank: 16,
+      kvCacheTokens: 4096,
+      blockSize: 4,
+      threads: 2,
+    });
     try {
-      await randomSchedule(engine, Object.fromEntries(DORA_ADAPTERS.map((a) => [a, adapterDir('llama_dora', a)])), seed, 12);
+      await randomSchedule(
+        engine,
+        Object.fromEntries(DORA_ADAPTERS.map((a) => [a, adapterDir('llama_dora', a)])),
+        seed,
+        12,
+      );
     } finally {
       await engine.close();
     }
@@ -125,8 +166,23 @@ describe('random mixed batches equal single runs', () => {
     ['Qwen3ForCausalLM', 13],
   ] as const)('generated %s model, schedule seed %i', async (arch, seed) => {
     const mdir = join(dir, arch);
-    const H = 36, nh = 6, nkv = 1, hd = 10, I = 50;
-    writeModel(mdir, { arch, vocab: 101, hidden: H, intermediate: I, layers: 3, heads: nh, kvHeads: nkv, headDim: hd, seed, slidingWindow: arch === 'MistralForCausalLM' ? 7 : undefined });
+    const H = 36,
+      nh = 6,
+      nkv = 1,
+      hd = 10,
+      I = 50;
+    writeModel(mdir, {
+      arch,
+      vocab: 101,
+      hidden: H,
+      intermediate: I,
+      layers: 3,
+      heads: nh,
+      kvHeads: nkv,
+      headDim: hd,
+      seed,
+      slidingWindow: arch === 'MistralForCausalLM' ? 7 : undefined,
+    });
     const dims = { H, I, Q: nh * hd, KV: nkv * hd };
     const all = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
     const adapters: Record<string, string> = {};
@@ -140,7 +196,14 @@ describe('random mixed batches equal single runs', () => {
       writeAdapter(d, { ...o, dims, layers: 3, seed: seed * 10 + i });
       adapters[`a${i}`] = d;
     });
-    const engine = await Engine.load(mdir, { backend: TEST_BACKEND, maxAdapters: 3, maxLoraRank: 16, kvCacheTokens: 2048, blockSize: 3, threads: 2 });
+    const engine = await Engine.load(mdir, {
+      backend: TEST_BACKEND,
+      maxAdapters: 3,
+      maxLoraRank: 16,
+      kvCacheTokens: 2048,
+      blockSize: 3,
+      threads: 2,
+    });
     try {
       await randomSchedule(engine, adapters, seed, 14);
     } finally {

@@ -7,11 +7,18 @@ import { describe, expect, it } from 'vitest';
 import { loadAddon } from '../src/native.js';
 import { mulberry32 } from './helpers/gen-model.js';
 
-interface Trunc { temperature: number; topK?: number; topP?: number; minP?: number }
+interface Trunc {
+  temperature: number;
+  topK?: number;
+  topP?: number;
+  minP?: number;
+}
 
 /** Exact probabilities of the sampler's rules (see sample_truncated in cpu/sampler.cc), in float64. */
 function truncatedProbs(logits: Float32Array, t: Trunc): Map<number, number> {
-  const order = [...logits.keys()].filter((i) => logits[i] !== -Infinity).sort((a, b) => logits[b]! - logits[a]! || a - b);
+  const order = [...logits.keys()]
+    .filter((i) => logits[i] !== -Infinity)
+    .sort((a, b) => logits[b]! - logits[a]! || a - b);
   const k = t.topK && t.topK < order.length ? t.topK : order.length;
   const cand = order.slice(0, k);
   const mx = logits[cand[0]!]!;
@@ -49,11 +56,12 @@ function chiSquare(tokens: Int32Array, probs: Map<number, number>): { stat: numb
   }
   const n = tokens.length;
   const bins: Array<[number, number]> = []; // [observed, expected]
-  let poolO = 0, poolE = 0;
+  let poolO = 0,
+    poolE = 0;
   for (const [tok, p] of probs) {
     const o = counts.get(tok) ?? 0;
     if (p * n >= 5) bins.push([o, p * n]);
-    else (poolO += o), (poolE += p * n);
+    else ((poolO += o), (poolE += p * n));
   }
   if (poolE > 0) bins.push([poolO, poolE]);
   const stat = bins.reduce((s, [o, e]) => s + (o - e) ** 2 / e, 0);
@@ -84,7 +92,9 @@ describe('host sampler distribution', () => {
 
   it('ties are ordered by index; top_k 1, min_p 1 and a tiny top_p are greedy', () => {
     const flat = new Float32Array(50).fill(0.5);
-    expect(new Set(addon.sampleLogits(flat, { temperature: 1, topK: 3, seed: 5 }, 0, 2000))).toEqual(new Set([0, 1, 2]));
+    expect(new Set(addon.sampleLogits(flat, { temperature: 1, topK: 3, seed: 5 }, 0, 2000))).toEqual(
+      new Set([0, 1, 2]),
+    );
     const tieTop = Float32Array.from([1, 3, 0, 3, 2]);
     for (const s of [{ topK: 1 }, { topP: 1e-6 }])
       expect(new Set(addon.sampleLogits(tieTop, { temperature: 4, seed: 9, ...s }, 0, 500))).toEqual(new Set([1]));
@@ -103,9 +113,16 @@ describe('host sampler distribution', () => {
     const V = 128_256;
     const rand = mulberry32(11);
     // Normal logits (Box-Muller) with a handful of strong tokens, so both head and tail matter.
-    const row = Float32Array.from({ length: V }, () => 2.2 * Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand()));
+    const row = Float32Array.from(
+      { length: V },
+      () => 2.2 * Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand()),
+    );
     for (let j = 0; j < 6; j++) row[Math.floor(rand() * V)] = 11 + j * 0.4;
-    for (const t of [{ temperature: 1, topP: 0.9 }, { temperature: 0.8, topK: 40 }, { temperature: 1.2, minP: 0.05, topP: 0.95 }] as Trunc[]) {
+    for (const t of [
+      { temperature: 1, topP: 0.9 },
+      { temperature: 0.8, topK: 40 },
+      { temperature: 1.2, minP: 0.05, topP: 0.95 },
+    ] as Trunc[]) {
       const probs = truncatedProbs(row, t);
       const tokens = addon.sampleLogits(row, { ...t, seed: 31 }, 0, 1500);
       const { stat, df, outside } = chiSquare(tokens, probs);

@@ -12,7 +12,8 @@ beforeAll(async () => {
 });
 afterAll(async () => engine?.close());
 
-const gen = (sampling: object, prompt = P0, extra: object = {}) => engine.generate([{ prompt, sampling: { maxTokens: 12, ignoreEos: true, ...sampling }, ...extra }]).then((o) => o[0]!);
+const gen = (sampling: object, prompt = P0, extra: object = {}) =>
+  engine.generate([{ prompt, sampling: { maxTokens: 12, ignoreEos: true, ...sampling }, ...extra }]).then((o) => o[0]!);
 
 function logSoftmax(row: Float32Array): Float64Array {
   let mx = -Infinity;
@@ -55,8 +56,14 @@ describe('sampling', () => {
     const topkCounts = new Set<number>();
     const items = (k: number, topK: number): StepItem[] =>
       Array.from({ length: 50 }, (_, i) => ({
-        tokens: P0, startPosition: 0, blockTable: engine.allocateBlocks(1), adapterSlot: -1, sample: true, allLogits: false,
-        sampling: resolveSampling({ temperature: T, topK, seed: k * 1000 + i }, V), draw: 0,
+        tokens: P0,
+        startPosition: 0,
+        blockTable: engine.allocateBlocks(1),
+        adapterSlot: -1,
+        sample: true,
+        allLogits: false,
+        sampling: resolveSampling({ temperature: T, topK, seed: k * 1000 + i }, V),
+        draw: 0,
       }));
     for (let k = 0; k < n / 50; k++) {
       const its = items(k, 0);
@@ -69,8 +76,11 @@ describe('sampling', () => {
     }
     const top = [...lp.keys()].sort((a, b) => lp[b]! - lp[a]!);
     for (const tok of top.slice(0, 3)) {
-      const p = Math.exp(lp[tok]!), got = (counts.get(tok) ?? 0) / n;
-      expect(Math.abs(got - p), `token ${tok}: p=${p} observed=${got}`).toBeLessThan(4 * Math.sqrt((p * (1 - p)) / n) + 0.01);
+      const p = Math.exp(lp[tok]!),
+        got = (counts.get(tok) ?? 0) / n;
+      expect(Math.abs(got - p), `token ${tok}: p=${p} observed=${got}`).toBeLessThan(
+        4 * Math.sqrt((p * (1 - p)) / n) + 0.01,
+      );
     }
     expect([...topkCounts].every((t) => top.slice(0, 3).includes(t))).toBe(true);
   });
@@ -93,15 +103,26 @@ describe('sampling', () => {
     for (const c of cases) {
       const want = Float64Array.from(raw);
       const seen = new Set(hist);
-      for (const t of seen) if (c.repetitionPenalty !== 1) want[t] = want[t]! > 0 ? want[t]! / c.repetitionPenalty : want[t]! * c.repetitionPenalty;
+      for (const t of seen)
+        if (c.repetitionPenalty !== 1)
+          want[t] = want[t]! > 0 ? want[t]! / c.repetitionPenalty : want[t]! * c.repetitionPenalty;
       const gen3 = [350, 350, 214];
-      for (const t of new Set(gen3)) want[t]! -= c.frequencyPenalty * gen3.filter((x) => x === t).length + c.presencePenalty;
+      for (const t of new Set(gen3))
+        want[t]! -= c.frequencyPenalty * gen3.filter((x) => x === t).length + c.presencePenalty;
       const argmax = [...want.keys()].reduce((a, b) => (want[b]! > want[a]! ? b : a), 0);
       const table = engine.allocateBlocks(1);
-      const [r] = await engine.runStep([{
-        tokens: hist, startPosition: 0, blockTable: table, adapterSlot: -1, sample: true, allLogits: false,
-        sampling: resolveSampling({ temperature: 0, ...c }, V), history: { tokens: hist, generatedStart: P0.length },
-      }]);
+      const [r] = await engine.runStep([
+        {
+          tokens: hist,
+          startPosition: 0,
+          blockTable: table,
+          adapterSlot: -1,
+          sample: true,
+          allLogits: false,
+          sampling: resolveSampling({ temperature: 0, ...c }, V),
+          history: { tokens: hist, generatedStart: P0.length },
+        },
+      ]);
       engine.releaseBlocks(table);
       expect(r!.token).toBe(argmax);
     }
@@ -121,15 +142,21 @@ describe('sampling', () => {
     const greedyOut = await gen({ temperature: 0 }, P0, { constraint: c });
     expect(greedyOut.tokens.every((t) => allowed.includes(t))).toBe(true);
     expect(seenTokens).toEqual(greedyOut.tokens);
-    const sampled = await gen({ temperature: 2, seed: 9 }, P0, { constraint: { nextMask: () => mask, accept: () => undefined } });
+    const sampled = await gen({ temperature: 2, seed: 9 }, P0, {
+      constraint: { nextMask: () => mask, accept: () => undefined },
+    });
     expect(sampled.tokens.every((t) => allowed.includes(t))).toBe(true);
     // A constraint that terminates stops generation.
     let n = 0;
-    const o = await gen({ temperature: 0 }, P0, { constraint: { nextMask: () => null, accept: () => void n++, isTerminated: () => n >= 2 } });
+    const o = await gen({ temperature: 0 }, P0, {
+      constraint: { nextMask: () => null, accept: () => void n++, isTerminated: () => n >= 2 },
+    });
     expect(o.tokens).toHaveLength(2);
     expect(o.finishReason).toBe('stop');
     // An empty mask is an error, not a hang or a crash.
-    await expect(gen({ temperature: 0 }, P0, { constraint: { nextMask: () => new Uint32Array(V / 32), accept: () => undefined } })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(
+      gen({ temperature: 0 }, P0, { constraint: { nextMask: () => new Uint32Array(V / 32), accept: () => undefined } }),
+    ).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
   });
 
   it('log-probabilities of the chosen token and the top-n alternatives come from the raw distribution', async () => {

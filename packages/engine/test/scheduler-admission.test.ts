@@ -1,10 +1,23 @@
 // Admission, preemption and finish decisions alone.
 import { describe, expect, it } from 'vitest';
-import { AdapterQueues, BlockAllocator, ScheduledSequence, chooseAdmissions, outstandingPrefill, secureDecodeBlocks, tokenFinish, watermarkBlocks } from '../src/index.js';
+import {
+  AdapterQueues,
+  BlockAllocator,
+  ScheduledSequence,
+  chooseAdmissions,
+  outstandingPrefill,
+  secureDecodeBlocks,
+  tokenFinish,
+  watermarkBlocks,
+} from '../src/index.js';
 import { greedy } from './helpers/fake-step.js';
 
 const seq = (adapter: string | undefined, promptLength: number, maxTokens = 4): ScheduledSequence =>
-  new ScheduledSequence({ adapter, prompt: Array.from({ length: promptLength }, (_, i) => i + 1), sampling: greedy(maxTokens) });
+  new ScheduledSequence({
+    adapter,
+    prompt: Array.from({ length: promptLength }, (_, i) => i + 1),
+    sampling: greedy(maxTokens),
+  });
 const open = { admissible: (): boolean => true };
 
 function queued(...seqs: ScheduledSequence[]): AdapterQueues<ScheduledSequence> {
@@ -25,9 +38,20 @@ describe('chooseAdmissions', () => {
   it('keeps the watermark free while sequences run, but not for the first one', () => {
     const kv = new BlockAllocator(4, 4);
     const big = seq(undefined, 16);
-    expect(chooseAdmissions({ queues: queued(big), running: [], kv, gate: open, maxRunning: 8, watermark: 1 })).toEqual([big]);
+    expect(chooseAdmissions({ queues: queued(big), running: [], kv, gate: open, maxRunning: 8, watermark: 1 })).toEqual(
+      [big],
+    );
     const s = seq(undefined, 16);
-    expect(chooseAdmissions({ queues: queued(s), running: [seq(undefined, 1)], kv, gate: open, maxRunning: 8, watermark: 1 })).toEqual([]);
+    expect(
+      chooseAdmissions({
+        queues: queued(s),
+        running: [seq(undefined, 1)],
+        kv,
+        gate: open,
+        maxRunning: 8,
+        watermark: 1,
+      }),
+    ).toEqual([]);
     expect(watermarkBlocks(400)).toBe(4);
     expect(watermarkBlocks(64)).toBe(0);
   });
@@ -38,13 +62,22 @@ describe('chooseAdmissions', () => {
     running.state = 'running';
     expect(outstandingPrefill([running], kv)).toBe(5);
     const [big, small] = [seq('A', 16), seq('B', 4)];
-    expect(chooseAdmissions({ queues: queued(big, small), running: [running], kv, gate: open, maxRunning: 8, watermark: 0 })).toEqual([]);
+    expect(
+      chooseAdmissions({ queues: queued(big, small), running: [running], kv, gate: open, maxRunning: 8, watermark: 0 }),
+    ).toEqual([]);
   });
 
   it('admits only adapters the gate admits (the base model always)', () => {
     const kv = new BlockAllocator(64, 4);
     const [a, b, base] = [seq('A', 1), seq('B', 1), seq(undefined, 1)];
-    const got = chooseAdmissions({ queues: queued(a, b, base), running: [], kv, gate: { admissible: (k) => k === 'B' }, maxRunning: 8, watermark: 0 });
+    const got = chooseAdmissions({
+      queues: queued(a, b, base),
+      running: [],
+      kv,
+      gate: { admissible: (k) => k === 'B' },
+      maxRunning: 8,
+      watermark: 0,
+    });
     expect(got).toEqual([b, base]);
   });
 });
@@ -85,7 +118,11 @@ describe('secureDecodeBlocks', () => {
 
 describe('tokenFinish', () => {
   it('EOS, then stop token ids, then max tokens, then the context', () => {
-    const s = new ScheduledSequence({ adapter: undefined, prompt: [1, 2], sampling: { ...greedy(3), stopTokenIds: [5] } });
+    const s = new ScheduledSequence({
+      adapter: undefined,
+      prompt: [1, 2],
+      sampling: { ...greedy(3), stopTokenIds: [5] },
+    });
     const eos = new Set([0]);
     expect(tokenFinish(s, 0, eos, 100)).toBe('eos');
     expect(tokenFinish(s, 5, eos, 100)).toBe('stop');
@@ -93,7 +130,11 @@ describe('tokenFinish', () => {
     expect(tokenFinish(s, 7, eos, 3)).toBe('length'); // prompt 2 + 1 sampled reaches the context
     s.sampled.push(7, 7);
     expect(tokenFinish(s, 7, eos, 100)).toBe('length');
-    const ignoring = new ScheduledSequence({ adapter: undefined, prompt: [1], sampling: { ...greedy(3), ignoreEos: true } });
+    const ignoring = new ScheduledSequence({
+      adapter: undefined,
+      prompt: [1],
+      sampling: { ...greedy(3), ignoreEos: true },
+    });
     expect(tokenFinish(ignoring, 0, eos, 100)).toBeUndefined();
   });
 });

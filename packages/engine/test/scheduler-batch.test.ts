@@ -5,7 +5,12 @@ import { BlockAllocator, ScheduledSequence, buildBatch } from '../src/index.js';
 import { greedy } from './helpers/fake-step.js';
 
 function seq(prompt: number[], opts: { maxTokens?: number; slot?: number; logits?: boolean } = {}): ScheduledSequence {
-  const s = new ScheduledSequence({ adapter: opts.slot !== undefined && opts.slot >= 0 ? `a${opts.slot}` : undefined, prompt, sampling: greedy(opts.maxTokens ?? 4), promptLogits: opts.logits === true });
+  const s = new ScheduledSequence({
+    adapter: opts.slot !== undefined && opts.slot >= 0 ? `a${opts.slot}` : undefined,
+    prompt,
+    sampling: greedy(opts.maxTokens ?? 4),
+    promptLogits: opts.logits === true,
+  });
   s.adapterSlot = opts.slot ?? -1;
   return s;
 }
@@ -25,11 +30,15 @@ describe('buildBatch', () => {
   it('puts one decode token per decoding sequence first, then prefill chunks under the budget', () => {
     const kv = new BlockAllocator(64, 4);
     const d = decoding(kv, [1, 2], [9]);
-    const p1 = seq(range(10)), p2 = seq(range(10));
+    const p1 = seq(range(10)),
+      p2 = seq(range(10));
     const b = buildBatch([p1, d, p2], 8, kv);
     expect(b.decodeTokens).toBe(1);
     expect(b.prefillTokens).toBe(7);
-    const [decode, chunk] = [b.items.find((it) => it.tokens.length === 1)!, b.items.find((it) => it.tokens.length > 1)!];
+    const [decode, chunk] = [
+      b.items.find((it) => it.tokens.length === 1)!,
+      b.items.find((it) => it.tokens.length > 1)!,
+    ];
     expect(Array.from(decode.tokens)).toEqual([9]);
     expect(decode.startPosition).toBe(2);
     expect(decode.sample).toBe(true);
@@ -42,7 +51,8 @@ describe('buildBatch', () => {
 
   it('the last chunk of a prompt samples; prompt-only requests (max tokens 0) do not', () => {
     const kv = new BlockAllocator(64, 4);
-    const s = seq(range(5)), z = seq(range(3), { maxTokens: 0, logits: true });
+    const s = seq(range(5)),
+      z = seq(range(3), { maxTokens: 0, logits: true });
     s.computed = 3;
     kv.ensure(s.blocks, 3);
     const b = buildBatch([s, z], 64, kv);
@@ -56,7 +66,8 @@ describe('buildBatch', () => {
 
   it('cuts prefill chunks to the free KV blocks; a prefill with no block left waits', () => {
     const kv = new BlockAllocator(3, 4);
-    const a = seq(range(20)), b = seq(range(8));
+    const a = seq(range(20)),
+      b = seq(range(8));
     const batch = buildBatch([a, b], 64, kv);
     expect(batch.items).toHaveLength(1);
     expect(batch.items[0]!.tokens.length).toBe(12); // 3 blocks of 4
@@ -72,7 +83,13 @@ describe('buildBatch', () => {
 
   it('groups items by adapter slot (base first), stable within a slot, and counts distinct adapters', () => {
     const kv = new BlockAllocator(64, 4);
-    const s = [seq([1], { slot: 1 }), seq([2], { slot: -1 }), seq([3], { slot: 0 }), seq([4], { slot: 1 }), seq([5], { slot: -1 })];
+    const s = [
+      seq([1], { slot: 1 }),
+      seq([2], { slot: -1 }),
+      seq([3], { slot: 0 }),
+      seq([4], { slot: 1 }),
+      seq([5], { slot: -1 }),
+    ];
     const b = buildBatch(s, 64, kv);
     expect(b.items.map((it) => it.adapterSlot)).toEqual([-1, -1, 0, 1, 1]);
     expect(b.items.map((it) => it.tokens[0])).toEqual([2, 5, 3, 1, 4]);

@@ -9,7 +9,13 @@ let small: Engine;
 let roomy: Engine;
 beforeAll(async () => {
   [small, roomy] = await Promise.all([
-    Engine.load(modelDir('llama'), { backend: 'cpu', threads: 1, kvCacheTokens: 64, blockSize: 16, maxBatchTokens: 32 }),
+    Engine.load(modelDir('llama'), {
+      backend: 'cpu',
+      threads: 1,
+      kvCacheTokens: 64,
+      blockSize: 16,
+      maxBatchTokens: 32,
+    }),
     Engine.load(modelDir('llama'), { backend: 'cpu', threads: 1 }),
   ]);
 });
@@ -20,7 +26,11 @@ afterAll(async () => {
 
 const requests: GenerateRequest[] = Array.from({ length: 6 }, (_, i) => ({
   prompt: Array.from({ length: 6 + i }, (_, k) => 20 + ((i * 13 + k * 7) % 400)),
-  sampling: { maxTokens: 30 + i * 3, ignoreEos: true, ...(i % 2 ? { temperature: 0.9, seed: 7 + i, repetitionPenalty: 1.1 } : { temperature: 0 }) },
+  sampling: {
+    maxTokens: 30 + i * 3,
+    ignoreEos: true,
+    ...(i % 2 ? { temperature: 0.9, seed: 7 + i, repetitionPenalty: 1.1 } : { temperature: 0 }),
+  },
 }));
 
 describe('Engine.generate on the shared scheduler', () => {
@@ -41,7 +51,18 @@ describe('Engine.generate on the shared scheduler', () => {
   });
 
   it('a constraint that throws fails its own call, not a concurrent one', async () => {
-    const bad = roomy.generate([{ prompt: [1, 2, 3], sampling: { maxTokens: 8 }, constraint: { nextMask: () => { throw new Error('grammar broke'); }, accept: () => undefined } }]);
+    const bad = roomy.generate([
+      {
+        prompt: [1, 2, 3],
+        sampling: { maxTokens: 8 },
+        constraint: {
+          nextMask: () => {
+            throw new Error('grammar broke');
+          },
+          accept: () => undefined,
+        },
+      },
+    ]);
     const good = roomy.generate([requests[0]!]);
     await expect(bad).rejects.toThrow(/grammar broke/);
     expect((await good)[0]!.tokens).toHaveLength(30);

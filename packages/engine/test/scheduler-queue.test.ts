@@ -2,7 +2,10 @@
 import { describe, expect, it } from 'vitest';
 import { AdapterQueues, BASE_KEY } from '../src/index.js';
 
-interface Q { adapter: string | undefined; n: number }
+interface Q {
+  adapter: string | undefined;
+  n: number;
+}
 const q = (adapter: string | undefined, n: number): Q => ({ adapter, n });
 const all = (): boolean => true;
 

@@ -5,7 +5,16 @@ import { describe, expect, it } from 'vitest';
 import { Scheduler, ScheduledSequence, type AdapterGate, type Batch, type SchedulerHooks } from '../src/index.js';
 import { fakeStep, greedy, ManualClock } from './helpers/fake-step.js';
 
-function scheduler(opts: { numBlocks: number; blockSize?: number; maxBatchTokens?: number; maxRunning?: number; gate?: AdapterGate; hooks?: SchedulerHooks; clock?: ManualClock; delayMs?: number }) {
+function scheduler(opts: {
+  numBlocks: number;
+  blockSize?: number;
+  maxBatchTokens?: number;
+  maxRunning?: number;
+  gate?: AdapterGate;
+  hooks?: SchedulerHooks;
+  clock?: ManualClock;
+  delayMs?: number;
+}) {
   const fake = fakeStep();
   const clock = opts.clock ?? new ManualClock();
   const sched = new Scheduler({
@@ -13,15 +22,23 @@ function scheduler(opts: { numBlocks: number; blockSize?: number; maxBatchTokens
       clock.advance(opts.delayMs ?? 0);
       return fake.runStep(items);
     },
-    numBlocks: opts.numBlocks, blockSize: opts.blockSize ?? 4, vocab: 64, maxPositions: 256, eos: new Set([0]),
-    maxBatchTokens: opts.maxBatchTokens ?? 64, manual: true, clock,
+    numBlocks: opts.numBlocks,
+    blockSize: opts.blockSize ?? 4,
+    vocab: 64,
+    maxPositions: 256,
+    eos: new Set([0]),
+    maxBatchTokens: opts.maxBatchTokens ?? 64,
+    manual: true,
+    clock,
     ...(opts.maxRunning !== undefined ? { maxRunning: opts.maxRunning } : {}),
-    ...(opts.gate ? { gate: opts.gate } : {}), ...(opts.hooks ? { hooks: opts.hooks } : {}),
+    ...(opts.gate ? { gate: opts.gate } : {}),
+    ...(opts.hooks ? { hooks: opts.hooks } : {}),
   });
   return { sched, steps: fake.steps, clock };
 }
 
-const seq = (maxTokens: number, prompt = [1, 2, 3, 4], adapter?: string): ScheduledSequence => new ScheduledSequence({ adapter, prompt, sampling: greedy(maxTokens) });
+const seq = (maxTokens: number, prompt = [1, 2, 3, 4], adapter?: string): ScheduledSequence =>
+  new ScheduledSequence({ adapter, prompt, sampling: greedy(maxTokens) });
 
 async function toIdle(sched: Scheduler): Promise<number> {
   let n = 0;
@@ -115,12 +132,19 @@ describe('Scheduler.step', () => {
   it('times each step on the injected clock', async () => {
     const times: number[] = [];
     const batches: Batch[] = [];
-    const { sched } = scheduler({ numBlocks: 16, delayMs: 250, hooks: { step: (sec, b) => (times.push(sec), batches.push(b)) } });
+    const { sched } = scheduler({
+      numBlocks: 16,
+      delayMs: 250,
+      hooks: { step: (sec, b) => (times.push(sec), batches.push(b)) },
+    });
     const s = sched.submit(seq(2));
     expect(s.enqueuedAt).toBe(0);
     await toIdle(sched);
     expect(times).toEqual([0.25, 0.25]);
-    expect(batches.map((b) => [b.prefillTokens, b.decodeTokens])).toEqual([[4, 0], [0, 1]]);
+    expect(batches.map((b) => [b.prefillTokens, b.decodeTokens])).toEqual([
+      [4, 0],
+      [0, 1],
+    ]);
   });
 
   it('an owner whose processing lags is awaited before the next step is absorbed; drain waits for it', async () => {
@@ -155,7 +179,14 @@ describe('Scheduler.step', () => {
       }
     }
     const boom = new Scheduler({
-      runStep: () => Promise.reject(new Error('boom')), numBlocks: 8, blockSize: 4, vocab: 64, maxPositions: 256, eos: new Set([0]), maxBatchTokens: 64, manual: true,
+      runStep: () => Promise.reject(new Error('boom')),
+      numBlocks: 8,
+      blockSize: 4,
+      vocab: 64,
+      maxPositions: 256,
+      eos: new Set([0]),
+      maxBatchTokens: 64,
+      manual: true,
     });
     const s = boom.submit(new Failing({ adapter: undefined, prompt: [1, 2], sampling: greedy(2) }));
     await toIdle(boom);

@@ -21,7 +21,9 @@ describe('tokenizer and chat template', () => {
 
   it('renders the ChatML template with the default system message and the generation prompt', () => {
     const text = engine.tokenizer!.applyChatTemplate([{ role: 'user', content: 'Hi there' }]);
-    expect(text).toBe('<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n');
+    expect(text).toBe(
+      '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n',
+    );
   });
 
   it('text prompts are tokenized, outputs detokenized, and equal the token-id path', async () => {

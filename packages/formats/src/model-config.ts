@@ -54,13 +54,15 @@ async function readJson(path: string, optional: boolean): Promise<Record<string,
 
 function posInt(c: Record<string, unknown>, key: string, fallback?: number): number {
   const v = c[key] ?? fallback;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) throw cfgError(`config.json: ${key} must be a positive integer, got ${JSON.stringify(c[key])}`);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0)
+    throw cfgError(`config.json: ${key} must be a positive integer, got ${JSON.stringify(c[key])}`);
   return v;
 }
 
 function posNum(c: Record<string, unknown>, key: string, fallback: number): number {
   const v = c[key] ?? fallback;
-  if (typeof v !== 'number' || !(v > 0)) throw cfgError(`config.json: ${key} must be a positive number, got ${JSON.stringify(c[key])}`);
+  if (typeof v !== 'number' || !(v > 0))
+    throw cfgError(`config.json: ${key} must be a positive number, got ${JSON.stringify(c[key])}`);
   return v;
 }
 
@@ -85,11 +87,16 @@ export function ropeInvFreq(headDim: number, theta: number, scaling: unknown): F
   if (typeof factor !== 'number' || !(factor > 0)) throw cfgError('rope_scaling.factor must be a positive number');
   if (type === 'linear') return inv.map((f) => f / factor);
   if (type === 'llama3') {
-    const low = s.low_freq_factor, high = s.high_freq_factor, orig = s.original_max_position_embeddings;
+    const low = s.low_freq_factor,
+      high = s.high_freq_factor,
+      orig = s.original_max_position_embeddings;
     if (typeof low !== 'number' || typeof high !== 'number' || typeof orig !== 'number' || !(high > low)) {
-      throw cfgError('rope_scaling of type llama3 needs low_freq_factor < high_freq_factor and original_max_position_embeddings');
+      throw cfgError(
+        'rope_scaling of type llama3 needs low_freq_factor < high_freq_factor and original_max_position_embeddings',
+      );
     }
-    const lowWavelen = orig / low, highWavelen = orig / high;
+    const lowWavelen = orig / low,
+      highWavelen = orig / high;
     return inv.map((f) => {
       const wavelen = (2 * Math.PI) / f;
       if (wavelen < highWavelen) return f;
@@ -107,7 +114,8 @@ function ropeParameters(c: Record<string, unknown>): { theta: Record<string, unk
   if (p === undefined || p === null) return { theta: c, scaling: c.rope_scaling };
   if (typeof p !== 'object' || Array.isArray(p)) throw cfgError('config.json: rope_parameters must be an object');
   const params = p as Record<string, unknown>;
-  if (c.rope_scaling !== undefined && c.rope_scaling !== null) throw cfgError('config.json has both rope_parameters and rope_scaling');
+  if (c.rope_scaling !== undefined && c.rope_scaling !== null)
+    throw cfgError('config.json has both rope_parameters and rope_scaling');
   // rope_parameters also carries rope_theta, which ropeInvFreq ignores.
   return { theta: params.rope_theta === undefined ? c : params, scaling: params };
 }
@@ -123,14 +131,18 @@ export function parseModelConfig(c: Record<string, unknown>, gen?: Record<string
   const archs = c.architectures;
   const architecture = (Array.isArray(archs) ? archs[0] : undefined) as Architecture | undefined;
   if (!architecture || !SUPPORTED.includes(architecture)) {
-    throw new EngineError('UNSUPPORTED_ARCHITECTURE', `architecture ${JSON.stringify(archs)} is not supported; supported: ${SUPPORTED.join(', ')}`);
+    throw new EngineError(
+      'UNSUPPORTED_ARCHITECTURE',
+      `architecture ${JSON.stringify(archs)} is not supported; supported: ${SUPPORTED.join(', ')}`,
+    );
   }
   const act = c.hidden_act ?? 'silu';
   if (act !== 'silu') throw cfgError(`hidden_act ${JSON.stringify(act)} is not supported (only silu)`);
   const hidden = posInt(c, 'hidden_size');
   const heads = posInt(c, 'num_attention_heads');
   const kvHeads = posInt(c, 'num_key_value_heads', heads);
-  if (heads % kvHeads !== 0) throw cfgError(`num_attention_heads (${heads}) must be a multiple of num_key_value_heads (${kvHeads})`);
+  if (heads % kvHeads !== 0)
+    throw cfgError(`num_attention_heads (${heads}) must be a multiple of num_key_value_heads (${kvHeads})`);
   // Without head_dim, transformers' Qwen3Config uses 128 (not hidden / heads as the others do).
   const defaultHeadDim = architecture === 'Qwen3ForCausalLM' ? 128 : hidden / heads;
   const headDim = c.head_dim === undefined || c.head_dim === null ? defaultHeadDim : posInt(c, 'head_dim');
@@ -168,7 +180,10 @@ export function parseModelConfig(c: Record<string, unknown>, gen?: Record<string
     qkvBias: architecture === 'Qwen2ForCausalLM',
     qkNorm: architecture === 'Qwen3ForCausalLM',
     torchDtype: typeof c.torch_dtype === 'string' ? c.torch_dtype : typeof c.dtype === 'string' ? c.dtype : undefined,
-    bosTokenId: typeof (gen?.bos_token_id ?? c.bos_token_id) === 'number' ? ((gen?.bos_token_id ?? c.bos_token_id) as number) : undefined,
+    bosTokenId:
+      typeof (gen?.bos_token_id ?? c.bos_token_id) === 'number'
+        ? ((gen?.bos_token_id ?? c.bos_token_id) as number)
+        : undefined,
     eosTokenIds: [...eos],
   };
 }

@@ -8,7 +8,13 @@ import { compilePyRegex, type PyRegex } from './py-regex.js';
 export const MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
 export type ModuleName = (typeof MODULES)[number];
 const PARENT: Record<ModuleName, string> = {
-  q_proj: 'self_attn', k_proj: 'self_attn', v_proj: 'self_attn', o_proj: 'self_attn', gate_proj: 'mlp', up_proj: 'mlp', down_proj: 'mlp',
+  q_proj: 'self_attn',
+  k_proj: 'self_attn',
+  v_proj: 'self_attn',
+  o_proj: 'self_attn',
+  gate_proj: 'mlp',
+  up_proj: 'mlp',
+  down_proj: 'mlp',
 };
 
 export interface PeftLoraConfig {
@@ -27,7 +33,13 @@ export interface PeftLoraConfig {
 }
 
 /** Per adapted module: its rank and scaling. Keyed `${layer}.${module}`. */
-export interface ResolvedModule { layer: number; module: ModuleName; rank: number; scaling: number; name: string }
+export interface ResolvedModule {
+  layer: number;
+  module: ModuleName;
+  rank: number;
+  scaling: number;
+  name: string;
+}
 
 function cfgErr(msg: string): EngineError {
   return new EngineError('ADAPTER_CONFIG', `adapter_config.json: ${msg}`);
@@ -39,16 +51,22 @@ function unsupported(msg: string): EngineError {
 export function parsePeftConfig(raw: unknown): PeftLoraConfig {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw cfgErr('must be a JSON object');
   const c = raw as Record<string, unknown>;
-  if (c.peft_type !== undefined && c.peft_type !== 'LORA') throw unsupported(`peft_type ${JSON.stringify(c.peft_type)} is not supported (only LORA)`);
+  if (c.peft_type !== undefined && c.peft_type !== 'LORA')
+    throw unsupported(`peft_type ${JSON.stringify(c.peft_type)} is not supported (only LORA)`);
   if (Array.isArray(c.modules_to_save) ? c.modules_to_save.length > 0 : c.modules_to_save != null) {
-    throw unsupported(`modules_to_save (${JSON.stringify(c.modules_to_save)}) is not supported: the adapter would replace whole base-model modules`);
+    throw unsupported(
+      `modules_to_save (${JSON.stringify(c.modules_to_save)}) is not supported: the adapter would replace whole base-model modules`,
+    );
   }
   if (c.layer_replication != null) throw unsupported('layer_replication is not supported');
-  if (c.bias !== undefined && c.bias !== 'none') throw unsupported(`bias ${JSON.stringify(c.bias)} is not supported (only "none")`);
+  if (c.bias !== undefined && c.bias !== 'none')
+    throw unsupported(`bias ${JSON.stringify(c.bias)} is not supported (only "none")`);
   const r = c.r ?? 8;
-  if (typeof r !== 'number' || !Number.isInteger(r) || r <= 0) throw cfgErr(`r must be a positive integer, got ${JSON.stringify(c.r)}`);
+  if (typeof r !== 'number' || !Number.isInteger(r) || r <= 0)
+    throw cfgErr(`r must be a positive integer, got ${JSON.stringify(c.r)}`);
   const alpha = c.lora_alpha ?? 8;
-  if (typeof alpha !== 'number' || !Number.isFinite(alpha)) throw cfgErr(`lora_alpha must be a number, got ${JSON.stringify(c.lora_alpha)}`);
+  if (typeof alpha !== 'number' || !Number.isFinite(alpha))
+    throw cfgErr(`lora_alpha must be a number, got ${JSON.stringify(c.lora_alpha)}`);
   const tm = c.target_modules ?? null;
   if (!(tm === null || typeof tm === 'string' || (Array.isArray(tm) && tm.every((x) => typeof x === 'string')))) {
     throw cfgErr('target_modules must be a list of names, a regex string or null');
@@ -58,12 +76,14 @@ export function parsePeftConfig(raw: unknown): PeftLoraConfig {
     throw cfgErr('layers_to_transform must be an integer or a list of integers');
   }
   const lp = c.layers_pattern ?? null;
-  if (!(lp === null || typeof lp === 'string' || (Array.isArray(lp) && lp.every((x) => typeof x === 'string')))) throw cfgErr('layers_pattern must be a string or a list of strings');
+  if (!(lp === null || typeof lp === 'string' || (Array.isArray(lp) && lp.every((x) => typeof x === 'string'))))
+    throw cfgErr('layers_pattern must be a string or a list of strings');
   const pattern = (v: unknown, what: string, int: boolean): Record<string, number> => {
     if (v == null) return {};
     if (typeof v !== 'object' || Array.isArray(v)) throw cfgErr(`${what} must be an object`);
     for (const [k, x] of Object.entries(v)) {
-      if (typeof x !== 'number' || !Number.isFinite(x) || (int && (!Number.isInteger(x) || x <= 0))) throw cfgErr(`${what}.${k} must be a ${int ? 'positive integer' : 'number'}`);
+      if (typeof x !== 'number' || !Number.isFinite(x) || (int && (!Number.isInteger(x) || x <= 0)))
+        throw cfgErr(`${what}.${k} must be a ${int ? 'positive integer' : 'number'}`);
     }
     return v as Record<string, number>;
   };
@@ -91,8 +111,16 @@ function baseModuleNames(model: ModelConfig): string[] {
   const names = ['model', 'model.embed_tokens', 'model.layers', 'model.norm', 'lm_head'];
   for (let l = 0; l < layers; l++) {
     const p = `model.layers.${l}`;
-    names.push(p, `${p}.self_attn`, `${p}.mlp`, `${p}.mlp.act_fn`, `${p}.input_layernorm`, `${p}.post_attention_layernorm`, `${p}.self_attn.rotary_emb`);
-    if (model.qkNorm) names.push(`${p}.self_attn.q_norm`, `${p}.self_attn.k_norm`);  // Qwen3: targeting them is refused
+    names.push(
+      p,
+      `${p}.self_attn`,
+      `${p}.mlp`,
+      `${p}.mlp.act_fn`,
+      `${p}.input_layernorm`,
+      `${p}.post_attention_layernorm`,
+      `${p}.self_attn.rotary_emb`,
+    );
+    if (model.qkNorm) names.push(`${p}.self_attn.q_norm`, `${p}.self_attn.k_norm`); // Qwen3: targeting them is refused
     for (const m of MODULES) names.push(`${p}.${PARENT[m]}.${m}`);
   }
   return names;
@@ -118,13 +146,19 @@ class Matchers {
   layerRegexes(): PyRegex[] | null {
     const lp = this.cfg.layersPattern;
     if (lp === null || lp.length === 0) return null;
-    return (this.layers ??= (Array.isArray(lp) ? lp : [lp]).map((p) => compilePyRegex(`.*\\.${p}\\.(\\d+)\\.`, `layers_pattern ${JSON.stringify(p)}`, cfgErr)));
+    return (this.layers ??= (Array.isArray(lp) ? lp : [lp]).map((p) =>
+      compilePyRegex(`.*\\.${p}\\.(\\d+)\\.`, `layers_pattern ${JSON.stringify(p)}`, cfgErr),
+    ));
   }
 
   /** PEFT: re.match(rf".*\.{key}$", name) for a rank_pattern / alpha_pattern key. */
   keyRegex(key: string): PyRegex {
     let re = this.keys.get(key);
-    if (!re) this.keys.set(key, (re = compilePyRegex(`.*\\.${key}$`, `rank_pattern/alpha_pattern key ${JSON.stringify(key)}`, cfgErr)));
+    if (!re)
+      this.keys.set(
+        key,
+        (re = compilePyRegex(`.*\\.${key}$`, `rank_pattern/alpha_pattern key ${JSON.stringify(key)}`, cfgErr)),
+      );
     return re;
   }
 }
@@ -146,13 +180,19 @@ function targetMatches(cfg: PeftLoraConfig, key: string, targets: string[] | str
   return found;
 }
 
-export interface ResolveOptions { maxRank: number }
+export interface ResolveOptions {
+  maxRank: number;
+}
 
 /**
  * The resolution as steps: it yields after each module name and each rank/alpha pattern tried, so
  * the async form can give the event loop back between them (one step is one linear-time match).
  */
-function* resolveSteps(cfg: PeftLoraConfig, model: ModelConfig, opts: ResolveOptions): Generator<void, ResolvedModule[]> {
+function* resolveSteps(
+  cfg: PeftLoraConfig,
+  model: ModelConfig,
+  opts: ResolveOptions,
+): Generator<void, ResolvedModule[]> {
   // PEFT's default targets for the llama, mistral, qwen2 and qwen3 model types.
   const targets = cfg.targetModules ?? ['q_proj', 'v_proj'];
   const out: ResolvedModule[] = [];
@@ -163,8 +203,10 @@ function* resolveSteps(cfg: PeftLoraConfig, model: ModelConfig, opts: ResolveOpt
     const isLinear = /\.(q|k|v|o|gate|up|down)_proj$/.test(name);
     const hit = all ? isLinear : targetMatches(cfg, name, targets, re);
     if (!hit) continue;
-    if (name === 'model.embed_tokens' || name === 'lm_head') throw unsupported(`LoRA on ${name} (embeddings / lm_head) is not supported`);
-    if (!isLinear) throw unsupported(`target module ${name} is not a linear projection; only ${MODULES.join(', ')} can be adapted`);
+    if (name === 'model.embed_tokens' || name === 'lm_head')
+      throw unsupported(`LoRA on ${name} (embeddings / lm_head) is not supported`);
+    if (!isLinear)
+      throw unsupported(`target module ${name} is not a linear projection; only ${MODULES.join(', ')} can be adapted`);
     const m = /^model\.layers\.(\d+)\.\w+\.(\w+)$/.exec(name)!;
     let patternKey = name;
     for (const k of re.patternKeys) {
@@ -176,8 +218,15 @@ function* resolveSteps(cfg: PeftLoraConfig, model: ModelConfig, opts: ResolveOpt
     }
     const rank = cfg.rankPattern[patternKey] ?? cfg.r;
     const alpha = cfg.alphaPattern[patternKey] ?? cfg.loraAlpha;
-    if (rank > opts.maxRank) throw unsupported(`${name} has LoRA rank ${rank}, above this engine's maxLoraRank ${opts.maxRank}`);
-    out.push({ layer: Number(m[1]), module: m[2] as ModuleName, rank, scaling: cfg.useRslora ? alpha / Math.sqrt(rank) : alpha / rank, name });
+    if (rank > opts.maxRank)
+      throw unsupported(`${name} has LoRA rank ${rank}, above this engine's maxLoraRank ${opts.maxRank}`);
+    out.push({
+      layer: Number(m[1]),
+      module: m[2] as ModuleName,
+      rank,
+      scaling: cfg.useRslora ? alpha / Math.sqrt(rank) : alpha / rank,
+      name,
+    });
   }
   if (out.length === 0) throw cfgErr(`target_modules ${JSON.stringify(targets)} match no module of the base model`);
   return out;
@@ -207,7 +256,11 @@ export interface AsyncResolveOptions extends ResolveOptions {
  * than `budgetMs` of matching in all (RE2 keeps each match linear, but a long pattern times many
  * module names can still add up).
  */
-export async function resolveAdapterModulesAsync(cfg: PeftLoraConfig, model: ModelConfig, opts: AsyncResolveOptions): Promise<ResolvedModule[]> {
+export async function resolveAdapterModulesAsync(
+  cfg: PeftLoraConfig,
+  model: ModelConfig,
+  opts: AsyncResolveOptions,
+): Promise<ResolvedModule[]> {
   const now = opts.now ?? (() => performance.now());
   const sliceMs = opts.sliceMs ?? 5;
   const budgetMs = opts.budgetMs ?? 2000;
@@ -220,7 +273,9 @@ export async function resolveAdapterModulesAsync(cfg: PeftLoraConfig, model: Mod
       if (r.done) return r.value;
       const inSlice = now() - sliceStart;
       if (spent + inSlice > budgetMs) {
-        throw unsupported(`matching the adapter's target_modules / layers_pattern / rank_pattern / alpha_pattern against the base model's modules takes more than ${budgetMs} ms; use simpler patterns`);
+        throw unsupported(
+          `matching the adapter's target_modules / layers_pattern / rank_pattern / alpha_pattern against the base model's modules takes more than ${budgetMs} ms; use simpler patterns`,
+        );
       }
       if (inSlice >= sliceMs) {
         spent += inSlice;

@@ -41,9 +41,15 @@ export interface PyRegex {
  * that is too long, malformed, or needs a feature RE2 does not have; `what` names the field.
  */
 export function compilePyRegex(source: string, what: string, refuse: (message: string) => Error): PyRegex {
-  if (source.length > MAX_PATTERN_CHARS) throw refuse(`${what} is a regular expression of ${source.length} characters, more than the ${MAX_PATTERN_CHARS} allowed`);
+  if (source.length > MAX_PATTERN_CHARS)
+    throw refuse(
+      `${what} is a regular expression of ${source.length} characters, more than the ${MAX_PATTERN_CHARS} allowed`,
+    );
   const repeats = countRepeats(source);
-  if (repeats > MAX_PATTERN_REPEATS) throw refuse(`${what} has ${repeats} repetition operators (* + ? {}), more than the ${MAX_PATTERN_REPEATS} allowed`);
+  if (repeats > MAX_PATTERN_REPEATS)
+    throw refuse(
+      `${what} has ${repeats} repetition operators (* + ? {}), more than the ${MAX_PATTERN_REPEATS} allowed`,
+    );
   let re: RE2JS;
   try {
     re = RE2JS.compile(source);

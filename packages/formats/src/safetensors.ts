@@ -7,7 +7,16 @@ import { EngineError } from './errors.js';
 export type SafetensorsDtype = 'F32' | 'F16' | 'BF16' | 'F64' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
 export const DTYPE_BYTES: Record<SafetensorsDtype, number> = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
 };
 
 export interface TensorInfo {
@@ -42,7 +51,10 @@ export async function readSafetensorsHeader(path: string, label = path): Promise
     await fh.read(lenBuf, 0, 8, 0);
     const headerLen = Number(lenBuf.readBigUInt64LE(0));
     if (headerLen > MAX_HEADER_BYTES || 8 + headerLen > fileSize) {
-      throw bad(label, `header length ${headerLen} does not fit in a ${fileSize}-byte file (truncated or not safetensors)`);
+      throw bad(
+        label,
+        `header length ${headerLen} does not fit in a ${fileSize}-byte file (truncated or not safetensors)`,
+      );
     }
     const headerBuf = Buffer.alloc(headerLen);
     await fh.read(headerBuf, 0, headerLen, 8);
@@ -72,23 +84,35 @@ export function parseSafetensorsHeader(path: string, headerBuf: Uint8Array, file
     const v = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
     if (typeof v !== 'object' || v === null) throw bad(path, `tensor ${name}: entry is not an object`);
     const dtype = v.dtype as SafetensorsDtype;
-    if (typeof dtype !== 'string' || !(dtype in DTYPE_BYTES)) throw bad(path, `tensor ${name}: unsupported dtype ${String(v.dtype)}`);
+    if (typeof dtype !== 'string' || !(dtype in DTYPE_BYTES))
+      throw bad(path, `tensor ${name}: unsupported dtype ${String(v.dtype)}`);
     if (!Array.isArray(v.shape) || !v.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
       throw bad(path, `tensor ${name}: shape must be a list of non-negative integers`);
     }
     const offs = v.data_offsets;
-    if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((o) => Number.isSafeInteger(o) && o >= 0) || offs[1] < offs[0]) {
+    if (
+      !Array.isArray(offs) ||
+      offs.length !== 2 ||
+      !offs.every((o) => Number.isSafeInteger(o) && o >= 0) ||
+      offs[1] < offs[0]
+    ) {
       throw bad(path, `tensor ${name}: data_offsets must be [begin, end] with begin <= end`);
     }
     const shape = v.shape as number[];
     const numel = shape.reduce((a, b) => a * b, 1);
     const byteLength = (offs[1] as number) - (offs[0] as number);
     if (numel * DTYPE_BYTES[dtype] !== byteLength) {
-      throw bad(path, `tensor ${name}: shape [${shape.join(', ')}] of ${dtype} needs ${numel * DTYPE_BYTES[dtype]} bytes but data_offsets span ${byteLength}`);
+      throw bad(
+        path,
+        `tensor ${name}: shape [${shape.join(', ')}] of ${dtype} needs ${numel * DTYPE_BYTES[dtype]} bytes but data_offsets span ${byteLength}`,
+      );
     }
     const offset = dataStart + (offs[0] as number);
     if (offset + byteLength > fileSize) {
-      throw bad(path, `tensor ${name}: data ends at byte ${offset + byteLength} but the file has ${fileSize} bytes (truncated?)`);
+      throw bad(
+        path,
+        `tensor ${name}: data ends at byte ${offset + byteLength} but the file has ${fileSize} bytes (truncated?)`,
+      );
     }
     tensors.set(name, { name, dtype, shape, offset, byteLength });
     ranges.push([offs[0] as number, offs[1] as number, name]);
@@ -134,7 +158,11 @@ export function encodeSafetensors(tensors: Record<string, TensorToWrite>, metada
   return out;
 }
 
-export async function writeSafetensors(path: string, tensors: Record<string, TensorToWrite>, metadata?: Record<string, string>): Promise<void> {
+export async function writeSafetensors(
+  path: string,
+  tensors: Record<string, TensorToWrite>,
+  metadata?: Record<string, string>,
+): Promise<void> {
   await writeFile(path, encodeSafetensors(tensors, metadata));
 }
 
@@ -144,7 +172,10 @@ export function f32ToBf16(src: Float32Array): Uint16Array {
   const out = new Uint16Array(src.length);
   for (let i = 0; i < src.length; i++) {
     const x = u32[i]!;
-    if ((x & 0x7fffffff) > 0x7f800000) { out[i] = (x >>> 16) | 0x40; continue; } // NaN stays NaN
+    if ((x & 0x7fffffff) > 0x7f800000) {
+      out[i] = (x >>> 16) | 0x40;
+      continue;
+    } // NaN stays NaN
     out[i] = (x + 0x7fff + ((x >>> 16) & 1)) >>> 16;
   }
   return out;

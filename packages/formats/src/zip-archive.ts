@@ -28,7 +28,10 @@ export class ZipArchive {
   private readonly order: ZipEntry[] = [];
   private readonly view: DataView;
 
-  constructor(private readonly bytes: Uint8Array, private readonly label: string) {
+  constructor(
+    private readonly bytes: Uint8Array,
+    private readonly label: string,
+  ) {
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     this.readCentralDirectory();
   }
@@ -48,27 +51,40 @@ export class ZipArchive {
   read(e: ZipEntry): Uint8Array {
     const at = e.localHeaderOffset;
     this.need(at, 30, `local header of ${e.name}`);
-    if (this.u32(at) !== SIG_LOCAL) throw this.fail(`local header of ${e.name} is missing (bad offset or corrupted file)`);
+    if (this.u32(at) !== SIG_LOCAL)
+      throw this.fail(`local header of ${e.name} is missing (bad offset or corrupted file)`);
     const nameLen = this.u16(at + 26);
     this.need(at + 30, nameLen, `local name of ${e.name}`);
-    if (!sameBytes(this.bytes.subarray(at + 30, at + 30 + nameLen), e.nameBytes)) throw this.fail(`local header name of ${e.name} does not match the central directory`);
+    if (!sameBytes(this.bytes.subarray(at + 30, at + 30 + nameLen), e.nameBytes))
+      throw this.fail(`local header name of ${e.name} does not match the central directory`);
     const dataStart = at + 30 + nameLen + this.u16(at + 28);
     this.need(dataStart, e.compressedSize, `data of ${e.name}`);
     const raw = this.bytes.subarray(dataStart, dataStart + e.compressedSize);
     let data: Uint8Array;
     if (e.method === 0) {
-      if (e.compressedSize !== e.uncompressedSize) throw this.fail(`stored entry ${e.name} has compressed size ${e.compressedSize} != uncompressed size ${e.uncompressedSize}`);
+      if (e.compressedSize !== e.uncompressedSize)
+        throw this.fail(
+          `stored entry ${e.name} has compressed size ${e.compressedSize} != uncompressed size ${e.uncompressedSize}`,
+        );
       data = raw;
     } else if (e.method === 8) {
-      if (e.uncompressedSize > e.compressedSize * MAX_DEFLATE_RATIO + 1024) throw this.fail(`deflated entry ${e.name} claims ${e.uncompressedSize} bytes from ${e.compressedSize}, more than deflate can produce`);
+      if (e.uncompressedSize > e.compressedSize * MAX_DEFLATE_RATIO + 1024)
+        throw this.fail(
+          `deflated entry ${e.name} claims ${e.uncompressedSize} bytes from ${e.compressedSize}, more than deflate can produce`,
+        );
       try {
         data = zlib.inflateRawSync(raw, { maxOutputLength: Math.max(1, e.uncompressedSize) });
       } catch (err) {
         throw this.fail(`deflated entry ${e.name} does not decompress (${(err as Error).message})`);
       }
-      if (data.length !== e.uncompressedSize) throw this.fail(`deflated entry ${e.name} decompresses to ${data.length} bytes, expected ${e.uncompressedSize}`);
+      if (data.length !== e.uncompressedSize)
+        throw this.fail(
+          `deflated entry ${e.name} decompresses to ${data.length} bytes, expected ${e.uncompressedSize}`,
+        );
     } else {
-      throw this.fail(`zip entry ${e.name} uses compression method ${e.method}; only stored (0) and deflate (8) are supported`);
+      throw this.fail(
+        `zip entry ${e.name} uses compression method ${e.method}; only stored (0) and deflate (8) are supported`,
+      );
     }
     // A zero CRC means the writer skipped it (torch's compute_crc32=False), not that the data must hash to 0.
     if (e.crc32 !== 0 && crc32(data) !== e.crc32) throw this.fail(`CRC32 mismatch in ${e.name} (file is corrupted)`);
@@ -79,9 +95,15 @@ export class ZipArchive {
     const len = this.bytes.length;
     if (len < 22) throw this.fail(`file is ${len} bytes, too short for a zip archive`);
     let eocd = len - 22; // the end record is followed only by its comment (at most 64 KiB)
-    while (eocd >= Math.max(0, len - 22 - 0xffff) && !(this.u32(eocd) === SIG_EOCD && eocd + 22 + this.u16(eocd + 20) <= len)) eocd--;
-    if (eocd < Math.max(0, len - 22 - 0xffff)) throw this.fail('zip end-of-central-directory record not found (file truncated?)');
-    if (this.u16(eocd + 4) !== 0 || this.u16(eocd + 6) !== 0) throw this.fail('multi-disk zip archives are not supported');
+    while (
+      eocd >= Math.max(0, len - 22 - 0xffff) &&
+      !(this.u32(eocd) === SIG_EOCD && eocd + 22 + this.u16(eocd + 20) <= len)
+    )
+      eocd--;
+    if (eocd < Math.max(0, len - 22 - 0xffff))
+      throw this.fail('zip end-of-central-directory record not found (file truncated?)');
+    if (this.u16(eocd + 4) !== 0 || this.u16(eocd + 6) !== 0)
+      throw this.fail('multi-disk zip archives are not supported');
     let count = this.u16(eocd + 10);
     let cdSize = this.u32(eocd + 12);
     let cdOffset = this.u32(eocd + 16);
@@ -91,13 +113,23 @@ export class ZipArchive {
       const z = this.u64(eocd - 12, 'ZIP64 end-of-central-directory offset');
       if (z + 56 > eocd - 20) throw this.fail('ZIP64 end-of-central-directory offset points outside the file');
       if (this.u32(z) !== SIG_ZIP64_EOCD) throw this.fail('ZIP64 end-of-central-directory record is missing');
-      [count, cdSize, cdOffset, cdLimit] = [this.u64(z + 32, 'ZIP64 entry count'), this.u64(z + 40, 'ZIP64 directory size'), this.u64(z + 48, 'ZIP64 directory offset'), z];
+      [count, cdSize, cdOffset, cdLimit] = [
+        this.u64(z + 32, 'ZIP64 entry count'),
+        this.u64(z + 40, 'ZIP64 directory size'),
+        this.u64(z + 48, 'ZIP64 directory offset'),
+        z,
+      ];
     }
-    if (cdOffset + cdSize > cdLimit) throw this.fail(`central directory (${cdSize} bytes at ${cdOffset}) runs past its end record (file truncated or corrupted)`);
-    if (count > cdSize / 46) throw this.fail(`zip claims ${count} entries but its central directory has only ${cdSize} bytes`);
+    if (cdOffset + cdSize > cdLimit)
+      throw this.fail(
+        `central directory (${cdSize} bytes at ${cdOffset}) runs past its end record (file truncated or corrupted)`,
+      );
+    if (count > cdSize / 46)
+      throw this.fail(`zip claims ${count} entries but its central directory has only ${cdSize} bytes`);
     const end = cdOffset + cdSize;
     for (let n = 0, at = cdOffset; n < count; n++) {
-      if (at + 46 > end || this.u32(at) !== SIG_CENTRAL) throw this.fail(`central directory entry ${n} is missing or has a bad signature`);
+      if (at + 46 > end || this.u32(at) !== SIG_CENTRAL)
+        throw this.fail(`central directory entry ${n} is missing or has a bad signature`);
       const [nameLen, extraLen, commentLen] = [this.u16(at + 28), this.u16(at + 30), this.u16(at + 32)];
       const next = at + 46 + nameLen + extraLen + commentLen;
       if (next > end) throw this.fail(`central directory entry ${n} runs past the directory`);
@@ -112,7 +144,15 @@ export class ZipArchive {
       if (this.entries.has(name)) throw this.fail(`zip entry ${name} appears twice`);
       const sizes = [this.u32(at + 24), this.u32(at + 20), this.u32(at + 42)]; // uncompressed, compressed, local header offset
       if (sizes.includes(U32_MAX)) this.applyZip64Extra(sizes, at + 46 + nameLen, extraLen, name);
-      const entry = { name, nameBytes, method: this.u16(at + 10), crc32: this.u32(at + 16), uncompressedSize: sizes[0]!, compressedSize: sizes[1]!, localHeaderOffset: sizes[2]! };
+      const entry = {
+        name,
+        nameBytes,
+        method: this.u16(at + 10),
+        crc32: this.u32(at + 16),
+        uncompressedSize: sizes[0]!,
+        compressedSize: sizes[1]!,
+        localHeaderOffset: sizes[2]!,
+      };
       this.entries.set(name, entry);
       this.order.push(entry);
       at = next;
@@ -152,7 +192,8 @@ export class ZipArchive {
   }
 
   private need(at: number, n: number, what: string): void {
-    if (at < 0 || n < 0 || at + n > this.bytes.length) throw this.fail(`${what} lies outside the file (truncated or corrupted)`);
+    if (at < 0 || n < 0 || at + n > this.bytes.length)
+      throw this.fail(`${what} lies outside the file (truncated or corrupted)`);
   }
 
   private fail(why: string): EngineError {
@@ -176,4 +217,3 @@ function crc32(data: Uint8Array): number {
   for (let i = 0; i < data.length; i++) c = crcTable[(c ^ data[i]!) & 0xff]! ^ (c >>> 8);
   return (c ^ 0xffffffff) >>> 0;
 }
-

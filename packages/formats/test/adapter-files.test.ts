@@ -6,14 +6,30 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  buildAdapter, encodeSafetensors, EngineError, loadAdapterDir, parseAdapterFiles, parseModelConfig, readAdapterFiles,
-  readModelConfig, ropeInvFreq, type TensorToWrite,
+  buildAdapter,
+  encodeSafetensors,
+  EngineError,
+  loadAdapterDir,
+  parseAdapterFiles,
+  parseModelConfig,
+  readAdapterFiles,
+  readModelConfig,
+  ropeInvFreq,
+  type TensorToWrite,
 } from '../src/index.js';
 import { contiguousTensor, writeTorchCheckpoint } from './helpers/torch-checkpoint-writer.js';
 
 const MODEL_JSON = {
-  architectures: ['LlamaForCausalLM'], hidden_size: 64, intermediate_size: 96, num_attention_heads: 4, num_key_value_heads: 2,
-  num_hidden_layers: 2, vocab_size: 128, max_position_embeddings: 256, rms_norm_eps: 1e-5, rope_theta: 10000,
+  architectures: ['LlamaForCausalLM'],
+  hidden_size: 64,
+  intermediate_size: 96,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  num_hidden_layers: 2,
+  vocab_size: 128,
+  max_position_embeddings: 256,
+  rms_norm_eps: 1e-5,
+  rope_theta: 10000,
 };
 const model = parseModelConfig(MODEL_JSON);
 const RANK = 4;
@@ -29,7 +45,10 @@ afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 function loraTensors(rank = RANK): Array<[string, number[]]> {
   const out: Array<[string, number[]]> = [];
   for (let l = 0; l < model.layers; l++) {
-    for (const [mod, outDim] of [['q_proj', 64], ['v_proj', 32]] as const) {
+    for (const [mod, outDim] of [
+      ['q_proj', 64],
+      ['v_proj', 32],
+    ] as const) {
       const prefix = `base_model.model.model.layers.${l}.self_attn.${mod}`;
       out.push([`${prefix}.lora_A.weight`, [rank, 64]], [`${prefix}.lora_B.weight`, [outDim, rank]]);
     }
@@ -59,7 +78,10 @@ function safetensors(shapes: Array<[string, number[]]>): Uint8Array {
 }
 
 async function refusal(p: Promise<unknown>): Promise<EngineError> {
-  const e = await p.then(() => undefined, (err: unknown) => err);
+  const e = await p.then(
+    () => undefined,
+    (err: unknown) => err,
+  );
   expect(e).toBeInstanceOf(EngineError);
   return e as EngineError;
 }
@@ -74,8 +96,10 @@ describe('adapter files', () => {
     const built = buildAdapter(config, tensors, model, 16);
     expect(built.maxRank).toBe(RANK);
     expect(built.modules.map((m) => m.name)).toEqual([
-      'model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.v_proj',
-      'model.layers.1.self_attn.q_proj', 'model.layers.1.self_attn.v_proj',
+      'model.layers.0.self_attn.q_proj',
+      'model.layers.0.self_attn.v_proj',
+      'model.layers.1.self_attn.q_proj',
+      'model.layers.1.self_attn.v_proj',
     ]);
     // Seven modules per layer in q, k, v, o, gate, up, down order; untargeted ones stay empty.
     expect([...built.spec.rank]).toEqual([RANK, 0, RANK, 0, 0, 0, 0, RANK, 0, RANK, 0, 0, 0, 0]);
@@ -87,7 +111,10 @@ describe('adapter files', () => {
 
   it('a .bin (torch.save) adapter gives the same modules', async () => {
     const bin = writeTorchCheckpoint(
-      loraTensors().map(([name, shape]) => [name, contiguousTensor('F32', shape, new Uint8Array(shape[0]! * shape[1]! * 4))]),
+      loraTensors().map(([name, shape]) => [
+        name,
+        contiguousTensor('F32', shape, new Uint8Array(shape[0]! * shape[1]! * 4)),
+      ]),
     );
     const dir = adapterDir('bin', { config: CONFIG, bin });
     expect((await readAdapterFiles(dir)).format).toBe('bin');
@@ -98,13 +125,18 @@ describe('adapter files', () => {
 
   it('refusals carry the engine error codes', async () => {
     const weights = safetensors(loraTensors());
-    expect((await refusal(readAdapterFiles(adapterDir('no-config', { safetensors: weights })))).code).toBe('ADAPTER_CONFIG');
+    expect((await refusal(readAdapterFiles(adapterDir('no-config', { safetensors: weights })))).code).toBe(
+      'ADAPTER_CONFIG',
+    );
     const noWeights = await refusal(readAdapterFiles(adapterDir('no-weights', { config: CONFIG })));
     expect(noWeights.code).toBe('ADAPTER_CONFIG');
     expect(noWeights.message).toMatch(/neither adapter_model\.safetensors nor adapter_model\.bin/);
     const badJson = adapterDir('bad-json', { config: '{', safetensors: weights });
     expect((await refusal(readAdapterFiles(badJson))).code).toBe('ADAPTER_CONFIG');
-    const truncated = adapterDir('truncated', { config: CONFIG, safetensors: weights.subarray(0, weights.byteLength - 1) });
+    const truncated = adapterDir('truncated', {
+      config: CONFIG,
+      safetensors: weights.subarray(0, weights.byteLength - 1),
+    });
     expect((await refusal(loadAdapterDir(truncated, model, 16))).code).toBe('INVALID_SAFETENSORS');
     const garbage = adapterDir('garbage', { config: CONFIG, bin: new Uint8Array([1, 2, 3, 4]) });
     expect((await refusal(loadAdapterDir(garbage, model, 16))).code).toBe('INVALID_CHECKPOINT');
@@ -125,14 +157,21 @@ describe('adapter files', () => {
       mags.push([`base_model.model.model.layers.${l}.self_attn.q_proj.lora_magnitude_vector`, [64, 1]]);
       mags.push([`base_model.model.model.layers.${l}.self_attn.v_proj.lora_magnitude_vector`, [32, 1]]);
     }
-    const dir = adapterDir('dora-ok', { config: { ...CONFIG, use_dora: true }, safetensors: safetensors([...loraTensors(), ...mags]) });
+    const dir = adapterDir('dora-ok', {
+      config: { ...CONFIG, use_dora: true },
+      safetensors: safetensors([...loraTensors(), ...mags]),
+    });
     const a = await loadAdapterDir(dir, model, 16);
     expect(a.spec.magnitude.filter((m) => m !== null).length).toBe(4);
     expect(a.spec.magnitude[2]!.data.byteLength).toBe(32 * 4); // layer 0 v_proj
     expect(a.spec.magnitude[0]!.data.byteLength).toBe(64 * 4); // layer 0 q_proj
     expect(a.spec.magnitude[1]).toBeNull(); // k_proj: not adapted
     expect(a.bytes).toBe(2 * (4 * 64 + 64 * 4 + 4 * 64 + 32 * 4) * 4 + 2 * (64 + 32) * 4);
-    const plain = await loadAdapterDir(adapterDir('plain-ok', { config: CONFIG, safetensors: safetensors(loraTensors()) }), model, 16);
+    const plain = await loadAdapterDir(
+      adapterDir('plain-ok', { config: CONFIG, safetensors: safetensors(loraTensors()) }),
+      model,
+      16,
+    );
     expect(plain.spec.magnitude.every((m) => m === null)).toBe(true);
   });
 });
@@ -161,7 +200,9 @@ describe('model config', () => {
       }
       throw new Error('expected a refusal');
     };
-    expect(code(() => parseModelConfig({ ...MODEL_JSON, architectures: ['GPT2LMHeadModel'] }))).toBe('UNSUPPORTED_ARCHITECTURE');
+    expect(code(() => parseModelConfig({ ...MODEL_JSON, architectures: ['GPT2LMHeadModel'] }))).toBe(
+      'UNSUPPORTED_ARCHITECTURE',
+    );
     expect(code(() => parseModelConfig({ ...MODEL_JSON, hidden_act: 'gelu' }))).toBe('MODEL_CONFIG');
     expect(code(() => parseModelConfig({ ...MODEL_JSON, num_key_value_heads: 3 }))).toBe('MODEL_CONFIG');
     expect((await refusal(readModelConfig(join(tmp, 'nowhere')))).code).toBe('MODEL_CONFIG');

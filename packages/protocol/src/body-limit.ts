@@ -22,7 +22,8 @@ export function limitBodySize<C extends BodyLimitContext>(
     const raw = c.req.raw;
     if (!raw.body) return next();
     const declared = raw.headers.get('content-length');
-    if (declared !== null && !raw.headers.has('transfer-encoding')) return parseInt(declared, 10) > maxBytes ? onTooLarge(c) : next();
+    if (declared !== null && !raw.headers.has('transfer-encoding'))
+      return parseInt(declared, 10) > maxBytes ? onTooLarge(c) : next();
     const reader = raw.body.getReader();
     const chunks: Uint8Array[] = [];
     let size = 0;

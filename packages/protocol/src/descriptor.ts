@@ -12,7 +12,12 @@ export const DESCRIPTOR_HEADER = 'x-loraplex-adapter';
 export const DESCRIPTOR_SKEW_S = 60;
 
 /** The files an adapter may have; a descriptor names no other. */
-export const ADAPTER_FILES = ['adapter_config.json', 'adapter_model.safetensors', 'adapter_model.bin', 'tokenizer_config.json'] as const;
+export const ADAPTER_FILES = [
+  'adapter_config.json',
+  'adapter_model.safetensors',
+  'adapter_model.bin',
+  'tokenizer_config.json',
+] as const;
 export type AdapterFileName = (typeof ADAPTER_FILES)[number];
 
 export const descriptorStorage = z.discriminatedUnion('kind', [
@@ -46,7 +51,12 @@ const hmac = (secret: string, payload: string): Buffer => createHmac('sha256', s
  * The header value for a descriptor. Its fields are serialised in the order given, so a value built
  * from another type (with files of a wider name type) signs as it is.
  */
-export function signDescriptor(d: AdapterDescriptor | (Omit<AdapterDescriptor, 'files'> & { files: Array<{ name: string; size: number; sha256: string }> }), secret: string): string {
+export function signDescriptor(
+  d:
+    | AdapterDescriptor
+    | (Omit<AdapterDescriptor, 'files'> & { files: Array<{ name: string; size: number; sha256: string }> }),
+  secret: string,
+): string {
   const payload = Buffer.from(JSON.stringify(d), 'utf8').toString('base64url');
   return `${payload}.${hmac(secret, payload).toString('base64url')}`;
 }
@@ -54,7 +64,10 @@ export function signDescriptor(d: AdapterDescriptor | (Omit<AdapterDescriptor, '
 export type DescriptorCheck = { ok: true; descriptor: AdapterDescriptor } | { ok: false; reason: string };
 
 /** The payload of a header whose signature is intact, not yet checked against the schema. */
-export function openDescriptor(header: string, secret: string): { ok: true; payload: unknown } | { ok: false; reason: string } {
+export function openDescriptor(
+  header: string,
+  secret: string,
+): { ok: true; payload: unknown } | { ok: false; reason: string } {
   const [payload, sig, extra] = header.split('.');
   if (!payload || !sig || extra !== undefined) return { ok: false, reason: 'not <payload>.<signature>' };
   const want = hmac(secret, payload);
@@ -68,7 +81,12 @@ export function openDescriptor(header: string, secret: string): { ok: true; payl
 }
 
 /** Checks the header's signature, payload and expiry (allowing `skewS` past `exp`). */
-export function verifyDescriptor(header: string, secret: string, nowS = Date.now() / 1000, skewS = DESCRIPTOR_SKEW_S): DescriptorCheck {
+export function verifyDescriptor(
+  header: string,
+  secret: string,
+  nowS = Date.now() / 1000,
+  skewS = DESCRIPTOR_SKEW_S,
+): DescriptorCheck {
   const opened = openDescriptor(header, secret);
   if (!opened.ok) return opened;
   const r = adapterDescriptor.safeParse(opened.payload);

@@ -3,21 +3,30 @@
 // dropped rather than refused, so a newer worker can report more than an API reads.
 import { z } from 'zod';
 
-const count = z.number().int().min(0).max(2 ** 31 - 1);
+const count = z
+  .number()
+  .int()
+  .min(0)
+  .max(2 ** 31 - 1);
 const adapterIds = z.array(z.string().min(1).max(256)).max(100_000);
 
 export const HEARTBEAT_PATH = '/internal/workers/heartbeat';
 
 export const heartbeat = z.object({
-  id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/, 'a worker id is 1-128 letters, digits or _.:- characters'),
-  url: z.string().max(2048).refine((u) => {
-    try {
-      const p = new URL(u).protocol;
-      return p === 'http:' || p === 'https:';
-    } catch {
-      return false;
-    }
-  }, 'url must be an absolute http(s) URL'),
+  id: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/, 'a worker id is 1-128 letters, digits or _.:- characters'),
+  url: z
+    .string()
+    .max(2048)
+    .refine((u) => {
+      try {
+        const p = new URL(u).protocol;
+        return p === 'http:' || p === 'https:';
+      } catch {
+        return false;
+      }
+    }, 'url must be an absolute http(s) URL'),
   base_model: z.string().min(1).max(256),
   model_config: z.record(z.string(), z.unknown()),
   max_lora_rank: z.number().int().min(1).max(4096),

@@ -7,8 +7,15 @@ export function describeIssues(issues: z.core.$ZodIssue[]): { message: string; p
   const where = (path: PropertyKey[]): string => (path.length > 0 ? path.map(String).join('.') : 'body');
   const message = issues
     .slice(0, 5)
-    .map((i) => (i.code === 'unrecognized_keys' ? `${where(i.path)}: unknown or unsupported field(s) ${i.keys.map((k) => `'${k}'`).join(', ')}` : `${where(i.path)}: ${i.message}`))
+    .map((i) =>
+      i.code === 'unrecognized_keys'
+        ? `${where(i.path)}: unknown or unsupported field(s) ${i.keys.map((k) => `'${k}'`).join(', ')}`
+        : `${where(i.path)}: ${i.message}`,
+    )
     .join('; ');
-  const param = first.code === 'unrecognized_keys' ? [...first.path, first.keys[0]!].map(String).join('.') : first.path.map(String).join('.') || null;
+  const param =
+    first.code === 'unrecognized_keys'
+      ? [...first.path, first.keys[0]!].map(String).join('.')
+      : first.path.map(String).join('.') || null;
   return { message, param };
 }

@@ -27,11 +27,13 @@ function checkDepth(text: string, maxDepth: number): void {
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
     if (inString) {
-      if (c === 0x5c) i++; // backslash: skip the escaped character
+      if (c === 0x5c)
+        i++; // backslash: skip the escaped character
       else if (c === 0x22) inString = false;
     } else if (c === 0x22) inString = true;
     else if (c === 0x5b || c === 0x7b) {
-      if (++depth > maxDepth) throw new JsonBodyError('too_deep', `the JSON body nests arrays and objects more than ${maxDepth} levels deep`);
+      if (++depth > maxDepth)
+        throw new JsonBodyError('too_deep', `the JSON body nests arrays and objects more than ${maxDepth} levels deep`);
     } else if (c === 0x5d || c === 0x7d) depth--;
   }
 }
@@ -67,7 +69,11 @@ export function parseJsonText(text: string, maxDepth = MAX_JSON_DEPTH): unknown 
   const path: string[] = [];
   if (hasNonFinite(value, path)) {
     const field = path.join('.') || 'body';
-    throw new JsonBodyError('number_out_of_range', `${field}: the number is out of range (it is not a finite double)`, path.length > 0 ? field : null);
+    throw new JsonBodyError(
+      'number_out_of_range',
+      `${field}: the number is out of range (it is not a finite double)`,
+      path.length > 0 ? field : null,
+    );
   }
   return value;
 }

@@ -19,7 +19,11 @@ export const LORAX_MAX_STOP_SEQUENCES = 16;
 export const loraxParameters = z.strictObject({
   /** null, absent, "" or the base model id: the base model. */
   adapter_id: z.string().nullish(),
-  adapter_source: z.enum(LORAX_ADAPTER_SOURCES, { error: `adapter_source must be one of ${LORAX_ADAPTER_SOURCES.join(', ')} (or null)` }).nullish(),
+  adapter_source: z
+    .enum(LORAX_ADAPTER_SOURCES, {
+      error: `adapter_source must be one of ${LORAX_ADAPTER_SOURCES.join(', ')} (or null)`,
+    })
+    .nullish(),
   merged_adapters: nullOnly('merged_adapters'),
   api_token: nullOnly('api_token'),
   /** n sampled candidates, the one with the highest sum of token logprobs answered (TGI). */
@@ -31,7 +35,12 @@ export const loraxParameters = z.strictObject({
   top_k: z.number().int().gt(0).nullish(),
   top_p: z.number().gt(0).max(1).nullish(),
   // The engine's sampler has no typical-decoding filter: only the neutral value (>= 1, i.e. off) is accepted.
-  typical_p: z.number().min(1, { error: 'typical_p is not supported: typical decoding is not implemented (only null or >= 1.0, which is off)' }).nullish(),
+  typical_p: z
+    .number()
+    .min(1, {
+      error: 'typical_p is not supported: typical decoding is not implemented (only null or >= 1.0, which is off)',
+    })
+    .nullish(),
   do_sample: z.boolean().nullish(),
   max_new_tokens: z.number().int().gt(0).nullish(),
   ignore_eos_token: z.boolean().nullish(),
@@ -39,7 +48,9 @@ export const loraxParameters = z.strictObject({
   stop: z.array(z.string()).max(LORAX_MAX_STOP_SEQUENCES).nullish(),
   /** Keep only the last `truncate` prompt tokens (TGI). */
   truncate: z.number().int().gt(0).nullish(),
-  watermark: z.literal(false, { error: 'watermark is not supported: generations are never watermarked (only false or null)' }).nullish(),
+  watermark: z
+    .literal(false, { error: 'watermark is not supported: generations are never watermarked (only false or null)' })
+    .nullish(),
   details: z.boolean().nullish(),
   decoder_input_details: z.boolean().nullish(),
   return_k_alternatives: z.number().int().gt(0).max(20).nullish(),
@@ -129,7 +140,12 @@ export const loraxTokenizeRequest = z.strictObject({
 export type LoraxTokenizeRequest = z.infer<typeof loraxTokenizeRequest>;
 
 /** One token of /tokenize: its id, its text and its [start, stop) span in `inputs` (UTF-16 units). */
-export const loraxSimpleToken = z.object({ id: z.number().int(), text: z.string(), start: z.number().int(), stop: z.number().int() });
+export const loraxSimpleToken = z.object({
+  id: z.number().int(),
+  text: z.string(),
+  start: z.number().int(),
+  stop: z.number().int(),
+});
 export const loraxTokenizeResponse = z.array(loraxSimpleToken);
 export type LoraxTokenizeResponse = z.infer<typeof loraxTokenizeResponse>;
 

@@ -34,7 +34,9 @@ const sampling = {
   stop_token_ids: z.array(z.number().int().min(0)).nullish(),
   /** Caller identity for abuse tracking: recorded nowhere, changes nothing (as in vLLM). */
   user: z.string().nullish(),
-  logit_bias: z.union([z.null(), z.strictObject({}, { error: 'logit_bias is not supported (only {} or null)' })]).optional(),
+  logit_bias: z
+    .union([z.null(), z.strictObject({}, { error: 'logit_bias is not supported (only {} or null)' })])
+    .optional(),
   /** JSON mode (xgrammar), on both routes as in vLLM. */
   response_format: openAiResponseFormat,
 };
@@ -43,7 +45,10 @@ export const completionRequest = z.strictObject({
   ...sampling,
   prompt: z
     .union([z.string(), z.array(z.string()).min(1), tokenIds, z.array(tokenIds).min(1)])
-    .refine((p) => typeof p === 'string' || typeof p[0] === 'number' || p.length <= MAX_PROMPTS, `at most ${MAX_PROMPTS} prompts per request`),
+    .refine(
+      (p) => typeof p === 'string' || typeof p[0] === 'number' || p.length <= MAX_PROMPTS,
+      `at most ${MAX_PROMPTS} prompts per request`,
+    ),
   logprobs: z.number().int().min(0).max(20).nullish(),
   echo: neutralOnly('echo', false),
   best_of: neutralOnly('best_of', 1),
@@ -51,7 +56,10 @@ export const completionRequest = z.strictObject({
 });
 export type CompletionRequest = z.infer<typeof completionRequest>;
 
-const textPart = z.strictObject({ type: z.literal('text', { error: 'only text content parts are supported' }), text: z.string() });
+const textPart = z.strictObject({
+  type: z.literal('text', { error: 'only text content parts are supported' }),
+  text: z.string(),
+});
 
 const message = z.strictObject({
   role: z.enum(['system', 'developer', 'user', 'assistant']),
@@ -68,7 +76,11 @@ export const chatRequest = z.strictObject({
 });
 export type ChatRequest = z.infer<typeof chatRequest>;
 
-export const openAiUsage = z.object({ prompt_tokens: z.number().int(), completion_tokens: z.number().int(), total_tokens: z.number().int() });
+export const openAiUsage = z.object({
+  prompt_tokens: z.number().int(),
+  completion_tokens: z.number().int(),
+  total_tokens: z.number().int(),
+});
 export type OpenAiUsage = z.infer<typeof openAiUsage>;
 
 /** Per-choice logprobs are passed through as the worker writes them (their shape differs per route). */
@@ -116,12 +128,14 @@ export const chatChunk = z.object({
   object: z.literal('chat.completion.chunk'),
   created: z.number().int(),
   model: z.string(),
-  choices: z.array(z.object({
-    index: z.number().int(),
-    delta: z.object({ role: z.literal('assistant').optional(), content: z.string().optional() }),
-    logprobs: choiceLogprobs,
-    finish_reason: openAiFinishReason.nullable(),
-  })),
+  choices: z.array(
+    z.object({
+      index: z.number().int(),
+      delta: z.object({ role: z.literal('assistant').optional(), content: z.string().optional() }),
+      logprobs: choiceLogprobs,
+      finish_reason: openAiFinishReason.nullable(),
+    }),
+  ),
   usage: openAiUsage.optional(),
 });
 export type ChatChunk = z.infer<typeof chatChunk>;

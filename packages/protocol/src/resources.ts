@@ -9,11 +9,18 @@ export type Scope = z.infer<typeof scope>;
 export const apiError = z.object({ error: z.object({ message: z.string(), type: z.string(), code: z.string() }) });
 export type ApiErrorBody = z.infer<typeof apiError>;
 
-export const tenant = z.object({ id: z.string(), object: z.literal('tenant'), name: z.string(), created_at: z.string() });
+export const tenant = z.object({
+  id: z.string(),
+  object: z.literal('tenant'),
+  name: z.string(),
+  created_at: z.string(),
+});
 export type Tenant = z.infer<typeof tenant>;
 
 export const createTenant = z.strictObject({
-  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$/, 'a tenant name is 1-128 letters, digits, spaces or . _ - characters'),
+  name: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$/, 'a tenant name is 1-128 letters, digits, spaces or . _ - characters'),
 });
 export type CreateTenant = z.infer<typeof createTenant>;
 
@@ -36,7 +43,11 @@ export type CreatedKey = z.infer<typeof createdKey>;
 
 export const createKey = z.strictObject({
   name: z.string().min(1).max(128).optional(),
-  scopes: z.array(scope).min(1).refine((s) => new Set(s).size === s.length, 'scopes must not repeat').optional(),
+  scopes: z
+    .array(scope)
+    .min(1)
+    .refine((s) => new Set(s).size === s.length, 'scopes must not repeat')
+    .optional(),
   tenant_id: z.string().optional(),
 });
 export type CreateKey = z.infer<typeof createKey>;
@@ -61,34 +72,45 @@ export const adapter = z.object({
 });
 export type Adapter = z.infer<typeof adapter>;
 
-export const deleted = <O extends string>(object: O) => z.object({ id: z.string(), object: z.literal(object), deleted: z.literal(true) });
+export const deleted = <O extends string>(object: O) =>
+  z.object({ id: z.string(), object: z.literal(object), deleted: z.literal(true) });
 
 export const listOf = <T extends z.ZodType>(item: T) => z.object({ object: z.literal('list'), data: z.array(item) });
 
 export const createUpload = z.strictObject({
   name: z.string(),
   base_model: z.string().optional(),
-  files: z.array(z.strictObject({ name: z.string(), size: z.number().int().min(0) })).min(1).max(8),
+  files: z
+    .array(z.strictObject({ name: z.string(), size: z.number().int().min(0) }))
+    .min(1)
+    .max(8),
 });
 export type CreateUpload = z.infer<typeof createUpload>;
 
 export const upload = z.object({
   upload_id: z.string(),
   expires_at: z.string(),
-  files: z.array(z.object({
-    name: z.string(),
-    part_size: z.number().int(),
-    parts: z.array(z.object({ part_number: z.number().int(), url: z.string() })),
-  })),
+  files: z.array(
+    z.object({
+      name: z.string(),
+      part_size: z.number().int(),
+      parts: z.array(z.object({ part_number: z.number().int(), url: z.string() })),
+    }),
+  ),
 });
 export type Upload = z.infer<typeof upload>;
 
 export const completeUpload = z.strictObject({
   files: z
-    .array(z.strictObject({
-      name: z.string(),
-      parts: z.array(z.strictObject({ part_number: z.number().int().min(1).max(10_000), etag: z.string().min(1).max(256) })).min(1).max(10_000),
-    }))
+    .array(
+      z.strictObject({
+        name: z.string(),
+        parts: z
+          .array(z.strictObject({ part_number: z.number().int().min(1).max(10_000), etag: z.string().min(1).max(256) }))
+          .min(1)
+          .max(10_000),
+      }),
+    )
     .min(1)
     .max(8),
 });

@@ -8,19 +8,31 @@ import { z } from 'zod';
 const schemaValue = z.union([z.record(z.string(), z.unknown()), z.string()]).nullish();
 
 export const openAiResponseFormat = z
-  .discriminatedUnion('type', [
-    z.strictObject({ type: z.literal('text') }),
-    z.strictObject({ type: z.literal('json_object'), schema: schemaValue }),
-    z.strictObject({
-      type: z.literal('json_schema'),
-      json_schema: z.strictObject({ name: z.string().max(64).nullish(), description: z.string().nullish(), schema: schemaValue, strict: z.boolean().nullish() }),
-    }),
-  ], { error: "response_format.type must be 'text', 'json_object' or 'json_schema'" })
+  .discriminatedUnion(
+    'type',
+    [
+      z.strictObject({ type: z.literal('text') }),
+      z.strictObject({ type: z.literal('json_object'), schema: schemaValue }),
+      z.strictObject({
+        type: z.literal('json_schema'),
+        json_schema: z.strictObject({
+          name: z.string().max(64).nullish(),
+          description: z.string().nullish(),
+          schema: schemaValue,
+          strict: z.boolean().nullish(),
+        }),
+      }),
+    ],
+    { error: "response_format.type must be 'text', 'json_object' or 'json_schema'" },
+  )
   .nullish();
 export type OpenAiResponseFormat = z.infer<typeof openAiResponseFormat>;
 
 export const loraxResponseFormat = z
-  .strictObject({ type: z.literal('json_object', { error: "response_format.type must be 'json_object'" }), schema: schemaValue })
+  .strictObject({
+    type: z.literal('json_object', { error: "response_format.type must be 'json_object'" }),
+    schema: schemaValue,
+  })
   .nullish();
 export type LoraxResponseFormat = z.infer<typeof loraxResponseFormat>;
 
@@ -31,8 +43,12 @@ export interface RequestedFormat {
   param: string;
 }
 
-export function requestedFormat(f: OpenAiResponseFormat | LoraxResponseFormat, prefix = 'response_format'): RequestedFormat | undefined {
+export function requestedFormat(
+  f: OpenAiResponseFormat | LoraxResponseFormat,
+  prefix = 'response_format',
+): RequestedFormat | undefined {
   if (!f || f.type === 'text') return undefined;
-  if (f.type === 'json_schema') return { schema: f.json_schema.schema ?? undefined, param: `${prefix}.json_schema.schema` };
+  if (f.type === 'json_schema')
+    return { schema: f.json_schema.schema ?? undefined, param: `${prefix}.json_schema.schema` };
   return { schema: f.schema ?? undefined, param: `${prefix}.schema` };
 }

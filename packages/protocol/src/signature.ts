@@ -14,13 +14,29 @@ export const SIGNATURE_SKEW_S = 60;
 const NONCE = /^[A-Za-z0-9_-]{16,64}$/;
 const HEADER = /^v1,t=(\d{1,12}),n=([A-Za-z0-9_-]{16,64}),s=([A-Za-z0-9_-]{43})$/;
 
-function mac(secret: string, method: string, path: string, t: number, nonce: string, body: string | Uint8Array): Buffer {
+function mac(
+  secret: string,
+  method: string,
+  path: string,
+  t: number,
+  nonce: string,
+  body: string | Uint8Array,
+): Buffer {
   const digest = createHash('sha256').update(body).digest('hex');
-  return createHmac('sha256', secret).update(`loraplex-request-v1\n${method.toUpperCase()}\n${path}\n${t}\n${nonce}\n${digest}`).digest();
+  return createHmac('sha256', secret)
+    .update(`loraplex-request-v1\n${method.toUpperCase()}\n${path}\n${t}\n${nonce}\n${digest}`)
+    .digest();
 }
 
 /** The header value for one request; `path` includes the query string, if any. */
-export function signRequest(secret: string, method: string, path: string, body: string | Uint8Array, nowS = Date.now() / 1000, nonce = randomBytes(16).toString('base64url')): string {
+export function signRequest(
+  secret: string,
+  method: string,
+  path: string,
+  body: string | Uint8Array,
+  nowS = Date.now() / 1000,
+  nonce = randomBytes(16).toString('base64url'),
+): string {
   if (!secret) throw new Error('signing a worker request needs the worker secret');
   if (!NONCE.test(nonce)) throw new Error('a signature nonce is 16-64 base64url characters');
   const t = Math.floor(nowS);
@@ -30,7 +46,14 @@ export function signRequest(secret: string, method: string, path: string, body: 
 export type SignatureCheck = { ok: true; t: number; nonce: string } | { ok: false; reason: string };
 
 /** Checks format, timestamp window and MAC (not replays: see ReplayCache). */
-export function verifyRequestSignature(header: string, secret: string, method: string, path: string, body: string | Uint8Array, nowS = Date.now() / 1000): SignatureCheck {
+export function verifyRequestSignature(
+  header: string,
+  secret: string,
+  method: string,
+  path: string,
+  body: string | Uint8Array,
+  nowS = Date.now() / 1000,
+): SignatureCheck {
   const m = HEADER.exec(header);
   if (!m) return { ok: false, reason: 'malformed signature header' };
   const t = Number(m[1]);

@@ -1,17 +1,37 @@
 import { describe, expect, it } from 'vitest';
-import { chatRequest, completionRequest, describeIssues, heartbeat, JsonBodyError, loraxRequest, MAX_PROMPTS, parseJsonText, requestedFormat } from '../src/index.js';
+import {
+  chatRequest,
+  completionRequest,
+  describeIssues,
+  heartbeat,
+  JsonBodyError,
+  loraxRequest,
+  MAX_PROMPTS,
+  parseJsonText,
+  requestedFormat,
+} from '../src/index.js';
 
 describe('request bodies', () => {
   it('refuses unknown fields, naming them and the first as param', () => {
     const r = completionRequest.safeParse({ prompt: 'x', bogus: 1 });
     expect(r.success).toBe(false);
-    expect(describeIssues(r.error!.issues)).toEqual({ message: "body: unknown or unsupported field(s) 'bogus'", param: 'bogus' });
+    expect(describeIssues(r.error!.issues)).toEqual({
+      message: "body: unknown or unsupported field(s) 'bogus'",
+      param: 'bogus',
+    });
   });
 
   it('accepts what lorax-client sends (every parameter, mostly null) and refuses non-neutral no-ops', () => {
-    expect(loraxRequest.safeParse({ inputs: 'x', parameters: { best_of: null, watermark: false, details: true, decoder_input_details: null } }).success).toBe(true);
+    expect(
+      loraxRequest.safeParse({
+        inputs: 'x',
+        parameters: { best_of: null, watermark: false, details: true, decoder_input_details: null },
+      }).success,
+    ).toBe(true);
     const r = loraxRequest.safeParse({ inputs: 'x', parameters: { best_of: 2 } });
-    expect(describeIssues(r.error!.issues).message).toBe('parameters.best_of: best_of is not supported (only 1 or null)');
+    expect(describeIssues(r.error!.issues).message).toBe(
+      'parameters.best_of: best_of is not supported (only 1 or null)',
+    );
   });
 
   it('bounds the prompts of one completion request', () => {
@@ -20,9 +40,18 @@ describe('request bodies', () => {
   });
 
   it('finds the schema of a JSON-mode request', () => {
-    const body = chatRequest.parse({ messages: [{ role: 'user', content: 'hi' }], response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object' } } } });
-    expect(requestedFormat(body.response_format)).toEqual({ schema: { type: 'object' }, param: 'response_format.json_schema.schema' });
-    expect(requestedFormat({ type: 'json_object' }, 'parameters.response_format')).toEqual({ schema: undefined, param: 'parameters.response_format.schema' });
+    const body = chatRequest.parse({
+      messages: [{ role: 'user', content: 'hi' }],
+      response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object' } } },
+    });
+    expect(requestedFormat(body.response_format)).toEqual({
+      schema: { type: 'object' },
+      param: 'response_format.json_schema.schema',
+    });
+    expect(requestedFormat({ type: 'json_object' }, 'parameters.response_format')).toEqual({
+      schema: undefined,
+      param: 'parameters.response_format.schema',
+    });
     expect(requestedFormat({ type: 'text' })).toBeUndefined();
   });
 });
@@ -43,9 +72,14 @@ describe('bounded JSON', () => {
 
 describe('heartbeat', () => {
   const beat = {
-    id: 'w-1', url: 'http://127.0.0.1:8001', base_model: 'tiny', model_config: {}, max_lora_rank: 64,
+    id: 'w-1',
+    url: 'http://127.0.0.1:8001',
+    base_model: 'tiny',
+    model_config: {},
+    max_lora_rank: 64,
     capacity: { adapter_slots: 4, host_adapters: 8, kv_blocks: 100, max_batch_tokens: 512 },
-    load: { running: 0, waiting: 0, kv_free_blocks: 100 }, draining: false,
+    load: { running: 0, waiting: 0, kv_free_blocks: 100 },
+    draining: false,
   };
 
   it('accepts a worker heartbeat and drops fields it does not know', () => {

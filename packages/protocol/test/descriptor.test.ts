@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { adapterDescriptor, DESCRIPTOR_SKEW_S, openDescriptor, signDescriptor, verifyDescriptor, type AdapterDescriptor } from '../src/index.js';
+import {
+  adapterDescriptor,
+  DESCRIPTOR_SKEW_S,
+  openDescriptor,
+  signDescriptor,
+  verifyDescriptor,
+  type AdapterDescriptor,
+} from '../src/index.js';
 
 const SECRET = 's3cret';
 const descriptor: AdapterDescriptor = {
@@ -27,7 +34,9 @@ describe('signed adapter descriptor', () => {
     const h = signDescriptor(descriptor, SECRET);
     expect(verifyDescriptor(h, 'other', 1000)).toEqual({ ok: false, reason: 'bad signature' });
     const [p, s] = h.split('.');
-    const forged = Buffer.from(Buffer.from(p!, 'base64url').toString().replace('tiny-llama', 'tiny-qwen2')).toString('base64url');
+    const forged = Buffer.from(Buffer.from(p!, 'base64url').toString().replace('tiny-llama', 'tiny-qwen2')).toString(
+      'base64url',
+    );
     expect(verifyDescriptor(`${forged}.${s}`, SECRET, 1000)).toEqual({ ok: false, reason: 'bad signature' });
     expect(verifyDescriptor('garbage', SECRET, 1000)).toEqual({ ok: false, reason: 'not <payload>.<signature>' });
     expect(verifyDescriptor(`${h}.x`, SECRET, 1000)).toEqual({ ok: false, reason: 'not <payload>.<signature>' });
@@ -36,7 +45,10 @@ describe('signed adapter descriptor', () => {
   });
 
   it('refuses a correctly signed payload that does not follow the schema', () => {
-    const h = signDescriptor({ ...descriptor, files: [descriptor.files[0]!, { name: '../etc/passwd', size: 1, sha256: 'c'.repeat(64) }] }, SECRET);
+    const h = signDescriptor(
+      { ...descriptor, files: [descriptor.files[0]!, { name: '../etc/passwd', size: 1, sha256: 'c'.repeat(64) }] },
+      SECRET,
+    );
     const r = verifyDescriptor(h, SECRET, 1000);
     expect(r.ok).toBe(false);
     expect(!r.ok && r.reason).toMatch(/^malformed payload/);

@@ -1,10 +1,19 @@
 import { describe, expect, it } from 'vitest';
-import { loraxError, loraxErrorEnvelope, loraxErrorType, openAiError, openAiErrorEnvelope, apiError } from '../src/index.js';
+import {
+  loraxError,
+  loraxErrorEnvelope,
+  loraxErrorType,
+  openAiError,
+  openAiErrorEnvelope,
+  apiError,
+} from '../src/index.js';
 
 describe('error envelopes', () => {
   it("builds the worker's OpenAI error: code = status, param named or null", () => {
     const e = openAiError(400, 'invalid_request_error', 'temperature: too big', 'temperature');
-    expect(JSON.stringify(e)).toBe('{"error":{"message":"temperature: too big","type":"invalid_request_error","param":"temperature","code":400}}');
+    expect(JSON.stringify(e)).toBe(
+      '{"error":{"message":"temperature: too big","type":"invalid_request_error","param":"temperature","code":400}}',
+    );
     expect(openAiErrorEnvelope.safeParse(e).success).toBe(true);
   });
 

@@ -8,7 +8,11 @@ describe('platform request signature', () => {
   it('verifies what it signed, for the same method, path and body', () => {
     const h = signRequest(SECRET, 'post', '/generate?x=1', '{"inputs":"hi"}', 1000.7, NONCE);
     expect(h).toMatch(/^v1,t=1000,n=abcdefghijklmnop,s=[A-Za-z0-9_-]{43}$/);
-    expect(verifyRequestSignature(h, SECRET, 'POST', '/generate?x=1', Buffer.from('{"inputs":"hi"}'), 1000)).toEqual({ ok: true, t: 1000, nonce: NONCE });
+    expect(verifyRequestSignature(h, SECRET, 'POST', '/generate?x=1', Buffer.from('{"inputs":"hi"}'), 1000)).toEqual({
+      ok: true,
+      t: 1000,
+      nonce: NONCE,
+    });
   });
 
   it('refuses a tampered method, path, body, secret or signature', () => {
@@ -20,8 +24,13 @@ describe('platform request signature', () => {
     expect(verifyRequestSignature(h, 'other', 'POST', '/generate', 'body', 1000)).toEqual(bad);
     const flipped = h.slice(0, -2) + (h.at(-2) === 'A' ? 'B' : 'A') + h.at(-1);
     expect(verifyRequestSignature(flipped, SECRET, 'POST', '/generate', 'body', 1000)).toEqual(bad);
-    expect(verifyRequestSignature(h.replace('t=1000', 't=1001'), SECRET, 'POST', '/generate', 'body', 1000)).toEqual(bad);
-    expect(verifyRequestSignature('v1,garbage', SECRET, 'POST', '/generate', 'body', 1000)).toEqual({ ok: false, reason: 'malformed signature header' });
+    expect(verifyRequestSignature(h.replace('t=1000', 't=1001'), SECRET, 'POST', '/generate', 'body', 1000)).toEqual(
+      bad,
+    );
+    expect(verifyRequestSignature('v1,garbage', SECRET, 'POST', '/generate', 'body', 1000)).toEqual({
+      ok: false,
+      reason: 'malformed signature header',
+    });
   });
 
   it('accepts a clock skew of SIGNATURE_SKEW_S either way, no more', () => {
@@ -54,8 +63,19 @@ describe('the platform signature', () => {
   it('binds method, path with query, body and time, and verifies within the skew only', () => {
     const h = signRequest('s', 'POST', '/v1/completions?x=1', '{"a":1}', 1_000_000, 'nonce-nonce-nonce-1');
     expect(h).toMatch(/^v1,t=1000000,n=nonce-nonce-nonce-1,s=[A-Za-z0-9_-]{43}$/);
-    expect(verifyRequestSignature(h, 's', 'POST', '/v1/completions?x=1', Buffer.from('{"a":1}'), 1_000_000 + SIGNATURE_SKEW_S)).toEqual({ ok: true, t: 1_000_000, nonce: 'nonce-nonce-nonce-1' });
-    expect(verifyRequestSignature(h, 's', 'POST', '/v1/completions?x=1', '{"a":1}', 1_000_000 + SIGNATURE_SKEW_S + 1).ok).toBe(false);
+    expect(
+      verifyRequestSignature(
+        h,
+        's',
+        'POST',
+        '/v1/completions?x=1',
+        Buffer.from('{"a":1}'),
+        1_000_000 + SIGNATURE_SKEW_S,
+      ),
+    ).toEqual({ ok: true, t: 1_000_000, nonce: 'nonce-nonce-nonce-1' });
+    expect(
+      verifyRequestSignature(h, 's', 'POST', '/v1/completions?x=1', '{"a":1}', 1_000_000 + SIGNATURE_SKEW_S + 1).ok,
+    ).toBe(false);
     expect(verifyRequestSignature(h, 's', 'POST', '/v1/completions', '{"a":1}', 1_000_000).ok).toBe(false);
     expect(verifyRequestSignature(h, 's', 'post', '/v1/completions?x=1', '{"a":1}', 1_000_000).ok).toBe(true);
     expect(() => signRequest('', 'GET', '/', '')).toThrow(/secret/);

@@ -10,7 +10,11 @@ export interface UploadFile {
   data: Blob | Uint8Array | string;
 }
 
-export interface UploadProgress { phase: 'uploading' | 'validating' | 'done'; loaded: number; total: number }
+export interface UploadProgress {
+  phase: 'uploading' | 'validating' | 'done';
+  loaded: number;
+  total: number;
+}
 
 export interface UploadOptions {
   name: string;
@@ -21,7 +25,12 @@ export interface UploadOptions {
   signal?: AbortSignal;
 }
 
-const ADAPTER_FILES = ['adapter_config.json', 'adapter_model.safetensors', 'adapter_model.bin', 'tokenizer_config.json'];
+const ADAPTER_FILES = [
+  'adapter_config.json',
+  'adapter_model.safetensors',
+  'adapter_model.bin',
+  'tokenizer_config.json',
+];
 
 async function toBlob(data: Blob | Uint8Array | string): Promise<Blob> {
   if (typeof data !== 'string') return data instanceof Blob ? data : new Blob([data as Uint8Array<ArrayBuffer>]);
@@ -31,20 +40,32 @@ async function toBlob(data: Blob | Uint8Array | string): Promise<Blob> {
 }
 
 async function filesOf(input: string | UploadFile[]): Promise<Array<{ name: string; blob: Blob }>> {
-  if (typeof input !== 'string') return Promise.all(input.map(async (f) => ({ name: f.name, blob: await toBlob(f.data) })));
+  if (typeof input !== 'string')
+    return Promise.all(input.map(async (f) => ({ name: f.name, blob: await toBlob(f.data) })));
   const [{ readdir }, { join }] = await Promise.all([import('node:fs/promises'), import('node:path')]);
   const names = (await readdir(input)).filter((n) => ADAPTER_FILES.includes(n)).sort();
   return Promise.all(names.map(async (name) => ({ name, blob: await toBlob(join(input, name)) })));
 }
 
 /** A multipart/form-data body streamed from the files, reporting bytes as the server reads them. */
-function multipartBody(fields: Record<string, string>, files: Array<{ name: string; blob: Blob }>, onBytes: (n: number) => void): { body: ReadableStream<Uint8Array>; boundary: string } {
+function multipartBody(
+  fields: Record<string, string>,
+  files: Array<{ name: string; blob: Blob }>,
+  onBytes: (n: number) => void,
+): { body: ReadableStream<Uint8Array>; boundary: string } {
   const boundary = `loraplex${Math.random().toString(16).slice(2)}${Date.now().toString(16)}`;
   const enc = new TextEncoder();
   const pieces: Array<Uint8Array | Blob> = [];
-  for (const [k, v] of Object.entries(fields)) pieces.push(enc.encode(`--${boundary}\r\ncontent-disposition: form-data; name="${k}"\r\n\r\n${v}\r\n`));
+  for (const [k, v] of Object.entries(fields))
+    pieces.push(enc.encode(`--${boundary}\r\ncontent-disposition: form-data; name="${k}"\r\n\r\n${v}\r\n`));
   for (const f of files) {
-    pieces.push(enc.encode(`--${boundary}\r\ncontent-disposition: form-data; name="${f.name}"; filename="${f.name}"\r\ncontent-type: application/octet-stream\r\n\r\n`), f.blob, enc.encode('\r\n'));
+    pieces.push(
+      enc.encode(
+        `--${boundary}\r\ncontent-disposition: form-data; name="${f.name}"; filename="${f.name}"\r\ncontent-type: application/octet-stream\r\n\r\n`,
+      ),
+      f.blob,
+      enc.encode('\r\n'),
+    );
   }
   pieces.push(enc.encode(`--${boundary}--\r\n`));
   let i = 0;
@@ -85,24 +106,53 @@ export class Adapters {
     const files = await filesOf(input);
     const total = files.reduce((s, f) => s + f.blob.size, 0);
     const progress = (phase: UploadProgress['phase'], loaded: number): void => o.onProgress?.({ phase, loaded, total });
-    const adapter = total >= (o.multipartThreshold ?? 64 * 2 ** 20) ? await this.uploadMultipart(files, total, o, progress) : await this.uploadDirect(files, o, progress);
+    const adapter =
+      total >= (o.multipartThreshold ?? 64 * 2 ** 20)
+        ? await this.uploadMultipart(files, total, o, progress)
+        : await this.uploadDirect(files, o, progress);
     progress('done', total);
     return adapter;
   }
 
-  private async uploadDirect(files: Array<{ name: string; blob: Blob }>, o: UploadOptions, progress: (phase: UploadProgress['phase'], loaded: number) => void): Promise<Adapter> {
+  private async uploadDirect(
+    files: Array<{ name: string; blob: Blob }>,
+    o: UploadOptions,
+    progress: (phase: UploadProgress['phase'], loaded: number) => void,
+  ): Promise<Adapter> {
     let loaded = 0;
     const fields: Record<string, string> = { name: o.name, ...(o.baseModel ? { base_model: o.baseModel } : {}) };
     const { body, boundary } = multipartBody(fields, files, (n) => progress('uploading', (loaded += n)));
     progress('uploading', 0);
-    const res = await send(this.h, { path: '/v1/adapters', body, headers: { 'content-type': `multipart/form-data; boundary=${boundary}` }, maxRetries: 0, ...(o.signal ? { signal: o.signal } : {}) });
+    const res = await send(this.h, {
+      path: '/v1/adapters',
+      body,
+      headers: { 'content-type': `multipart/form-data; boundary=${boundary}` },
+      maxRetries: 0,
+      ...(o.signal ? { signal: o.signal } : {}),
+    });
     return json<Adapter>(res);
   }
 
-  private async uploadMultipart(files: Array<{ name: string; blob: Blob }>, total: number, o: UploadOptions, progress: (phase: UploadProgress['phase'], loaded: number) => void): Promise<Adapter> {
+  private async uploadMultipart(
+    files: Array<{ name: string; blob: Blob }>,
+    total: number,
+    o: UploadOptions,
+    progress: (phase: UploadProgress['phase'], loaded: number) => void,
+  ): Promise<Adapter> {
     const signal = o.signal ? { signal: o.signal } : {};
-    const session = await json<{ upload_id: string; files: Array<{ name: string; part_size: number; parts: Array<{ part_number: number; url: string }> }> }>(
-      await send(this.h, { path: '/v1/adapters/uploads', json: { name: o.name, ...(o.baseModel ? { base_model: o.baseModel } : {}), files: files.map((f) => ({ name: f.name, size: f.blob.size })) }, ...signal }),
+    const session = await json<{
+      upload_id: string;
+      files: Array<{ name: string; part_size: number; parts: Array<{ part_number: number; url: string }> }>;
+    }>(
+      await send(this.h, {
+        path: '/v1/adapters/uploads',
+        json: {
+          name: o.name,
+          ...(o.baseModel ? { base_model: o.baseModel } : {}),
+          files: files.map((f) => ({ name: f.name, size: f.blob.size })),
+        },
+        ...signal,
+      }),
     );
     try {
       let loaded = 0;
@@ -121,9 +171,23 @@ export class Adapters {
         done.push({ name: f.name, parts });
       }
       progress('validating', total);
-      return await json<Adapter>(await send(this.h, { path: `/v1/adapters/uploads/${encodeURIComponent(session.upload_id)}/complete`, json: { files: done }, maxRetries: 0, ...signal }));
+      return await json<Adapter>(
+        await send(this.h, {
+          path: `/v1/adapters/uploads/${encodeURIComponent(session.upload_id)}/complete`,
+          json: { files: done },
+          maxRetries: 0,
+          ...signal,
+        }),
+      );
     } catch (e) {
-      await send(this.h, { method: 'DELETE', path: `/v1/adapters/uploads/${encodeURIComponent(session.upload_id)}`, maxRetries: 0 }).then((r) => r.body?.cancel(), () => undefined);
+      await send(this.h, {
+        method: 'DELETE',
+        path: `/v1/adapters/uploads/${encodeURIComponent(session.upload_id)}`,
+        maxRetries: 0,
+      }).then(
+        (r) => r.body?.cancel(),
+        () => undefined,
+      );
       throw e;
     }
   }

@@ -3,7 +3,20 @@
 import { Adapters } from './adapters.js';
 import { chat, generate, generateStream, parseJson } from './generate.js';
 import { json, send, type HttpOptions } from './http.js';
-import type { ApiKey, ChatMessage, ChatOptions, ChatResult, GenerateOptions, GenerateResult, JsonResult, JsonSchema, Model, StreamEvent, Tenant, UsageRow } from './types.js';
+import type {
+  ApiKey,
+  ChatMessage,
+  ChatOptions,
+  ChatResult,
+  GenerateOptions,
+  GenerateResult,
+  JsonResult,
+  JsonSchema,
+  Model,
+  StreamEvent,
+  Tenant,
+  UsageRow,
+} from './types.js';
 
 export interface ClientOptions {
   /** The API (or a worker) root, e.g. http://localhost:8080. Default LORAPLEX_BASE_URL. */
@@ -30,12 +43,22 @@ export class Loraplex {
     const baseURL = o.baseURL ?? env('LORAPLEX_BASE_URL');
     if (!baseURL) throw new Error('Loraplex needs a baseURL (or LORAPLEX_BASE_URL)');
     const apiKey = o.apiKey ?? env('LORAPLEX_API_KEY');
-    this.h = { baseURL, timeout: o.timeout ?? 60_000, maxRetries: o.maxRetries ?? 2, fetch: o.fetch ?? globalThis.fetch.bind(globalThis), backoffMs: o.backoffMs ?? 500, ...(apiKey ? { apiKey } : {}) };
+    this.h = {
+      baseURL,
+      timeout: o.timeout ?? 60_000,
+      maxRetries: o.maxRetries ?? 2,
+      fetch: o.fetch ?? globalThis.fetch.bind(globalThis),
+      backoffMs: o.backoffMs ?? 500,
+      ...(apiKey ? { apiKey } : {}),
+    };
     this.adapters = new Adapters(this.h);
   }
 
   /** Generates text; with `responseFormat` the output is JSON and `parsed` holds it (typed by T). */
-  generate<T = unknown>(prompt: string, options: GenerateOptions & { responseFormat: NonNullable<GenerateOptions['responseFormat']> }): Promise<JsonResult<T>>;
+  generate<T = unknown>(
+    prompt: string,
+    options: GenerateOptions & { responseFormat: NonNullable<GenerateOptions['responseFormat']> },
+  ): Promise<JsonResult<T>>;
   generate(prompt: string, options?: GenerateOptions): Promise<GenerateResult>;
   async generate<T>(prompt: string, options: GenerateOptions = {}): Promise<GenerateResult | JsonResult<T>> {
     const r = await generate(this.h, prompt, options);
@@ -53,25 +76,47 @@ export class Loraplex {
   }
 
   readonly models = {
-    list: async (): Promise<Model[]> => (await json<{ data: Model[] }>(await send(this.h, { path: '/v1/models' }))).data,
+    list: async (): Promise<Model[]> =>
+      (await json<{ data: Model[] }>(await send(this.h, { path: '/v1/models' }))).data,
   };
 
   /** Usage per adapter and period (`groupBy`: adapter, day or hour). */
-  async usage(o: { start?: Date | string; end?: Date | string; groupBy?: 'adapter' | 'day' | 'hour' } = {}): Promise<UsageRow[]> {
-    const iso = (d: Date | string | undefined): string | undefined => (d === undefined ? undefined : typeof d === 'string' ? d : d.toISOString());
-    return (await json<{ data: UsageRow[] }>(await send(this.h, { path: '/v1/usage', query: { start: iso(o.start), end: iso(o.end), group_by: o.groupBy } }))).data;
+  async usage(
+    o: { start?: Date | string; end?: Date | string; groupBy?: 'adapter' | 'day' | 'hour' } = {},
+  ): Promise<UsageRow[]> {
+    const iso = (d: Date | string | undefined): string | undefined =>
+      d === undefined ? undefined : typeof d === 'string' ? d : d.toISOString();
+    return (
+      await json<{ data: UsageRow[] }>(
+        await send(this.h, { path: '/v1/usage', query: { start: iso(o.start), end: iso(o.end), group_by: o.groupBy } }),
+      )
+    ).data;
   }
 
   readonly keys = {
     create: async (o: { name?: string; scopes?: string[]; tenantId?: string; admin?: boolean } = {}): Promise<ApiKey> =>
-      json<ApiKey>(await send(this.h, { path: '/v1/keys', json: { ...(o.name ? { name: o.name } : {}), ...(o.scopes ? { scopes: o.scopes } : {}), ...(o.tenantId ? { tenant_id: o.tenantId } : {}) }, maxRetries: 0 })),
-    list: async (o: { tenantId?: string } = {}): Promise<ApiKey[]> => (await json<{ data: ApiKey[] }>(await send(this.h, { path: '/v1/keys', query: { tenant_id: o.tenantId } }))).data,
-    revoke: async (id: string): Promise<{ id: string; revoked: boolean }> => json(await send(this.h, { method: 'DELETE', path: `/v1/keys/${encodeURIComponent(id)}` })),
+      json<ApiKey>(
+        await send(this.h, {
+          path: '/v1/keys',
+          json: {
+            ...(o.name ? { name: o.name } : {}),
+            ...(o.scopes ? { scopes: o.scopes } : {}),
+            ...(o.tenantId ? { tenant_id: o.tenantId } : {}),
+          },
+          maxRetries: 0,
+        }),
+      ),
+    list: async (o: { tenantId?: string } = {}): Promise<ApiKey[]> =>
+      (await json<{ data: ApiKey[] }>(await send(this.h, { path: '/v1/keys', query: { tenant_id: o.tenantId } }))).data,
+    revoke: async (id: string): Promise<{ id: string; revoked: boolean }> =>
+      json(await send(this.h, { method: 'DELETE', path: `/v1/keys/${encodeURIComponent(id)}` })),
   };
 
   readonly tenants = {
-    create: async (name: string): Promise<Tenant> => json<Tenant>(await send(this.h, { path: '/v1/tenants', json: { name }, maxRetries: 0 })),
-    list: async (): Promise<Tenant[]> => (await json<{ data: Tenant[] }>(await send(this.h, { path: '/v1/tenants' }))).data,
+    create: async (name: string): Promise<Tenant> =>
+      json<Tenant>(await send(this.h, { path: '/v1/tenants', json: { name }, maxRetries: 0 })),
+    list: async (): Promise<Tenant[]> =>
+      (await json<{ data: Tenant[] }>(await send(this.h, { path: '/v1/tenants' }))).data,
   };
 }
 

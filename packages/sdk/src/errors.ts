@@ -4,7 +4,12 @@
 import type { LoraxErrorEnvelope, OpenAiErrorEnvelope } from '@loraplex/protocol';
 
 export class LoraplexError extends Error {
-  constructor(message: string, readonly status?: number, readonly type?: string, readonly code?: string | number | null) {
+  constructor(
+    message: string,
+    readonly status?: number,
+    readonly type?: string,
+    readonly code?: string | number | null,
+  ) {
     super(message);
     this.name = new.target.name;
   }
@@ -20,13 +25,25 @@ export class NotFoundError extends LoraplexError {}
 export class ValidationError extends LoraplexError {}
 /** 429: a rate, concurrency or adapter-capacity limit; retry after `retryAfter` seconds. */
 export class RateLimitError extends LoraplexError {
-  constructor(message: string, status: number, type: string | undefined, code: string | number | null | undefined, readonly retryAfter: number | undefined) {
+  constructor(
+    message: string,
+    status: number,
+    type: string | undefined,
+    code: string | number | null | undefined,
+    readonly retryAfter: number | undefined,
+  ) {
     super(message, status, type, code);
   }
 }
 /** 503: no worker can take the request now; retry after `retryAfter` seconds. */
 export class OverloadedError extends LoraplexError {
-  constructor(message: string, status: number, type: string | undefined, code: string | number | null | undefined, readonly retryAfter: number | undefined) {
+  constructor(
+    message: string,
+    status: number,
+    type: string | undefined,
+    code: string | number | null | undefined,
+    readonly retryAfter: number | undefined,
+  ) {
     super(message, status, type, code);
   }
 }
@@ -47,11 +64,16 @@ export function parseRetryAfter(v: string | null): number | undefined {
 }
 
 /** Either error envelope, read leniently: a proxy's or an older server's body may hold only some fields. */
-type ErrorBody = { error?: Partial<Record<keyof OpenAiErrorEnvelope['error'], unknown>> | LoraxErrorEnvelope['error'] | null; error_type?: unknown };
+type ErrorBody = {
+  error?: Partial<Record<keyof OpenAiErrorEnvelope['error'], unknown>> | LoraxErrorEnvelope['error'] | null;
+  error_type?: unknown;
+};
 
 /** The typed error for a non-2xx response body. */
 export function errorFromResponse(status: number, body: unknown, headers: Headers): LoraplexError {
-  let message = `HTTP ${status}`, type: string | undefined, code: string | number | null | undefined;
+  let message = `HTTP ${status}`,
+    type: string | undefined,
+    code: string | number | null | undefined;
   const b = body as ErrorBody | null;
   if (b && typeof b.error === 'object' && b.error !== null) {
     const e = b.error;

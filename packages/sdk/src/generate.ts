@@ -3,17 +3,42 @@
 import { json, send, type HttpOptions } from './http.js';
 import { LoraplexError } from './errors.js';
 import { sseData } from './sse.js';
-import type { ChatRequest, ChatResponse, LoraxGenerateResponse, LoraxParameters, LoraxStreamDetails, LoraxStreamEvent } from '@loraplex/protocol';
-import type { ChatMessage, ChatOptions, ChatResult, GenerateOptions, GenerateResult, SamplingOptions, StreamEvent, TokenDetail } from './types.js';
+import type {
+  ChatRequest,
+  ChatResponse,
+  LoraxGenerateResponse,
+  LoraxParameters,
+  LoraxStreamDetails,
+  LoraxStreamEvent,
+} from '@loraplex/protocol';
+import type {
+  ChatMessage,
+  ChatOptions,
+  ChatResult,
+  GenerateOptions,
+  GenerateResult,
+  SamplingOptions,
+  StreamEvent,
+  TokenDetail,
+} from './types.js';
 
 /** The details a result is made of: a /generate answer's, or a stream's last event's with the tokens collected. */
 type LoraxDetails = LoraxStreamDetails & { tokens?: TokenDetail[] };
 
 /** SDK sampling option -> wire field (checked against the protocol's bodies), for LoRAX parameters and OpenAI bodies. */
 const LORAX_FIELDS = {
-  maxNewTokens: 'max_new_tokens', temperature: 'temperature', topP: 'top_p', topK: 'top_k', seed: 'seed', stop: 'stop', repetitionPenalty: 'repetition_penalty',
+  maxNewTokens: 'max_new_tokens',
+  temperature: 'temperature',
+  topP: 'top_p',
+  topK: 'top_k',
+  seed: 'seed',
+  stop: 'stop',
+  repetitionPenalty: 'repetition_penalty',
 } as const satisfies Record<string, keyof LoraxParameters>;
-const OPENAI_FIELDS = { ...LORAX_FIELDS, maxNewTokens: 'max_tokens' } as const satisfies Record<string, keyof ChatRequest>;
+const OPENAI_FIELDS = { ...LORAX_FIELDS, maxNewTokens: 'max_tokens' } as const satisfies Record<
+  string,
+  keyof ChatRequest
+>;
 
 function wireFields(o: SamplingOptions, fields: Record<keyof typeof LORAX_FIELDS, string>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
@@ -28,31 +53,53 @@ export function loraxBody(prompt: string, o: GenerateOptions): Record<string, un
   const p: Record<string, unknown> = { details: true, ...wireFields(o, LORAX_FIELDS) };
   if (o.adapterId !== undefined) p.adapter_id = o.adapterId;
   if (o.temperature !== undefined && o.temperature > 0) p.do_sample = true;
-  if (o.responseFormat) p.response_format = o.responseFormat.schema ? { type: 'json_object', schema: o.responseFormat.schema } : { type: 'json_object' };
+  if (o.responseFormat)
+    p.response_format = o.responseFormat.schema
+      ? { type: 'json_object', schema: o.responseFormat.schema }
+      : { type: 'json_object' };
   return { inputs: prompt, parameters: p };
 }
 
 function result(text: string, d: LoraxDetails, withTokens: boolean): GenerateResult {
-  const r: GenerateResult = { text, finishReason: d.finish_reason, promptTokens: d.prompt_tokens ?? 0, generatedTokens: d.generated_tokens, seed: d.seed ?? null };
-  if (withTokens && d.tokens) r.tokens = d.tokens.map((t) => ({ id: t.id, text: t.text, logprob: t.logprob, special: t.special }));
+  const r: GenerateResult = {
+    text,
+    finishReason: d.finish_reason,
+    promptTokens: d.prompt_tokens ?? 0,
+    generatedTokens: d.generated_tokens,
+    seed: d.seed ?? null,
+  };
+  if (withTokens && d.tokens)
+    r.tokens = d.tokens.map((t) => ({ id: t.id, text: t.text, logprob: t.logprob, special: t.special }));
   return r;
 }
 
 export async function generate(h: HttpOptions, prompt: string, o: GenerateOptions): Promise<GenerateResult> {
-  const res = await send(h, { path: '/generate', json: loraxBody(prompt, o), ...(o.signal ? { signal: o.signal } : {}), ...(o.timeout ? { timeout: o.timeout } : {}) });
+  const res = await send(h, {
+    path: '/generate',
+    json: loraxBody(prompt, o),
+    ...(o.signal ? { signal: o.signal } : {}),
+    ...(o.timeout ? { timeout: o.timeout } : {}),
+  });
   // details: true is always sent, so the answer has them.
   const body = await json<LoraxGenerateResponse & { details: LoraxDetails }>(res);
   return result(body.generated_text, body.details, o.details === true);
 }
 
 export async function* generateStream(h: HttpOptions, prompt: string, o: GenerateOptions): AsyncGenerator<StreamEvent> {
-  const res = await send(h, { path: '/generate_stream', json: loraxBody(prompt, o), ...(o.signal ? { signal: o.signal } : {}), ...(o.timeout ? { timeout: o.timeout } : {}) });
+  const res = await send(h, {
+    path: '/generate_stream',
+    json: loraxBody(prompt, o),
+    ...(o.signal ? { signal: o.signal } : {}),
+    ...(o.timeout ? { timeout: o.timeout } : {}),
+  });
   (res as Response & { clearTimeout?: () => void }).clearTimeout?.();
   const tokens: TokenDetail[] = [];
   for await (const ev of sseData(res)) {
     const e = ev as LoraxStreamEvent & { token: TokenDetail };
     tokens.push(e.token);
-    const out: StreamEvent = { token: { id: e.token.id, text: e.token.text, logprob: e.token.logprob, special: e.token.special } };
+    const out: StreamEvent = {
+      token: { id: e.token.id, text: e.token.text, logprob: e.token.logprob, special: e.token.special },
+    };
     if (e.generated_text !== null && e.generated_text !== undefined && e.details) {
       out.final = result(e.generated_text, { ...e.details, tokens }, o.details === true);
     }
@@ -68,11 +115,33 @@ export function parseJson<T>(r: GenerateResult): T {
   }
 }
 
-export async function chat(h: HttpOptions, messages: ChatMessage[], o: ChatOptions, baseModel: () => Promise<string>): Promise<ChatResult> {
-  const body: Record<string, unknown> = { model: o.adapterId ?? (await baseModel()), messages, ...wireFields(o, OPENAI_FIELDS) };
-  if (o.responseFormat) body.response_format = o.responseFormat.schema ? { type: 'json_schema', json_schema: { name: 'response', schema: o.responseFormat.schema } } : { type: 'json_object' };
-  const res = await send(h, { path: '/v1/chat/completions', json: body, ...(o.signal ? { signal: o.signal } : {}), ...(o.timeout ? { timeout: o.timeout } : {}) });
+export async function chat(
+  h: HttpOptions,
+  messages: ChatMessage[],
+  o: ChatOptions,
+  baseModel: () => Promise<string>,
+): Promise<ChatResult> {
+  const body: Record<string, unknown> = {
+    model: o.adapterId ?? (await baseModel()),
+    messages,
+    ...wireFields(o, OPENAI_FIELDS),
+  };
+  if (o.responseFormat)
+    body.response_format = o.responseFormat.schema
+      ? { type: 'json_schema', json_schema: { name: 'response', schema: o.responseFormat.schema } }
+      : { type: 'json_object' };
+  const res = await send(h, {
+    path: '/v1/chat/completions',
+    json: body,
+    ...(o.signal ? { signal: o.signal } : {}),
+    ...(o.timeout ? { timeout: o.timeout } : {}),
+  });
   const r = await json<ChatResponse>(res);
   const c = r.choices[0]!;
-  return { message: { role: c.message.role, content: c.message.content }, finishReason: c.finish_reason, promptTokens: r.usage.prompt_tokens, completionTokens: r.usage.completion_tokens };
+  return {
+    message: { role: c.message.role, content: c.message.content },
+    finishReason: c.finish_reason,
+    promptTokens: r.usage.prompt_tokens,
+    completionTokens: r.usage.completion_tokens,
+  };
 }

@@ -1,6 +1,13 @@
 // One request with timeout, cancellation and retries: 429 and 503 (honouring Retry-After) and
 // connection failures are retried with exponential backoff and jitter; everything else is not.
-import { ConnectionError, errorFromResponse, LoraplexError, OverloadedError, RateLimitError, TimeoutError } from './errors.js';
+import {
+  ConnectionError,
+  errorFromResponse,
+  LoraplexError,
+  OverloadedError,
+  RateLimitError,
+  TimeoutError,
+} from './errors.js';
 
 export interface HttpOptions {
   baseURL: string;
@@ -32,10 +39,14 @@ export interface RequestOptions {
 const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
   new Promise((res, rej) => {
     const t = setTimeout(res, ms);
-    signal?.addEventListener('abort', () => {
-      clearTimeout(t);
-      rej(signal.reason);
-    }, { once: true });
+    signal?.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(t);
+        rej(signal.reason);
+      },
+      { once: true },
+    );
   });
 
 function delayFor(attempt: number, err: LoraplexError, backoffMs: number): number {
@@ -44,7 +55,8 @@ function delayFor(attempt: number, err: LoraplexError, backoffMs: number): numbe
   return backoffMs * 2 ** attempt * (0.75 + Math.random() * 0.5);
 }
 
-const retriable = (e: LoraplexError): boolean => e instanceof RateLimitError || e instanceof OverloadedError || e instanceof ConnectionError;
+const retriable = (e: LoraplexError): boolean =>
+  e instanceof RateLimitError || e instanceof OverloadedError || e instanceof ConnectionError;
 
 /** Sends a request; returns the (2xx) Response; throws a typed LoraplexError otherwise. */
 export async function send(o: HttpOptions, r: RequestOptions): Promise<Response> {
@@ -65,7 +77,9 @@ export async function send(o: HttpOptions, r: RequestOptions): Promise<Response>
 async function once(o: HttpOptions, r: RequestOptions): Promise<Response> {
   let url = r.url ?? `${o.baseURL.replace(/\/+$/, '')}${r.path}`;
   if (r.query) {
-    const q = Object.entries(r.query).filter(([, v]) => v !== undefined).map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(String(v))}`);
+    const q = Object.entries(r.query)
+      .filter(([, v]) => v !== undefined)
+      .map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(String(v))}`);
     if (q.length) url += `?${q.join('&')}`;
   }
   const headers: Record<string, string> = { ...r.headers };
@@ -81,7 +95,11 @@ async function once(o: HttpOptions, r: RequestOptions): Promise<Response> {
   const signal = r.signal ? AbortSignal.any([r.signal, timer.signal]) : timer.signal;
   let res: Response;
   try {
-    const init: RequestInit & { duplex?: 'half' } = { method: r.method ?? (body === undefined ? 'GET' : 'POST'), headers, signal };
+    const init: RequestInit & { duplex?: 'half' } = {
+      method: r.method ?? (body === undefined ? 'GET' : 'POST'),
+      headers,
+      signal,
+    };
     if (body !== undefined) init.body = body;
     if (typeof ReadableStream !== 'undefined' && body instanceof ReadableStream) init.duplex = 'half';
     res = await o.fetch(url, init);
@@ -89,7 +107,9 @@ async function once(o: HttpOptions, r: RequestOptions): Promise<Response> {
     clearTimeout(t);
     if (timer.signal.aborted && !r.signal?.aborted) throw timer.signal.reason as TimeoutError;
     if (r.signal?.aborted) throw r.signal.reason ?? e;
-    throw new ConnectionError(`cannot reach ${url}: ${(e as Error).cause instanceof Error ? ((e as Error).cause as Error).message : (e as Error).message}`);
+    throw new ConnectionError(
+      `cannot reach ${url}: ${(e as Error).cause instanceof Error ? ((e as Error).cause as Error).message : (e as Error).message}`,
+    );
   }
   // The timeout covers the whole exchange of a non-streaming call; a stream clears it on its own.
   (res as Response & { clearTimeout?: () => void }).clearTimeout = () => clearTimeout(t);

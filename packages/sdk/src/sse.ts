@@ -17,7 +17,11 @@ export async function* sseData(res: Response): AsyncGenerator<unknown> {
       while ((sep = /\r?\n\r?\n/.exec(buf))) {
         const event = buf.slice(0, sep.index);
         buf = buf.slice(sep.index + sep[0].length);
-        const data = event.split(/\r?\n/).filter((l) => l.startsWith('data:')).map((l) => l.slice(l.startsWith('data: ') ? 6 : 5)).join('\n');
+        const data = event
+          .split(/\r?\n/)
+          .filter((l) => l.startsWith('data:'))
+          .map((l) => l.slice(l.startsWith('data: ') ? 6 : 5))
+          .join('\n');
         if (data === '') continue;
         if (data === '[DONE]') return;
         let obj: unknown;
@@ -28,7 +32,7 @@ export async function* sseData(res: Response): AsyncGenerator<unknown> {
         }
         const err = (obj as { error?: unknown } | null)?.error;
         if (err !== undefined && err !== null) {
-          const status = typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 500;
+          const status = typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 500;
           throw errorFromResponse(status >= 400 ? status : 500, obj, new Headers());
         }
         yield obj;

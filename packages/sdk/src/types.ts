@@ -69,7 +69,10 @@ export interface StreamEvent {
 
 type WireRole = ChatRequest['messages'][number]['role'];
 
-export interface ChatMessage { role: Exclude<WireRole, 'developer'>; content: string }
+export interface ChatMessage {
+  role: Exclude<WireRole, 'developer'>;
+  content: string;
+}
 
 export interface ChatOptions extends SamplingOptions {
   responseFormat?: ResponseFormat;
@@ -85,11 +88,14 @@ export interface ChatResult {
 export type Adapter = WireAdapter;
 
 /** A model as /v1/models lists it (the API's fields; a worker's list leaves some out). */
-export type Model = Pick<WireModel, 'id' | 'object'> & Partial<Pick<WireModel, 'created' | 'owned_by'>> & { root?: string | null; parent?: string | null };
+export type Model = Pick<WireModel, 'id' | 'object'> &
+  Partial<Pick<WireModel, 'created' | 'owned_by'>> & { root?: string | null; parent?: string | null };
 
 export type UsageRow = WireUsageRow;
 
 /** A key as listed (with revoked_at, last_used_at) or as created (with the secret `key`, shown once). */
-export type ApiKey = Omit<WireApiKey, 'revoked_at' | 'last_used_at'> & Partial<Pick<WireApiKey, 'revoked_at' | 'last_used_at'>> & Partial<Pick<CreatedKey, 'key'>>;
+export type ApiKey = Omit<WireApiKey, 'revoked_at' | 'last_used_at'> &
+  Partial<Pick<WireApiKey, 'revoked_at' | 'last_used_at'>> &
+  Partial<Pick<CreatedKey, 'key'>>;
 
 export type Tenant = WireTenant;

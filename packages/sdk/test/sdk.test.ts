@@ -8,7 +8,15 @@ import { Engine } from '@loraplex/engine';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureBuilt, spawnWorker, type WorkerProcess } from '../../../apps/worker/test/helpers/process.js';
 import { adaptersDir, modelDir } from '../../../apps/worker/test/helpers/http.js';
-import { ConnectionError, Loraplex, NotFoundError, OverloadedError, RateLimitError, TimeoutError, ValidationError } from '../src/index.js';
+import {
+  ConnectionError,
+  Loraplex,
+  NotFoundError,
+  OverloadedError,
+  RateLimitError,
+  TimeoutError,
+  ValidationError,
+} from '../src/index.js';
 
 let worker: WorkerProcess;
 let client: Loraplex;
@@ -16,7 +24,18 @@ let engine: Engine;
 
 beforeAll(async () => {
   ensureBuilt();
-  worker = await spawnWorker(['--model', modelDir('llama'), '--adapter-dir', adaptersDir('llama'), '--served-model-name', 'tiny-llama', '--threads', '1', '--backend', 'cpu']);
+  worker = await spawnWorker([
+    '--model',
+    modelDir('llama'),
+    '--adapter-dir',
+    adaptersDir('llama'),
+    '--served-model-name',
+    'tiny-llama',
+    '--threads',
+    '1',
+    '--backend',
+    'cpu',
+  ]);
   client = new Loraplex({ baseURL: worker.url });
   engine = await Engine.load(modelDir('llama'), { backend: 'cpu', threads: 1 });
   for (const a of ['lora_all_r8', 'lora_qv_r4']) await engine.loadAdapter(a, join(adaptersDir('llama'), a));
@@ -29,27 +48,44 @@ afterAll(async () => {
 });
 
 async function reference(prompt: string, adapter: string | undefined, maxTokens: number): Promise<string> {
-  const [g] = await engine.generate([{ prompt, ...(adapter ? { adapter } : {}), sampling: { maxTokens, temperature: 0 } }]);
+  const [g] = await engine.generate([
+    { prompt, ...(adapter ? { adapter } : {}), sampling: { maxTokens, temperature: 0 } },
+  ]);
   return g!.text;
 }
 
 describe('against a real worker', () => {
-  it.each(['lora_all_r8', 'lora_qv_r4', undefined])('generate (%s) gives Engine.generate\'s greedy text, with counts and token details', async (adapterId) => {
-    const r = await client.generate('The license', { ...(adapterId ? { adapterId } : {}), maxNewTokens: 10, details: true });
-    expect(r.text).toBe(await reference('The license', adapterId, 10));
-    expect(r.generatedTokens).toBe(r.tokens!.length);
-    expect(r.promptTokens).toBeGreaterThan(0);
-    expect(['length', 'eos_token', 'stop_sequence']).toContain(r.finishReason);
-  });
+  it.each(['lora_all_r8', 'lora_qv_r4', undefined])(
+    "generate (%s) gives Engine.generate's greedy text, with counts and token details",
+    async (adapterId) => {
+      const r = await client.generate('The license', {
+        ...(adapterId ? { adapterId } : {}),
+        maxNewTokens: 10,
+        details: true,
+      });
+      expect(r.text).toBe(await reference('The license', adapterId, 10));
+      expect(r.generatedTokens).toBe(r.tokens!.length);
+      expect(r.promptTokens).toBeGreaterThan(0);
+      expect(['length', 'eos_token', 'stop_sequence']).toContain(r.finishReason);
+    },
+  );
 
   it('generateStream yields every token, then the final text and details', async () => {
     const events = [];
-    for await (const e of client.generateStream('The license', { adapterId: 'lora_all_r8', maxNewTokens: 10 })) events.push(e);
+    for await (const e of client.generateStream('The license', { adapterId: 'lora_all_r8', maxNewTokens: 10 }))
+      events.push(e);
     const final = events[events.length - 1]!.final!;
     expect(final.text).toBe(await reference('The license', 'lora_all_r8', 10));
     // Token texts are incremental: a character split across tokens comes with its last byte, and a
     // trailing partial character only in the final text.
-    expect(final.text.startsWith(events.filter((e) => !e.token.special).map((e) => e.token.text).join(''))).toBe(true);
+    expect(
+      final.text.startsWith(
+        events
+          .filter((e) => !e.token.special)
+          .map((e) => e.token.text)
+          .join(''),
+      ),
+    ).toBe(true);
     expect(final.generatedTokens).toBe(events.length);
   });
 
@@ -78,8 +114,20 @@ describe('against a real worker', () => {
 
 describe('retries, timeouts, connections', () => {
   const servers: Server[] = [];
-  afterAll(() => Promise.all(servers.map((s) => new Promise((r) => { s.closeAllConnections(); s.close(r); }))));
-  async function serve(answers: Array<{ status: number; headers?: Record<string, string>; body?: unknown } | 'hang'>): Promise<{ url: string; hits: () => number }> {
+  afterAll(() =>
+    Promise.all(
+      servers.map(
+        (s) =>
+          new Promise((r) => {
+            s.closeAllConnections();
+            s.close(r);
+          }),
+      ),
+    ),
+  );
+  async function serve(
+    answers: Array<{ status: number; headers?: Record<string, string>; body?: unknown } | 'hang'>,
+  ): Promise<{ url: string; hits: () => number }> {
     let hits = 0;
     const s = createServer((req, res) => {
       req.resume();
@@ -91,10 +139,20 @@ describe('retries, timeouts, connections', () => {
     await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
     return { url: `http://127.0.0.1:${(s.address() as AddressInfo).port}`, hits: () => hits };
   }
-  const ok = { status: 200, body: { generated_text: 'fine', details: { finish_reason: 'length', prompt_tokens: 1, generated_tokens: 1 } } };
+  const ok = {
+    status: 200,
+    body: { generated_text: 'fine', details: { finish_reason: 'length', prompt_tokens: 1, generated_tokens: 1 } },
+  };
 
   it('retries a 429, honouring Retry-After, then succeeds', async () => {
-    const s = await serve([{ status: 429, headers: { 'retry-after': '1' }, body: { error: { message: 'slow down', type: 'rate_limit_error', code: 'tpm' } } }, ok]);
+    const s = await serve([
+      {
+        status: 429,
+        headers: { 'retry-after': '1' },
+        body: { error: { message: 'slow down', type: 'rate_limit_error', code: 'tpm' } },
+      },
+      ok,
+    ]);
     const t0 = Date.now();
     const r = await new Loraplex({ baseURL: s.url, apiKey: 'k' }).generate('x');
     expect(r.text).toBe('fine');
@@ -109,7 +167,13 @@ describe('retries, timeouts, connections', () => {
   });
 
   it('gives up after maxRetries with the typed error and its retryAfter', async () => {
-    const s = await serve([{ status: 429, headers: { 'retry-after': '0' }, body: { error: { message: 'slow down', type: 'rate_limit_error' } } }]);
+    const s = await serve([
+      {
+        status: 429,
+        headers: { 'retry-after': '0' },
+        body: { error: { message: 'slow down', type: 'rate_limit_error' } },
+      },
+    ]);
     const e = await new Loraplex({ baseURL: s.url, maxRetries: 1 }).generate('x').catch((err: unknown) => err);
     expect(e).toBeInstanceOf(RateLimitError);
     expect((e as RateLimitError).retryAfter).toBe(0);
@@ -122,7 +186,9 @@ describe('retries, timeouts, connections', () => {
 
   it('times out a server that never answers', async () => {
     const s = await serve(['hang']);
-    const e = await new Loraplex({ baseURL: s.url, timeout: 200, maxRetries: 0 }).generate('x').catch((err: unknown) => err);
+    const e = await new Loraplex({ baseURL: s.url, timeout: 200, maxRetries: 0 })
+      .generate('x')
+      .catch((err: unknown) => err);
     expect(e).toBeInstanceOf(TimeoutError);
   });
 
@@ -130,7 +196,9 @@ describe('retries, timeouts, connections', () => {
     const s = await serve(['hang']);
     const ctrl = new AbortController();
     setTimeout(() => ctrl.abort(new Error('user cancelled')), 50);
-    const e = await new Loraplex({ baseURL: s.url }).generate('x', { signal: ctrl.signal }).catch((err: unknown) => err);
+    const e = await new Loraplex({ baseURL: s.url })
+      .generate('x', { signal: ctrl.signal })
+      .catch((err: unknown) => err);
     expect((e as Error).message).toBe('user cancelled');
   });
 
@@ -139,7 +207,9 @@ describe('retries, timeouts, connections', () => {
     const url = s.url;
     const srv = servers.pop()!;
     await new Promise((r) => srv.close(r));
-    const e = await new Loraplex({ baseURL: url, maxRetries: 1, backoffMs: 5 }).generate('x').catch((err: unknown) => err);
+    const e = await new Loraplex({ baseURL: url, maxRetries: 1, backoffMs: 5 })
+      .generate('x')
+      .catch((err: unknown) => err);
     expect(e).toBeInstanceOf(ConnectionError);
   });
 });

@@ -16,14 +16,30 @@
 // request's span; code below (the API's router, the worker's scheduler hooks) starts child spans with
 // whatever Tracing the active context carries, so nothing has to be passed down to it.
 import {
-  context, createContextKey, defaultTextMapGetter, defaultTextMapSetter, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace,
-  type Attributes, type Context, type Span, type SpanOptions, type Tracer,
+  context,
+  createContextKey,
+  defaultTextMapGetter,
+  defaultTextMapSetter,
+  ROOT_CONTEXT,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+  type Attributes,
+  type Context,
+  type Span,
+  type SpanOptions,
+  type Tracer,
 } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { defaultResource, resourceFromAttributes } from '@opentelemetry/resources';
-import { BasicTracerProvider, BatchSpanProcessor, ConsoleSpanExporter, type SpanExporter } from '@opentelemetry/sdk-trace-base';
+import {
+  BasicTracerProvider,
+  BatchSpanProcessor,
+  ConsoleSpanExporter,
+  type SpanExporter,
+} from '@opentelemetry/sdk-trace-base';
 import { ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions';
 import type { Context as HonoContext, MiddlewareHandler, Next } from 'hono';
 import { routePath } from 'hono/route';
@@ -39,7 +55,10 @@ type Env = Record<string, string | undefined>;
 /** The exporters OTEL_* asks for; none (tracing off) unless an exporter or an OTLP endpoint is named. */
 export function tracesExporters(env: Env = process.env): string[] {
   if ((env.OTEL_SDK_DISABLED ?? '').trim().toLowerCase() === 'true') return [];
-  const named = (env.OTEL_TRACES_EXPORTER ?? '').split(',').map((s) => s.trim().toLowerCase()).filter(Boolean);
+  const named = (env.OTEL_TRACES_EXPORTER ?? '')
+    .split(',')
+    .map((s) => s.trim().toLowerCase())
+    .filter(Boolean);
   if (named.includes('none')) return [];
   if (named.length > 0) return named;
   return env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || env.OTEL_EXPORTER_OTLP_ENDPOINT ? ['otlp'] : [];
@@ -137,7 +156,11 @@ export function spanError(span: Span, err: unknown): void {
 }
 
 /** Runs `fn` in a child span of the active one (ended when `fn` settles); just runs it when tracing is off. */
-export async function inSpan<T>(name: string, fn: (span: Span | undefined) => Promise<T> | T, opts: SpanOptions = {}): Promise<T> {
+export async function inSpan<T>(
+  name: string,
+  fn: (span: Span | undefined) => Promise<T> | T,
+  opts: SpanOptions = {},
+): Promise<T> {
   const parent = context.active();
   const tracing = parent.getValue(TRACING_KEY) as Tracing | undefined;
   if (!tracing) return fn(undefined);
@@ -153,7 +176,10 @@ export async function inSpan<T>(name: string, fn: (span: Span | undefined) => Pr
 }
 
 /** Adds `traceparent` (and `tracestate`) of the active span to outgoing headers; nothing when there is none. */
-export function injectTraceHeaders(headers: Record<string, string>, ctx: Context = context.active()): Record<string, string> {
+export function injectTraceHeaders(
+  headers: Record<string, string>,
+  ctx: Context = context.active(),
+): Record<string, string> {
   propagator.inject(ctx, headers, defaultTextMapSetter);
   return headers;
 }
@@ -178,17 +204,22 @@ const UNTRACED_PATHS = new Set(['/health', '/metrics']);
  */
 export function traceRequests(tracing: Tracing): MiddlewareHandler {
   // Apps install nothing when tracing is off (see tracingMiddleware); this pass-through is for callers that do.
-  if (!tracing.enabled) return async function traceRequests(_c, next) {
-    await next();
-  };
+  if (!tracing.enabled)
+    return async function traceRequests(_c, next) {
+      await next();
+    };
   return async function traceRequests(c, next) {
     if (UNTRACED_PATHS.has(c.req.path)) return next();
     const parent = extractTraceContext((name) => c.req.header(name));
     const method = c.req.method;
-    const span = tracing.tracer.startSpan(`${method} ${c.req.path}`, {
-      kind: SpanKind.SERVER,
-      attributes: { 'http.request.method': method, 'url.path': c.req.path },
-    }, parent);
+    const span = tracing.tracer.startSpan(
+      `${method} ${c.req.path}`,
+      {
+        kind: SpanKind.SERVER,
+        attributes: { 'http.request.method': method, 'url.path': c.req.path },
+      },
+      parent,
+    );
     try {
       await context.with(tracing.contextWith(span, parent), () => next());
     } catch (e) {
@@ -214,7 +245,12 @@ export function tracingMiddleware(tracing: Tracing | undefined): MiddlewareHandl
 }
 
 /** `mw` in a span of its own when tracing is on (tracedMiddleware); `mw` itself when it is off. */
-export function maybeTraced<M extends MiddlewareHandler<any>>(tracing: Tracing | undefined, name: string, mw: M, attributes: Attributes = {}): M {
+export function maybeTraced<M extends MiddlewareHandler<any>>(
+  tracing: Tracing | undefined,
+  name: string,
+  mw: M,
+  attributes: Attributes = {},
+): M {
   return tracing?.enabled ? tracedMiddleware(name, mw, attributes) : mw;
 }
 
@@ -222,7 +258,11 @@ export function maybeTraced<M extends MiddlewareHandler<any>>(tracing: Tracing |
  * Wraps a middleware in a span that covers its own work only: the span ends when the middleware
  * calls next(), and the rest of the chain runs in the request's context, not under this span.
  */
-export function tracedMiddleware<M extends MiddlewareHandler<any>>(name: string, mw: M, attributes: Attributes = {}): M {
+export function tracedMiddleware<M extends MiddlewareHandler<any>>(
+  name: string,
+  mw: M,
+  attributes: Attributes = {},
+): M {
   const wrapped = async function traced(c: HonoContext, next: Next): Promise<Response | void> {
     const outer = context.active();
     const span = startSpan(name, { attributes }, outer);
@@ -235,10 +275,12 @@ export function tracedMiddleware<M extends MiddlewareHandler<any>>(name: string,
       }
     };
     try {
-      return await context.with(trace.setSpan(outer, span), () => mw(c, async () => {
-        end();
-        await context.with(outer, () => next());
-      }));
+      return await context.with(trace.setSpan(outer, span), () =>
+        mw(c, async () => {
+          end();
+          await context.with(outer, () => next());
+        }),
+      );
     } catch (e) {
       if (!ended) spanError(span, e);
       throw e;

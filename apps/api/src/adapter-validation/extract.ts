@@ -29,10 +29,16 @@ export function byteLimit(max: number, what: string): Transform {
 }
 
 async function emptyDir(dir: string): Promise<void> {
-  for (const f of await readdir(dir).catch(() => [] as string[])) await rm(join(dir, f), { recursive: true, force: true });
+  for (const f of await readdir(dir).catch(() => [] as string[]))
+    await rm(join(dir, f), { recursive: true, force: true });
 }
 
-export async function extractArchive(input: Readable, format: ArchiveFormat, destDir: string, limits: ArchiveLimits): Promise<string[]> {
+export async function extractArchive(
+  input: Readable,
+  format: ArchiveFormat,
+  destDir: string,
+  limits: ArchiveLimits,
+): Promise<string[]> {
   const book = new EntryBook(limits);
   try {
     if (format === 'zip') {
@@ -57,7 +63,10 @@ export async function extractArchive(input: Readable, format: ArchiveFormat, des
       return await extractTar(source, destDir, book);
     } catch (e) {
       if (e instanceof AdapterValidationError) throw e;
-      throw new AdapterValidationError('malformed_archive', `the upload could not be read as ${format}: ${(e as Error).message}`);
+      throw new AdapterValidationError(
+        'malformed_archive',
+        `the upload could not be read as ${format}: ${(e as Error).message}`,
+      );
     } finally {
       source.destroy();
     }

@@ -9,7 +9,8 @@ import { AdapterValidationError } from './errors.js';
 import type { EntryBook } from './entries.js';
 
 const BLOCK = 512;
-const malformed = (why: string): AdapterValidationError => new AdapterValidationError('malformed_archive', `not a valid tar archive: ${why}`);
+const malformed = (why: string): AdapterValidationError =>
+  new AdapterValidationError('malformed_archive', `not a valid tar archive: ${why}`);
 
 /** Exact-size reads over an async stream of chunks. */
 class ByteReader {
@@ -61,7 +62,11 @@ function octal(h: Buffer, at: number, len: number, what: string): number {
     for (let i = at + 1; i < at + len; i++) v = v * 256 + h[i]!;
     return v;
   }
-  const s = h.subarray(at, at + len).toString('latin1').replace(/\0.*$/s, '').trim();
+  const s = h
+    .subarray(at, at + len)
+    .toString('latin1')
+    .replace(/\0.*$/s, '')
+    .trim();
   if (s === '') return 0;
   if (!/^[0-7]+$/.test(s)) throw malformed(`bad ${what} field`);
   return parseInt(s, 8);
@@ -124,8 +129,20 @@ export async function extractTar(input: Readable, destDir: string, book: EntryBo
       continue;
     }
     if (type !== '0' && type !== '\0' && type !== '7') {
-      const what = type === '1' ? 'a hard link' : type === '2' ? 'a symbolic link' : type === '3' || type === '4' ? 'a device' : type === '6' ? 'a FIFO' : `an entry of type ${JSON.stringify(type)}`;
-      throw new AdapterValidationError('unsafe_archive_entry', `archive entry ${JSON.stringify(name)} is ${what}; only regular files are allowed`);
+      const what =
+        type === '1'
+          ? 'a hard link'
+          : type === '2'
+            ? 'a symbolic link'
+            : type === '3' || type === '4'
+              ? 'a device'
+              : type === '6'
+                ? 'a FIFO'
+                : `an entry of type ${JSON.stringify(type)}`;
+      throw new AdapterValidationError(
+        'unsafe_archive_entry',
+        `archive entry ${JSON.stringify(name)} is ${what}; only regular files are allowed`,
+      );
     }
     const file = book.add(name, false)!;
     book.grow(size);

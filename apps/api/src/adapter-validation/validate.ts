@@ -8,7 +8,16 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { buildAdapter, EngineError, parseModelConfig, parsePeftConfig, parseTorchCheckpoint, readSafetensorsHeader, resolveAdapterModulesAsync, type ModelConfig } from '@loraplex/formats';
+import {
+  buildAdapter,
+  EngineError,
+  parseModelConfig,
+  parsePeftConfig,
+  parseTorchCheckpoint,
+  readSafetensorsHeader,
+  resolveAdapterModulesAsync,
+  type ModelConfig,
+} from '@loraplex/formats';
 import { ALLOWED_FILES } from './entries.js';
 import { AdapterValidationError, type AdapterValidationCode } from './errors.js';
 
@@ -32,8 +41,11 @@ export interface ValidatedAdapter {
 }
 
 const ENGINE_CODES: Partial<Record<string, AdapterValidationCode>> = {
-  ADAPTER_CONFIG: 'invalid_config', INVALID_SAFETENSORS: 'invalid_weights', INVALID_CHECKPOINT: 'invalid_weights',
-  ADAPTER_SHAPE: 'incompatible_adapter', ADAPTER_UNSUPPORTED: 'unsupported_adapter',
+  ADAPTER_CONFIG: 'invalid_config',
+  INVALID_SAFETENSORS: 'invalid_weights',
+  INVALID_CHECKPOINT: 'invalid_weights',
+  ADAPTER_SHAPE: 'incompatible_adapter',
+  ADAPTER_UNSUPPORTED: 'unsupported_adapter',
 };
 
 function fromEngine(e: unknown): unknown {
@@ -59,14 +71,31 @@ function baseModel(cfg: Record<string, unknown>): ModelConfig {
 export async function validateAdapterFiles(dir: string, limits: ValidationLimits): Promise<ValidatedAdapter> {
   const names = (await readdir(dir)).sort();
   const stray = names.find((n) => !(ALLOWED_FILES as readonly string[]).includes(n));
-  if (stray) throw new AdapterValidationError('unsafe_archive_entry', `${stray} is not an adapter file (allowed: ${ALLOWED_FILES.join(', ')})`);
-  if (!names.includes('adapter_config.json')) throw new AdapterValidationError('missing_file', 'the upload has no adapter_config.json');
+  if (stray)
+    throw new AdapterValidationError(
+      'unsafe_archive_entry',
+      `${stray} is not an adapter file (allowed: ${ALLOWED_FILES.join(', ')})`,
+    );
+  if (!names.includes('adapter_config.json'))
+    throw new AdapterValidationError('missing_file', 'the upload has no adapter_config.json');
   const weights = names.filter((n) => n === 'adapter_model.safetensors' || n === 'adapter_model.bin');
-  if (weights.length === 0) throw new AdapterValidationError('missing_file', 'the upload has neither adapter_model.safetensors nor adapter_model.bin');
-  if (weights.length > 1) throw new AdapterValidationError('invalid_weights', 'the upload has both adapter_model.safetensors and adapter_model.bin; keep one');
+  if (weights.length === 0)
+    throw new AdapterValidationError(
+      'missing_file',
+      'the upload has neither adapter_model.safetensors nor adapter_model.bin',
+    );
+  if (weights.length > 1)
+    throw new AdapterValidationError(
+      'invalid_weights',
+      'the upload has both adapter_model.safetensors and adapter_model.bin; keep one',
+    );
   const sizes = await Promise.all(names.map(async (n) => (await stat(join(dir, n))).size));
   const sizeBytes = sizes.reduce((a, b) => a + b, 0);
-  if (sizeBytes > limits.maxBytes) throw new AdapterValidationError('too_large', `the adapter's files total ${sizeBytes} bytes, above the limit of ${limits.maxBytes}`);
+  if (sizeBytes > limits.maxBytes)
+    throw new AdapterValidationError(
+      'too_large',
+      `the adapter's files total ${sizeBytes} bytes, above the limit of ${limits.maxBytes}`,
+    );
 
   const model = baseModel(limits.modelConfig);
   let rank: number, alpha: number, targetModules: string[];
@@ -75,16 +104,21 @@ export async function validateAdapterFiles(dir: string, limits: ValidationLimits
     try {
       raw = JSON.parse(await readFile(join(dir, 'adapter_config.json'), 'utf8'));
     } catch (e) {
-      throw new AdapterValidationError('invalid_config', `adapter_config.json is not valid JSON: ${(e as Error).message}`);
+      throw new AdapterValidationError(
+        'invalid_config',
+        `adapter_config.json is not valid JSON: ${(e as Error).message}`,
+      );
     }
     const config = parsePeftConfig(raw);
     const tensors = new Map<string, { dtype: string; shape: number[]; data: Uint8Array }>();
     if (weights[0] === 'adapter_model.safetensors') {
       const header = await readSafetensorsHeader(join(dir, 'adapter_model.safetensors'), 'adapter_model.safetensors');
       // Header only: the engine's checks need names, dtypes and shapes, not the weights themselves.
-      for (const [name, t] of header.tensors) tensors.set(name, { dtype: t.dtype, shape: t.shape, data: new Uint8Array(0) });
+      for (const [name, t] of header.tensors)
+        tensors.set(name, { dtype: t.dtype, shape: t.shape, data: new Uint8Array(0) });
     } else {
-      for (const [name, t] of parseTorchCheckpoint(await readFile(join(dir, 'adapter_model.bin')), 'adapter_model.bin')) tensors.set(name, t);
+      for (const [name, t] of parseTorchCheckpoint(await readFile(join(dir, 'adapter_model.bin')), 'adapter_model.bin'))
+        tensors.set(name, t);
     }
     // The config's patterns are matched off the hot path: in slices, the event loop given back between them.
     const modules = await resolveAdapterModulesAsync(config, model, { maxRank: limits.maxRank });
@@ -95,7 +129,11 @@ export async function validateAdapterFiles(dir: string, limits: ValidationLimits
   } catch (e) {
     throw fromEngine(e);
   }
-  const files = await Promise.all(names.map(async (name, i) => ({ name, size: sizes[i]!, sha256: await sha256File(join(dir, name)) })));
-  const sha256 = createHash('sha256').update(files.map((f) => `${f.sha256}  ${f.name}\n`).join('')).digest('hex');
+  const files = await Promise.all(
+    names.map(async (name, i) => ({ name, size: sizes[i]!, sha256: await sha256File(join(dir, name)) })),
+  );
+  const sha256 = createHash('sha256')
+    .update(files.map((f) => `${f.sha256}  ${f.name}\n`).join(''))
+    .digest('hex');
   return { rank, alpha, targetModules, files, sizeBytes, sha256 };
 }

@@ -14,11 +14,17 @@ export type AdapterRow = typeof adapters.$inferSelect;
 
 export const ADAPTER_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
-export type AdapterRef = { kind: 'id'; id: string } | { kind: 'name'; name: string } | { kind: 'version'; name: string; version: number };
+export type AdapterRef =
+  { kind: 'id'; id: string } | { kind: 'name'; name: string } | { kind: 'version'; name: string; version: number };
 
 export function checkAdapterName(name: string): string {
-  if (!ADAPTER_NAME.test(name)) throw badRequest('an adapter name is 1-128 letters, digits or . _ - characters, starting with a letter or digit', 'invalid_adapter_name');
-  if (ADAPTER_ID.test(name)) throw badRequest('an adapter name may not look like an adapter id (ad_...)', 'invalid_adapter_name');
+  if (!ADAPTER_NAME.test(name))
+    throw badRequest(
+      'an adapter name is 1-128 letters, digits or . _ - characters, starting with a letter or digit',
+      'invalid_adapter_name',
+    );
+  if (ADAPTER_ID.test(name))
+    throw badRequest('an adapter name may not look like an adapter id (ad_...)', 'invalid_adapter_name');
   return name;
 }
 
@@ -34,7 +40,10 @@ export function parseRef(ref: string): AdapterRef | null {
 
 /** The same message whether the adapter is missing or another tenant's. */
 export const adapterNotFound = (ref: string): Error =>
-  notFound(`adapter ${JSON.stringify(ref.length > 200 ? `${ref.slice(0, 200)}...` : ref)} not found`, 'adapter_not_found');
+  notFound(
+    `adapter ${JSON.stringify(ref.length > 200 ? `${ref.slice(0, 200)}...` : ref)} not found`,
+    'adapter_not_found',
+  );
 
 /** The public adapter object (contract §3). */
 export function adapterJson(a: AdapterRow): Record<string, unknown> {
@@ -65,14 +74,19 @@ export class AdapterCatalog {
   /** By tenant and ref; the least recently resolved go first beyond 10,000. */
   private readonly recent = new Lru<string, CachedResolution>({ maxEntries: 10_000 });
 
-  constructor(private readonly db: Db, private readonly cacheTtlMs = 60_000, private readonly clock: Clock = systemClock) {}
+  constructor(
+    private readonly db: Db,
+    private readonly cacheTtlMs = 60_000,
+    private readonly clock: Clock = systemClock,
+  ) {}
 
   /** Rows a ref names inside the tenant: a name gives every version (newest first). */
   async find(tenantId: string, ref: AdapterRef): Promise<AdapterRow[]> {
     const mine = eq(adapters.tenantId, tenantId);
     const q = this.db.select().from(adapters);
     if (ref.kind === 'id') return q.where(and(mine, eq(adapters.id, ref.id)));
-    if (ref.kind === 'version') return q.where(and(mine, eq(adapters.name, ref.name), eq(adapters.version, ref.version)));
+    if (ref.kind === 'version')
+      return q.where(and(mine, eq(adapters.name, ref.name), eq(adapters.version, ref.version)));
     return q.where(and(mine, eq(adapters.name, ref.name))).orderBy(desc(adapters.version));
   }
 
@@ -103,7 +117,11 @@ export class AdapterCatalog {
     const row = rows.find((r) => r.status === 'ready');
     if (!row) {
       this.recent.delete(cacheKey);
-      if (rows[0]) throw notFound(`adapter ${JSON.stringify(refText)} is not ready (status ${rows[0].status})`, 'adapter_not_ready');
+      if (rows[0])
+        throw notFound(
+          `adapter ${JSON.stringify(refText)} is not ready (status ${rows[0].status})`,
+          'adapter_not_ready',
+        );
       throw adapterNotFound(refText);
     }
     this.recent.set(cacheKey, { row, at: this.clock.now() });
@@ -111,7 +129,11 @@ export class AdapterCatalog {
   }
 
   async list(tenantId: string): Promise<AdapterRow[]> {
-    return this.db.select().from(adapters).where(eq(adapters.tenantId, tenantId)).orderBy(adapters.name, adapters.version);
+    return this.db
+      .select()
+      .from(adapters)
+      .where(eq(adapters.tenantId, tenantId))
+      .orderBy(adapters.name, adapters.version);
   }
 
   async readyList(tenantId: string): Promise<AdapterRow[]> {
@@ -119,7 +141,10 @@ export class AdapterCatalog {
   }
 
   async nextVersion(tenantId: string, name: string): Promise<number> {
-    const [r] = await this.db.select({ v: max(adapters.version) }).from(adapters).where(and(eq(adapters.tenantId, tenantId), eq(adapters.name, name)));
+    const [r] = await this.db
+      .select({ v: max(adapters.version) })
+      .from(adapters)
+      .where(and(eq(adapters.tenantId, tenantId), eq(adapters.name, name)));
     return (r?.v ?? 0) + 1;
   }
 
@@ -131,7 +156,10 @@ export class AdapterCatalog {
     for (let attempt = 0; ; attempt++) {
       const version = await this.nextVersion(row.tenantId, row.name);
       try {
-        const [out] = await this.db.insert(adapters).values({ ...row, version }).returning();
+        const [out] = await this.db
+          .insert(adapters)
+          .values({ ...row, version })
+          .returning();
         return out!;
       } catch (e) {
         if (attempt < 5 && isUniqueViolation(e)) continue;
@@ -147,4 +175,3 @@ export class AdapterCatalog {
     }
   }
 }
-

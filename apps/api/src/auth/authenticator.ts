@@ -35,7 +35,8 @@ interface Cached {
   verifiedAt: number;
 }
 
-export const unauthenticated = (message = 'invalid or missing API key'): ApiError => new ApiError(401, 'invalid_api_key', message);
+export const unauthenticated = (message = 'invalid or missing API key'): ApiError =>
+  new ApiError(401, 'invalid_api_key', message);
 
 export class Authenticator {
   /** By key hash. */
@@ -46,7 +47,10 @@ export class Authenticator {
   private readonly lastUsedWriteMs: number;
   private readonly clock: Clock;
 
-  constructor(private readonly db: Db, private readonly opts: AuthenticatorOptions = {}) {
+  constructor(
+    private readonly db: Db,
+    private readonly opts: AuthenticatorOptions = {},
+  ) {
     this.cacheTtlMs = opts.cacheTtlMs ?? 60_000;
     this.lastUsedWriteMs = opts.lastUsedWriteMs ?? 60_000;
     this.clock = opts.clock ?? systemClock;
@@ -60,12 +64,17 @@ export class Authenticator {
     const m = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? '');
     if (!m) throw unauthenticated('missing API key: send Authorization: Bearer <key>');
     const token = m[1]!;
-    if (this.opts.adminKey !== undefined && sameSecret(token, this.opts.adminKey)) return { keyId: null, tenantId: null, scopes: ['admin'] };
+    if (this.opts.adminKey !== undefined && sameSecret(token, this.opts.adminKey))
+      return { keyId: null, tenantId: null, scopes: ['admin'] };
     if (!looksLikeKey(token)) throw unauthenticated();
     const hash = hashKey(token);
     let row: { id: string; tenantId: string | null; scopes: Scope[]; revokedAt: Date | null } | undefined;
     try {
-      [row] = await this.db.select({ id: apiKeys.id, tenantId: apiKeys.tenantId, scopes: apiKeys.scopes, revokedAt: apiKeys.revokedAt }).from(apiKeys).where(eq(apiKeys.hash, hash)).limit(1);
+      [row] = await this.db
+        .select({ id: apiKeys.id, tenantId: apiKeys.tenantId, scopes: apiKeys.scopes, revokedAt: apiKeys.revokedAt })
+        .from(apiKeys)
+        .where(eq(apiKeys.hash, hash))
+        .limit(1);
     } catch (e) {
       const hit = this.cache.peek(hash);
       if (hit && this.clock.now() - hit.verifiedAt < this.cacheTtlMs) return hit.principal;

@@ -20,16 +20,29 @@ export function requireScope(scopes: Scope[], opts: { tenant: boolean }): Middle
   return async function checkScope(c, next) {
     const p = c.get('principal');
     if (!scopes.some((s) => p.scopes.includes(s))) {
-      throw new ApiError(403, 'insufficient_scope', `this API key lacks the scope this route needs (${scopes.join(' or ')})`);
+      throw new ApiError(
+        403,
+        'insufficient_scope',
+        `this API key lacks the scope this route needs (${scopes.join(' or ')})`,
+      );
     }
     if (opts.tenant && p.tenantId === null) {
-      throw new ApiError(403, 'tenant_key_required', 'the platform admin key belongs to no tenant: use a tenant API key here');
+      throw new ApiError(
+        403,
+        'tenant_key_required',
+        'the platform admin key belongs to no tenant: use a tenant API key here',
+      );
     }
     await next();
   };
 }
 
 export function tenantOf(p: Principal): string {
-  if (p.tenantId === null) throw new ApiError(403, 'tenant_key_required', 'the platform admin key belongs to no tenant: use a tenant API key here');
+  if (p.tenantId === null)
+    throw new ApiError(
+      403,
+      'tenant_key_required',
+      'the platform admin key belongs to no tenant: use a tenant API key here',
+    );
   return p.tenantId;
 }

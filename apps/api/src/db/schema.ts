@@ -1,7 +1,19 @@
 // The API's Postgres schema (drizzle-orm). Migrations are generated from this file by drizzle-kit
 // into apps/api/drizzle and applied at start, on a real server (pg) and on PGlite alike.
 import { sql } from 'drizzle-orm';
-import { bigint, bigserial, boolean, index, integer, jsonb, pgTable, real, text, timestamp, uniqueIndex } from 'drizzle-orm/pg-core';
+import {
+  bigint,
+  bigserial,
+  boolean,
+  index,
+  integer,
+  jsonb,
+  pgTable,
+  real,
+  text,
+  timestamp,
+  uniqueIndex,
+} from 'drizzle-orm/pg-core';
 
 export const tenants = pgTable('tenants', {
   id: text('id').primaryKey(), // tn_<hex>
@@ -34,7 +46,11 @@ export const baseModels = pgTable('base_models', {
   updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
 });
 
-export interface StoredFile { name: string; size: number; sha256: string }
+export interface StoredFile {
+  name: string;
+  size: number;
+  sha256: string;
+}
 
 export type AdapterStatus = 'uploading' | 'ready' | 'failed';
 
@@ -42,7 +58,9 @@ export const adapters = pgTable(
   'adapters',
   {
     id: text('id').primaryKey(), // ad_<hex>
-    tenantId: text('tenant_id').notNull().references(() => tenants.id, { onDelete: 'cascade' }),
+    tenantId: text('tenant_id')
+      .notNull()
+      .references(() => tenants.id, { onDelete: 'cascade' }),
     name: text('name').notNull(),
     version: integer('version').notNull(),
     baseModel: text('base_model').notNull(),
@@ -59,21 +77,39 @@ export const adapters = pgTable(
     files: jsonb('files').$type<StoredFile[]>(),
     createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
   },
-  (t) => [uniqueIndex('adapters_tenant_name_version').on(t.tenantId, t.name, t.version), index('adapters_tenant').on(t.tenantId)],
+  (t) => [
+    uniqueIndex('adapters_tenant_name_version').on(t.tenantId, t.name, t.version),
+    index('adapters_tenant').on(t.tenantId),
+  ],
 );
 
 /** A presigned multipart upload in progress (S3 upload ids per file). */
 export const uploadSessions = pgTable('upload_sessions', {
   id: text('id').primaryKey(), // up_<hex>
-  tenantId: text('tenant_id').notNull().references(() => tenants.id, { onDelete: 'cascade' }),
-  adapterId: text('adapter_id').notNull().references(() => adapters.id, { onDelete: 'cascade' }),
-  files: jsonb('files').notNull().$type<Array<{ name: string; size: number; partSize: number; parts: number; uploadId: string }>>(),
+  tenantId: text('tenant_id')
+    .notNull()
+    .references(() => tenants.id, { onDelete: 'cascade' }),
+  adapterId: text('adapter_id')
+    .notNull()
+    .references(() => adapters.id, { onDelete: 'cascade' }),
+  files: jsonb('files')
+    .notNull()
+    .$type<Array<{ name: string; size: number; partSize: number; parts: number; uploadId: string }>>(),
   expiresAt: timestamp('expires_at', { withTimezone: true }).notNull(),
   createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
 });
 
-export interface WorkerCapacity { adapter_slots: number; host_adapters: number; kv_blocks: number; max_batch_tokens: number }
-export interface WorkerLoad { running: number; waiting: number; kv_free_blocks: number }
+export interface WorkerCapacity {
+  adapter_slots: number;
+  host_adapters: number;
+  kv_blocks: number;
+  max_batch_tokens: number;
+}
+export interface WorkerLoad {
+  running: number;
+  waiting: number;
+  kv_free_blocks: number;
+}
 
 export const workers = pgTable('workers', {
   id: text('id').primaryKey(),
@@ -84,7 +120,11 @@ export const workers = pgTable('workers', {
   /** In an engine slot or the host-memory tier (what the column always held). */
   residentAdapters: text('resident_adapters').array().notNull().$type<string[]>(),
   /** In an engine slot: served without a load (routing affinity prefers these). */
-  slotAdapters: text('slot_adapters').array().notNull().default(sql`'{}'::text[]`).$type<string[]>(),
+  slotAdapters: text('slot_adapters')
+    .array()
+    .notNull()
+    .default(sql`'{}'::text[]`)
+    .$type<string[]>(),
   draining: boolean('draining').notNull().default(false),
   lastHeartbeat: timestamp('last_heartbeat', { withTimezone: true }).notNull().defaultNow(),
 });
@@ -93,7 +133,9 @@ export const usageEvents = pgTable(
   'usage_events',
   {
     id: bigserial('id', { mode: 'number' }).primaryKey(),
-    tenantId: text('tenant_id').notNull().references(() => tenants.id, { onDelete: 'cascade' }),
+    tenantId: text('tenant_id')
+      .notNull()
+      .references(() => tenants.id, { onDelete: 'cascade' }),
     /** null for the base model. Kept after the adapter is deleted (usage is history). */
     adapterId: text('adapter_id'),
     adapterRef: text('adapter_ref'),
@@ -103,7 +145,9 @@ export const usageEvents = pgTable(
     promptTokens: integer('prompt_tokens').notNull(),
     completionTokens: integer('completion_tokens').notNull(),
     latencyMs: real('latency_ms').notNull(),
-    createdAt: timestamp('created_at', { withTimezone: true }).notNull().default(sql`now()`),
+    createdAt: timestamp('created_at', { withTimezone: true })
+      .notNull()
+      .default(sql`now()`),
   },
   (t) => [index('usage_tenant_time').on(t.tenantId, t.createdAt)],
 );

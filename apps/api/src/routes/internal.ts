@@ -7,7 +7,12 @@ import type { App, Services } from '../services.js';
 
 async function heartbeat(c: Context, s: Services): Promise<Response> {
   const secret = s.config.workerSecret;
-  if (secret === undefined) throw new ApiError(401, 'heartbeats_disabled', 'this API has no LORAPLEX_WORKER_SECRET: worker heartbeats are refused');
+  if (secret === undefined)
+    throw new ApiError(
+      401,
+      'heartbeats_disabled',
+      'this API has no LORAPLEX_WORKER_SECRET: worker heartbeats are refused',
+    );
   const m = /^Bearer\s+(\S+)\s*$/i.exec(c.req.header('authorization') ?? '');
   if (!m || !sameSecret(m[1]!, secret)) throw new ApiError(401, 'invalid_worker_secret', 'invalid worker secret');
   let body: unknown;

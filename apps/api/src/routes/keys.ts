@@ -11,7 +11,16 @@ import { isUniqueViolation } from '../db/unique.js';
 import { ApiError, badRequest, notFound } from '../errors.js';
 import { newKeyId } from '../ids.js';
 import type { App, Services } from '../services.js';
-import { ApiKeySchema, authErrors, CreatedKeySchema, CreateKeySchema, errors, jsonBody, jsonResponse, listOf } from './schemas.js';
+import {
+  ApiKeySchema,
+  authErrors,
+  CreatedKeySchema,
+  CreateKeySchema,
+  errors,
+  jsonBody,
+  jsonResponse,
+  listOf,
+} from './schemas.js';
 
 type KeyRow = typeof apiKeys.$inferSelect;
 
@@ -37,11 +46,19 @@ function targetTenant(p: Principal, requested: string | undefined): string | und
 }
 
 /** Inserts a key and returns it with the secret (shown once). tenantId null: a platform admin key. */
-export async function createKey(db: Db, tenantId: string | null, scopes: Scope[], name: string | null): Promise<{ row: KeyRow; key: string }> {
+export async function createKey(
+  db: Db,
+  tenantId: string | null,
+  scopes: Scope[],
+  name: string | null,
+): Promise<{ row: KeyRow; key: string }> {
   for (let attempt = 0; ; attempt++) {
     const k = generateKey();
     try {
-      const [row] = await db.insert(apiKeys).values({ id: newKeyId(), tenantId, name, prefix: k.prefix, hash: k.hash, scopes }).returning();
+      const [row] = await db
+        .insert(apiKeys)
+        .values({ id: newKeyId(), tenantId, name, prefix: k.prefix, hash: k.hash, scopes })
+        .returning();
       return { row: row!, key: k.key };
     } catch (e) {
       // 32 random bits of prefix can collide (unique index); draw another key.
@@ -57,18 +74,33 @@ const admin = requireScope(['admin'], { tenant: false });
 export function registerKeyRoutes(app: App, s: Services): void {
   app.openapi(
     createRoute({
-      method: 'post', path: '/v1/keys', tags: ['keys'], summary: 'Create an API key (shown once)', security, middleware: admin,
+      method: 'post',
+      path: '/v1/keys',
+      tags: ['keys'],
+      summary: 'Create an API key (shown once)',
+      security,
+      middleware: admin,
       request: { body: jsonBody(CreateKeySchema) },
-      responses: { 201: jsonResponse(CreatedKeySchema, 'The key, with its secret (shown only here)'), ...authErrors, 404: errors[404] },
+      responses: {
+        201: jsonResponse(CreatedKeySchema, 'The key, with its secret (shown only here)'),
+        ...authErrors,
+        404: errors[404],
+      },
     }),
     async (c) => {
       const body = c.req.valid('json');
       const p = c.get('principal');
       const tenantId = targetTenant(p, body.tenant_id);
-      if (tenantId === undefined) throw badRequest('tenant_id is required: the platform admin creates keys for a tenant', 'tenant_id_required');
+      if (tenantId === undefined)
+        throw badRequest('tenant_id is required: the platform admin creates keys for a tenant', 'tenant_id_required');
       const [t] = await s.db.select({ id: tenants.id }).from(tenants).where(eq(tenants.id, tenantId));
       if (!t) throw tenantMissing();
-      const { row, key } = await createKey(s.db, tenantId, body.scopes ?? ['inference', 'adapters:write'], body.name ?? null);
+      const { row, key } = await createKey(
+        s.db,
+        tenantId,
+        body.scopes ?? ['inference', 'adapters:write'],
+        body.name ?? null,
+      );
       const { revoked_at: _r, last_used_at: _l, ...rest } = keyJson(row);
       return c.json({ ...rest, key }, 201);
     },
@@ -76,7 +108,12 @@ export function registerKeyRoutes(app: App, s: Services): void {
 
   app.openapi(
     createRoute({
-      method: 'get', path: '/v1/keys', tags: ['keys'], summary: 'List API keys (prefix only)', security, middleware: admin,
+      method: 'get',
+      path: '/v1/keys',
+      tags: ['keys'],
+      summary: 'List API keys (prefix only)',
+      security,
+      middleware: admin,
       request: { query: z.strictObject({ tenant_id: z.string().optional() }) },
       responses: { 200: jsonResponse(listOf(ApiKeySchema), 'Keys'), ...authErrors, 404: errors[404] },
     }),
@@ -91,20 +128,36 @@ export function registerKeyRoutes(app: App, s: Services): void {
 
   app.openapi(
     createRoute({
-      method: 'delete', path: '/v1/keys/{id}', tags: ['keys'], summary: 'Revoke an API key', security, middleware: admin,
+      method: 'delete',
+      path: '/v1/keys/{id}',
+      tags: ['keys'],
+      summary: 'Revoke an API key',
+      security,
+      middleware: admin,
       request: { params: z.object({ id: z.string() }) },
-      responses: { 200: jsonResponse(z.object({ id: z.string(), object: z.literal('api_key'), revoked: z.literal(true) }), 'Revoked'), ...authErrors, 404: errors[404] },
+      responses: {
+        200: jsonResponse(
+          z.object({ id: z.string(), object: z.literal('api_key'), revoked: z.literal(true) }),
+          'Revoked',
+        ),
+        ...authErrors,
+        404: errors[404],
+      },
     }),
     async (c) => {
       const p = c.get('principal');
       const { id } = c.req.valid('param');
-      const mine = isPlatformAdmin(p) ? eq(apiKeys.id, id) : and(eq(apiKeys.id, id), eq(apiKeys.tenantId, p.tenantId ?? ''));
+      const mine = isPlatformAdmin(p)
+        ? eq(apiKeys.id, id)
+        : and(eq(apiKeys.id, id), eq(apiKeys.tenantId, p.tenantId ?? ''));
       const [row] = await s.db.select({ id: apiKeys.id }).from(apiKeys).where(mine);
       if (!row) throw notFound('API key not found', 'key_not_found');
-      await s.db.update(apiKeys).set({ revokedAt: new Date() }).where(and(eq(apiKeys.id, id), isNull(apiKeys.revokedAt)));
+      await s.db
+        .update(apiKeys)
+        .set({ revokedAt: new Date() })
+        .where(and(eq(apiKeys.id, id), isNull(apiKeys.revokedAt)));
       s.auth.forget(id);
       return c.json({ id, object: 'api_key' as const, revoked: true as const }, 200);
     },
   );
 }
-

@@ -25,13 +25,19 @@ import {
  * it is built, so one built before @hono/zod-openapi extended zod (whichever module loaded first)
  * lacks .openapi(); the method on the prototype works on it all the same.
  */
-export function openapi<T extends z.ZodType>(schema: T, ...args: [refId: string] | [metadata: Record<string, unknown>]): T {
+export function openapi<T extends z.ZodType>(
+  schema: T,
+  ...args: [refId: string] | [metadata: Record<string, unknown>]
+): T {
   return (z.ZodType.prototype.openapi as (...a: unknown[]) => T).apply(schema, args);
 }
 
 export const ErrorSchema = openapi(apiError, 'Error');
 
-const errorResponse = (description: string) => ({ content: { 'application/json': { schema: ErrorSchema } }, description });
+const errorResponse = (description: string) => ({
+  content: { 'application/json': { schema: ErrorSchema } },
+  description,
+});
 
 /** The error responses every authenticated route may give. */
 export const authErrors = {
@@ -41,7 +47,7 @@ export const authErrors = {
 } as const;
 
 export const errors = {
-  404: errorResponse('Not found (also: another tenant\'s resource)'),
+  404: errorResponse("Not found (also: another tenant's resource)"),
   409: errorResponse('Conflict'),
   413: errorResponse('Payload too large'),
   422: errorResponse('Adapter invalid'),
@@ -55,7 +61,10 @@ export const jsonBody = <T extends z.ZodType>(schema: T, description?: string) =
   ...(description ? { description } : {}),
 });
 
-export const jsonResponse = <T extends z.ZodType>(schema: T, description: string) => ({ content: { 'application/json': { schema } }, description });
+export const jsonResponse = <T extends z.ZodType>(schema: T, description: string) => ({
+  content: { 'application/json': { schema } },
+  description,
+});
 
 export { listOf };
 
@@ -68,7 +77,9 @@ export const CreateTenantSchema = createTenant.extend({ name: openapi(createTena
 export const ApiKeySchema = openapi(apiKey, 'ApiKey');
 
 export const CreatedKeySchema = openapi(
-  createdKey.extend({ key: openapi(createdKey.shape.key, { description: 'The key itself: shown only in this response' }) }),
+  createdKey.extend({
+    key: openapi(createdKey.shape.key, { description: 'The key itself: shown only in this response' }),
+  }),
   'CreatedApiKey',
 );
 

@@ -34,7 +34,11 @@ const Query = z.strictObject({
 export function registerUsageRoutes(app: App, s: Services): void {
   app.openapi(
     createRoute({
-      method: 'get', path: '/v1/usage', tags: ['inference'], summary: "The tenant's usage", security: [{ bearer: [] }],
+      method: 'get',
+      path: '/v1/usage',
+      tags: ['inference'],
+      summary: "The tenant's usage",
+      security: [{ bearer: [] }],
       middleware: requireScope(['inference'], { tenant: true }),
       request: { query: Query },
       responses: { 200: jsonResponse(listOf(UsageRowSchema), 'Usage rows'), ...authErrors },
@@ -46,7 +50,10 @@ export function registerUsageRoutes(app: App, s: Services): void {
       const start = q.start ? new Date(q.start) : new Date(end.getTime() - 30 * DAY_MS);
       if (!(start < end)) throw badRequest('start must be before end');
       const groupBy = q.group_by ?? 'day';
-      const period = groupBy === 'adapter' ? sql<string>`${start.toISOString()}::timestamptz` : sql<string>`date_trunc(${groupBy}, ${usageEvents.createdAt}, 'UTC')`;
+      const period =
+        groupBy === 'adapter'
+          ? sql<string>`${start.toISOString()}::timestamptz`
+          : sql<string>`date_trunc(${groupBy}, ${usageEvents.createdAt}, 'UTC')`;
       const rows = await s.db
         .select({
           adapter: usageEvents.adapterRef,
@@ -58,7 +65,9 @@ export function registerUsageRoutes(app: App, s: Services): void {
           avgLatencyMs: sql<string>`coalesce(avg(${usageEvents.latencyMs}), 0)`,
         })
         .from(usageEvents)
-        .where(and(eq(usageEvents.tenantId, tenantId), gte(usageEvents.createdAt, start), lt(usageEvents.createdAt, end)))
+        .where(
+          and(eq(usageEvents.tenantId, tenantId), gte(usageEvents.createdAt, start), lt(usageEvents.createdAt, end)),
+        )
         .groupBy(sql`period_start`, usageEvents.adapterRef, usageEvents.baseModel)
         .orderBy(sql`period_start`, usageEvents.adapterRef);
       const data = rows.map((r) => ({

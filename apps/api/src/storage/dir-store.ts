@@ -9,7 +9,13 @@ import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ApiError, badRequest, notFound, tooLarge } from '../errors.js';
 import type { DescriptorStorage } from '../ports.js';
-import { checkKey, type CompletedPart, type ObjectStore, type PresignPartOptions, type StoredObject } from './object-store.js';
+import {
+  checkKey,
+  type CompletedPart,
+  type ObjectStore,
+  type PresignPartOptions,
+  type StoredObject,
+} from './object-store.js';
 
 interface PartToken {
   k: string;
@@ -26,7 +32,10 @@ export class DirStore implements ObjectStore {
   readonly root: string;
 
   /** `secret` signs part URLs (the worker secret or a random per-process one). */
-  constructor(root: string, private readonly secret: string) {
+  constructor(
+    root: string,
+    private readonly secret: string,
+  ) {
     this.root = resolve(root);
   }
 
@@ -115,7 +124,13 @@ export class DirStore implements ObjectStore {
   }
 
   async presignPart(o: PresignPartOptions): Promise<string> {
-    const tok: PartToken = { k: checkKey(o.key), u: o.uploadId, p: o.partNumber, m: o.maxBytes, exp: Math.floor(Date.now() / 1000) + o.expiresInS };
+    const tok: PartToken = {
+      k: checkKey(o.key),
+      u: o.uploadId,
+      p: o.partNumber,
+      m: o.maxBytes,
+      exp: Math.floor(Date.now() / 1000) + o.expiresInS,
+    };
     const payload = Buffer.from(JSON.stringify(tok)).toString('base64url');
     return `${o.origin}/v1/uploads/parts/${payload}.${this.sign(payload)}`;
   }
@@ -165,7 +180,8 @@ export class DirStore implements ObjectStore {
       const etag = `"${md5.digest('hex')}"`;
       await rename(tmp, `${dest}.${etag.slice(1, -1)}`);
       // One stored copy per part number: a re-upload replaces the earlier one.
-      for (const f of await readdir(dir)) if (f.startsWith(`${tok.p}.`) && f !== `${tok.p}.${etag.slice(1, -1)}`) await rm(join(dir, f), { force: true });
+      for (const f of await readdir(dir))
+        if (f.startsWith(`${tok.p}.`) && f !== `${tok.p}.${etag.slice(1, -1)}`) await rm(join(dir, f), { force: true });
       return etag;
     } catch (e) {
       await rm(tmp, { force: true });
@@ -185,7 +201,10 @@ export class DirStore implements ObjectStore {
       try {
         await stat(f);
       } catch {
-        throw badRequest(`part ${p.partNumber} of ${key.split('/').pop()} was not uploaded or its ETag differs`, 'invalid_part');
+        throw badRequest(
+          `part ${p.partNumber} of ${key.split('/').pop()} was not uploaded or its ETag differs`,
+          'invalid_part',
+        );
       }
       files.push(f);
     }

@@ -18,7 +18,13 @@ import { Readable } from 'node:stream';
 import type { S3Config } from '../config.js';
 import { ApiError, badRequest, objectStoreUnavailable } from '../errors.js';
 import type { DescriptorStorage } from '../ports.js';
-import { checkKey, type CompletedPart, type ObjectStore, type PresignPartOptions, type StoredObject } from './object-store.js';
+import {
+  checkKey,
+  type CompletedPart,
+  type ObjectStore,
+  type PresignPartOptions,
+  type StoredObject,
+} from './object-store.js';
 
 export function makeS3Client(cfg: S3Config): S3Client {
   return new S3Client({
@@ -54,7 +60,10 @@ export class S3Store implements ObjectStore {
   readonly kind = 's3' as const;
   readonly bucket: string;
 
-  constructor(private readonly client: S3Client, bucket: string) {
+  constructor(
+    private readonly client: S3Client,
+    bucket: string,
+  ) {
     this.bucket = bucket;
   }
 
@@ -65,7 +74,9 @@ export class S3Store implements ObjectStore {
   async put(key: string, body: Readable | Buffer, size: number): Promise<void> {
     checkKey(key);
     return guard('storing an object', async () => {
-      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: checkKey(key), Body: body, ContentLength: size }));
+      await this.client.send(
+        new PutObjectCommand({ Bucket: this.bucket, Key: checkKey(key), Body: body, ContentLength: size }),
+      );
     });
   }
 
@@ -87,8 +98,15 @@ export class S3Store implements ObjectStore {
       const out: StoredObject[] = [];
       let token: string | undefined;
       do {
-        const page = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ...(token ? { ContinuationToken: token } : {}) }));
-        for (const o of page.Contents ?? []) if (o.Key) out.push({ key: o.Key, modifiedAt: o.LastModified ?? new Date(0) });
+        const page = await this.client.send(
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: prefix,
+            ...(token ? { ContinuationToken: token } : {}),
+          }),
+        );
+        for (const o of page.Contents ?? [])
+          if (o.Key) out.push({ key: o.Key, modifiedAt: o.LastModified ?? new Date(0) });
         token = page.IsTruncated ? page.NextContinuationToken : undefined;
       } while (token);
       return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
@@ -100,7 +118,12 @@ export class S3Store implements ObjectStore {
       const keys = await this.list(prefix);
       for (let i = 0; i < keys.length; i += 1000) {
         const batch = keys.slice(i, i + 1000);
-        await this.client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }));
+        await this.client.send(
+          new DeleteObjectsCommand({
+            Bucket: this.bucket,
+            Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true },
+          }),
+        );
       }
     });
   }
@@ -115,7 +138,12 @@ export class S3Store implements ObjectStore {
   }
 
   presignPart(o: PresignPartOptions): Promise<string> {
-    const cmd = new UploadPartCommand({ Bucket: this.bucket, Key: checkKey(o.key), UploadId: o.uploadId, PartNumber: o.partNumber });
+    const cmd = new UploadPartCommand({
+      Bucket: this.bucket,
+      Key: checkKey(o.key),
+      UploadId: o.uploadId,
+      PartNumber: o.partNumber,
+    });
     return getSignedUrl(this.client, cmd, { expiresIn: o.expiresInS });
   }
 
@@ -129,7 +157,10 @@ export class S3Store implements ObjectStore {
       for (const p of uploaded === undefined ? [] : ordered) {
         const got = uploaded!.get(p.partNumber);
         if (got === undefined || bare(got) !== bare(p.etag)) {
-          throw badRequest(`part ${p.partNumber} of ${key.split('/').pop()} was not uploaded or its ETag differs`, 'invalid_part');
+          throw badRequest(
+            `part ${p.partNumber} of ${key.split('/').pop()} was not uploaded or its ETag differs`,
+            'invalid_part',
+          );
         }
       }
       try {
@@ -158,7 +189,14 @@ export class S3Store implements ObjectStore {
     do {
       let r;
       try {
-        r = await this.client.send(new ListPartsCommand({ Bucket: this.bucket, Key: checkKey(key), UploadId: uploadId, ...(marker ? { PartNumberMarker: marker } : {}) }));
+        r = await this.client.send(
+          new ListPartsCommand({
+            Bucket: this.bucket,
+            Key: checkKey(key),
+            UploadId: uploadId,
+            ...(marker ? { PartNumberMarker: marker } : {}),
+          }),
+        );
       } catch (e) {
         const status = e instanceof S3ServiceException ? e.$metadata.httpStatusCode : undefined;
         if (status === 405 || status === 501) return undefined;
@@ -174,11 +212,14 @@ export class S3Store implements ObjectStore {
     checkKey(key);
     return guard('aborting a multipart upload', async () => {
       try {
-        await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: checkKey(key), UploadId: uploadId }));
+        await this.client.send(
+          new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: checkKey(key), UploadId: uploadId }),
+        );
       } catch (e) {
         // Already gone, or a server without AbortMultipartUpload (s3rver answers 405): nothing to abort.
         const status = e instanceof S3ServiceException ? e.$metadata.httpStatusCode : undefined;
-        if (!(e instanceof S3ServiceException && (e.name === 'NoSuchUpload' || status === 405 || status === 501))) throw e;
+        if (!(e instanceof S3ServiceException && (e.name === 'NoSuchUpload' || status === 405 || status === 501)))
+          throw e;
       }
     });
   }

@@ -6,7 +6,10 @@ export class ByteLimit extends Transform {
   bytes = 0;
   exceeded = false;
 
-  constructor(private readonly limit: number, private readonly what = 'the upload') {
+  constructor(
+    private readonly limit: number,
+    private readonly what = 'the upload',
+  ) {
     super();
   }
 

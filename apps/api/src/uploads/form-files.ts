@@ -7,7 +7,12 @@ import { pipeline } from 'node:stream/promises';
 import busboy from 'busboy';
 import { badRequest, tooLarge } from '../errors.js';
 
-export const ADAPTER_FILE_NAMES = new Set(['adapter_config.json', 'adapter_model.safetensors', 'adapter_model.bin', 'tokenizer_config.json']);
+export const ADAPTER_FILE_NAMES = new Set([
+  'adapter_config.json',
+  'adapter_model.safetensors',
+  'adapter_model.bin',
+  'tokenizer_config.json',
+]);
 
 export interface FormUpload {
   fields: Record<string, string>;
@@ -24,11 +29,19 @@ function fileNameOf(field: string, filename: string | undefined): string | undef
   return undefined;
 }
 
-export function receiveForm(body: Readable, contentType: string, destDir: string, maxFileBytes: number): Promise<FormUpload> {
+export function receiveForm(
+  body: Readable,
+  contentType: string,
+  destDir: string,
+  maxFileBytes: number,
+): Promise<FormUpload> {
   return new Promise<FormUpload>((resolve, reject) => {
     let bb: busboy.Busboy;
     try {
-      bb = busboy({ headers: { 'content-type': contentType }, limits: { fileSize: maxFileBytes, files: ADAPTER_FILE_NAMES.size, fields: 8, fieldSize: 1024, parts: 16 } });
+      bb = busboy({
+        headers: { 'content-type': contentType },
+        limits: { fileSize: maxFileBytes, files: ADAPTER_FILE_NAMES.size, fields: 8, fieldSize: 1024, parts: 16 },
+      });
     } catch (e) {
       reject(badRequest(`malformed multipart request: ${(e as Error).message}`));
       return;
@@ -44,7 +57,13 @@ export function receiveForm(body: Readable, contentType: string, destDir: string
       bb.destroy(); // stops reading the request (the pipeline below destroys the body too)
     };
     bb.on('field', (name, value, info) => {
-      if (!FIELDS.has(name)) return fail(badRequest(`unexpected form field ${JSON.stringify(name)} (expected name, base_model and adapter files)`, 'unexpected_field'));
+      if (!FIELDS.has(name))
+        return fail(
+          badRequest(
+            `unexpected form field ${JSON.stringify(name)} (expected name, base_model and adapter files)`,
+            'unexpected_field',
+          ),
+        );
       if (info.valueTruncated) return fail(badRequest(`form field ${name} is too long`));
       fields[name] = value;
     });
@@ -53,7 +72,12 @@ export function receiveForm(body: Readable, contentType: string, destDir: string
       const name = fileNameOf(field, info.filename);
       if (!name) {
         stream.resume();
-        return fail(badRequest(`unexpected file ${JSON.stringify(info.filename ?? field)}: send adapter_config.json, adapter_model.safetensors or adapter_model.bin, and optionally tokenizer_config.json`, 'unexpected_file'));
+        return fail(
+          badRequest(
+            `unexpected file ${JSON.stringify(info.filename ?? field)}: send adapter_config.json, adapter_model.safetensors or adapter_model.bin, and optionally tokenizer_config.json`,
+            'unexpected_file',
+          ),
+        );
       }
       if (files.includes(name)) {
         stream.resume();

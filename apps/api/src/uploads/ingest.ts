@@ -6,7 +6,13 @@ import { tmpdir } from 'node:os';
 import { join, sep } from 'node:path';
 import { ApiError, badRequest } from '../errors.js';
 import { newAdapterId } from '../ids.js';
-import { isAdapterValidationError, type AdapterValidation, type BaseModelRecord, type ValidatedAdapter, type WorkerRegistryPort } from '../ports.js';
+import {
+  isAdapterValidationError,
+  type AdapterValidation,
+  type BaseModelRecord,
+  type ValidatedAdapter,
+  type WorkerRegistryPort,
+} from '../ports.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { AdapterCatalog, type AdapterRow } from '../adapters/catalog.js';
 
@@ -24,28 +30,47 @@ export interface IngestDeps {
 export const adapterPrefix = (tenantId: string, adapterId: string): string => `adapters/${tenantId}/${adapterId}/`;
 
 /** The base model an upload is for: the named one, or the only one there is. */
-export async function resolveBaseModel(registry: WorkerRegistryPort, requested: string | undefined): Promise<BaseModelRecord> {
+export async function resolveBaseModel(
+  registry: WorkerRegistryPort,
+  requested: string | undefined,
+): Promise<BaseModelRecord> {
   const models = await registry.baseModels();
   if (requested !== undefined) {
     const m = models.find((x) => x.id === requested);
-    if (!m) throw badRequest(`unknown base model ${JSON.stringify(requested)}; served: ${models.map((x) => x.id).join(', ') || 'none yet'}`, 'unknown_base_model');
+    if (!m)
+      throw badRequest(
+        `unknown base model ${JSON.stringify(requested)}; served: ${models.map((x) => x.id).join(', ') || 'none yet'}`,
+        'unknown_base_model',
+      );
     return m;
   }
   if (models.length === 1) return models[0]!;
-  if (models.length === 0) throw badRequest('no base model is registered yet: start a worker, then upload', 'no_base_model');
-  throw badRequest(`base_model is required: several base models are served (${models.map((x) => x.id).join(', ')})`, 'base_model_required');
+  if (models.length === 0)
+    throw badRequest('no base model is registered yet: start a worker, then upload', 'no_base_model');
+  throw badRequest(
+    `base_model is required: several base models are served (${models.map((x) => x.id).join(', ')})`,
+    'base_model_required',
+  );
 }
 
 /** An adapter may not take a base model's name: `model: <name>` would be ambiguous in inference. */
 export async function checkNotBaseModelName(registry: WorkerRegistryPort, name: string): Promise<void> {
-  if ((await registry.baseModels()).some((m) => m.id === name)) throw badRequest(`${JSON.stringify(name)} is the name of a base model; choose another adapter name`, 'invalid_adapter_name');
+  if ((await registry.baseModels()).some((m) => m.id === name))
+    throw badRequest(
+      `${JSON.stringify(name)} is the name of a base model; choose another adapter name`,
+      'invalid_adapter_name',
+    );
 }
 
 /** Validation errors keep their status and code; 422 is the contract's adapter_invalid. */
 export function asApiError(e: unknown): unknown {
   if (isAdapterValidationError(e)) {
     const status = e.status === 400 || e.status === 413 || e.status === 422 ? e.status : 422;
-    return new ApiError(status, status === 422 ? 'adapter_invalid' : status === 413 ? 'payload_too_large' : e.code, e.message);
+    return new ApiError(
+      status,
+      status === 422 ? 'adapter_invalid' : status === 413 ? 'payload_too_large' : e.code,
+      e.message,
+    );
   }
   return e;
 }
@@ -55,7 +80,8 @@ export function asApiError(e: unknown): unknown {
  * its name alone, so no client sees the server's paths (an fs error, say, names the full path).
  */
 export function withoutDir(e: unknown, dir: string): unknown {
-  if (e instanceof Error && e.message.includes(dir)) e.message = e.message.split(`${dir}${sep}`).join('').split(dir).join('the upload');
+  if (e instanceof Error && e.message.includes(dir))
+    e.message = e.message.split(`${dir}${sep}`).join('').split(dir).join('the upload');
   return e;
 }
 
@@ -68,7 +94,11 @@ export class AdapterIngest {
 
   async validate(dir: string, base: BaseModelRecord): Promise<ValidatedAdapter> {
     try {
-      return await this.d.validation.validateAdapterFiles(dir, { modelConfig: base.config, maxRank: base.maxLoraRank, maxBytes: this.d.maxAdapterBytes });
+      return await this.d.validation.validateAdapterFiles(dir, {
+        modelConfig: base.config,
+        maxRank: base.maxLoraRank,
+        maxBytes: this.d.maxAdapterBytes,
+      });
     } catch (e) {
       throw withoutDir(asApiError(e), dir);
     }
@@ -99,13 +129,18 @@ export class AdapterIngest {
         files: v.files,
       });
     } catch (e) {
-      await this.d.store.delete(prefix).catch((err: Error) => console.warn(`[api] could not remove ${prefix} after a failed upload: ${err.message}`));
+      await this.d.store
+        .delete(prefix)
+        .catch((err: Error) => console.warn(`[api] could not remove ${prefix} after a failed upload: ${err.message}`));
       throw e;
     }
   }
 
   /** Runs `fill` into a fresh temp directory, then ingests it; the directory is always removed. */
-  async ingest(tenantId: string, fill: (dir: string) => Promise<{ name: string; baseModel?: string | undefined }>): Promise<AdapterRow> {
+  async ingest(
+    tenantId: string,
+    fill: (dir: string) => Promise<{ name: string; baseModel?: string | undefined }>,
+  ): Promise<AdapterRow> {
     const dir = await this.tempDir();
     try {
       const got = await fill(dir).catch((e: unknown) => {

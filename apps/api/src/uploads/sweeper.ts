@@ -61,8 +61,16 @@ export class OrphanSweeper {
     const withSession = new Set<string>();
     for (let i = 0; i < ids.length; i += ID_BATCH) {
       const batch = ids.slice(i, i + ID_BATCH);
-      for (const r of await this.d.db.select({ id: adapters.id, status: adapters.status }).from(adapters).where(inArray(adapters.id, batch))) status.set(r.id, r.status);
-      for (const r of await this.d.db.select({ id: uploadSessions.adapterId }).from(uploadSessions).where(inArray(uploadSessions.adapterId, batch))) withSession.add(r.id);
+      for (const r of await this.d.db
+        .select({ id: adapters.id, status: adapters.status })
+        .from(adapters)
+        .where(inArray(adapters.id, batch)))
+        status.set(r.id, r.status);
+      for (const r of await this.d.db
+        .select({ id: uploadSessions.adapterId })
+        .from(uploadSessions)
+        .where(inArray(uploadSessions.adapterId, batch)))
+        withSession.add(r.id);
     }
     const removed: string[] = [];
     for (const [prefix, g] of newest) {
@@ -80,7 +88,10 @@ export class OrphanSweeper {
     const run = (): void => {
       this.sweep().then(
         (r) => {
-          if (r.removed.length || r.expiredUploads) console.warn(`[api] sweeper removed ${r.removed.length} orphaned adapter prefix(es), aborted ${r.expiredUploads} expired upload(s)`);
+          if (r.removed.length || r.expiredUploads)
+            console.warn(
+              `[api] sweeper removed ${r.removed.length} orphaned adapter prefix(es), aborted ${r.expiredUploads} expired upload(s)`,
+            );
         },
         (e: Error) => console.warn(`[api] sweeper pass failed (retried in ${intervalMs} ms): ${e.message}`),
       );

@@ -2,7 +2,12 @@
 // from the storage location named here and never from a path a client chose. The format (header,
 // payload schema, signature) is @loraplex/protocol's; here are what the API knows of an adapter and
 // the cache of signed headers.
-import { DESCRIPTOR_SKEW_S, openDescriptor, signDescriptor as signPayload, type DescriptorStorage } from '@loraplex/protocol';
+import {
+  DESCRIPTOR_SKEW_S,
+  openDescriptor,
+  signDescriptor as signPayload,
+  type DescriptorStorage,
+} from '@loraplex/protocol';
 import type { StoredFile } from '../db/schema.js';
 
 export { DESCRIPTOR_HEADER, type DescriptorStorage } from '@loraplex/protocol';
@@ -28,7 +33,15 @@ export interface AdapterDescriptor {
 }
 
 export function signDescriptor(target: AdapterTarget, secret: string, expiresAtS: number): string {
-  const d: AdapterDescriptor = { v: 1, id: target.id, base_model: target.baseModel, rank: target.rank, storage: target.storage, files: target.files, exp: expiresAtS };
+  const d: AdapterDescriptor = {
+    v: 1,
+    id: target.id,
+    base_model: target.baseModel,
+    rank: target.rank,
+    storage: target.storage,
+    files: target.files,
+    exp: expiresAtS,
+  };
   return signPayload(d, secret);
 }
 
@@ -37,7 +50,12 @@ export function signDescriptor(target: AdapterTarget, secret: string, expiresAtS
  * expired more than `skewS` ago. Workers check the payload against the full schema; this checks
  * what we sign.
  */
-export function verifyDescriptor(header: string, secret: string, nowS = Date.now() / 1000, skewS = DESCRIPTOR_SKEW_S): AdapterDescriptor | null {
+export function verifyDescriptor(
+  header: string,
+  secret: string,
+  nowS = Date.now() / 1000,
+  skewS = DESCRIPTOR_SKEW_S,
+): AdapterDescriptor | null {
   const opened = openDescriptor(header, secret);
   if (!opened.ok) return null;
   const d = opened.payload as AdapterDescriptor | null;
@@ -53,7 +71,11 @@ export function verifyDescriptor(header: string, secret: string, nowS = Date.now
 export class DescriptorSigner {
   private readonly cache = new Map<string, { header: string; refreshAtMs: number }>();
 
-  constructor(private readonly secret: string, private readonly ttlS: number, private readonly maxEntries = 10_000) {
+  constructor(
+    private readonly secret: string,
+    private readonly ttlS: number,
+    private readonly maxEntries = 10_000,
+  ) {
     if (!secret) throw new Error('a worker secret (LORAPLEX_WORKER_SECRET) is required to sign adapter descriptors');
     if (!(ttlS > 0)) throw new Error('descriptorTtlS must be positive');
   }

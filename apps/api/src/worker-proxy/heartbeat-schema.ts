@@ -17,7 +17,10 @@ export interface Residency {
 /** An old worker's resident_adapters counts as host tier: it may need a slot load. */
 export function residencyOf(hb: HeartbeatBody): Residency {
   const slot = hb.slot_adapters ?? [];
-  const resident = hb.host_adapters !== undefined ? [...new Set([...slot, ...hb.host_adapters])] : [...new Set([...slot, ...(hb.resident_adapters ?? [])])];
+  const resident =
+    hb.host_adapters !== undefined
+      ? [...new Set([...slot, ...hb.host_adapters])]
+      : [...new Set([...slot, ...(hb.resident_adapters ?? [])])];
   return { slot, resident };
 }
 

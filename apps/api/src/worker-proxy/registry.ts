@@ -8,7 +8,12 @@
 // database and the API never makes a live worker look stale.
 import { monotonicClock, type Clock } from '@loraplex/common';
 import { sql } from 'drizzle-orm';
-import { baseModels as baseModelsTable, workers as workersTable, type WorkerCapacity, type WorkerLoad } from '../db/schema.js';
+import {
+  baseModels as baseModelsTable,
+  workers as workersTable,
+  type WorkerCapacity,
+  type WorkerLoad,
+} from '../db/schema.js';
 import type { Db } from './db.js';
 import { parseHeartbeat, residencyOf, type HeartbeatBody } from './heartbeat-schema.js';
 
@@ -48,7 +53,9 @@ export interface RegistryOptions {
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
-  const t = new Promise<never>((_, rej) => (timer = setTimeout(() => rej(new Error(`${what} timed out after ${ms} ms`)), ms)));
+  const t = new Promise<never>(
+    (_, rej) => (timer = setTimeout(() => rej(new Error(`${what} timed out after ${ms} ms`)), ms)),
+  );
   return Promise.race([p, t]).finally(() => clearTimeout(timer));
 }
 
@@ -68,7 +75,10 @@ export class WorkerRegistry {
   /** The last refresh error (null after a successful refresh): for health reporting and tests. */
   lastRefreshError: Error | null = null;
 
-  constructor(private readonly db: Db, opts: RegistryOptions = {}) {
+  constructor(
+    private readonly db: Db,
+    opts: RegistryOptions = {},
+  ) {
     this.staleAfterMs = opts.staleAfterMs ?? 6000;
     this.refreshMs = opts.refreshMs ?? 500;
     this.queryTimeoutMs = opts.queryTimeoutMs ?? 2000;
@@ -87,8 +97,19 @@ export class WorkerRegistry {
     this.workers.set(hb.id, toRecord(hb, seenAtMs));
     const modelJson = JSON.stringify(hb.model_config);
     const known = this.models.get(hb.base_model);
-    const writeModel = !known || known.json !== modelJson || known.maxLoraRank !== hb.max_lora_rank || seenAtMs - known.writtenAtMs > this.baseModelWriteMs;
-    if (!known || writeModel) this.models.set(hb.base_model, { id: hb.base_model, config: hb.model_config, maxLoraRank: hb.max_lora_rank, json: modelJson, writtenAtMs: known?.writtenAtMs ?? -Infinity });
+    const writeModel =
+      !known ||
+      known.json !== modelJson ||
+      known.maxLoraRank !== hb.max_lora_rank ||
+      seenAtMs - known.writtenAtMs > this.baseModelWriteMs;
+    if (!known || writeModel)
+      this.models.set(hb.base_model, {
+        id: hb.base_model,
+        config: hb.model_config,
+        maxLoraRank: hb.max_lora_rank,
+        json: modelJson,
+        writtenAtMs: known?.writtenAtMs ?? -Infinity,
+      });
     try {
       await withTimeout(this.persist(hb, writeModel), this.queryTimeoutMs, 'heartbeat write');
       if (writeModel) this.models.get(hb.base_model)!.writtenAtMs = seenAtMs;
@@ -102,8 +123,15 @@ export class WorkerRegistry {
   private async persist(hb: HeartbeatBody, writeModel: boolean): Promise<void> {
     const { slot, resident } = residencyOf(hb);
     const row = {
-      id: hb.id, url: hb.url, baseModel: hb.base_model, capacity: hb.capacity, load: hb.load,
-      residentAdapters: resident, slotAdapters: slot, draining: hb.draining, lastHeartbeat: sql`now()`,
+      id: hb.id,
+      url: hb.url,
+      baseModel: hb.base_model,
+      capacity: hb.capacity,
+      load: hb.load,
+      residentAdapters: resident,
+      slotAdapters: slot,
+      draining: hb.draining,
+      lastHeartbeat: sql`now()`,
     };
     await this.db
       .insert(workersTable)
@@ -111,15 +139,24 @@ export class WorkerRegistry {
       .onConflictDoUpdate({
         target: workersTable.id,
         set: {
-          url: sql`excluded.url`, baseModel: sql`excluded.base_model`, capacity: sql`excluded.capacity`, load: sql`excluded.load`,
-          residentAdapters: sql`excluded.resident_adapters`, slotAdapters: sql`excluded.slot_adapters`, draining: sql`excluded.draining`, lastHeartbeat: sql`now()`,
+          url: sql`excluded.url`,
+          baseModel: sql`excluded.base_model`,
+          capacity: sql`excluded.capacity`,
+          load: sql`excluded.load`,
+          residentAdapters: sql`excluded.resident_adapters`,
+          slotAdapters: sql`excluded.slot_adapters`,
+          draining: sql`excluded.draining`,
+          lastHeartbeat: sql`now()`,
         },
       });
     if (writeModel) {
       await this.db
         .insert(baseModelsTable)
         .values({ id: hb.base_model, config: hb.model_config, maxLoraRank: hb.max_lora_rank })
-        .onConflictDoUpdate({ target: baseModelsTable.id, set: { config: sql`excluded.config`, maxLoraRank: sql`excluded.max_lora_rank`, updatedAt: sql`now()` } });
+        .onConflictDoUpdate({
+          target: baseModelsTable.id,
+          set: { config: sql`excluded.config`, maxLoraRank: sql`excluded.max_lora_rank`, updatedAt: sql`now()` },
+        });
     }
   }
 
@@ -186,8 +223,14 @@ export class WorkerRegistry {
     const horizonMs = Math.max(this.staleAfterMs * 10, 60_000);
     const rows = await this.db
       .select({
-        id: workersTable.id, url: workersTable.url, baseModel: workersTable.baseModel, capacity: workersTable.capacity, load: workersTable.load,
-        residentAdapters: workersTable.residentAdapters, slotAdapters: workersTable.slotAdapters, draining: workersTable.draining,
+        id: workersTable.id,
+        url: workersTable.url,
+        baseModel: workersTable.baseModel,
+        capacity: workersTable.capacity,
+        load: workersTable.load,
+        residentAdapters: workersTable.residentAdapters,
+        slotAdapters: workersTable.slotAdapters,
+        draining: workersTable.draining,
         ageMs: sql<number>`(extract(epoch from (now() - ${workersTable.lastHeartbeat})) * 1000)::float8`,
       })
       .from(workersTable)
@@ -206,7 +249,14 @@ export class WorkerRegistry {
     for (const m of models) {
       const json = JSON.stringify(m.config);
       const known = this.models.get(m.id);
-      if (!known || known.json !== json || known.maxLoraRank !== m.maxLoraRank) this.models.set(m.id, { id: m.id, config: m.config, maxLoraRank: m.maxLoraRank, json, writtenAtMs: known?.writtenAtMs ?? -Infinity });
+      if (!known || known.json !== json || known.maxLoraRank !== m.maxLoraRank)
+        this.models.set(m.id, {
+          id: m.id,
+          config: m.config,
+          maxLoraRank: m.maxLoraRank,
+          json,
+          writtenAtMs: known?.writtenAtMs ?? -Infinity,
+        });
     }
     for (const [id, at] of this.failedAt) if (t - at > horizonMs) this.failedAt.delete(id);
   }
@@ -221,7 +271,14 @@ export class WorkerRegistry {
 function toRecord(hb: HeartbeatBody, seenAtMs: number): WorkerRecord {
   const { slot, resident } = residencyOf(hb);
   return {
-    id: hb.id, url: hb.url.replace(/\/+$/, ''), baseModel: hb.base_model, capacity: hb.capacity, load: hb.load,
-    residentAdapters: resident, slotAdapters: slot, draining: hb.draining, seenAtMs,
+    id: hb.id,
+    url: hb.url.replace(/\/+$/, ''),
+    baseModel: hb.base_model,
+    capacity: hb.capacity,
+    load: hb.load,
+    residentAdapters: resident,
+    slotAdapters: slot,
+    draining: hb.draining,
+    seenAtMs,
   };
 }

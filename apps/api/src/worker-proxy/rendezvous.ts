@@ -63,7 +63,11 @@ export interface PreferOptions {
  * rendezvous order; with no load a single client's requests always land on the same worker. The rest
  * of the order (the fallbacks) is kept.
  */
-export function preferResident<W extends Candidate>(order: readonly W[], adapterId: string, opts: PreferOptions = {}): W[] {
+export function preferResident<W extends Candidate>(
+  order: readonly W[],
+  adapterId: string,
+  opts: PreferOptions = {},
+): W[] {
   const k = Math.min(opts.topK ?? 2, order.length);
   const inFlight = opts.inFlight ?? (() => 0);
   const coldPenalty = opts.coldPenalty ?? 4;
@@ -72,7 +76,11 @@ export function preferResident<W extends Candidate>(order: readonly W[], adapter
   const spillMargin = opts.spillMargin ?? 2;
   const cost = (w: W): number => {
     const inSlot = w.slotAdapters?.includes(adapterId) === true || sent(w.id);
-    return inFlight(w.id) + (inSlot ? 0 : slotLoadPenalty) + (inSlot || w.residentAdapters.includes(adapterId) ? 0 : coldPenalty);
+    return (
+      inFlight(w.id) +
+      (inSlot ? 0 : slotLoadPenalty) +
+      (inSlot || w.residentAdapters.includes(adapterId) ? 0 : coldPenalty)
+    );
   };
   const head = order.slice(0, k).map((w, rank) => ({ w, rank, c: cost(w) + rank * spillMargin }));
   head.sort((a, b) => a.c - b.c || a.rank - b.rank);
@@ -85,7 +93,10 @@ export function preferResident<W extends Candidate>(order: readonly W[], adapter
  * stale), then the worker's own last reported running + waiting, then random, so that several API
  * instances seeing equal loads do not all herd onto the same worker. The rest follow in that order.
  */
-export function leastLoaded<W extends { id: string; load: { running: number; waiting: number } }>(workers: readonly W[], inFlight: (workerId: string) => number = () => 0): W[] {
+export function leastLoaded<W extends { id: string; load: { running: number; waiting: number } }>(
+  workers: readonly W[],
+  inFlight: (workerId: string) => number = () => 0,
+): W[] {
   return workers
     .map((w) => ({ w, a: inFlight(w.id), b: w.load.running + w.load.waiting, r: Math.random() }))
     .sort((x, y) => x.a - y.a || x.b - y.b || x.r - y.r)

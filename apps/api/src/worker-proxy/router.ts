@@ -10,7 +10,13 @@ import { DESCRIPTOR_HEADER, DescriptorSigner, type AdapterTarget } from './descr
 import type { WorkerRecord, WorkerRegistry } from './registry.js';
 import { leastLoaded, pickWorkers, preferResident } from './rendezvous.js';
 import { relaySse } from './sse-relay.js';
-import { StaleConnectionError, workerHttpClient, type WorkerPost, type WorkerResponse, type WorkerTimeouts } from './worker-http.js';
+import {
+  StaleConnectionError,
+  workerHttpClient,
+  type WorkerPost,
+  type WorkerResponse,
+  type WorkerTimeouts,
+} from './worker-http.js';
 import { prepareRequest, usageOfBody, type PreparedRequest } from './wire.js';
 
 export interface Usage {
@@ -66,11 +72,24 @@ export interface RouterOptions {
 }
 
 /** Response headers that describe one hop, or a body the router may have changed. */
-const HOP_HEADERS = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'content-encoding', 'date', 'server', 'upgrade', 'proxy-connection', 'te', 'trailer']);
+const HOP_HEADERS = new Set([
+  'connection',
+  'keep-alive',
+  'transfer-encoding',
+  'content-length',
+  'content-encoding',
+  'date',
+  'server',
+  'upgrade',
+  'proxy-connection',
+  'te',
+  'trailer',
+]);
 
 function passHeaders(from: IncomingHttpHeaders): Record<string, string> {
   const h: Record<string, string> = {};
-  for (const [k, v] of Object.entries(from)) if (v !== undefined && !HOP_HEADERS.has(k)) h[k] = Array.isArray(v) ? v.join(', ') : v;
+  for (const [k, v] of Object.entries(from))
+    if (v !== undefined && !HOP_HEADERS.has(k)) h[k] = Array.isArray(v) ? v.join(', ') : v;
   return h;
 }
 
@@ -79,8 +98,17 @@ const header = (h: IncomingHttpHeaders, name: string): string | undefined => {
   return Array.isArray(v) ? v[0] : v;
 };
 
-function apiError(status: number, type: string, code: string, message: string, headers: Record<string, string> = {}): Response {
-  return new Response(JSON.stringify({ error: { message, type, code } }), { status, headers: { 'content-type': 'application/json', ...headers } });
+function apiError(
+  status: number,
+  type: string,
+  code: string,
+  message: string,
+  headers: Record<string, string> = {},
+): Response {
+  return new Response(JSON.stringify({ error: { message, type, code } }), {
+    status,
+    headers: { 'content-type': 'application/json', ...headers },
+  });
 }
 
 class ClientGone extends Error {}
@@ -103,7 +131,10 @@ export class Router {
   /** Per adapter: the worker this instance last sent it to, and when (performance.now()). */
   private readonly lastSent = new Map<string, { workerId: string; atMs: number }>();
 
-  constructor(private readonly registry: WorkerRegistry, opts: RouterOptions) {
+  constructor(
+    private readonly registry: WorkerRegistry,
+    opts: RouterOptions,
+  ) {
     this.signer = new DescriptorSigner(opts.secret, opts.descriptorTtlS ?? 300);
     this.secret = opts.secret;
 
@@ -139,7 +170,10 @@ export class Router {
     const last = this.lastSent.get(adapterId);
     // Between heartbeats, the worker we last sent the adapter to holds it in a slot: without this,
     // every request until the next heartbeat could load it on another worker as well.
-    const sentSinceHeartbeat = (workerId: string): boolean => last !== undefined && last.workerId === workerId && last.atMs >= (healthy.find((w) => w.id === workerId)?.seenAtMs ?? Infinity);
+    const sentSinceHeartbeat = (workerId: string): boolean =>
+      last !== undefined &&
+      last.workerId === workerId &&
+      last.atMs >= (healthy.find((w) => w.id === workerId)?.seenAtMs ?? Infinity);
     return preferResident(pickWorkers(healthy, adapterId), adapterId, { inFlight, sentSinceHeartbeat });
   }
 
@@ -149,7 +183,9 @@ export class Router {
    */
   forward(req: ForwardRequest): Promise<Response> {
     if (!activeTracing()) return this.route(req, false);
-    return inSpan('route', () => this.route(req, true), { attributes: { 'loraplex.base_model': req.baseModel, 'loraplex.adapter': req.adapter?.id ?? '' } });
+    return inSpan('route', () => this.route(req, true), {
+      attributes: { 'loraplex.base_model': req.baseModel, 'loraplex.adapter': req.adapter?.id ?? '' },
+    });
   }
 
   private async route(req: ForwardRequest, traced: boolean): Promise<Response> {
@@ -164,7 +200,8 @@ export class Router {
         console.error('[router] onUsage failed:', e);
       }
     };
-    if (req.adapter && req.adapter.baseModel !== req.baseModel) throw new Error(`adapter ${req.adapter.id} is for ${req.adapter.baseModel}, not ${req.baseModel}`);
+    if (req.adapter && req.adapter.baseModel !== req.baseModel)
+      throw new Error(`adapter ${req.adapter.id} is for ${req.adapter.baseModel}, not ${req.baseModel}`);
     const prep = req.prepared ?? prepareRequest(req.path, req.body, req.adapter?.id, req.baseModel, req.requestedModel);
     const headers: Record<string, string> = { 'content-type': 'application/json' };
     if (req.adapter) headers[DESCRIPTOR_HEADER] = this.signer.header(req.adapter);
@@ -173,7 +210,9 @@ export class Router {
     for (const worker of candidates) {
       if (req.signal?.aborted) break;
       try {
-        const res = traced ? await this.tracedAttempt(worker, req, prep, headers, report) : await this.attempt(worker, req, prep, headers, report, false);
+        const res = traced
+          ? await this.tracedAttempt(worker, req, prep, headers, report)
+          : await this.attempt(worker, req, prep, headers, report, false);
         if (res) return res;
       } catch (e) {
         if (e instanceof ClientGone) break;
@@ -185,23 +224,45 @@ export class Router {
       return apiError(499, 'server_error', 'client_closed_request', 'the client closed the request');
     }
     report({ promptTokens: 0, completionTokens: 0, status: 503 });
-    const why = candidates.length === 0 ? `no healthy worker serves ${req.baseModel}` : `no worker for ${req.baseModel} could take the request`;
-    return apiError(503, 'overloaded_error', 'no_healthy_worker', `${why}; retry later`, { 'retry-after': String(this.retryAfterS) });
+    const why =
+      candidates.length === 0
+        ? `no healthy worker serves ${req.baseModel}`
+        : `no worker for ${req.baseModel} could take the request`;
+    return apiError(503, 'overloaded_error', 'no_healthy_worker', `${why}; retry later`, {
+      'retry-after': String(this.retryAfterS),
+    });
   }
 
-  private tracedAttempt(worker: WorkerRecord, req: ForwardRequest, prep: PreparedRequest, headers: Record<string, string>, report: (u: Omit<Usage, 'latencyMs'>) => void): Promise<Response | undefined> {
-    return inSpan('worker.request', async (span: Span | undefined) => {
-      const r = await this.attempt(worker, req, prep, headers, report, true);
-      span?.setAttribute('http.response.status_code', r?.status ?? 0); // 0: not answered, next worker
-      return r;
-    }, { kind: SpanKind.CLIENT, attributes: { 'loraplex.worker': worker.id, 'url.full': `${worker.url}${req.path}` } });
+  private tracedAttempt(
+    worker: WorkerRecord,
+    req: ForwardRequest,
+    prep: PreparedRequest,
+    headers: Record<string, string>,
+    report: (u: Omit<Usage, 'latencyMs'>) => void,
+  ): Promise<Response | undefined> {
+    return inSpan(
+      'worker.request',
+      async (span: Span | undefined) => {
+        const r = await this.attempt(worker, req, prep, headers, report, true);
+        span?.setAttribute('http.response.status_code', r?.status ?? 0); // 0: not answered, next worker
+        return r;
+      },
+      { kind: SpanKind.CLIENT, attributes: { 'loraplex.worker': worker.id, 'url.full': `${worker.url}${req.path}` } },
+    );
   }
 
   /**
    * One worker: the response to hand the client, or undefined to try the next worker (it could
    * not be reached, refused the work with 429/503, or failed before anything was sent on).
    */
-  private async attempt(worker: WorkerRecord, req: ForwardRequest, prep: PreparedRequest, headers: Record<string, string>, report: (u: Omit<Usage, 'latencyMs'>) => void, traced: boolean): Promise<Response | undefined> {
+  private async attempt(
+    worker: WorkerRecord,
+    req: ForwardRequest,
+    prep: PreparedRequest,
+    headers: Record<string, string>,
+    report: (u: Omit<Usage, 'latencyMs'>) => void,
+    traced: boolean,
+  ): Promise<Response | undefined> {
     const ctrl = new AbortController();
     const onClientAbort = (): void => ctrl.abort(req.signal?.reason);
     req.signal?.addEventListener('abort', onClientAbort, { once: true });
@@ -277,7 +338,12 @@ export class Router {
             this.registry.reportFailure(worker.id);
           }
           const fallbackPrompt = Number(header(res.headers, 'x-prompt-tokens') ?? 0) || 0;
-          report({ promptTokens: o.usage?.promptTokens ?? fallbackPrompt, completionTokens: o.usage?.completionTokens ?? o.events, status: o.status, workerId: worker.id });
+          report({
+            promptTokens: o.usage?.promptTokens ?? fallbackPrompt,
+            completionTokens: o.usage?.completionTokens ?? o.events,
+            status: o.status,
+            workerId: worker.id,
+          });
         },
       });
       return new Response(stream, { status: res.status, headers: passHeaders(res.headers) });
@@ -292,7 +358,15 @@ export class Router {
     }
     release();
     const usage = ok ? usageOfBody(prep.family, res.headers, text) : undefined;
-    report({ promptTokens: usage?.promptTokens ?? 0, completionTokens: usage?.completionTokens ?? 0, status: res.status, workerId: worker.id });
-    return new Response(prep.restoreModel ? prep.restoreModel(text) : text, { status: res.status, headers: passHeaders(res.headers) });
+    report({
+      promptTokens: usage?.promptTokens ?? 0,
+      completionTokens: usage?.completionTokens ?? 0,
+      status: res.status,
+      workerId: worker.id,
+    });
+    return new Response(prep.restoreModel ? prep.restoreModel(text) : text, {
+      status: res.status,
+      headers: passHeaders(res.headers),
+    });
   }
 }

@@ -22,7 +22,11 @@ export class SseUsageScanner {
   events = 0;
   errorStatus: number | undefined;
 
-  constructor(private readonly family: Family, private readonly clientWantsUsage: boolean, private readonly restoreModel: (text: string) => string = (t) => t) {}
+  constructor(
+    private readonly family: Family,
+    private readonly clientWantsUsage: boolean,
+    private readonly restoreModel: (text: string) => string = (t) => t,
+  ) {}
 
   /** The event text to send (without separator), or null to drop it. */
   process(event: string): string | null {
@@ -90,7 +94,11 @@ function errorStatusOf(data: string): number {
 
 /** The event the client gets when the worker fails mid-stream, in the route family's shape. */
 export function workerFailedEvent(family: Family): string {
-  const error = { message: 'the worker serving this request failed mid-stream; the response is incomplete', type: 'server_error', code: 'worker_failed' };
+  const error = {
+    message: 'the worker serving this request failed mid-stream; the response is incomplete',
+    type: 'server_error',
+    code: 'worker_failed',
+  };
   // LoRAX clients (lorax-client) classify in-band errors by error_type; OpenAI clients read error.
   const body = family === 'lorax' ? { error, error_type: 'generation' } : { error };
   return `data: ${JSON.stringify(body)}\n\n${family === 'openai' ? 'data: [DONE]\n\n' : ''}`;

@@ -44,18 +44,28 @@ export class TenantLimits {
   /** No limit and no per-tenant override: no tenant can ever be refused, so nothing is tracked. */
   private readonly none: boolean;
 
-  constructor(private readonly opts: LimitOptions, private readonly clock: Clock = systemClock) {
+  constructor(
+    private readonly opts: LimitOptions,
+    private readonly clock: Clock = systemClock,
+  ) {
     this.none = !opts.forTenant && unlimited(opts.maxConcurrent) && unlimited(opts.tokensPerMinute);
   }
 
   private limits(tenantId: string): { maxConcurrent: number; tokensPerMinute: number } {
     const o = this.opts.forTenant?.(tenantId);
-    return { maxConcurrent: o?.maxConcurrent ?? this.opts.maxConcurrent, tokensPerMinute: o?.tokensPerMinute ?? this.opts.tokensPerMinute };
+    return {
+      maxConcurrent: o?.maxConcurrent ?? this.opts.maxConcurrent,
+      tokensPerMinute: o?.tokensPerMinute ?? this.opts.tokensPerMinute,
+    };
   }
 
   private state(tenantId: string): TenantState {
     let s = this.tenants.get(tenantId);
-    if (!s) this.tenants.set(tenantId, (s = { active: 0, buckets: new Float64Array(WINDOW_S), stamps: new Float64Array(WINDOW_S).fill(-1) }));
+    if (!s)
+      this.tenants.set(
+        tenantId,
+        (s = { active: 0, buckets: new Float64Array(WINDOW_S), stamps: new Float64Array(WINDOW_S).fill(-1) }),
+      );
     return s;
   }
 

@@ -44,7 +44,10 @@ export class UsageRecorder {
   /** The last write error (null after a successful write). */
   lastError: Error | null = null;
 
-  constructor(private readonly db: Db, opts: UsageRecorderOptions = {}) {
+  constructor(
+    private readonly db: Db,
+    opts: UsageRecorderOptions = {},
+  ) {
     this.flushMs = opts.flushMs ?? 1000;
     // 10 columns per row: 1000 rows stay far below Postgres's 65535 bind parameters.
     this.maxBatch = Math.min(opts.maxBatch ?? 500, 5000);
@@ -59,8 +62,16 @@ export class UsageRecorder {
   record(e: UsageEvent): void {
     if (this.closed) throw new Error('usage recorder is closed');
     this.queue.push({
-      tenantId: e.tenantId, adapterId: e.adapterId, adapterRef: e.adapterRef, baseModel: e.baseModel, route: e.route, status: e.status,
-      promptTokens: Math.round(e.promptTokens), completionTokens: Math.round(e.completionTokens), latencyMs: e.latencyMs, createdAt: e.createdAt ?? new Date(),
+      tenantId: e.tenantId,
+      adapterId: e.adapterId,
+      adapterRef: e.adapterRef,
+      baseModel: e.baseModel,
+      route: e.route,
+      status: e.status,
+      promptTokens: Math.round(e.promptTokens),
+      completionTokens: Math.round(e.completionTokens),
+      latencyMs: e.latencyMs,
+      createdAt: e.createdAt ?? new Date(),
     });
     if (this.queue.length > this.maxQueued) {
       const over = this.queue.length - this.maxQueued;
@@ -68,10 +79,11 @@ export class UsageRecorder {
       this.dropped += over;
     }
     if (this.queue.length >= this.maxBatch) void this.flush().catch(() => undefined);
-    else this.timer ??= setTimeout(() => {
-      this.timer = undefined;
-      void this.flush().catch(() => undefined);
-    }, this.flushMs);
+    else
+      this.timer ??= setTimeout(() => {
+        this.timer = undefined;
+        void this.flush().catch(() => undefined);
+      }, this.flushMs);
   }
 
   /** Writes every queued event (one flush at a time); rejects, keeping them queued, when a write fails. */
@@ -123,7 +135,8 @@ export class UsageRecorder {
         await this.flush();
         return;
       } catch (e) {
-        if (performance.now() + delay > deadline) throw new Error(`usage recorder closed with ${this.queue.length} events unwritten: ${(e as Error).message}`);
+        if (performance.now() + delay > deadline)
+          throw new Error(`usage recorder closed with ${this.queue.length} events unwritten: ${(e as Error).message}`);
         await new Promise((r) => setTimeout(r, delay));
       }
     }

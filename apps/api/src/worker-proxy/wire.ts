@@ -39,7 +39,8 @@ export type WorkerBodyCheck = (path: string, workerBody: Record<string, unknown>
  */
 function modelRestorer(adapterId: string | undefined, asked: unknown): ((text: string) => string) | undefined {
   if (adapterId === undefined || typeof asked !== 'string' || asked === adapterId) return undefined;
-  const from = `"model":${JSON.stringify(adapterId)}`, to = `"model":${JSON.stringify(asked)}`;
+  const from = `"model":${JSON.stringify(adapterId)}`,
+    to = `"model":${JSON.stringify(asked)}`;
   return (t) => (t.includes(from) ? t.replaceAll(from, to) : t);
 }
 
@@ -51,7 +52,14 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'obj
  * adapter_source, which only named where the client's adapter lives, removed), checked by `check`
  * if given, then usage forced on.
  */
-export function prepareRequest(path: string, body: Record<string, unknown>, adapterId: string | undefined, baseModel: string, requestedModel?: string, check?: WorkerBodyCheck): PreparedRequest {
+export function prepareRequest(
+  path: string,
+  body: Record<string, unknown>,
+  adapterId: string | undefined,
+  baseModel: string,
+  requestedModel?: string,
+  check?: WorkerBodyCheck,
+): PreparedRequest {
   const family = familyOf(path);
   const out: Record<string, unknown> = { ...body };
   if (family === 'openai') {
@@ -87,21 +95,28 @@ const num = (v: unknown): number | undefined => (typeof v === 'number' && Number
 
 function fromOpenAiUsage(u: unknown): TokenCounts | undefined {
   if (!isObject(u)) return undefined;
-  const p = num(u.prompt_tokens), c = num(u.completion_tokens);
+  const p = num(u.prompt_tokens),
+    c = num(u.completion_tokens);
   return p !== undefined && c !== undefined ? { promptTokens: p, completionTokens: c } : undefined;
 }
 
 function fromLoraxDetails(d: unknown): TokenCounts | undefined {
   if (!isObject(d)) return undefined;
-  const p = num(d.prompt_tokens), c = num(d.generated_tokens);
+  const p = num(d.prompt_tokens),
+    c = num(d.generated_tokens);
   return p !== undefined && c !== undefined ? { promptTokens: p, completionTokens: c } : undefined;
 }
 
 /** Token counts of a complete (non-streamed) worker answer, if it has them. */
-export function usageOfBody(family: Family, headers: Readonly<Record<string, string | string[] | undefined>>, text: string): TokenCounts | undefined {
+export function usageOfBody(
+  family: Family,
+  headers: Readonly<Record<string, string | string[] | undefined>>,
+  text: string,
+): TokenCounts | undefined {
   if (family === 'lorax') {
     // Number(undefined) is NaN; a repeated header (an array) counts only when it holds one value.
-    const p = num(Number(headers['x-prompt-tokens'])), c = num(Number(headers['x-generated-tokens']));
+    const p = num(Number(headers['x-prompt-tokens'])),
+      c = num(Number(headers['x-generated-tokens']));
     if (p !== undefined && c !== undefined) return { promptTokens: p, completionTokens: c };
   }
   let body: unknown;

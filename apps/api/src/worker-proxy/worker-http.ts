@@ -14,7 +14,13 @@
 // to a new request fails with ECONNRESET/EPIPE before the worker read anything (Node's documented
 // keep-alive race): that rejects with StaleConnectionError, which says nothing about the worker's
 // health, and the router sends the request again.
-import { Agent as HttpAgent, request as httpRequest, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
+import {
+  Agent as HttpAgent,
+  request as httpRequest,
+  type ClientRequest,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+} from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { once } from 'node:events';
 import { Readable } from 'node:stream';
@@ -30,7 +36,12 @@ export interface WorkerResponse {
   discard(): void;
 }
 
-export type WorkerPost = (url: string, headers: Record<string, string>, body: string, signal: AbortSignal) => Promise<WorkerResponse>;
+export type WorkerPost = (
+  url: string,
+  headers: Record<string, string>,
+  body: string,
+  signal: AbortSignal,
+) => Promise<WorkerResponse>;
 
 export interface WorkerTimeouts {
   /** Opening the TCP connection (ms). */
@@ -45,8 +56,13 @@ export const DEFAULT_WORKER_TIMEOUTS: WorkerTimeouts = { connectMs: 5_000, first
 
 /** A worker did not answer in time; `phase` names which timeout fired. */
 export class WorkerTimeoutError extends Error {
-  constructor(readonly phase: 'connect' | 'first_byte' | 'idle', ms: number) {
-    super(`the worker did not ${phase === 'connect' ? 'accept the connection' : phase === 'first_byte' ? 'start answering' : 'send anything'} within ${ms} ms`);
+  constructor(
+    readonly phase: 'connect' | 'first_byte' | 'idle',
+    ms: number,
+  ) {
+    super(
+      `the worker did not ${phase === 'connect' ? 'accept the connection' : phase === 'first_byte' ? 'start answering' : 'send anything'} within ${ms} ms`,
+    );
     this.name = 'WorkerTimeoutError';
   }
 }
@@ -61,19 +77,28 @@ export class StaleConnectionError extends Error {
 
 const STALE_SOCKET_CODES = new Set(['ECONNRESET', 'EPIPE']);
 
-export function workerHttpClient(opts: { maxSockets?: number; timeouts?: Partial<WorkerTimeouts> } = {}): { post: WorkerPost; close(): void } {
+export function workerHttpClient(opts: { maxSockets?: number; timeouts?: Partial<WorkerTimeouts> } = {}): {
+  post: WorkerPost;
+  close(): void;
+} {
   const timeouts: WorkerTimeouts = { ...DEFAULT_WORKER_TIMEOUTS, ...opts.timeouts };
   const agentOpts = { keepAlive: true, maxSockets: opts.maxSockets ?? 256, scheduling: 'lifo' as const };
   const http = new HttpAgent(agentOpts);
   const https = new HttpsAgent(agentOpts);
 
   // One request is one timer and a few listeners; no per-phase helper objects.
-  async function post(url: string, headers: Record<string, string>, body: string, signal: AbortSignal): Promise<WorkerResponse> {
+  async function post(
+    url: string,
+    headers: Record<string, string>,
+    body: string,
+    signal: AbortSignal,
+  ): Promise<WorkerResponse> {
     if (signal.aborted) throw signal.reason ?? new Error('aborted');
     const u = new URL(url);
     const isHttps = u.protocol === 'https:';
     const req = (isHttps ? httpsRequest : httpRequest)(u, {
-      method: 'POST', agent: isHttps ? https : http,
+      method: 'POST',
+      agent: isHttps ? https : http,
       headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) },
     });
     const onAbort = (): void => {
@@ -183,7 +208,10 @@ class WorkerAnswer implements WorkerResponse {
 }
 
 /** The reader with the idle clock running during each read (the destroyed body rejects the read). */
-function idleReader(inner: ReadableStreamDefaultReader<Uint8Array>, idle: () => NodeJS.Timeout): ReadableStreamDefaultReader<Uint8Array> {
+function idleReader(
+  inner: ReadableStreamDefaultReader<Uint8Array>,
+  idle: () => NodeJS.Timeout,
+): ReadableStreamDefaultReader<Uint8Array> {
   return {
     get closed() {
       return inner.closed;

@@ -72,7 +72,8 @@ function zipfSampler(n: number, s: number, rand: () => number): () => number {
   for (let k = 1; k <= n; k++) cdf.push((sum += 1 / k ** s));
   return () => {
     const x = rand() * sum;
-    let lo = 0, hi = n - 1;
+    let lo = 0,
+      hi = n - 1;
     while (lo < hi) {
       const mid = (lo + hi) >> 1;
       if (cdf[mid]! < x) lo = mid + 1;
@@ -84,7 +85,10 @@ function zipfSampler(n: number, s: number, rand: () => number): () => number {
 
 async function slotLoadsOf(running: RunningWorker[]): Promise<number> {
   let n = 0;
-  for (const w of running) n += (await w.worker.metrics.adapterLoads.get()).values.filter((v) => v.labels.result === 'ok').reduce((a, v) => a + v.value, 0);
+  for (const w of running)
+    n += (await w.worker.metrics.adapterLoads.get()).values
+      .filter((v) => v.labels.result === 'ok')
+      .reduce((a, v) => a + v.value, 0);
   return n;
 }
 
@@ -93,20 +97,30 @@ async function slotLoadsOf(running: RunningWorker[]): Promise<number> {
  * coldPenalty, otherwise requests in flight decide, with no margin for the rendezvous order.
  */
 class ResidentRouter extends Router {
-  constructor(private readonly workers: WorkerRegistry, opts: RouterOptions) {
+  constructor(
+    private readonly workers: WorkerRegistry,
+    opts: RouterOptions,
+  ) {
     super(workers, opts);
   }
 
   override order(baseModel: string, adapterId: string | undefined) {
     if (adapterId === undefined) return super.order(baseModel, adapterId);
     const healthy = this.workers.healthy(baseModel).map((w) => ({ ...w, slotAdapters: w.residentAdapters }));
-    return preferResident(pickWorkers(healthy, adapterId), adapterId, { inFlight: (id) => this.inFlightTo(id), slotLoadPenalty: 0, spillMargin: 0 });
+    return preferResident(pickWorkers(healthy, adapterId), adapterId, {
+      inFlight: (id) => this.inFlightTo(id),
+      slotLoadPenalty: 0,
+      spillMargin: 0,
+    });
   }
 }
 
 export async function runAffinitySoak(opts: SoakOptions): Promise<SoakResult> {
-  const nWorkers = opts.workers ?? 2, nAdapters = opts.adapters ?? 50, total = opts.requests ?? 400;
-  const concurrency = opts.concurrency ?? 8, every = opts.heartbeatEvery ?? 10;
+  const nWorkers = opts.workers ?? 2,
+    nAdapters = opts.adapters ?? 50,
+    total = opts.requests ?? 400;
+  const concurrency = opts.concurrency ?? 8,
+    every = opts.heartbeatEvery ?? 10;
   const tmp = mkdtempSync(join(tmpdir(), 'lp-affinity-'));
   const db = await openPgliteTestDb();
   const running: RunningWorker[] = [];
@@ -115,12 +129,32 @@ export async function runAffinitySoak(opts: SoakOptions): Promise<SoakResult> {
   try {
     const targets = adapterFleet(tmp, nAdapters);
     for (let i = 0; i < nWorkers; i++) {
-      running.push(await startWorker({ model: MODEL_DIR, servedModelName: BASE_MODEL, workerSecret: WORKER_SECRET, adapterCacheDir: join(tmp, `cache${i}`), backend: 'cpu', threads: 1, maxAdapters: opts.slots ?? 8, port: 0 }));
+      running.push(
+        await startWorker({
+          model: MODEL_DIR,
+          servedModelName: BASE_MODEL,
+          workerSecret: WORKER_SECRET,
+          adapterCacheDir: join(tmp, `cache${i}`),
+          backend: 'cpu',
+          threads: 1,
+          maxAdapters: opts.slots ?? 8,
+          port: 0,
+        }),
+      );
     }
-    const beats = running.map((r, i) => new Heartbeat(r.worker, {
-      apiUrl: 'http://unused.invalid', advertiseUrl: `http://127.0.0.1:${r.port}`, workerId: `wk_${i}`, intervalS: 2, secret: WORKER_SECRET,
-      modelConfig: MODEL_CONFIG, maxLoraRank: r.worker.engine.options.maxLoraRank, hostAdapters: 64,
-    }));
+    const beats = running.map(
+      (r, i) =>
+        new Heartbeat(r.worker, {
+          apiUrl: 'http://unused.invalid',
+          advertiseUrl: `http://127.0.0.1:${r.port}`,
+          workerId: `wk_${i}`,
+          intervalS: 2,
+          secret: WORKER_SECRET,
+          modelConfig: MODEL_CONFIG,
+          maxLoraRank: r.worker.engine.options.maxLoraRank,
+          hostAdapters: 64,
+        }),
+    );
     const pushHeartbeats = async (): Promise<void> => {
       for (const hb of beats) {
         await registry.heartbeat(hb.body(false));
@@ -131,14 +165,22 @@ export async function runAffinitySoak(opts: SoakOptions): Promise<SoakResult> {
         for (const t of targets) {
           const body = JSON.stringify({ model: t.id, prompt: 'hi', max_tokens: 1 });
           const res = await fetch(`http://127.0.0.1:${w.port}/v1/completions`, {
-            method: 'POST', body,
-            headers: { 'content-type': 'application/json', [DESCRIPTOR_HEADER]: signDescriptor(t, WORKER_SECRET, Math.floor(Date.now() / 1000) + 300), [SIGNATURE_HEADER]: signRequest(WORKER_SECRET, 'POST', '/v1/completions', body) },
+            method: 'POST',
+            body,
+            headers: {
+              'content-type': 'application/json',
+              [DESCRIPTOR_HEADER]: signDescriptor(t, WORKER_SECRET, Math.floor(Date.now() / 1000) + 300),
+              [SIGNATURE_HEADER]: signRequest(WORKER_SECRET, 'POST', '/v1/completions', body),
+            },
           });
           if (res.status !== 200) throw new Error(`warm-up request failed: ${res.status} ${await res.text()}`);
         }
       }
     }
-    router = opts.mode === 'host-as-slot' ? new ResidentRouter(registry, { secret: WORKER_SECRET }) : new Router(registry, { secret: WORKER_SECRET });
+    router =
+      opts.mode === 'host-as-slot'
+        ? new ResidentRouter(registry, { secret: WORKER_SECRET })
+        : new Router(registry, { secret: WORKER_SECRET });
     const r = router;
     const next = zipfSampler(nAdapters, opts.zipfS ?? 1.1, mulberry32(opts.seed ?? 11));
     const servedBy = new Map<string, Set<string>>();
@@ -153,7 +195,10 @@ export async function runAffinitySoak(opts: SoakOptions): Promise<SoakResult> {
           const adapter = targets[next()]!;
           let workerId: string | undefined;
           const res = await r.forward({
-            path: '/v1/completions', body: { model: 'x', prompt: 'hi', max_tokens: 2, temperature: 0 }, adapter, baseModel: BASE_MODEL,
+            path: '/v1/completions',
+            body: { model: 'x', prompt: 'hi', max_tokens: 2, temperature: 0 },
+            adapter,
+            baseModel: BASE_MODEL,
             onUsage: (u) => (workerId = u.workerId),
           });
           const text = await res.text();
@@ -175,7 +220,10 @@ export async function runAffinitySoak(opts: SoakOptions): Promise<SoakResult> {
     const slotLoads = (await slotLoadsOf(running)) - loadsBefore;
     const spread = [...servedBy.values()].map((s) => s.size);
     return {
-      mode: opts.mode, requests: total, slotLoads, loadsPerRequest: slotLoads / total,
+      mode: opts.mode,
+      requests: total,
+      slotLoads,
+      loadsPerRequest: slotLoads / total,
       workersPerAdapter: spread.reduce((a, b) => a + b, 0) / spread.length,
       perWorker: beats.map((_, i) => perWorker.get(`wk_${i}`) ?? 0),
       cpuS: ((c) => (c.user + c.system) / 1e6)(process.cpuUsage(cpu0)),

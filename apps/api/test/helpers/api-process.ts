@@ -15,14 +15,27 @@ export interface ApiProcess {
 }
 
 /** Spawns `loraplex-api <args>` and resolves once `readyLine` matched its stdout (the URL is its first capture). */
-export async function spawnApi(args: string[], env: Record<string, string>, readyLine: RegExp, timeoutMs = 60_000): Promise<ApiProcess> {
-  const child = spawn(process.execPath, [API_CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+export async function spawnApi(
+  args: string[],
+  env: Record<string, string>,
+  readyLine: RegExp,
+  timeoutMs = 60_000,
+): Promise<ApiProcess> {
+  const child = spawn(process.execPath, [API_CLI, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => child.once('exit', (code, signal) => res({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) =>
+    child.once('exit', (code, signal) => res({ code, signal })),
+  );
   const url = await new Promise<string>((res, rej) => {
-    const timer = setTimeout(() => rej(new Error(`loraplex-api ${args[0]} did not start in ${timeoutMs} ms:\n${out}`)), timeoutMs);
+    const timer = setTimeout(
+      () => rej(new Error(`loraplex-api ${args[0]} did not start in ${timeoutMs} ms:\n${out}`)),
+      timeoutMs,
+    );
     const check = (): void => {
       const m = readyLine.exec(out);
       if (m) {

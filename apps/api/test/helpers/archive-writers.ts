@@ -2,7 +2,12 @@
 // devices, bombs, duplicates) can be crafted byte by byte.
 import * as zlib from 'node:zlib';
 
-export interface TarEntry { name: string; data?: Uint8Array; type?: '0' | '1' | '2' | '3' | '5' | '6' | 'x'; linkname?: string }
+export interface TarEntry {
+  name: string;
+  data?: Uint8Array;
+  type?: '0' | '1' | '2' | '3' | '5' | '6' | 'x';
+  linkname?: string;
+}
 
 function tarHeader(e: TarEntry, size: number): Buffer {
   const h = Buffer.alloc(512);
@@ -41,7 +46,13 @@ export function paxPath(path: string): TarEntry {
   return { name: 'PaxHeader', type: 'x', data: Buffer.from(rec(len)) };
 }
 
-export interface ZipEntry { name: string; data?: Uint8Array; deflate?: boolean; unixMode?: number; declaredSize?: number }
+export interface ZipEntry {
+  name: string;
+  data?: Uint8Array;
+  deflate?: boolean;
+  unixMode?: number;
+  declaredSize?: number;
+}
 
 export function zip(entries: ZipEntry[]): Buffer {
   const locals: Buffer[] = [];

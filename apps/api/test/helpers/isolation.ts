@@ -38,33 +38,94 @@ export function probesFor(ref: string, baseModel: string): Probe[] {
   return [
     { label: 'GET adapter', method: 'GET', path: `/v1/adapters/${enc(ref)}` },
     { label: 'DELETE adapter', method: 'DELETE', path: `/v1/adapters/${enc(ref)}` },
-    { label: 'completions', method: 'POST', path: '/v1/completions', json: { model: ref, prompt, max_tokens: 2, temperature: 0 } },
-    { label: 'completions stream', method: 'POST', path: '/v1/completions', json: { model: ref, prompt, max_tokens: 2, stream: true } },
-    { label: 'chat', method: 'POST', path: '/v1/chat/completions', json: { model: ref, messages: [{ role: 'user', content: prompt }], max_tokens: 2 } },
-    { label: 'chat stream', method: 'POST', path: '/v1/chat/completions', json: { model: ref, messages: [{ role: 'user', content: prompt }], max_tokens: 2, stream: true } },
-    { label: 'generate', method: 'POST', path: '/generate', json: { inputs: prompt, parameters: { adapter_id: ref, max_new_tokens: 2 } } },
-    { label: 'generate_stream', method: 'POST', path: '/generate_stream', json: { inputs: prompt, parameters: { adapter_id: ref, max_new_tokens: 2 } } },
+    {
+      label: 'completions',
+      method: 'POST',
+      path: '/v1/completions',
+      json: { model: ref, prompt, max_tokens: 2, temperature: 0 },
+    },
+    {
+      label: 'completions stream',
+      method: 'POST',
+      path: '/v1/completions',
+      json: { model: ref, prompt, max_tokens: 2, stream: true },
+    },
+    {
+      label: 'chat',
+      method: 'POST',
+      path: '/v1/chat/completions',
+      json: { model: ref, messages: [{ role: 'user', content: prompt }], max_tokens: 2 },
+    },
+    {
+      label: 'chat stream',
+      method: 'POST',
+      path: '/v1/chat/completions',
+      json: { model: ref, messages: [{ role: 'user', content: prompt }], max_tokens: 2, stream: true },
+    },
+    {
+      label: 'generate',
+      method: 'POST',
+      path: '/generate',
+      json: { inputs: prompt, parameters: { adapter_id: ref, max_new_tokens: 2 } },
+    },
+    {
+      label: 'generate_stream',
+      method: 'POST',
+      path: '/generate_stream',
+      json: { inputs: prompt, parameters: { adapter_id: ref, max_new_tokens: 2 } },
+    },
     // The adapter named where the other API family names it: a worker must never see it unresolved.
-    { label: 'generate with model field', method: 'POST', path: '/generate', json: { inputs: prompt, model: ref, parameters: { max_new_tokens: 2 } } },
-    { label: 'generate_stream with model field', method: 'POST', path: '/generate_stream', json: { inputs: prompt, model: ref, parameters: { max_new_tokens: 2 } } },
-    { label: 'completions with adapter_id', method: 'POST', path: '/v1/completions', json: { model: baseModel, prompt, max_tokens: 2, parameters: { adapter_id: ref } } },
+    {
+      label: 'generate with model field',
+      method: 'POST',
+      path: '/generate',
+      json: { inputs: prompt, model: ref, parameters: { max_new_tokens: 2 } },
+    },
+    {
+      label: 'generate_stream with model field',
+      method: 'POST',
+      path: '/generate_stream',
+      json: { inputs: prompt, model: ref, parameters: { max_new_tokens: 2 } },
+    },
+    {
+      label: 'completions with adapter_id',
+      method: 'POST',
+      path: '/v1/completions',
+      json: { model: baseModel, prompt, max_tokens: 2, parameters: { adapter_id: ref } },
+    },
     { label: 'usage filtered by adapter', method: 'GET', path: `/v1/usage?group_by=adapter&adapter=${enc(ref)}` },
     { label: 'list keys of tenant', method: 'GET', path: `/v1/keys?tenant_id=${enc(ref)}` },
     { label: 'create key for tenant', method: 'POST', path: '/v1/keys', json: { tenant_id: ref } },
     { label: 'revoke key', method: 'DELETE', path: `/v1/keys/${enc(ref)}` },
-    { label: 'complete upload', method: 'POST', path: `/v1/adapters/uploads/${enc(ref)}/complete`, json: { files: [{ name: 'adapter_config.json', parts: [{ part_number: 1, etag: 'x' }] }] } },
+    {
+      label: 'complete upload',
+      method: 'POST',
+      path: `/v1/adapters/uploads/${enc(ref)}/complete`,
+      json: { files: [{ name: 'adapter_config.json', parts: [{ part_number: 1, etag: 'x' }] }] },
+    },
     { label: 'abort upload', method: 'DELETE', path: `/v1/adapters/uploads/${enc(ref)}` },
     // The embedded store's part target, with the identifier where its signed token goes.
     { label: 'PUT upload part', method: 'PUT', path: `/v1/uploads/parts/${enc(ref)}` },
   ];
 }
 
-const VOLATILE_HEADERS = new Set(['date', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'x-request-id']);
+const VOLATILE_HEADERS = new Set([
+  'date',
+  'content-length',
+  'transfer-encoding',
+  'connection',
+  'keep-alive',
+  'x-request-id',
+]);
 
 export async function send(baseUrl: string, key: string, p: Probe): Promise<Answer> {
   const headers: Record<string, string> = { authorization: `Bearer ${key}` };
   if (p.json !== undefined) headers['content-type'] = 'application/json';
-  const res = await fetch(baseUrl + p.path, { method: p.method, headers, ...(p.json !== undefined ? { body: JSON.stringify(p.json) } : {}) });
+  const res = await fetch(baseUrl + p.path, {
+    method: p.method,
+    headers,
+    ...(p.json !== undefined ? { body: JSON.stringify(p.json) } : {}),
+  });
   const text = await res.text();
   const kept: Record<string, string> = {};
   res.headers.forEach((v, k) => {
@@ -75,9 +136,16 @@ export async function send(baseUrl: string, key: string, p: Probe): Promise<Answ
 
 /** The answer with `ref` (as sent, URL-encoded, JSON-escaped) replaced by a placeholder. */
 export function normalise(a: Answer, ref: string): Answer {
-  const forms = [...new Set([ref, encodeURIComponent(ref), JSON.stringify(ref).slice(1, -1)])].sort((x, y) => y.length - x.length);
+  const forms = [...new Set([ref, encodeURIComponent(ref), JSON.stringify(ref).slice(1, -1)])].sort(
+    (x, y) => y.length - x.length,
+  );
   const strip = (s: string): string => forms.reduce((acc, f) => acc.split(f).join('<REF>'), s);
-  return { status: a.status, contentType: a.contentType, text: strip(a.text), headers: Object.fromEntries(Object.entries(a.headers).map(([k, v]) => [k, strip(v)])) };
+  return {
+    status: a.status,
+    contentType: a.contentType,
+    text: strip(a.text),
+    headers: Object.fromEntries(Object.entries(a.headers).map(([k, v]) => [k, strip(v)])),
+  };
 }
 
 /** Which of `secrets` occur in the answer's body or headers. */

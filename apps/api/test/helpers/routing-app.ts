@@ -15,11 +15,19 @@ export const FIXTURE_ADAPTERS = { lora_all_r8: 8, lora_qv_r4: 4, lora_qkvo_r16_r
 /** The fixture adapter as the API would describe it: an ad_ id, its directory, every file's size and sha256. */
 export function adapterTarget(name: keyof typeof FIXTURE_ADAPTERS): AdapterTarget {
   const dir = join(ADAPTER_DIR, name);
-  const files = readdirSync(dir).sort().map((f) => {
-    const bytes = readFileSync(join(dir, f));
-    return { name: f, size: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') };
-  });
-  return { id: adapterId(name), baseModel: BASE_MODEL, rank: FIXTURE_ADAPTERS[name], storage: { kind: 'dir', path: dir }, files };
+  const files = readdirSync(dir)
+    .sort()
+    .map((f) => {
+      const bytes = readFileSync(join(dir, f));
+      return { name: f, size: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') };
+    });
+  return {
+    id: adapterId(name),
+    baseModel: BASE_MODEL,
+    rank: FIXTURE_ADAPTERS[name],
+    storage: { kind: 'dir', path: dir },
+    files,
+  };
 }
 
 /** A stable adapter id for a fixture adapter name. */
@@ -28,8 +36,12 @@ export function adapterId(name: string): string {
 }
 
 function adapterOf(path: string, body: Record<string, unknown>): AdapterTarget | undefined {
-  const name = path.startsWith('/v1/') ? body.model : (body.parameters as { adapter_id?: unknown } | undefined)?.adapter_id;
-  return typeof name === 'string' && name in FIXTURE_ADAPTERS ? adapterTarget(name as keyof typeof FIXTURE_ADAPTERS) : undefined;
+  const name = path.startsWith('/v1/')
+    ? body.model
+    : (body.parameters as { adapter_id?: unknown } | undefined)?.adapter_id;
+  return typeof name === 'string' && name in FIXTURE_ADAPTERS
+    ? adapterTarget(name as keyof typeof FIXTURE_ADAPTERS)
+    : undefined;
 }
 
 export interface RoutingServer {
@@ -45,24 +57,36 @@ export async function serveRouter(router: Router): Promise<RoutingServer> {
     const body = (await c.req.json()) as Record<string, unknown>;
     const adapter = adapterOf(c.req.path, body);
     return router.forward({
-      path: c.req.path, body, baseModel: BASE_MODEL, signal: c.req.raw.signal, ...(adapter ? { adapter } : {}),
+      path: c.req.path,
+      body,
+      baseModel: BASE_MODEL,
+      signal: c.req.raw.signal,
+      ...(adapter ? { adapter } : {}),
       onUsage: (u) => usage.push({ ...u, path: c.req.path, adapter: adapter?.id ?? null }),
     });
   };
-  for (const p of ['/v1/completions', '/v1/chat/completions', '/generate', '/generate_stream', '/']) app.post(p, forward);
+  for (const p of ['/v1/completions', '/v1/chat/completions', '/generate', '/generate_stream', '/'])
+    app.post(p, forward);
   const server: ServerType = await new Promise((res) => {
     const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => res(s));
   });
   const port = (server.address() as { port: number }).port;
   return {
-    url: `http://127.0.0.1:${port}`, usage,
-    close: () => new Promise<void>((res) => {
-      (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
-      server.close(() => res());
-    }),
+    url: `http://127.0.0.1:${port}`,
+    usage,
+    close: () =>
+      new Promise<void>((res) => {
+        (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
+        server.close(() => res());
+      }),
   };
 }
 
 export async function post(url: string, body: unknown, init: RequestInit = {}): Promise<Response> {
-  return fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), ...init });
+  return fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+    ...init,
+  });
 }

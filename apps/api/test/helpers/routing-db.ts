@@ -29,7 +29,10 @@ export function migrationsDir(): string {
   const out = join(tmpdir(), `loraplex-routing-migrations-${hash}`);
   if (existsSync(join(out, 'meta', '_journal.json'))) return out;
   const kit = join(API_DIR, 'node_modules', '.bin', 'drizzle-kit');
-  const r = spawnSync(kit, ['generate', '--dialect', 'postgresql', '--schema', schemaFile, '--out', out], { cwd: API_DIR, encoding: 'utf8' });
+  const r = spawnSync(kit, ['generate', '--dialect', 'postgresql', '--schema', schemaFile, '--out', out], {
+    cwd: API_DIR,
+    encoding: 'utf8',
+  });
   if (r.status !== 0) throw new Error(`drizzle-kit generate failed:\n${r.stdout}${r.stderr}`);
   return out;
 }
@@ -64,7 +67,10 @@ export async function openPgTestDb(opts: { port?: number; poolMax?: number } = {
   pool.on('error', () => undefined);
   const db = drizzlePg(pool, { schema });
   return {
-    db, name, pool, url,
+    db,
+    name,
+    pool,
+    url,
     async close() {
       await pool.end().catch(() => undefined);
       const a = new pg.Client({ connectionString: adminUrl });

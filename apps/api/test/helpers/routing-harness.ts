@@ -24,7 +24,10 @@ export async function startRoutingHarness(opts: Omit<RouterOptions, 'secret'> = 
   const router = new Router(registry, { secret: WORKER_SECRET, ...opts });
   const api = await serveRouter(router);
   const h: RoutingHarness = {
-    registry, router, api, running: [],
+    registry,
+    router,
+    api,
+    running: [],
     async twoWorkers(tag, adapter) {
       h.running = await Promise.all([startWorker(`wk_${tag}_1`), startWorker(`wk_${tag}_2`)]);
       for (const w of h.running) await registry.heartbeat(heartbeatFor(w.id, w.url));

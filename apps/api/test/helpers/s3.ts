@@ -12,7 +12,13 @@ export interface TestS3 {
 
 export async function startS3(bucket = 'loraplex'): Promise<TestS3> {
   const dir = await mkdtemp(join(tmpdir(), 'lpx-s3rver-'));
-  const server = new S3rver({ address: '127.0.0.1', port: 0, directory: dir, silent: true, configureBuckets: [{ name: bucket }] });
+  const server = new S3rver({
+    address: '127.0.0.1',
+    port: 0,
+    directory: dir,
+    silent: true,
+    configureBuckets: [{ name: bucket }],
+  });
   const addr = await server.run();
   // s3rver accepts its well-known credentials; the SDK reads them from the environment, as in production.
   process.env.AWS_ACCESS_KEY_ID = 'S3RVER';

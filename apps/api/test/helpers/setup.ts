@@ -33,7 +33,13 @@ export async function openTestDb(backend: Backend): Promise<TestDb> {
   if (backend === 'pglite') {
     const dir = await mkdtemp(join(tmpdir(), 'lpx-pglite-'));
     const o = await openDatabase({ dataDir: dir });
-    return { db: o.db, close: async () => { await o.close(); await rm(dir, { recursive: true, force: true }); } };
+    return {
+      db: o.db,
+      close: async () => {
+        await o.close();
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
   }
   const name = `lpx_test_${randomBytes(6).toString('hex')}`;
   const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
@@ -75,7 +81,8 @@ export class RecordingRouting implements RoutingPorts {
 
   registry = {
     heartbeat: async (body: unknown): Promise<unknown> => {
-      if (typeof body !== 'object' || body === null) throw Object.assign(new Error('invalid heartbeat'), { status: 400 });
+      if (typeof body !== 'object' || body === null)
+        throw Object.assign(new Error('invalid heartbeat'), { status: 400 });
       this.heartbeats.push(body);
       return { persisted: true };
     },
@@ -135,7 +142,11 @@ export function makeTestApp(db: Db, store: ObjectStore, over: Partial<ApiConfig>
 
 export async function tempDirStore(): Promise<{ store: DirStore; dir: string; cleanup(): Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), 'lpx-store-'));
-  return { store: new DirStore(dir, 'test-part-secret'), dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
+  return {
+    store: new DirStore(dir, 'test-part-secret'),
+    dir,
+    cleanup: () => rm(dir, { recursive: true, force: true }),
+  };
 }
 
 /** A request through app.request with a key and a JSON body. */
@@ -164,10 +175,17 @@ export async function call(
 }
 
 /** A tenant with one key of the given scopes, created through the API as the platform admin. */
-export async function tenantWithKey(app: TestApp['app'], name: string, scopes?: string[]): Promise<{ tenantId: string; key: string; keyId: string }> {
+export async function tenantWithKey(
+  app: TestApp['app'],
+  name: string,
+  scopes?: string[],
+): Promise<{ tenantId: string; key: string; keyId: string }> {
   const t = await call(app, 'POST', '/v1/tenants', { key: ADMIN_KEY, json: { name } });
   if (t.status !== 201) throw new Error(`create tenant: ${t.status} ${JSON.stringify(t.body)}`);
-  const k = await call(app, 'POST', '/v1/keys', { key: ADMIN_KEY, json: { tenant_id: t.body.id, ...(scopes ? { scopes } : {}) } });
+  const k = await call(app, 'POST', '/v1/keys', {
+    key: ADMIN_KEY,
+    json: { tenant_id: t.body.id, ...(scopes ? { scopes } : {}) },
+  });
   if (k.status !== 201) throw new Error(`create key: ${k.status} ${JSON.stringify(k.body)}`);
   return { tenantId: t.body.id, key: k.body.key, keyId: k.body.id };
 }

@@ -87,7 +87,8 @@ export class AdapterManager implements AdapterGate {
   /** Throws the 429 when a request for `name` would need host memory that every in-use adapter holds. */
   checkCapacity(name: string): void {
     const state = this.entries.get(name)?.state;
-    if (state !== 'resident' && state !== 'pending' && state !== 'loading' && !this.tiers.hasRoomFor(name)) throw this.tiers.tooManyAdapters();
+    if (state !== 'resident' && state !== 'pending' && state !== 'loading' && !this.tiers.hasRoomFor(name))
+      throw this.tiers.tooManyAdapters();
   }
 
   get slots(): number {
@@ -96,7 +97,9 @@ export class AdapterManager implements AdapterGate {
 
   /** The adapter's descriptor, or undefined when no source knows it (a 404). */
   async lookup(name: string): Promise<AdapterLocation | undefined> {
-    const d = (await this.tiers.source.lookup(name)) ?? (this.entries.get(name)?.state === 'resident' ? this.descriptors.get(name) : undefined);
+    const d =
+      (await this.tiers.source.lookup(name)) ??
+      (this.entries.get(name)?.state === 'resident' ? this.descriptors.get(name) : undefined);
     if (d) this.descriptors.set(name, d);
     return d;
   }
@@ -104,7 +107,8 @@ export class AdapterManager implements AdapterGate {
   /** Every known adapter: the source's plus any still resident. */
   async list(): Promise<AdapterLocation[]> {
     const all = new Map((await this.tiers.source.list()).map((d) => [d.name, d]));
-    for (const [n, e] of this.entries) if (e.state === 'resident' && !all.has(n) && this.descriptors.has(n)) all.set(n, this.descriptors.get(n)!);
+    for (const [n, e] of this.entries)
+      if (e.state === 'resident' && !all.has(n) && this.descriptors.has(n)) all.set(n, this.descriptors.get(n)!);
     for (const d of all.values()) this.descriptors.set(d.name, d);
     return [...all.values()];
   }
@@ -191,7 +195,17 @@ export class AdapterManager implements AdapterGate {
   private entry(name: string): Entry {
     let e = this.entries.get(name);
     if (!e) {
-      e = { name, state: 'cold', slot: -1, pins: 0, lastUsed: 0, loadedAt: 0, admittedSinceLoad: 0, draining: false, needsRoom: false };
+      e = {
+        name,
+        state: 'cold',
+        slot: -1,
+        pins: 0,
+        lastUsed: 0,
+        loadedAt: 0,
+        admittedSinceLoad: 0,
+        draining: false,
+        needsRoom: false,
+      };
       this.entries.set(name, e);
     }
     return e;
@@ -199,7 +213,8 @@ export class AdapterManager implements AdapterGate {
 
   private occupied(): number {
     let n = 0;
-    for (const e of this.entries.values()) if (e.state === 'loading' || e.state === 'resident' || e.state === 'evicting') n++;
+    for (const e of this.entries.values())
+      if (e.state === 'loading' || e.state === 'resident' || e.state === 'evicting') n++;
     return n;
   }
 
@@ -237,7 +252,15 @@ export class AdapterManager implements AdapterGate {
       }
       if (this.slots === 0 || (e.needsRoom && this.occupied() === 0)) {
         this.pending.shift();
-        this.settleFailure(e, new EngineError('ADAPTER_POOL_FULL', this.slots === 0 ? 'the worker has no adapter slots (--max-adapters 0)' : `adapter ${e.name} does not fit in the empty LoRA pool`));
+        this.settleFailure(
+          e,
+          new EngineError(
+            'ADAPTER_POOL_FULL',
+            this.slots === 0
+              ? 'the worker has no adapter slots (--max-adapters 0)'
+              : `adapter ${e.name} does not fit in the empty LoRA pool`,
+          ),
+        );
         continue;
       }
       this.requestDrain();
@@ -274,7 +297,9 @@ export class AdapterManager implements AdapterGate {
     const draining = resident.filter((e) => e.draining).length;
     if (draining >= this.pending.length) return;
     const candidates = resident.filter((e) => !e.draining && e.admittedSinceLoad > 0);
-    const pick = candidates.sort((a, b) => Number(this.demand(a.name) > 0) - Number(this.demand(b.name) > 0) || a.loadedAt - b.loadedAt)[0];
+    const pick = candidates.sort(
+      (a, b) => Number(this.demand(a.name) > 0) - Number(this.demand(b.name) > 0) || a.loadedAt - b.loadedAt,
+    )[0];
     if (!pick) return;
     pick.draining = true;
     this.hooks.changed?.();
@@ -335,7 +360,10 @@ export class AdapterManager implements AdapterGate {
     e.needsRoom = false;
     const msg = err instanceof Error ? err.message : String(err);
     const code = err instanceof EngineError ? ` (${err.code})` : '';
-    const failure = err instanceof SequenceError ? err : new SequenceError(424, 'adapter_load_error', `adapter ${e.name} failed to load${code}: ${msg}`);
+    const failure =
+      err instanceof SequenceError
+        ? err
+        : new SequenceError(424, 'adapter_load_error', `adapter ${e.name} failed to load${code}: ${msg}`);
     this.hooks.loadFailed?.(e.name, failure);
     const load = e.load;
     e.load = undefined;

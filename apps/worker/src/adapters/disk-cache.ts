@@ -12,14 +12,22 @@ import { join } from 'node:path';
 import { Lru } from '@loraplex/common';
 import type { AdapterLocation } from './source.js';
 
-export interface ManifestFile { name: string; size: number; sha256: string }
+export interface ManifestFile {
+  name: string;
+  size: number;
+  sha256: string;
+}
 
-interface Entry { dir: string; bytes: number }
+interface Entry {
+  dir: string;
+  bytes: number;
+}
 
 const MANIFEST = '.manifest.json';
 
 async function hashFile(path: string): Promise<{ sha256: string; md5: string; size: number }> {
-  const sha = createHash('sha256'), md5 = createHash('md5');
+  const sha = createHash('sha256'),
+    md5 = createHash('md5');
   let size = 0;
   for await (const chunk of createReadStream(path)) {
     sha.update(chunk as Buffer);
@@ -38,8 +46,15 @@ export class DiskCache {
   private ready: Promise<void> | undefined;
   private adopting = false;
 
-  constructor(readonly root: string, readonly maxBytes: number) {
-    this.entries = new Lru({ maxWeight: maxBytes, weigh: (e) => e.bytes, canEvict: (_, e) => !this.adopting && !this.busy.has(e.dir) });
+  constructor(
+    readonly root: string,
+    readonly maxBytes: number,
+  ) {
+    this.entries = new Lru({
+      maxWeight: maxBytes,
+      weigh: (e) => e.bytes,
+      canEvict: (_, e) => !this.adopting && !this.busy.has(e.dir),
+    });
   }
 
   get bytes(): number {
@@ -76,7 +91,8 @@ export class DiskCache {
 
   private static key(d: AdapterLocation): string {
     const h = createHash('sha256');
-    for (const f of [...d.remote!.files].sort((a, b) => a.name.localeCompare(b.name))) h.update(`${f.name}\0${f.size}\0${f.md5 ?? ''}\0${f.sha256 ?? ''}\n`);
+    for (const f of [...d.remote!.files].sort((a, b) => a.name.localeCompare(b.name)))
+      h.update(`${f.name}\0${f.size}\0${f.md5 ?? ''}\0${f.sha256 ?? ''}\n`);
     return `${d.name}--${h.digest('hex').slice(0, 16)}`;
   }
 
@@ -126,16 +142,20 @@ export class DiskCache {
         const path = join(tmp, f.name);
         await d.remote!.fetch(f, path);
         const got = await hashFile(path);
-        if (got.size !== f.size) throw new Error(`${d.path}/${f.name}: downloaded ${got.size} bytes, the source lists ${f.size}`);
-        if (f.md5 && got.md5 !== f.md5) throw new Error(`${d.path}/${f.name}: checksum mismatch (md5 ${got.md5}, the source lists ${f.md5})`);
-        if (f.sha256 && got.sha256 !== f.sha256) throw new Error(`${d.path}/${f.name}: checksum mismatch (sha256 ${got.sha256}, expected ${f.sha256})`);
+        if (got.size !== f.size)
+          throw new Error(`${d.path}/${f.name}: downloaded ${got.size} bytes, the source lists ${f.size}`);
+        if (f.md5 && got.md5 !== f.md5)
+          throw new Error(`${d.path}/${f.name}: checksum mismatch (md5 ${got.md5}, the source lists ${f.md5})`);
+        if (f.sha256 && got.sha256 !== f.sha256)
+          throw new Error(`${d.path}/${f.name}: checksum mismatch (sha256 ${got.sha256}, expected ${f.sha256})`);
         manifest.push({ name: f.name, size: got.size, sha256: got.sha256 });
       }
       await writeFile(join(tmp, MANIFEST), JSON.stringify(manifest));
       await rm(dir, { recursive: true, force: true });
       await rename(tmp, dir);
       // Least recently used entries go until the cache fits (never this one or one being read).
-      for (const gone of this.entries.set(key, { dir, bytes: manifest.reduce((s, f) => s + f.size, 0) })) await rm(gone.value.dir, { recursive: true, force: true });
+      for (const gone of this.entries.set(key, { dir, bytes: manifest.reduce((s, f) => s + f.size, 0) }))
+        await rm(gone.value.dir, { recursive: true, force: true });
       return dir;
     } catch (e) {
       await rm(tmp, { recursive: true, force: true });
@@ -145,6 +165,9 @@ export class DiskCache {
 
   /** For tests and metrics: is a directory present on disk. */
   static async exists(dir: string): Promise<boolean> {
-    return stat(dir).then(() => true, () => false);
+    return stat(dir).then(
+      () => true,
+      () => false,
+    );
   }
 }

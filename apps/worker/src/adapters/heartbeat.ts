@@ -23,7 +23,10 @@ export class Heartbeat {
   /** Heartbeats the API accepted (tests and logs). */
   sent = 0;
 
-  constructor(private readonly ctx: WorkerContext, private readonly opts: HeartbeatOptions) {}
+  constructor(
+    private readonly ctx: WorkerContext,
+    private readonly opts: HeartbeatOptions,
+  ) {}
 
   /** The body, typed by the API's schema (@loraplex/protocol); `url` is empty only before start(). */
   body(draining: boolean): HeartbeatBody {
@@ -36,8 +39,17 @@ export class Heartbeat {
       base_model: this.ctx.modelId,
       model_config: this.opts.modelConfig,
       max_lora_rank: this.opts.maxLoraRank,
-      capacity: { adapter_slots: engine.options.maxAdapters, host_adapters: this.opts.hostAdapters, kv_blocks: engine.kvUsage().totalBlocks, max_batch_tokens: engine.options.maxBatchTokens },
-      load: { running: scheduler.runningCount, waiting: scheduler.waitingCount, kv_free_blocks: engine.kvUsage().freeBlocks },
+      capacity: {
+        adapter_slots: engine.options.maxAdapters,
+        host_adapters: this.opts.hostAdapters,
+        kv_blocks: engine.kvUsage().totalBlocks,
+        max_batch_tokens: engine.options.maxBatchTokens,
+      },
+      load: {
+        running: scheduler.runningCount,
+        waiting: scheduler.waitingCount,
+        kv_free_blocks: engine.kvUsage().freeBlocks,
+      },
       // Routing affinity: adapters in engine slots serve at once; the host tier still costs a slot
       // load. The API prefers the former, then the latter (contract §2). resident_adapters (both)
       // is kept for APIs that predate the split.

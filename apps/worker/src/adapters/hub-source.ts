@@ -29,7 +29,11 @@ export class HubSource implements AdapterSource {
   private readonly byName = new Map<string, AdapterLocation>();
   private readonly resolving = new Map<string, Promise<string>>();
 
-  constructor(readonly endpoint: string, private readonly token: string | undefined, private readonly fetcher: HubFetch = fetch) {}
+  constructor(
+    readonly endpoint: string,
+    private readonly token: string | undefined,
+    private readonly fetcher: HubFetch = fetch,
+  ) {}
 
   /** Hub adapters are fetched on request only: none is listed. */
   list(): Promise<AdapterLocation[]> {
@@ -43,7 +47,9 @@ export class HubSource implements AdapterSource {
   /** Registers the repository's adapter (sizes from HEAD requests) and returns its adapter name; 404 when it has none. */
   resolve(repo: string): Promise<string> {
     if (!REPO.test(repo) || repo.includes('..')) {
-      return Promise.reject(notFound(`adapter_source "hub": \`${repo}\` is not a Hugging Face Hub repository id (org/name)`));
+      return Promise.reject(
+        notFound(`adapter_source "hub": \`${repo}\` is not a Hugging Face Hub repository id (org/name)`),
+      );
     }
     const name = hubAdapterName(repo);
     if (this.byName.has(name)) return Promise.resolve(name);
@@ -70,14 +76,24 @@ export class HubSource implements AdapterSource {
       try {
         res = await this.fetcher(this.url(repo, file), { method: 'HEAD', headers: this.headers(), redirect: 'follow' });
       } catch (e) {
-        throw new ApiError(424, 'adapter_load_error', `adapter_source "hub": ${repo} could not be reached: ${(e as Error).message}`);
+        throw new ApiError(
+          424,
+          'adapter_load_error',
+          `adapter_source "hub": ${repo} could not be reached: ${(e as Error).message}`,
+        );
       }
       if (res.status === 404 || res.status === 401 || res.status === 403) {
-        throw notFound(`adapter_source "hub": ${repo} has no ${file} on the Hub (or is private and HF_TOKEN cannot read it)`);
+        throw notFound(
+          `adapter_source "hub": ${repo} has no ${file} on the Hub (or is private and HF_TOKEN cannot read it)`,
+        );
       }
       const size = Number(res.headers.get('x-linked-size') ?? res.headers.get('content-length'));
       if (!res.ok || !Number.isSafeInteger(size) || size <= 0) {
-        throw new ApiError(424, 'adapter_load_error', `adapter_source "hub": ${repo}/${file} answered ${res.status} with no size`);
+        throw new ApiError(
+          424,
+          'adapter_load_error',
+          `adapter_source "hub": ${repo}/${file} answered ${res.status} with no size`,
+        );
       }
       files.push({ name: file, size });
     }
@@ -86,14 +102,21 @@ export class HubSource implements AdapterSource {
       if (!res.ok || !res.body) throw new Error(`${repo}/${f.name}: HTTP ${res.status}`);
       await pipeline(Readable.fromWeb(res.body as NodeReadableStream<Uint8Array>), createWriteStream(dest));
     };
-    this.byName.set(name, { name, path: `${this.endpoint.replace(/\/+$/, '')}/${repo}`, remote: { files, fetch: fetchFile } });
+    this.byName.set(name, {
+      name,
+      path: `${this.endpoint.replace(/\/+$/, '')}/${repo}`,
+      remote: { files, fetch: fetchFile },
+    });
     return name;
   }
 }
 
 /** The hub's adapters (by their names) before another source's. */
 export class WithHub implements AdapterSource {
-  constructor(readonly hub: HubSource, readonly inner: AdapterSource) {}
+  constructor(
+    readonly hub: HubSource,
+    readonly inner: AdapterSource,
+  ) {}
 
   list(): Promise<AdapterLocation[]> {
     return this.inner.list();

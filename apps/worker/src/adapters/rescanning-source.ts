@@ -11,7 +11,10 @@ export class RescanningSource implements AdapterSource {
   /** The last scan's error, if it failed (reported in logs once per change). */
   lastError: string | undefined;
 
-  constructor(private readonly inner: AdapterSource, private readonly refreshMs: number) {}
+  constructor(
+    private readonly inner: AdapterSource,
+    private readonly refreshMs: number,
+  ) {}
 
   /** First scan (awaited), then one every refreshMs. */
   async start(): Promise<void> {
@@ -37,7 +40,8 @@ export class RescanningSource implements AdapterSource {
         this.lastError = undefined;
       } catch (e) {
         const msg = e instanceof Error ? e.message : String(e);
-        if (msg !== this.lastError) console.error(`[worker] adapter source scan failed (keeping the previous listing): ${msg}`);
+        if (msg !== this.lastError)
+          console.error(`[worker] adapter source scan failed (keeping the previous listing): ${msg}`);
         this.lastError = msg;
       } finally {
         this.scanning = undefined;

@@ -5,7 +5,14 @@ import { createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { GetObjectCommand, ListObjectsV2Command, S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
-import { ADAPTER_FILES, chatTemplateOf, isValidAdapterName, type AdapterLocation, type AdapterSource, type RemoteFile } from './source.js';
+import {
+  ADAPTER_FILES,
+  chatTemplateOf,
+  isValidAdapterName,
+  type AdapterLocation,
+  type AdapterSource,
+  type RemoteFile,
+} from './source.js';
 
 export interface S3Settings {
   endpoint?: string;
@@ -17,7 +24,11 @@ export interface S3Settings {
 export function s3SettingsFromEnv(env: NodeJS.ProcessEnv = process.env): S3Settings {
   const endpoint = env.LORAPLEX_S3_ENDPOINT || undefined;
   const fps = env.LORAPLEX_S3_FORCE_PATH_STYLE;
-  return { ...(endpoint ? { endpoint } : {}), region: env.LORAPLEX_S3_REGION || 'us-east-1', forcePathStyle: fps === undefined ? endpoint !== undefined : fps === 'true' || fps === '1' };
+  return {
+    ...(endpoint ? { endpoint } : {}),
+    region: env.LORAPLEX_S3_REGION || 'us-east-1',
+    forcePathStyle: fps === undefined ? endpoint !== undefined : fps === 'true' || fps === '1',
+  };
 }
 
 export function makeS3Client(s: S3Settings): S3Client {
@@ -44,7 +55,10 @@ export class S3Source implements AdapterSource {
   readonly bucket: string;
   readonly prefix: string;
 
-  constructor(private readonly client: S3Client, url: string) {
+  constructor(
+    private readonly client: S3Client,
+    url: string,
+  ) {
     ({ bucket: this.bucket, prefix: this.prefix } = parseS3Url(url));
   }
 
@@ -52,12 +66,27 @@ export class S3Source implements AdapterSource {
     const byName = new Map<string, RemoteFile[]>();
     let token: string | undefined;
     do {
-      const page = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix, ...(token ? { ContinuationToken: token } : {}) }));
+      const page = await this.client.send(
+        new ListObjectsV2Command({
+          Bucket: this.bucket,
+          Prefix: this.prefix,
+          ...(token ? { ContinuationToken: token } : {}),
+        }),
+      );
       for (const o of page.Contents ?? []) {
         const parts = (o.Key ?? '').slice(this.prefix.length).split('/');
-        if (parts.length !== 2 || !isValidAdapterName(parts[0]!) || !(ADAPTER_FILES as readonly string[]).includes(parts[1]!)) continue;
+        if (
+          parts.length !== 2 ||
+          !isValidAdapterName(parts[0]!) ||
+          !(ADAPTER_FILES as readonly string[]).includes(parts[1]!)
+        )
+          continue;
         const etag = (o.ETag ?? '').replaceAll('"', '');
-        const file: RemoteFile = { name: parts[1]!, size: o.Size ?? 0, ...(/^[0-9a-f]{32}$/.test(etag) ? { md5: etag } : {}) };
+        const file: RemoteFile = {
+          name: parts[1]!,
+          size: o.Size ?? 0,
+          ...(/^[0-9a-f]{32}$/.test(etag) ? { md5: etag } : {}),
+        };
         byName.set(parts[0]!, [...(byName.get(parts[0]!) ?? []), file]);
       }
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
@@ -79,7 +108,9 @@ export class S3Source implements AdapterSource {
     const key = (f: string): string => `${this.prefix}${name}/${f}`;
     let chatTemplate: string | undefined;
     if (files.some((f) => f.name === 'tokenizer_config.json')) {
-      const obj = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key('tokenizer_config.json') }));
+      const obj = await this.client.send(
+        new GetObjectCommand({ Bucket: this.bucket, Key: key('tokenizer_config.json') }),
+      );
       chatTemplate = chatTemplateOf((await obj.Body?.transformToString('utf8')) ?? '');
     }
     return {

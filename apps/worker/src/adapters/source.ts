@@ -63,7 +63,8 @@ export function chatTemplateOf(text: string): string | undefined {
     return undefined;
   }
   let t = (cfg as { chat_template?: unknown } | null)?.chat_template;
-  if (Array.isArray(t)) t = (t as Array<{ name?: unknown; template?: unknown }>).find((x) => x?.name === 'default')?.template;
+  if (Array.isArray(t))
+    t = (t as Array<{ name?: unknown; template?: unknown }>).find((x) => x?.name === 'default')?.template;
   return typeof t === 'string' ? t : undefined;
 }
 
@@ -85,7 +86,9 @@ export class LocalDirSource implements AdapterSource {
   async list(): Promise<AdapterLocation[]> {
     let names: string[];
     try {
-      names = (await readdir(this.dir, { withFileTypes: true })).filter((d) => d.isDirectory() || d.isSymbolicLink()).map((d) => d.name);
+      names = (await readdir(this.dir, { withFileTypes: true }))
+        .filter((d) => d.isDirectory() || d.isSymbolicLink())
+        .map((d) => d.name);
     } catch {
       return [];
     }

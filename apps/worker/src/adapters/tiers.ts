@@ -22,7 +22,11 @@ export interface HostLimits {
   maxBytes: number;
 }
 
-interface HostEntry { files: AdapterFiles; bytes: number; path: string }
+interface HostEntry {
+  files: AdapterFiles;
+  bytes: number;
+  path: string;
+}
 
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
@@ -37,7 +41,12 @@ export class AdapterTiers {
     readonly disk: DiskCache,
     readonly limits: HostLimits,
   ) {
-    this.host = new Lru({ maxEntries: limits.maxAdapters, maxWeight: limits.maxBytes, weigh: (e) => e.bytes, canEvict: (n) => !this.inUse(n) });
+    this.host = new Lru({
+      maxEntries: limits.maxAdapters,
+      maxWeight: limits.maxBytes,
+      weigh: (e) => e.bytes,
+      canEvict: (n) => !this.inUse(n),
+    });
   }
 
   get hostBytes(): number {
@@ -57,7 +66,12 @@ export class AdapterTiers {
 
   /** The 429 for a request that hasRoomFor() refused. */
   tooManyAdapters(): SequenceError {
-    return new SequenceError(429, 'rate_limit_error', `too many distinct adapters are in use: host memory holds ${this.limits.maxAdapters} and every one is serving requests; retry shortly`, 1);
+    return new SequenceError(
+      429,
+      'rate_limit_error',
+      `too many distinct adapters are in use: host memory holds ${this.limits.maxAdapters} and every one is serving requests; retry shortly`,
+      1,
+    );
   }
 
   /** The adapter's files, from host memory or moved up from the disk cache / source. */
@@ -105,8 +119,12 @@ export class AdapterTiers {
       const [files, manifest] = await Promise.all([readAdapterFiles(dir), this.disk.manifest(dir)]);
       const want = (n: string): string | undefined => manifest.find((f) => f.name === n)?.sha256;
       const weightsName = files.format === 'safetensors' ? 'adapter_model.safetensors' : 'adapter_model.bin';
-      for (const [n, b] of [['adapter_config.json', files.config], [weightsName, files.weights]] as const) {
-        if (sha256(b) !== want(n)) throw new ChecksumError(dir, `${d.path}/${n}: the disk cache copy no longer matches its checksum`);
+      for (const [n, b] of [
+        ['adapter_config.json', files.config],
+        [weightsName, files.weights],
+      ] as const) {
+        if (sha256(b) !== want(n))
+          throw new ChecksumError(dir, `${d.path}/${n}: the disk cache copy no longer matches its checksum`);
       }
       return files;
     } finally {
@@ -118,14 +136,22 @@ export class AdapterTiers {
   private makeRoom(name: string, bytes: number): void {
     this.host.delete(name);
     if (!this.host.makeRoom(1, bytes).fits) {
-      if (bytes > this.limits.maxBytes) throw new SequenceError(424, 'adapter_load_error', `adapter ${name} is ${bytes} bytes, more than the host cache holds (--host-cache-bytes ${this.limits.maxBytes})`);
+      if (bytes > this.limits.maxBytes)
+        throw new SequenceError(
+          424,
+          'adapter_load_error',
+          `adapter ${name} is ${bytes} bytes, more than the host cache holds (--host-cache-bytes ${this.limits.maxBytes})`,
+        );
       throw this.tooManyAdapters();
     }
   }
 }
 
 class ChecksumError extends Error {
-  constructor(readonly dir: string, message: string) {
+  constructor(
+    readonly dir: string,
+    message: string,
+  ) {
     super(message);
   }
 }

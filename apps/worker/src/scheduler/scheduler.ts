@@ -7,7 +7,12 @@
 //     adapters with waiting sequences are loaded in the background, and a failed load fails only
 //     the sequences waiting for it;
 //   - metrics hooks (for the worker's own sequences).
-import type { Batch, Scheduler as EngineScheduler, ScheduledSequence, SchedulerHooks as EngineHooks } from '@loraplex/engine';
+import type {
+  Batch,
+  Scheduler as EngineScheduler,
+  ScheduledSequence,
+  SchedulerHooks as EngineHooks,
+} from '@loraplex/engine';
 import type { AdapterManager } from '../adapters/adapter-manager.js';
 import { Sequence, SequenceError, type FinishReason, type SequenceParams } from './sequence.js';
 import type { Decoder } from './detokenizer.js';
@@ -39,12 +44,19 @@ export class CancelledError extends SequenceError {
 /** The hooks for the engine scheduler: only the worker's own sequences reach the worker's hooks. */
 function ownHooks(h: SchedulerHooks): EngineHooks {
   const own = <A extends unknown[]>(f: ((s: Sequence, ...a: A) => void) | undefined) =>
-    f && ((s: ScheduledSequence, ...a: A): void => {
+    f &&
+    ((s: ScheduledSequence, ...a: A): void => {
       if (s instanceof Sequence) f(s, ...a);
     });
   return {
-    submitted: own(h.submitted), admitted: own(h.admitted), preempted: own(h.preempted), token: own(h.token),
-    finished: own(h.finished), failed: own(h.failed), cancelled: own(h.cancelled), step: h.step,
+    submitted: own(h.submitted),
+    admitted: own(h.admitted),
+    preempted: own(h.preempted),
+    token: own(h.token),
+    finished: own(h.finished),
+    failed: own(h.failed),
+    cancelled: own(h.cancelled),
+    step: h.step,
   };
 }
 
@@ -57,7 +69,11 @@ export class Scheduler {
     opts: SchedulerOptions = {},
     private readonly hooks: SchedulerHooks = {},
   ) {
-    core.configure({ gate: adapters, hooks: ownHooks(hooks), ...(opts.maxRunning !== undefined ? { maxRunning: opts.maxRunning } : {}) });
+    core.configure({
+      gate: adapters,
+      hooks: ownHooks(hooks),
+      ...(opts.maxRunning !== undefined ? { maxRunning: opts.maxRunning } : {}),
+    });
     adapters.gate(core);
   }
 
@@ -87,14 +103,19 @@ export class Scheduler {
 
   /** Queues a sequence. Throws SequenceError when it can never run or the worker is draining. */
   submit(params: SequenceParams): Sequence {
-    if (!this.core.isAccepting) throw new SequenceError(503, 'unavailable', 'the worker is shutting down and accepts no new requests');
+    if (!this.core.isAccepting)
+      throw new SequenceError(503, 'unavailable', 'the worker is shutting down and accepts no new requests');
     const { prompt, sampling } = params;
     if (prompt.length === 0) throw new SequenceError(400, 'invalid_request_error', 'the prompt is empty');
     const need = this.core.blocksNeeded(prompt.length, sampling.maxTokens);
     const kv = this.core.kvUsage();
     if (need > kv.totalBlocks) {
       const what = `${need} KV blocks (prompt ${prompt.length} + max tokens ${sampling.maxTokens})`;
-      throw new SequenceError(400, 'invalid_request_error', `the request needs ${what} but the KV cache has ${kv.totalBlocks} of ${kv.blockSize} tokens`);
+      throw new SequenceError(
+        400,
+        'invalid_request_error',
+        `the request needs ${what} but the KV cache has ${kv.totalBlocks} of ${kv.blockSize} tokens`,
+      );
     }
     if (params.adapter !== undefined) this.adapters.checkCapacity(params.adapter);
     const seq = new Sequence(params, this.decoder);

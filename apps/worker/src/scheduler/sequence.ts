@@ -3,7 +3,14 @@
 // plus what a route reads from it (an ordered event stream for streaming responses, a final result
 // for the others). Text processing (detokenisation, stop strings, events) lags one step behind the
 // scheduler: accept() records the token at once and resolves once its text is processed.
-import { ScheduledSequence, type FinishReason, type ResolvedSampling, type SampledToken, type StepItem, type TopLogprob } from '@loraplex/engine';
+import {
+  ScheduledSequence,
+  type FinishReason,
+  type ResolvedSampling,
+  type SampledToken,
+  type StepItem,
+  type TopLogprob,
+} from '@loraplex/engine';
 import type { SequenceConstraint } from '../structured/constraint.js';
 import { IncrementalDetokenizer, type Decoder } from './detokenizer.js';
 import { StopMatcher } from './stop-strings.js';
@@ -52,7 +59,12 @@ export interface SequenceResult {
 /** Errors that end a sequence before or while it runs; `status` is the HTTP status to report. */
 export class SequenceError extends Error {
   /** `retryAfter`: seconds, sent as Retry-After (429, 503). */
-  constructor(readonly status: number, readonly type: string, message: string, readonly retryAfter?: number) {
+  constructor(
+    readonly status: number,
+    readonly type: string,
+    message: string,
+    readonly retryAfter?: number,
+  ) {
     super(message);
     this.name = 'SequenceError';
   }
@@ -92,7 +104,12 @@ export class Sequence extends ScheduledSequence {
   private admission: { promise: Promise<void>; resolve(): void; reject(e: unknown): void } | undefined;
 
   constructor(params: SequenceParams, decoder: Decoder) {
-    super({ adapter: params.adapter, prompt: params.prompt, sampling: params.sampling, promptLogits: params.promptLogprobs });
+    super({
+      adapter: params.adapter,
+      prompt: params.prompt,
+      sampling: params.sampling,
+      promptLogits: params.promptLogprobs,
+    });
     this.params = params;
     this.detok = new IncrementalDetokenizer(decoder);
     this.stops = new StopMatcher(params.stop, params.includeStopString);
@@ -194,7 +211,9 @@ export class Sequence extends ScheduledSequence {
         return end;
       } else if (!c.accept(tok.token)) {
         this.tokenFinish = 'stop'; // stops stepping at once; the caller fails the sequence with this error
-        return Promise.reject(new SequenceError(500, 'internal_error', `the grammar rejected token ${tok.token}, which its mask allowed`));
+        return Promise.reject(
+          new SequenceError(500, 'internal_error', `the grammar rejected token ${tok.token}, which its mask allowed`),
+        );
       } else if (tokenFinish === 'length' && c.settle) {
         // The last draw allowed: if it completed the grammar, the output ends as complete JSON ('eos').
         lastDraw = c.settle();

@@ -15,7 +15,10 @@ export class StopMatcher {
   private done = false;
 
   /** includeStop: keep the matched stop string in the output (LoRAX/TGI do, OpenAI and vLLM do not). */
-  constructor(private readonly stops: readonly string[], private readonly includeStop = false) {}
+  constructor(
+    private readonly stops: readonly string[],
+    private readonly includeStop = false,
+  ) {}
 
   get active(): boolean {
     return this.stops.length > 0;
@@ -25,7 +28,8 @@ export class StopMatcher {
     if (this.done) return { text: '' };
     if (this.stops.length === 0) return { text: delta };
     this.pending += delta;
-    let at = -1, which: string | undefined;
+    let at = -1,
+      which: string | undefined;
     for (const s of this.stops) {
       const i = this.pending.indexOf(s);
       if (i >= 0 && (at < 0 || i < at || (i === at && s.length > which!.length))) {

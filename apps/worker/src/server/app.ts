@@ -21,9 +21,19 @@ export function createApp(ctx: WorkerContext, readiness: ReadinessOptions = {}):
   // Every route but /health and /ready: the body limit first (authentication reads the body to check its
   // digest), then the caller's credentials, before anything looks at what the request names.
   // The server span first (traceparent in; none installed when tracing is off), then auth in its own span.
-  app.use('*', ...tracingMiddleware(ctx.tracing), limitBody(MAX_BODY_BYTES), maybeTraced(ctx.tracing, 'auth', authenticateCaller(ctx.auth)));
-  const resolveAdapter = maybeTraced(ctx.tracing, 'adapter.resolve', adapterDescriptor(ctx, ctx.descriptors, ctx.workerSecret));
-  const generation = (route: string) => [countRequests(ctx, route), rejectWhileDraining(ctx), parseJsonBody, resolveAdapter] as const;
+  app.use(
+    '*',
+    ...tracingMiddleware(ctx.tracing),
+    limitBody(MAX_BODY_BYTES),
+    maybeTraced(ctx.tracing, 'auth', authenticateCaller(ctx.auth)),
+  );
+  const resolveAdapter = maybeTraced(
+    ctx.tracing,
+    'adapter.resolve',
+    adapterDescriptor(ctx, ctx.descriptors, ctx.workerSecret),
+  );
+  const generation = (route: string) =>
+    [countRequests(ctx, route), rejectWhileDraining(ctx), parseJsonBody, resolveAdapter] as const;
   app.post('/v1/completions', ...generation('completions'), completions(ctx));
   app.post('/v1/chat/completions', ...generation('chat'), chatCompletions(ctx));
   app.post('/generate', ...generation('generate'), loraxGenerate(ctx));

@@ -26,7 +26,8 @@ export interface CallerAuth {
 /** Paths any caller may reach: the liveness and readiness probes. */
 const OPEN_PATHS = new Set(['/health', '/ready']);
 
-export const UNAUTHORIZED_MESSAGE = 'unauthorized: this worker serves the loraplex platform or holders of its API key only';
+export const UNAUTHORIZED_MESSAGE =
+  'unauthorized: this worker serves the loraplex platform or holders of its API key only';
 const unauthorized = (): ApiError => new ApiError(401, 'authentication_error', UNAUTHORIZED_MESSAGE);
 
 const sha256 = (s: string): Buffer => createHash('sha256').update(s, 'utf8').digest();

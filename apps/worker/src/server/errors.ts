@@ -8,13 +8,20 @@ import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { SequenceError } from '../scheduler/sequence.js';
 
 export class ApiError extends Error {
-  constructor(readonly status: number, readonly type: string, message: string, readonly param: string | null = null, readonly retryAfter?: number) {
+  constructor(
+    readonly status: number,
+    readonly type: string,
+    message: string,
+    readonly param: string | null = null,
+    readonly retryAfter?: number,
+  ) {
     super(message);
     this.name = 'ApiError';
   }
 }
 
-export const badRequest = (message: string, param: string | null = null): ApiError => new ApiError(400, 'invalid_request_error', message, param);
+export const badRequest = (message: string, param: string | null = null): ApiError =>
+  new ApiError(400, 'invalid_request_error', message, param);
 export const notFound = (message: string): ApiError => new ApiError(404, 'not_found_error', message);
 
 export function isOpenAiPath(path: string): boolean {
@@ -24,8 +31,14 @@ export function isOpenAiPath(path: string): boolean {
 export function toApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
   if (err instanceof SequenceError) return new ApiError(err.status, err.type, err.message, null, err.retryAfter);
-  if (err instanceof EngineError && (err.code === 'INVALID_ARGUMENT' || err.code === 'TOKENIZER')) return new ApiError(400, 'invalid_request_error', err.message);
-  if (err instanceof HTTPException) return new ApiError(err.status, err.status === 413 ? 'invalid_request_error' : 'http_error', err.message || `HTTP ${err.status}`);
+  if (err instanceof EngineError && (err.code === 'INVALID_ARGUMENT' || err.code === 'TOKENIZER'))
+    return new ApiError(400, 'invalid_request_error', err.message);
+  if (err instanceof HTTPException)
+    return new ApiError(
+      err.status,
+      err.status === 413 ? 'invalid_request_error' : 'http_error',
+      err.message || `HTTP ${err.status}`,
+    );
   return new ApiError(500, 'internal_error', err instanceof Error ? err.message : String(err));
 }
 

@@ -16,7 +16,8 @@ export async function parseJsonBody(c: Context<WorkerEnv>, next: Next): Promise<
   } catch (e) {
     throw e instanceof JsonBodyError ? badRequest(e.message, e.param) : e;
   }
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw badRequest('the request body must be a JSON object');
+  if (typeof body !== 'object' || body === null || Array.isArray(body))
+    throw badRequest('the request body must be a JSON object');
   c.set('body', body);
   await next();
 }
@@ -24,7 +25,8 @@ export async function parseJsonBody(c: Context<WorkerEnv>, next: Next): Promise<
 /** New generation requests get 503 while the worker drains (SIGTERM). */
 export function rejectWhileDraining(ctx: WorkerContext): MiddlewareHandler<WorkerEnv> {
   return async function rejectWhileDraining(_c, next) {
-    if (!ctx.scheduler.isAccepting) throw new ApiError(503, 'unavailable', 'the worker is shutting down and accepts no new requests');
+    if (!ctx.scheduler.isAccepting)
+      throw new ApiError(503, 'unavailable', 'the worker is shutting down and accepts no new requests');
     await next();
   };
 }
@@ -45,7 +47,10 @@ export function countRequests(ctx: WorkerContext, route: string): MiddlewareHand
 export function limitBody(maxBytes: number): MiddlewareHandler<WorkerEnv> {
   return limitBodySize(maxBytes, (c: Context<WorkerEnv>) => {
     c.header('Connection', 'close');
-    return errorResponse(c, new ApiError(413, 'invalid_request_error', `the request body is larger than ${maxBytes} bytes`));
+    return errorResponse(
+      c,
+      new ApiError(413, 'invalid_request_error', `the request body is larger than ${maxBytes} bytes`),
+    );
   });
 }
 
@@ -69,14 +74,22 @@ function adapterField(body: unknown): unknown {
  * adapter without a valid descriptor for it gets the 404 of an unknown adapter. Runs after
  * parseJsonBody.
  */
-export function adapterDescriptor(ctx: WorkerContext, registry: DescriptorRegistry, secret: string | undefined): MiddlewareHandler<WorkerEnv> {
+export function adapterDescriptor(
+  ctx: WorkerContext,
+  registry: DescriptorRegistry,
+  secret: string | undefined,
+): MiddlewareHandler<WorkerEnv> {
   return async function adapterDescriptor(c, next) {
     const header = c.req.header(DESCRIPTOR_HEADER);
     const name = adapterField(c.get('body'));
     if (header !== undefined) {
       const d = verifyDescriptor(header, secret);
-      if (name !== d.id) throw badRequest(`the request names adapter ${String(name)} but its descriptor is for ${d.id}`);
-      if (d.base_model !== ctx.modelId) throw badRequest(`the descriptor's adapter is for base model ${d.base_model}; this worker serves ${ctx.modelId}`);
+      if (name !== d.id)
+        throw badRequest(`the request names adapter ${String(name)} but its descriptor is for ${d.id}`);
+      if (d.base_model !== ctx.modelId)
+        throw badRequest(
+          `the descriptor's adapter is for base model ${d.base_model}; this worker serves ${ctx.modelId}`,
+        );
       registry.register(d);
     } else if (typeof name === 'string' && registry.has(name)) {
       throw new ApiError(404, 'not_found_error', `The model \`${name}\` does not exist`);

@@ -2,7 +2,11 @@
 // client applies back-pressure; a closed connection cancels the generator and the sequences.
 import type { Sequence, SequenceEvent } from '../scheduler/sequence.js';
 
-export function sseResponse(events: AsyncGenerator<string>, onCancel: () => void, headers: Record<string, string> = {}): Response {
+export function sseResponse(
+  events: AsyncGenerator<string>,
+  onCancel: () => void,
+  headers: Record<string, string> = {},
+): Response {
   const enc = new TextEncoder();
   const stream = new ReadableStream<Uint8Array>({
     async pull(ctrl) {
@@ -21,16 +25,28 @@ export function sseResponse(events: AsyncGenerator<string>, onCancel: () => void
   });
   return new Response(stream, {
     status: 200,
-    headers: { 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-cache', Connection: 'keep-alive', 'X-Accel-Buffering': 'no', ...headers },
+    headers: {
+      'Content-Type': 'text/event-stream; charset=utf-8',
+      'Cache-Control': 'no-cache',
+      Connection: 'keep-alive',
+      'X-Accel-Buffering': 'no',
+      ...headers,
+    },
   });
 }
 
 /** Events of several sequences interleaved as they come, each tagged with its sequence's index. */
-export async function* mergeSequences(seqs: readonly Sequence[]): AsyncGenerator<{ index: number; event: SequenceEvent }> {
+export async function* mergeSequences(
+  seqs: readonly Sequence[],
+): AsyncGenerator<{ index: number; event: SequenceEvent }> {
   const iters = seqs.map((s) => s.stream());
   type Next = { i: number; r?: IteratorResult<SequenceEvent>; err?: unknown };
   // Never rejects: an error is delivered as a value, so no race loser is left unhandled.
-  const next = (i: number): Promise<Next> => iters[i]!.next().then((r) => ({ i, r }), (err: unknown) => ({ i, err: err ?? new Error('sequence failed') }));
+  const next = (i: number): Promise<Next> =>
+    iters[i]!.next().then(
+      (r) => ({ i, r }),
+      (err: unknown) => ({ i, err: err ?? new Error('sequence failed') }),
+    );
   const pending = new Map<number, Promise<Next>>(iters.map((_, i) => [i, next(i)]));
   try {
     while (pending.size > 0) {

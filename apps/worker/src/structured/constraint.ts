@@ -49,7 +49,11 @@ export class GrammarConstraint implements SequenceConstraint {
   private at: EngineMatcher;
   complete = false;
 
-  constructor(start: EngineMatcher, private readonly words: number, private readonly host: ConstraintHost) {
+  constructor(
+    start: EngineMatcher,
+    private readonly words: number,
+    private readonly host: ConstraintHost,
+  ) {
     this.at = start;
   }
 

@@ -9,7 +9,14 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import type { AdvanceReply, EngineFailure, EngineMessage, EngineReply, EngineRequest, EngineThreadInit } from './engine-protocol.js';
+import type {
+  AdvanceReply,
+  EngineFailure,
+  EngineMessage,
+  EngineReply,
+  EngineRequest,
+  EngineThreadInit,
+} from './engine-protocol.js';
 
 export interface EngineLimits {
   /** A compile running longer is stopped (the thread is ended); its request fails. */
@@ -22,11 +29,19 @@ export interface EngineLimits {
   heapMb: number;
 }
 
-export const ENGINE_LIMITS: EngineLimits = { compileMs: 10_000, matchMs: 10_000, wasmMemoryBytes: 2 * 2 ** 30, heapMb: 512 };
+export const ENGINE_LIMITS: EngineLimits = {
+  compileMs: 10_000,
+  matchMs: 10_000,
+  wasmMemoryBytes: 2 * 2 ** 30,
+  heapMb: 512,
+};
 
 /** Why a request failed; `kind` 'time' and 'crash' come from the main thread's side. */
 export class EngineRequestError extends Error {
-  constructor(readonly kind: EngineFailure['kind'] | 'time' | 'crash', message: string) {
+  constructor(
+    readonly kind: EngineFailure['kind'] | 'time' | 'crash',
+    message: string,
+  ) {
     super(message);
     this.name = 'EngineRequestError';
   }
@@ -41,7 +56,11 @@ export class EngineDiedError extends Error {
 }
 
 type Request = EngineRequest extends infer R ? (R extends EngineRequest ? Omit<R, 'id'> : never) : never;
-interface Pending { op: EngineRequest['op']; resolve(r: EngineReply): void; reject(e: Error): void }
+interface Pending {
+  op: EngineRequest['op'];
+  resolve(r: EngineReply): void;
+  reject(e: Error): void;
+}
 
 /**
  * The thread's entry: next to this module when running from dist; when running from the sources
@@ -68,9 +87,17 @@ export class EngineThread {
   died: string | undefined;
   readonly ready: Promise<void>;
 
-  constructor(init: Omit<EngineThreadInit, 'progress' | 'wasmMemoryLimit'>, private readonly limits: EngineLimits, private readonly onDeath: (engine: EngineThread) => void) {
+  constructor(
+    init: Omit<EngineThreadInit, 'progress' | 'wasmMemoryLimit'>,
+    private readonly limits: EngineLimits,
+    private readonly onDeath: (engine: EngineThread) => void,
+  ) {
     this.worker = new Worker(threadEntry(), {
-      workerData: { ...init, wasmMemoryLimit: limits.wasmMemoryBytes, progress: this.progress } satisfies EngineThreadInit,
+      workerData: {
+        ...init,
+        wasmMemoryLimit: limits.wasmMemoryBytes,
+        progress: this.progress,
+      } satisfies EngineThreadInit,
       resourceLimits: { maxOldGenerationSizeMb: limits.heapMb },
     });
     this.worker.unref(); // an idle engine never keeps the process alive (referenced while requests wait)
@@ -83,7 +110,12 @@ export class EngineThread {
       this.worker.on('error', (e) => {
         reject(e);
         const oom = (e as NodeJS.ErrnoException).code === 'ERR_WORKER_OUT_OF_MEMORY';
-        this.end(oom ? 'memory' : 'crash', oom ? `needed more than the grammar engine's JS heap limit (${limits.heapMb} MiB)` : `the grammar engine crashed: ${e.message}`);
+        this.end(
+          oom ? 'memory' : 'crash',
+          oom
+            ? `needed more than the grammar engine's JS heap limit (${limits.heapMb} MiB)`
+            : `the grammar engine crashed: ${e.message}`,
+        );
       });
       this.worker.on('exit', (code) => {
         reject(new Error(`the grammar engine thread exited (code ${code}) while starting`));
@@ -137,7 +169,8 @@ export class EngineThread {
       if (r.ok) p.resolve(r);
       else p.reject(new EngineRequestError(r.kind, r.message));
       // The instance may be corrupt (trap) or over its memory: nothing else may run in it.
-      if (!r.ok && (r.kind === 'trap' || r.kind === 'memory')) this.end('crash', `${r.kind} in request ${r.id}: ${r.message}`, r.id);
+      if (!r.ok && (r.kind === 'trap' || r.kind === 'memory'))
+        this.end('crash', `${r.kind} in request ${r.id}: ${r.message}`, r.id);
     }
     if (this.matchTimer) {
       clearTimeout(this.matchTimer);
@@ -148,7 +181,10 @@ export class EngineThread {
 
   private compileStarted(id: number): void {
     this.clearCompileTimer();
-    this.compileTimer = setTimeout(() => this.end('time', `compiling took longer than the ${this.limits.compileMs} ms limit`, id), this.limits.compileMs);
+    this.compileTimer = setTimeout(
+      () => this.end('time', `compiling took longer than the ${this.limits.compileMs} ms limit`, id),
+      this.limits.compileMs,
+    );
   }
 
   private clearCompileTimer(): void {
@@ -170,13 +206,18 @@ export class EngineThread {
    * Ends the thread: `culprit` (by default the request it was executing) fails with `message`; every
    * other pending request rejects with EngineDiedError.
    */
-  end(kind: EngineRequestError['kind'], message: string, culprit = Atomics.load(new Int32Array(this.progress), 0)): void {
+  end(
+    kind: EngineRequestError['kind'],
+    message: string,
+    culprit = Atomics.load(new Int32Array(this.progress), 0),
+  ): void {
     if (this.died) return;
     this.died = message;
     this.clearCompileTimer();
     clearTimeout(this.matchTimer);
     void this.worker.terminate();
-    for (const [id, p] of this.pending) p.reject(id === culprit ? new EngineRequestError(kind, message) : new EngineDiedError(message));
+    for (const [id, p] of this.pending)
+      p.reject(id === culprit ? new EngineRequestError(kind, message) : new EngineDiedError(message));
     this.pending.clear();
     this.outbox = [];
     this.onDeath(this);

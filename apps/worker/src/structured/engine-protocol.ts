@@ -24,7 +24,14 @@ export interface EngineThreadInit {
  * `check`: the user's schema, checked with ajv first (ajv compiles a schema to JS code: for a large
  * schema that takes seconds, so it runs here too, under the compile time limit).
  */
-export type CompileRequest = { op: 'compile'; id: number; grammarId: number; json: string; strict: boolean; check?: unknown };
+export type CompileRequest = {
+  op: 'compile';
+  id: number;
+  grammarId: number;
+  json: string;
+  strict: boolean;
+  check?: unknown;
+};
 export type MatcherRequest = { op: 'matcher'; id: number; grammarId: number; matcherId: number; replay: number[] };
 /** `accept`: tokens drawn since the last request, fed to the matcher first; then the next mask if `mask`. */
 export type AdvanceRequest = { op: 'advance'; id: number; matcherId: number; accept: number[]; mask: boolean };
@@ -32,17 +39,31 @@ export type DisposeRequest = { op: 'disposeMatcher' | 'disposeGrammar'; id: numb
 export type EngineRequest = CompileRequest | MatcherRequest | AdvanceRequest | DisposeRequest;
 
 /** How a request failed. `invalid`: ajv refused the schema (message as is); `trap`: the WebAssembly instance may be corrupt and the thread ends after this reply. */
-export interface EngineFailure { ok: false; id: number; message: string; kind: 'error' | 'invalid' | 'trap' | 'memory' | 'rejected' }
+export interface EngineFailure {
+  ok: false;
+  id: number;
+  message: string;
+  kind: 'error' | 'invalid' | 'trap' | 'memory' | 'rejected';
+}
 /**
  * An advance reply: `terminated` — the grammar is complete after the accepted tokens (a mask then
  * allows only the stop tokens); `mask` (when asked) — ceil(vocab / 32) words, bit t of word t >> 5 =
  * token t, already restricted to tokens that keep the output valid UTF-8 (transferred, not copied).
  */
-export interface AdvanceReply { ok: true; id: number; terminated: boolean; mask?: ArrayBuffer }
+export interface AdvanceReply {
+  ok: true;
+  id: number;
+  terminated: boolean;
+  mask?: ArrayBuffer;
+}
 export type EngineReply = { ok: true; id: number; terminated?: undefined } | AdvanceReply | EngineFailure;
 
 /** Posted by the thread once before every compile starts: the compile time limit runs from here. */
-export interface CompileStarted { started: number }
+export interface CompileStarted {
+  started: number;
+}
 /** Posted by the thread once xgrammar is set up. */
-export interface EngineReady { ready: true }
+export interface EngineReady {
+  ready: true;
+}
 export type EngineMessage = { batch: EngineReply[] } | CompileStarted | EngineReady;

@@ -6,7 +6,15 @@
 // time limit or needs more memory than allowed, the main thread ends this thread and starts another.
 import { parentPort, workerData } from 'node:worker_threads';
 import { Ajv } from 'ajv';
-import type { AdvanceRequest, CompileRequest, EngineFailure, EngineReply, EngineRequest, EngineThreadInit, MatcherRequest } from './engine-protocol.js';
+import type {
+  AdvanceRequest,
+  CompileRequest,
+  EngineFailure,
+  EngineReply,
+  EngineRequest,
+  EngineThreadInit,
+  MatcherRequest,
+} from './engine-protocol.js';
 import { Utf8Table } from './utf8-filter.js';
 import { jsonGrammar } from './json-whitespace.js';
 import { isTrap, loadXgrammar, type XgCompiledGrammar, type XgGrammarMatcher } from './xgrammar.js';
@@ -38,7 +46,13 @@ console.error = (...args: unknown[]): void => {
 };
 
 const xg = loadXgrammar();
-const info = await xg.TokenizerInfo.createTokenizerInfo(init.encodedVocab, init.vocabType, init.prependSpace, init.encodedVocab.length, init.stopTokenIds);
+const info = await xg.TokenizerInfo.createTokenizerInfo(
+  init.encodedVocab,
+  init.vocabType,
+  init.prependSpace,
+  init.encodedVocab.length,
+  init.stopTokenIds,
+);
 const compiler = await xg.GrammarCompiler.createGrammarCompiler(info);
 const words = Math.ceil(init.vocab / 32);
 const utf8 = new Utf8Table(init.tokenBytes, words);
@@ -48,7 +62,12 @@ const matchers = new Map<number, { matcher: XgGrammarMatcher; utf8State: number 
 /** Set after a trap or an exceeded limit: the instance may be corrupt, nothing else runs in it. */
 let unusable = false;
 
-const failure = (id: number, kind: EngineFailure['kind'], message: string): EngineFailure => ({ ok: false, id, kind, message });
+const failure = (id: number, kind: EngineFailure['kind'], message: string): EngineFailure => ({
+  ok: false,
+  id,
+  kind,
+  message,
+});
 
 const ajv = new Ajv({ strict: false, validateFormats: false });
 
@@ -103,7 +122,8 @@ async function newMatcher(r: MatcherRequest): Promise<EngineReply> {
   const state = { matcher, utf8State: 0 };
   matchers.set(r.matcherId, state);
   for (const t of r.replay) {
-    if (!matcher.acceptToken(t)) return failure(r.id, 'rejected', `replaying the output: the grammar rejects token ${t}`);
+    if (!matcher.acceptToken(t))
+      return failure(r.id, 'rejected', `replaying the output: the grammar rejects token ${t}`);
     state.utf8State = utf8.after(state.utf8State, t);
   }
   return { ok: true, id: r.id };
@@ -113,7 +133,8 @@ async function advance(r: AdvanceRequest): Promise<EngineReply> {
   const s = matchers.get(r.matcherId);
   if (!s) return failure(r.id, 'error', `no matcher ${r.matcherId} in this engine`);
   for (const t of r.accept) {
-    if (!s.matcher.acceptToken(t)) return failure(r.id, 'rejected', `the grammar rejected token ${t}, which its mask allowed`);
+    if (!s.matcher.acceptToken(t))
+      return failure(r.id, 'rejected', `the grammar rejected token ${t}, which its mask allowed`);
     s.utf8State = utf8.after(s.utf8State, t);
   }
   const terminated = s.matcher.isTerminated();
@@ -128,9 +149,12 @@ async function advance(r: AdvanceRequest): Promise<EngineReply> {
 
 async function handle(r: EngineRequest): Promise<EngineReply> {
   switch (r.op) {
-    case 'compile': return compile(r);
-    case 'matcher': return newMatcher(r);
-    case 'advance': return advance(r);
+    case 'compile':
+      return compile(r);
+    case 'matcher':
+      return newMatcher(r);
+    case 'advance':
+      return advance(r);
     case 'disposeMatcher':
       matchers.get(r.target)?.matcher.dispose();
       matchers.delete(r.target);
@@ -153,7 +177,11 @@ async function run(r: EngineRequest): Promise<EngineReply> {
   } catch (e) {
     if (overLimit) {
       unusable = true;
-      return failure(r.id, 'memory', `needed more than the grammar engine's memory limit (${Math.round(init.wasmMemoryLimit / 2 ** 20)} MiB)`);
+      return failure(
+        r.id,
+        'memory',
+        `needed more than the grammar engine's memory limit (${Math.round(init.wasmMemoryLimit / 2 ** 20)} MiB)`,
+      );
     }
     if (isTrap(e)) {
       unusable = true;
@@ -172,7 +200,10 @@ port.on('message', ({ batch }: { batch: EngineRequest[] }) => {
     const flush = (): void => {
       if (replies.length === 0) return;
       const out = replies.splice(0);
-      port.postMessage({ batch: out }, out.flatMap((r) => (r.ok && r.terminated !== undefined && r.mask ? [r.mask] : [])));
+      port.postMessage(
+        { batch: out },
+        out.flatMap((r) => (r.ok && r.terminated !== undefined && r.mask ? [r.mask] : [])),
+      );
     };
     for (const r of batch) {
       if (unusable) return flush(); // the main thread ends this thread on the reply that made it unusable

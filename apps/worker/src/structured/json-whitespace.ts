@@ -43,7 +43,7 @@ export function boundWhitespace(ebnf: string, max: number = MAX_WHITESPACE): str
   const bounded = `[ \\n\\t]{0,${max}}`;
   let out = '';
   let from = 0; // ebnf[from, i) is still to copy
-  for (let i = 0; i < ebnf.length; ) {
+  for (let i = 0; i < ebnf.length;) {
     if (ebnf.startsWith(FREE_WHITESPACE, i)) {
       out += ebnf.slice(from, i) + bounded;
       i += FREE_WHITESPACE.length;
@@ -66,7 +66,11 @@ export function boundWhitespace(ebnf: string, max: number = MAX_WHITESPACE): str
  * The grammar of a JSON schema (`strict`: no properties or items beyond those declared) with free, bounded
  * whitespace between JSON tokens: xgrammar's any-whitespace conversion, printed, bounded, parsed back.
  */
-export async function jsonGrammar(xg: Pick<Xgrammar, 'Grammar'>, schemaJson: string, strict: boolean): Promise<XgGrammar> {
+export async function jsonGrammar(
+  xg: Pick<Xgrammar, 'Grammar'>,
+  schemaJson: string,
+  strict: boolean,
+): Promise<XgGrammar> {
   const converted = await xg.Grammar.fromJSONSchema(schemaJson, true, -1, undefined, strict);
   let text: string;
   try {

@@ -24,13 +24,27 @@ const isNode = (v: unknown): v is Node => typeof v === 'object' && v !== null &&
 function boundedNumber(n: Node): Node {
   if (n.type !== 'number') return n;
   const num = (k: string): number | undefined => (typeof n[k] === 'number' ? (n[k] as number) : undefined);
-  const min = num('minimum'), max = num('maximum'), xmin = num('exclusiveMinimum'), xmax = num('exclusiveMaximum');
+  const min = num('minimum'),
+    max = num('maximum'),
+    xmin = num('exclusiveMinimum'),
+    xmax = num('exclusiveMaximum');
   if (min === undefined && max === undefined && xmin === undefined && xmax === undefined) return n;
-  const lo = Math.max(min !== undefined ? Math.ceil(min) : -Infinity, xmin !== undefined ? Math.floor(xmin) + 1 : -Infinity);
-  const hi = Math.min(max !== undefined ? Math.floor(max) : Infinity, xmax !== undefined ? Math.ceil(xmax) - 1 : Infinity);
+  const lo = Math.max(
+    min !== undefined ? Math.ceil(min) : -Infinity,
+    xmin !== undefined ? Math.floor(xmin) + 1 : -Infinity,
+  );
+  const hi = Math.min(
+    max !== undefined ? Math.floor(max) : Infinity,
+    xmax !== undefined ? Math.ceil(xmax) - 1 : Infinity,
+  );
   if (lo > hi) return n;
   const { minimum: _a, maximum: _b, exclusiveMinimum: _c, exclusiveMaximum: _d, ...rest } = n;
-  return { ...rest, type: 'integer', ...(Number.isFinite(lo) ? { minimum: lo } : {}), ...(Number.isFinite(hi) ? { maximum: hi } : {}) };
+  return {
+    ...rest,
+    type: 'integer',
+    ...(Number.isFinite(lo) ? { minimum: lo } : {}),
+    ...(Number.isFinite(hi) ? { maximum: hi } : {}),
+  };
 }
 
 const ENUM_MAX = 2048;
@@ -38,9 +52,18 @@ const ENUM_MAX = 2048;
 function boundedInteger(n: Node): Node {
   if (n.type !== 'integer' || n.enum !== undefined || n.const !== undefined || n.multipleOf !== undefined) return n;
   const num = (k: string): number | undefined => (typeof n[k] === 'number' ? (n[k] as number) : undefined);
-  const min = num('minimum'), max = num('maximum'), xmin = num('exclusiveMinimum'), xmax = num('exclusiveMaximum');
-  const lo = Math.max(min !== undefined ? Math.ceil(min) : -Infinity, xmin !== undefined ? Math.floor(xmin) + 1 : -Infinity);
-  const hi = Math.min(max !== undefined ? Math.floor(max) : Infinity, xmax !== undefined ? Math.ceil(xmax) - 1 : Infinity);
+  const min = num('minimum'),
+    max = num('maximum'),
+    xmin = num('exclusiveMinimum'),
+    xmax = num('exclusiveMaximum');
+  const lo = Math.max(
+    min !== undefined ? Math.ceil(min) : -Infinity,
+    xmin !== undefined ? Math.floor(xmin) + 1 : -Infinity,
+  );
+  const hi = Math.min(
+    max !== undefined ? Math.floor(max) : Infinity,
+    xmax !== undefined ? Math.ceil(xmax) - 1 : Infinity,
+  );
   if (!Number.isFinite(lo) || !Number.isFinite(hi) || lo > hi || hi - lo + 1 > ENUM_MAX) return n;
   const { minimum: _a, maximum: _b, exclusiveMinimum: _c, exclusiveMaximum: _d, type: _t, ...rest } = n;
   return { ...rest, enum: Array.from({ length: hi - lo + 1 }, (_, i) => lo + i) };
@@ -57,7 +80,17 @@ function boundedString(n: Node): Node {
 }
 
 const MAP_KEYS = ['properties', 'patternProperties', '$defs', 'definitions'];
-const ONE_KEYS = ['items', 'additionalProperties', 'contains', 'not', 'if', 'then', 'else', 'unevaluatedProperties', 'unevaluatedItems'];
+const ONE_KEYS = [
+  'items',
+  'additionalProperties',
+  'contains',
+  'not',
+  'if',
+  'then',
+  'else',
+  'unevaluatedProperties',
+  'unevaluatedItems',
+];
 const LIST_KEYS = ['anyOf', 'oneOf', 'allOf', 'prefixItems', 'items'];
 
 export function workAroundXgrammar(schema: unknown): unknown {

@@ -16,14 +16,23 @@
 // its next mask (its grammar compiled again, its accepted tokens replayed: constraint.ts).
 import { Lru } from '@loraplex/common';
 import { GrammarConstraint, type EngineMatcher } from './constraint.js';
-import { ENGINE_LIMITS, EngineDiedError, EngineRequestError, EngineThread, newId, type EngineLimits } from './engine-client.js';
+import {
+  ENGINE_LIMITS,
+  EngineDiedError,
+  EngineRequestError,
+  EngineThread,
+  newId,
+  type EngineLimits,
+} from './engine-client.js';
 import { GrammarCache } from './grammar-cache.js';
 import { checkSchemaLimits, InvalidSchemaError, SCHEMA_LIMITS, type SchemaLimits } from './schema-limits.js';
 import { workAroundXgrammar } from './schema-workarounds.js';
 import { readVocabInfo, type VocabInfo } from './tokenizer-info.js';
 
 /** A response format: `schema` undefined means any JSON object. */
-export interface JsonFormat { schema?: unknown }
+export interface JsonFormat {
+  schema?: unknown;
+}
 
 export { InvalidSchemaError };
 
@@ -46,7 +55,10 @@ export interface StructuredOutputOptions {
 }
 
 /** One grammar engine thread and the grammars compiled in it, by format key. */
-interface Engine { thread: EngineThread; cache: GrammarCache }
+interface Engine {
+  thread: EngineThread;
+  cache: GrammarCache;
+}
 
 /** A compiled format: its grammar, the engine it lives in, and the key to compile it again elsewhere. */
 export interface CompiledFormat {
@@ -56,7 +68,8 @@ export interface CompiledFormat {
   format: JsonFormat;
 }
 
-const formatKey = (format: JsonFormat): string => (format.schema === undefined ? `object:` : `schema:${JSON.stringify(format.schema)}`);
+const formatKey = (format: JsonFormat): string =>
+  format.schema === undefined ? `object:` : `schema:${JSON.stringify(format.schema)}`;
 
 export class StructuredOutput {
   private current: Promise<Engine> | undefined;
@@ -98,14 +111,26 @@ export class StructuredOutput {
     const started = (this.current ??= (async () => {
       const info = await (this.vocabInfo ??= readVocabInfo(this.opts.modelDir, this.opts.vocab));
       const thread = new EngineThread(
-        { encodedVocab: info.encodedVocab, tokenBytes: info.tokenBytes, vocabType: info.vocabType, prependSpace: info.prependSpace, vocab: this.opts.vocab, stopTokenIds: this.opts.stopTokenIds },
+        {
+          encodedVocab: info.encodedVocab,
+          tokenBytes: info.tokenBytes,
+          vocabType: info.vocabType,
+          prependSpace: info.prependSpace,
+          vocab: this.opts.vocab,
+          stopTokenIds: this.opts.stopTokenIds,
+        },
         this.engineLimits,
         (dead) => this.replaced(dead),
       );
       await thread.ready;
       this.thread = thread;
       this.size = 0;
-      return { thread, cache: new GrammarCache(this.opts.cacheSize ?? 64, (grammarId) => thread.post({ op: 'disposeGrammar', target: grammarId })) };
+      return {
+        thread,
+        cache: new GrammarCache(this.opts.cacheSize ?? 64, (grammarId) =>
+          thread.post({ op: 'disposeGrammar', target: grammarId }),
+        ),
+      };
     })());
     started.catch(() => {
       if (this.current === started) this.current = undefined;
@@ -116,9 +141,12 @@ export class StructuredOutput {
   private replaced(dead: EngineThread): void {
     if (!this.closed) this.enginesReplaced++;
     const current = this.current;
-    void current?.then((e) => {
-      if (e.thread === dead && this.current === current) this.current = undefined;
-    }, () => undefined);
+    void current?.then(
+      (e) => {
+        if (e.thread === dead && this.current === current) this.current = undefined;
+      },
+      () => undefined,
+    );
   }
 
   /** Validates and compiles a format (cached). Throws InvalidSchemaError for an unusable schema. */
@@ -135,7 +163,14 @@ export class StructuredOutput {
       }
       const { thread, cache } = await this.engine();
       const before = cache.misses;
-      const p = cache.get(key, () => this.compileIn(thread, format, key, check && format.schema !== undefined ? this.checkSchema(format.schema) : undefined));
+      const p = cache.get(key, () =>
+        this.compileIn(
+          thread,
+          format,
+          key,
+          check && format.schema !== undefined ? this.checkSchema(format.schema) : undefined,
+        ),
+      );
       if (cache.misses === before) this.hits++;
       else this.misses++;
       this.size = cache.size;
@@ -150,7 +185,8 @@ export class StructuredOutput {
 
   /** The cheap checks, on this thread; ajv's (slow for a large schema) runs in the engine thread. Returns what ajv checks. */
   private checkSchema(schema: unknown): object {
-    if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) throw new InvalidSchemaError('the schema must be a JSON object');
+    if (typeof schema !== 'object' || schema === null || Array.isArray(schema))
+      throw new InvalidSchemaError('the schema must be a JSON object');
     // ajv knows draft-07 by default; `$schema` naming another draft is no reason to refuse.
     const { $schema: _ignored, ...rest } = schema as Record<string, unknown>;
     // The limits first: they are cheap and bound what ajv then walks (and compiles to code).
@@ -158,20 +194,34 @@ export class StructuredOutput {
     return rest;
   }
 
-  private async compileIn(thread: EngineThread, format: JsonFormat, key: string, check: object | undefined): Promise<number> {
+  private async compileIn(
+    thread: EngineThread,
+    format: JsonFormat,
+    key: string,
+    check: object | undefined,
+  ): Promise<number> {
     const grammarId = newId();
     const json = format.schema === undefined ? ANY_OBJECT : JSON.stringify(workAroundXgrammar(format.schema));
     try {
-      await thread.request({ op: 'compile', grammarId, json, strict: format.schema !== undefined, ...(check ? { check } : {}) });
+      await thread.request({
+        op: 'compile',
+        grammarId,
+        json,
+        strict: format.schema !== undefined,
+        ...(check ? { check } : {}),
+      });
       return grammarId;
     } catch (e) {
       if (!(e instanceof EngineRequestError)) throw e;
       if (e.kind === 'invalid') throw new InvalidSchemaError(e.message);
-      if (e.kind === 'error') throw new InvalidSchemaError(`the schema is not supported by the grammar compiler: ${e.message}`);
+      if (e.kind === 'error')
+        throw new InvalidSchemaError(`the schema is not supported by the grammar compiler: ${e.message}`);
       const why =
-        e.kind === 'trap' ? `the grammar compiler failed on this schema (${e.message}); the schema is not supported`
-        : e.kind === 'time' || e.kind === 'memory' ? `the schema is too complex for the grammar compiler: ${e.message}`
-        : `the grammar compiler failed on this schema (${e.message})`;
+        e.kind === 'trap'
+          ? `the grammar compiler failed on this schema (${e.message}); the schema is not supported`
+          : e.kind === 'time' || e.kind === 'memory'
+            ? `the schema is too complex for the grammar compiler: ${e.message}`
+            : `the grammar compiler failed on this schema (${e.message})`;
       // It ended the engine: it is not compiled again (it would end the next one too).
       const err = new InvalidSchemaError(why);
       this.refused.set(key, err);

@@ -23,7 +23,15 @@ export interface VocabInfo {
   prependSpace: boolean;
 }
 
-interface Component { type?: string; decoders?: Component[]; normalizers?: Component[]; pretokenizers?: Component[]; prepend?: string; prepend_scheme?: string; add_prefix_space?: boolean }
+interface Component {
+  type?: string;
+  decoders?: Component[];
+  normalizers?: Component[];
+  pretokenizers?: Component[];
+  prepend?: string;
+  prepend_scheme?: string;
+  add_prefix_space?: boolean;
+}
 interface TokenizerJson {
   model?: { type?: string; vocab?: Record<string, number> | Array<[string, number]> };
   added_tokens?: Array<{ id: number; content: string; special?: boolean }>;
@@ -41,7 +49,9 @@ function flatten(c: Component | null | undefined): Component[] {
 export function vocabInfoFromJson(tj: TokenizerJson, vocabSize: number): VocabInfo {
   const vocab = tj.model?.vocab;
   if (!vocab) throw new Error('tokenizer.json has no model.vocab');
-  const entries: Array<[string, number]> = Array.isArray(vocab) ? vocab.map(([piece], id) => [piece, id]) : Object.entries(vocab);
+  const entries: Array<[string, number]> = Array.isArray(vocab)
+    ? vocab.map(([piece], id) => [piece, id])
+    : Object.entries(vocab);
   const added = new Map<number, boolean>();
   for (const t of tj.added_tokens ?? []) {
     entries.push([t.special ? '' : t.content, t.id]);
@@ -58,11 +68,16 @@ export function vocabInfoFromJson(tj: TokenizerJson, vocabSize: number): VocabIn
   // A SentencePiece vocabulary decoded by Metaspace alone (no byte fallback): "▁" is a space and
   // every other piece its own text — raw tokens once "▁" is replaced.
   if (vocabType === 'raw' && decoders.some((d) => d.type === 'Metaspace')) {
-    for (let id = 0; id < encodedVocab.length; id++) if (!added.has(id)) encodedVocab[id] = encodedVocab[id]!.replaceAll('▁', ' ');
+    for (let id = 0; id < encodedVocab.length; id++)
+      if (!added.has(id)) encodedVocab[id] = encodedVocab[id]!.replaceAll('▁', ' ');
   }
   const prependSpace =
     flatten(tj.normalizer).some((n) => n.type === 'Prepend' && n.prepend === '▁') ||
-    flatten(tj.pre_tokenizer).some((p) => p.type === 'Metaspace' && (p.prepend_scheme === 'always' || p.prepend_scheme === 'first' || p.add_prefix_space === true));
+    flatten(tj.pre_tokenizer).some(
+      (p) =>
+        p.type === 'Metaspace' &&
+        (p.prepend_scheme === 'always' || p.prepend_scheme === 'first' || p.add_prefix_space === true),
+    );
   // Added tokens are stored as their text, not in the vocab's byte encoding.
   const tokenBytes = encodedVocab.map((piece, id) => (added.has(id) ? utf8(piece) : pieceBytes(piece, vocabType)));
   return { encodedVocab, tokenBytes, vocabType, prependSpace };

@@ -23,14 +23,22 @@ function step(state: number, b: number): number {
       if (b >= 0xf1 && b <= 0xf3) return 6;
       if (b === 0xf4) return 7;
       return -1;
-    case 1: return b >= 0x80 && b <= 0xbf ? 0 : -1;
-    case 2: return b >= 0x80 && b <= 0xbf ? 1 : -1;
-    case 3: return b >= 0xa0 && b <= 0xbf ? 1 : -1;
-    case 4: return b >= 0x80 && b <= 0x9f ? 1 : -1;
-    case 5: return b >= 0x90 && b <= 0xbf ? 2 : -1;
-    case 6: return b >= 0x80 && b <= 0xbf ? 2 : -1;
-    case 7: return b >= 0x80 && b <= 0x8f ? 2 : -1;
-    default: return -1;
+    case 1:
+      return b >= 0x80 && b <= 0xbf ? 0 : -1;
+    case 2:
+      return b >= 0x80 && b <= 0xbf ? 1 : -1;
+    case 3:
+      return b >= 0xa0 && b <= 0xbf ? 1 : -1;
+    case 4:
+      return b >= 0x80 && b <= 0x9f ? 1 : -1;
+    case 5:
+      return b >= 0x90 && b <= 0xbf ? 2 : -1;
+    case 6:
+      return b >= 0x80 && b <= 0xbf ? 2 : -1;
+    case 7:
+      return b >= 0x80 && b <= 0x8f ? 2 : -1;
+    default:
+      return -1;
   }
 }
 
@@ -40,7 +48,10 @@ export class Utf8Table {
   /** next[token * 8 + state]: the state after the token (-1: invalid). */
   private readonly next: Int8Array;
 
-  constructor(tokenBytes: readonly Uint8Array[], readonly words: number) {
+  constructor(
+    tokenBytes: readonly Uint8Array[],
+    readonly words: number,
+  ) {
     const V = tokenBytes.length;
     this.next = new Int8Array(V * STATES);
     this.masks = Array.from({ length: STATES }, () => new Uint32Array(words));

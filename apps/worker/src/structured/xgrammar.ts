@@ -14,13 +14,28 @@ import { createRequire, Module } from 'node:module';
 import { dirname } from 'node:path';
 
 /** The slice of the xgrammar API the worker uses (lib/xgrammar.d.ts of 0.1.27). */
-export interface XgTokenizerInfo { getVocabSize(): number; dispose(): void }
-export interface XgCompiledGrammar { dispose(): void }
+export interface XgTokenizerInfo {
+  getVocabSize(): number;
+  dispose(): void;
+}
+export interface XgCompiledGrammar {
+  dispose(): void;
+}
 /** A grammar before compiling: printed as EBNF text by toString(). */
-export interface XgGrammar { toString(): string; dispose(): void }
+export interface XgGrammar {
+  toString(): string;
+  dispose(): void;
+}
 export interface XgGrammarCompiler {
   compileGrammar(grammar: XgGrammar): Promise<XgCompiledGrammar>;
-  compileJSONSchema(schema: string, anyWhitespace?: boolean, indent?: number, separators?: [string, string], strictMode?: boolean, maxWhitespaceCnt?: number): Promise<XgCompiledGrammar>;
+  compileJSONSchema(
+    schema: string,
+    anyWhitespace?: boolean,
+    indent?: number,
+    separators?: [string, string],
+    strictMode?: boolean,
+    maxWhitespaceCnt?: number,
+  ): Promise<XgCompiledGrammar>;
   compileBuiltinJSONGrammar(): Promise<XgCompiledGrammar>;
   dispose(): void;
 }
@@ -29,7 +44,8 @@ export interface XgGrammarCompiler {
  * unreachable): the instance must not be used again. xgrammar's own checks end in abort()
  * ("Aborted(...)"), which unwinds cleanly and leaves the instance usable.
  */
-export const isTrap = (e: unknown): boolean => e instanceof WebAssembly.RuntimeError && !e.message.startsWith('Aborted(');
+export const isTrap = (e: unknown): boolean =>
+  e instanceof WebAssembly.RuntimeError && !e.message.startsWith('Aborted(');
 
 export interface XgGrammarMatcher {
   acceptToken(tokenId: number): boolean;
@@ -40,20 +56,40 @@ export interface XgGrammarMatcher {
 export interface Xgrammar {
   Grammar: {
     fromJSONSchema(
-      schema: string, anyWhitespace?: boolean, indent?: number, separators?: [string, string], strictMode?: boolean, maxWhitespaceCnt?: number,
+      schema: string,
+      anyWhitespace?: boolean,
+      indent?: number,
+      separators?: [string, string],
+      strictMode?: boolean,
+      maxWhitespaceCnt?: number,
     ): Promise<XgGrammar>;
     fromEBNF(ebnf: string, rootRule?: string): Promise<XgGrammar>;
   };
   TokenizerInfo: {
-    createTokenizerInfo(encodedVocab: string[], vocabType?: string, prependSpaceInTokenization?: boolean, vocabSize?: number, stopTokenIds?: number[] | number): Promise<XgTokenizerInfo>;
+    createTokenizerInfo(
+      encodedVocab: string[],
+      vocabType?: string,
+      prependSpaceInTokenization?: boolean,
+      vocabSize?: number,
+      stopTokenIds?: number[] | number,
+    ): Promise<XgTokenizerInfo>;
   };
   GrammarCompiler: { createGrammarCompiler(info: XgTokenizerInfo, cacheEnabled?: boolean): Promise<XgGrammarCompiler> };
   GrammarMatcher: {
-    createGrammarMatcher(compiled: XgCompiledGrammar, overrideStopTokens?: number[] | number, terminateWithoutStopToken?: boolean): Promise<XgGrammarMatcher>;
+    createGrammarMatcher(
+      compiled: XgCompiledGrammar,
+      overrideStopTokens?: number[] | number,
+      terminateWithoutStopToken?: boolean,
+    ): Promise<XgGrammarMatcher>;
   };
 }
 
-interface CjsModule { filename: string; paths: string[]; exports: unknown; _compile(src: string, filename: string): void }
+interface CjsModule {
+  filename: string;
+  paths: string[];
+  exports: unknown;
+  _compile(src: string, filename: string): void;
+}
 type ModuleCtor = (new (id: string) => CjsModule) & { _nodeModulePaths(dir: string): string[] };
 
 /**

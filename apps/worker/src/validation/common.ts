@@ -23,7 +23,10 @@ export interface ResolvedModel {
 export async function resolveModel(ctx: WorkerContext, name: string | null | undefined): Promise<ResolvedModel> {
   if (name === undefined || name === null || name === '' || name === ctx.modelId) return { adapter: undefined };
   const d = await ctx.adapters.lookup(name);
-  if (!d) throw notFound(`The model \`${name}\` does not exist: it is neither the base model (${ctx.modelId}) nor an adapter in the adapter directory`);
+  if (!d)
+    throw notFound(
+      `The model \`${name}\` does not exist: it is neither the base model (${ctx.modelId}) nor an adapter in the adapter directory`,
+    );
   return { adapter: d.name, ...(d.chatTemplate !== undefined ? { chatTemplate: d.chatTemplate } : {}) };
 }
 
@@ -39,18 +42,34 @@ export function refuseOversizedText(ctx: WorkerContext, chars: number, param: st
   const ctxLen = ctx.engine.config.maxPositions;
   const limit = ctxLen * tk.maxTokenChars * 2;
   if (chars > limit) {
-    throw badRequest(`This model's maximum context length is ${ctxLen} tokens. However, the prompt has ${chars} characters, more than that many tokens can hold (at most ${limit} characters).`, param);
+    throw badRequest(
+      `This model's maximum context length is ${ctxLen} tokens. However, the prompt has ${chars} characters, more than that many tokens can hold (at most ${limit} characters).`,
+      param,
+    );
   }
 }
 
 /** Checks prompt + max tokens against the context (vLLM's 400) and returns the max tokens to use. */
-export function maxTokensFor(ctx: WorkerContext, promptLength: number, requested: number | null | undefined, fallback: number | 'rest'): number {
+export function maxTokensFor(
+  ctx: WorkerContext,
+  promptLength: number,
+  requested: number | null | undefined,
+  fallback: number | 'rest',
+): number {
   const ctxLen = ctx.engine.config.maxPositions;
   if (promptLength === 0) throw badRequest('the prompt is empty');
-  if (promptLength >= ctxLen) throw badRequest(`This model's maximum context length is ${ctxLen} tokens. However, the prompt has ${promptLength} tokens, leaving no room to generate.`);
+  if (promptLength >= ctxLen)
+    throw badRequest(
+      `This model's maximum context length is ${ctxLen} tokens. However, the prompt has ${promptLength} tokens, leaving no room to generate.`,
+    );
   const max = requested ?? (fallback === 'rest' ? ctxLen - promptLength : fallback);
   if (promptLength + max > ctxLen) {
-    throw new ApiError(400, 'invalid_request_error', `This model's maximum context length is ${ctxLen} tokens. However, you requested ${promptLength + max} tokens (${promptLength} in the prompt, ${max} for the completion). Please reduce the prompt or the maximum tokens.`, requested == null ? null : 'max_tokens');
+    throw new ApiError(
+      400,
+      'invalid_request_error',
+      `This model's maximum context length is ${ctxLen} tokens. However, you requested ${promptLength + max} tokens (${promptLength} in the prompt, ${max} for the completion). Please reduce the prompt or the maximum tokens.`,
+      requested == null ? null : 'max_tokens',
+    );
   }
   return max;
 }

@@ -2,7 +2,15 @@
 // allocator) over scripted steps (token = f(last token, adapter slot)), slots with optional load
 // latency and failures.
 import type { Clock } from '@loraplex/common';
-import { EngineError, Scheduler as EngineScheduler, resolveSampling, type AdapterInfo, type KvUsage, type StepItem, type StepItemResult } from '@loraplex/engine';
+import {
+  EngineError,
+  Scheduler as EngineScheduler,
+  resolveSampling,
+  type AdapterInfo,
+  type KvUsage,
+  type StepItem,
+  type StepItemResult,
+} from '@loraplex/engine';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AdapterManager } from '../../src/adapters/adapter-manager.js';
@@ -48,11 +56,13 @@ export class FakeEngine {
   async loadAdapter(name: string, dir: string): Promise<AdapterInfo> {
     this.loads.push(name);
     if (this.loadDelayMs) await sleep(this.loadDelayMs);
-    if (this.failLoad.has(name)) throw new EngineError('ADAPTER_CONFIG', `${dir}/adapter_config.json: not a LoRA config`);
+    if (this.failLoad.has(name))
+      throw new EngineError('ADAPTER_CONFIG', `${dir}/adapter_config.json: not a LoRA config`);
     const slot = this.slots.indexOf(undefined);
     if (slot < 0) throw new EngineError('ADAPTER_POOL_FULL', 'all slots are taken');
-    const used = this.slots.reduce((n, a) => n + (a ? this.ranks[a] ?? 8 : 0), 0);
-    if (used + (this.ranks[name] ?? 8) > this.poolPages) throw new EngineError('ADAPTER_POOL_FULL', `the LoRA pool has ${this.poolPages - used} free rank pages`);
+    const used = this.slots.reduce((n, a) => n + (a ? (this.ranks[a] ?? 8) : 0), 0);
+    if (used + (this.ranks[name] ?? 8) > this.poolPages)
+      throw new EngineError('ADAPTER_POOL_FULL', `the LoRA pool has ${this.poolPages - used} free rank pages`);
     this.slots[slot] = name;
     return { name, slot, rank: 8, path: dir, bytes: 0, modules: 0 };
   }
@@ -68,7 +78,9 @@ export class FakeEngine {
     this.steps.push(items);
     if (this.stepDelayMs) await sleep(this.stepDelayMs);
     // Never EOS (0): 1..63 from the last token and the slot.
-    return items.map((it) => (it.sample ? { token: 1 + ((it.tokens[it.tokens.length - 1]! * 7 + it.adapterSlot + 3) % 63), logprob: -1 } : {}));
+    return items.map((it) =>
+      it.sample ? { token: 1 + ((it.tokens[it.tokens.length - 1]! * 7 + it.adapterSlot + 3) % 63), logprob: -1 } : {},
+    );
   }
 }
 
@@ -88,11 +100,16 @@ export class FakeSource implements AdapterSource {
 }
 
 export function tiersOver(source: AdapterSource, hostAdapters = 64): AdapterTiers {
-  return new AdapterTiers(source, new DiskCache(join(tmpdir(), 'loraplex-test-disk-cache'), 1 << 30), { maxAdapters: hostAdapters, maxBytes: 1 << 30 });
+  return new AdapterTiers(source, new DiskCache(join(tmpdir(), 'loraplex-test-disk-cache'), 1 << 30), {
+    maxAdapters: hostAdapters,
+    maxBytes: 1 << 30,
+  });
 }
 
 /** Decodes token t as one letter. */
-export const letters = { decode: async (ids: number[]): Promise<string> => ids.map((i) => String.fromCharCode(97 + (i % 26))).join('') };
+export const letters = {
+  decode: async (ids: number[]): Promise<string> => ids.map((i) => String.fromCharCode(97 + (i % 26))).join(''),
+};
 
 export interface SetupOptions {
   maxAdapters?: number;
@@ -110,14 +127,27 @@ export function setup(opts: SetupOptions = {}) {
   const engine = new FakeEngine(opts);
   const core = new EngineScheduler({
     runStep: (items) => engine.runStep(items), // looked up per step: tests wrap engine.runStep
-    numBlocks: engine.kvBlocks, blockSize: engine.blockSize, vocab: engine.config.vocab, maxPositions: engine.config.maxPositions,
-    eos: engine.eosTokenIds, maxBatchTokens: opts.sched?.maxBatchTokens ?? 64,
-    ...(opts.manual ? { manual: true } : {}), ...(opts.clock ? { clock: opts.clock } : {}),
+    numBlocks: engine.kvBlocks,
+    blockSize: engine.blockSize,
+    vocab: engine.config.vocab,
+    maxPositions: engine.config.maxPositions,
+    eos: engine.eosTokenIds,
+    maxBatchTokens: opts.sched?.maxBatchTokens ?? 64,
+    ...(opts.manual ? { manual: true } : {}),
+    ...(opts.clock ? { clock: opts.clock } : {}),
   });
   engine.core = core;
   let scheduler: Scheduler | undefined;
-  const adapters = new AdapterManager(engine, tiersOver(new FakeSource(opts.adapters ?? ['A', 'B', 'C', 'D'])), { changed: () => scheduler?.wake() });
-  scheduler = new Scheduler(core, adapters, letters, opts.sched?.maxRunning !== undefined ? { maxRunning: opts.sched.maxRunning } : {}, opts.hooks ?? {});
+  const adapters = new AdapterManager(engine, tiersOver(new FakeSource(opts.adapters ?? ['A', 'B', 'C', 'D'])), {
+    changed: () => scheduler?.wake(),
+  });
+  scheduler = new Scheduler(
+    core,
+    adapters,
+    letters,
+    opts.sched?.maxRunning !== undefined ? { maxRunning: opts.sched.maxRunning } : {},
+    opts.hooks ?? {},
+  );
   return { engine, adapters, scheduler };
 }
 
@@ -128,8 +158,20 @@ export async function runToIdle(scheduler: Scheduler, maxSteps = 10_000): Promis
   return n;
 }
 
-export function params(adapter: string | undefined, maxTokens = 4, prompt: number[] = [5, 6, 7], extra: Partial<SequenceParams> = {}): SequenceParams {
+export function params(
+  adapter: string | undefined,
+  maxTokens = 4,
+  prompt: number[] = [5, 6, 7],
+  extra: Partial<SequenceParams> = {},
+): SequenceParams {
   return {
-    adapter, prompt, sampling: resolveSampling({ maxTokens, temperature: 0 }, 64), stop: [], includeStopString: false, promptLogprobs: false, route: 'test', ...extra,
+    adapter,
+    prompt,
+    sampling: resolveSampling({ maxTokens, temperature: 0 }, 64),
+    stop: [],
+    includeStopString: false,
+    promptLogprobs: false,
+    route: 'test',
+    ...extra,
   };
 }

@@ -14,7 +14,14 @@ export type Fetcher = (path: string, init?: RequestInit) => Promise<Response> | 
 
 export function poster(fetcher: Fetcher) {
   return (path: string, body: unknown, init: RequestInit = {}): Promise<Response> =>
-    Promise.resolve(fetcher(path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: typeof body === 'string' ? body : JSON.stringify(body), ...init }));
+    Promise.resolve(
+      fetcher(path, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: typeof body === 'string' ? body : JSON.stringify(body),
+        ...init,
+      }),
+    );
 }
 
 /** The signature header that makes a request come from the platform (contract §1a). */
@@ -24,9 +31,17 @@ export function platformHeaders(secret: string, method: string, path: string, bo
 
 /** Like poster(), but every request is signed with the worker secret, as the API signs them. */
 export function platformPoster(fetcher: Fetcher, secret: string) {
-  return (path: string, body: unknown, init: RequestInit & { headers?: Record<string, string> } = {}): Promise<Response> => {
+  return (
+    path: string,
+    body: unknown,
+    init: RequestInit & { headers?: Record<string, string> } = {},
+  ): Promise<Response> => {
     const text = typeof body === 'string' ? body : JSON.stringify(body);
-    const headers = { 'content-type': 'application/json', ...init.headers, ...platformHeaders(secret, 'POST', path, text) };
+    const headers = {
+      'content-type': 'application/json',
+      ...init.headers,
+      ...platformHeaders(secret, 'POST', path, text),
+    };
     return Promise.resolve(fetcher(path, { method: 'POST', ...init, headers, body: text }));
   };
 }
@@ -46,7 +61,8 @@ export function sseData(text: string): Array<Record<string, unknown> | string> {
 
 /** Value of a Prometheus sample (labels matched as a substring, e.g. 'adapter="x"'), 0 when absent. */
 export function metric(text: string, name: string, labels = ''): number {
-  let sum = 0, found = false;
+  let sum = 0,
+    found = false;
   for (const line of text.split('\n')) {
     if (line.startsWith('#')) continue;
     const m = /^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)$/.exec(line);
@@ -57,7 +73,11 @@ export function metric(text: string, name: string, labels = ''): number {
   return found ? sum : 0;
 }
 
-export async function until(cond: () => Promise<boolean> | boolean, timeoutMs = 5000, what = 'condition'): Promise<void> {
+export async function until(
+  cond: () => Promise<boolean> | boolean,
+  timeoutMs = 5000,
+  what = 'condition',
+): Promise<void> {
   const t0 = Date.now();
   while (!(await cond())) {
     if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);

@@ -44,9 +44,18 @@ export const clientDetails = z.looseObject({
 });
 /** `Response` (Client.generate parses payload[0] of POST /, or the object of /generate). */
 export const clientResponse = z.looseObject({ generated_text: z.string(), details: optional(clientDetails) });
-export const clientStreamDetails = z.looseObject({ finish_reason: finishReason, prompt_tokens: int, generated_tokens: int, seed: optional(int) });
+export const clientStreamDetails = z.looseObject({
+  finish_reason: finishReason,
+  prompt_tokens: int,
+  generated_tokens: int,
+  seed: optional(int),
+});
 /** `StreamResponse`: one per SSE event. */
-export const clientStreamResponse = z.looseObject({ token: clientToken, generated_text: optional(z.string()), details: optional(clientStreamDetails) });
+export const clientStreamResponse = z.looseObject({
+  token: clientToken,
+  generated_text: optional(z.string()),
+  details: optional(clientStreamDetails),
+});
 /** errors.py's parse_error reads `error` (the message) and `error_type`. */
 export const clientError = z.looseObject({ error: z.string(), error_type: z.string() });
 
@@ -74,12 +83,35 @@ export const clientInfo = z.looseObject({
 export const clientTokenizeResponse = z.array(z.looseObject({ id: int, text: z.string(), start: int, stop: int }));
 
 /** The body lorax-client sends: every Parameters field, null when unset (Request.dict()). */
-export function clientBody(inputs: string, stream: boolean, over: Record<string, unknown> = {}): Record<string, unknown> {
+export function clientBody(
+  inputs: string,
+  stream: boolean,
+  over: Record<string, unknown> = {},
+): Record<string, unknown> {
   const parameters = {
-    adapter_id: null, adapter_source: null, merged_adapters: null, api_token: null, do_sample: false, max_new_tokens: 4,
-    ignore_eos_token: false, repetition_penalty: null, return_full_text: false, stop: [], seed: null, temperature: null,
-    top_k: null, top_p: null, truncate: null, typical_p: null, best_of: null, watermark: false, details: true,
-    decoder_input_details: false, return_k_alternatives: null, response_format: null, ...over,
+    adapter_id: null,
+    adapter_source: null,
+    merged_adapters: null,
+    api_token: null,
+    do_sample: false,
+    max_new_tokens: 4,
+    ignore_eos_token: false,
+    repetition_penalty: null,
+    return_full_text: false,
+    stop: [],
+    seed: null,
+    temperature: null,
+    top_k: null,
+    top_p: null,
+    truncate: null,
+    typical_p: null,
+    best_of: null,
+    watermark: false,
+    details: true,
+    decoder_input_details: false,
+    return_k_alternatives: null,
+    response_format: null,
+    ...over,
   };
   return { inputs, parameters, stream };
 }
@@ -87,6 +119,9 @@ export function clientBody(inputs: string, stream: boolean, over: Record<string,
 /** Parses with a client model, failing with zod's issues and the payload (what pydantic would refuse). */
 export function asClient<T extends z.ZodType>(model: T, payload: unknown): z.infer<T> {
   const r = model.safeParse(payload);
-  if (!r.success) throw new Error(`lorax-client would refuse this payload: ${z.prettifyError(r.error)}\n${JSON.stringify(payload).slice(0, 2000)}`);
+  if (!r.success)
+    throw new Error(
+      `lorax-client would refuse this payload: ${z.prettifyError(r.error)}\n${JSON.stringify(payload).slice(0, 2000)}`,
+    );
   return r.data;
 }

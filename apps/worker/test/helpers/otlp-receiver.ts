@@ -15,12 +15,23 @@ export interface ReceivedSpan {
   events: Array<{ name: string }>;
 }
 
-interface OtlpValue { stringValue?: string; intValue?: string | number; boolValue?: boolean; doubleValue?: number; arrayValue?: { values: OtlpValue[] } }
-interface OtlpAttr { key: string; value: OtlpValue }
+interface OtlpValue {
+  stringValue?: string;
+  intValue?: string | number;
+  boolValue?: boolean;
+  doubleValue?: number;
+  arrayValue?: { values: OtlpValue[] };
+}
+interface OtlpAttr {
+  key: string;
+  value: OtlpValue;
+}
 
 const value = (v: OtlpValue): unknown =>
-  v.stringValue ?? (v.intValue !== undefined ? Number(v.intValue) : v.boolValue ?? v.doubleValue ?? v.arrayValue?.values.map(value));
-const attrs = (list: OtlpAttr[] = []): Record<string, unknown> => Object.fromEntries(list.map((a) => [a.key, value(a.value)]));
+  v.stringValue ??
+  (v.intValue !== undefined ? Number(v.intValue) : (v.boolValue ?? v.doubleValue ?? v.arrayValue?.values.map(value)));
+const attrs = (list: OtlpAttr[] = []): Record<string, unknown> =>
+  Object.fromEntries(list.map((a) => [a.key, value(a.value)]));
 
 export interface OtlpReceiver {
   /** The base endpoint (OTEL_EXPORTER_OTLP_ENDPOINT). */
@@ -44,15 +55,25 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
       }
       contentTypes.push(req.headers['content-type'] ?? '');
       const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
-        resourceSpans: Array<{ resource: { attributes: OtlpAttr[] }; scopeSpans: Array<{ spans: Array<Record<string, any>> }> }>;
+        resourceSpans: Array<{
+          resource: { attributes: OtlpAttr[] };
+          scopeSpans: Array<{ spans: Array<Record<string, any>> }>;
+        }>;
       };
       for (const rs of body.resourceSpans) {
         const service = String(attrs(rs.resource.attributes)['service.name']);
         for (const ss of rs.scopeSpans) {
           for (const s of ss.spans) {
             spans.push({
-              service, name: s.name, traceId: s.traceId, spanId: s.spanId, parentSpanId: s.parentSpanId ?? '', kind: s.kind,
-              attributes: attrs(s.attributes), status: s.status, events: s.events ?? [],
+              service,
+              name: s.name,
+              traceId: s.traceId,
+              spanId: s.spanId,
+              parentSpanId: s.parentSpanId ?? '',
+              kind: s.kind,
+              attributes: attrs(s.attributes),
+              status: s.status,
+              events: s.events ?? [],
             });
           }
         }
@@ -63,7 +84,9 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   const port = (server.address() as AddressInfo).port;
   return {
-    url: `http://127.0.0.1:${port}`, spans, contentTypes,
+    url: `http://127.0.0.1:${port}`,
+    spans,
+    contentTypes,
     close: () => new Promise<void>((r) => server.close(() => r())),
   };
 }

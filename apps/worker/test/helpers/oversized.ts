@@ -15,10 +15,16 @@ export interface OversizedResult {
   bytesWritten: number;
 }
 
-export function postOversized(opts: { url: string; bytes: number; chunked: boolean; headers?: Record<string, string> }): Promise<OversizedResult> {
+export function postOversized(opts: {
+  url: string;
+  bytes: number;
+  chunked: boolean;
+  headers?: Record<string, string>;
+}): Promise<OversizedResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [SCRIPT, JSON.stringify(opts)], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '', err = '';
+    let out = '',
+      err = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
     child.once('error', reject);

@@ -14,9 +14,30 @@ export const PATHOLOGICAL: Array<[string, unknown, RegExp]> = [
   ['an object nested 2,000 deep', nested(2000), /nested more than 32 levels deep/],
   ['a self-referencing $ref', { type: 'object', properties: { next: { $ref: '#' } } }, /recursive \$ref/],
   ['the root as its own $ref', { $ref: '#' }, /recursive \$ref/],
-  ['mutually recursive $refs', { $ref: '#/$defs/a', $defs: { a: { type: 'object', properties: { b: { $ref: '#/$defs/b' } } }, b: { anyOf: [{ $ref: '#/$defs/a' }, { type: 'null' }] } } }, /recursive \$ref: .*\$defs\/a.*\$defs\/b/],
-  ['a huge enum', { type: 'string', enum: Array.from({ length: 5000 }, (_, i) => `value-${i}`) }, /more than 1024 values/],
-  ['a huge schema', { type: 'object', properties: Object.fromEntries(Array.from({ length: 6000 }, (_, i) => [`p${i}`, { type: 'integer' }])) }, /more than 5000 subschemas/],
+  [
+    'mutually recursive $refs',
+    {
+      $ref: '#/$defs/a',
+      $defs: {
+        a: { type: 'object', properties: { b: { $ref: '#/$defs/b' } } },
+        b: { anyOf: [{ $ref: '#/$defs/a' }, { type: 'null' }] },
+      },
+    },
+    /recursive \$ref: .*\$defs\/a.*\$defs\/b/,
+  ],
+  [
+    'a huge enum',
+    { type: 'string', enum: Array.from({ length: 5000 }, (_, i) => `value-${i}`) },
+    /more than 1024 values/,
+  ],
+  [
+    'a huge schema',
+    {
+      type: 'object',
+      properties: Object.fromEntries(Array.from({ length: 6000 }, (_, i) => [`p${i}`, { type: 'integer' }])),
+    },
+    /more than 5000 subschemas/,
+  ],
   ['a huge length bound', { type: 'string', maxLength: 100_000_000 }, /exceeds the limit/],
   ['{"not": {}}', { not: {} }, /`not: \{\}` accepts no value/],
   ['`not` of a schema', { type: 'string', not: { const: 'x' } }, /`not` is not supported/],
@@ -32,4 +53,8 @@ export const PATHOLOGICAL: Array<[string, unknown, RegExp]> = [
 ];
 
 /** An allowed schema whose compile takes a while (hundreds of ms or more): 1,000 integer properties. */
-export const SLOW = { type: 'object', properties: Object.fromEntries(Array.from({ length: 1000 }, (_, i) => [`p${i}`, { type: 'integer' }])), additionalProperties: false };
+export const SLOW = {
+  type: 'object',
+  properties: Object.fromEntries(Array.from({ length: 1000 }, (_, i) => [`p${i}`, { type: 'integer' }])),
+  additionalProperties: false,
+};

@@ -7,7 +7,10 @@
 import { request } from 'node:http';
 
 const { url, bytes, chunked, headers = {} } = JSON.parse(process.argv[2]);
-const req = request(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers, ...(chunked ? {} : { 'content-length': String(bytes) }) } });
+const req = request(url, {
+  method: 'POST',
+  headers: { 'content-type': 'application/json', ...headers, ...(chunked ? {} : { 'content-length': String(bytes) }) },
+});
 let answered;
 let body = '';
 let done = false;
@@ -25,7 +28,9 @@ req.on('response', (res) => {
 });
 // The server may close the connection while this side still writes (it stopped reading at the
 // limit): the write then fails, and what counts is whether the answer arrived first.
-req.on('error', (e) => finish(answered ? { ...answered, body } : { status: 0, connection: e.code ?? String(e), body: '' }));
+req.on('error', (e) =>
+  finish(answered ? { ...answered, body } : { status: 0, connection: e.code ?? String(e), body: '' }),
+);
 const chunk = Buffer.alloc(1 << 20, 'a');
 chunk.write('{"prompt":"');
 let sent = 0;

@@ -34,8 +34,12 @@ export interface WorkerProcess {
 }
 
 export async function spawnWorker(args: string[], timeoutMs = 30_000): Promise<WorkerProcess> {
-  const child = spawn(process.execPath, [CLI, '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
-  let out = '', err = '';
+  const child = spawn(process.execPath, [CLI, '--port', '0', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: process.env,
+  });
+  let out = '',
+    err = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));

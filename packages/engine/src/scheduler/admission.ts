@@ -17,9 +17,13 @@ export function watermarkBlocks(numBlocks: number): number {
 }
 
 /** KV blocks that admitted sequences still need to finish their prefill, beyond what they hold. */
-export function outstandingPrefill(running: readonly ScheduledSequence[], kv: Pick<BlockAllocator, 'blocksFor'>): number {
+export function outstandingPrefill(
+  running: readonly ScheduledSequence[],
+  kv: Pick<BlockAllocator, 'blocksFor'>,
+): number {
   let n = 0;
-  for (const s of running) if (s.generating && !s.prefilled) n += Math.max(0, kv.blocksFor(s.prefillLength) - s.blocks.length);
+  for (const s of running)
+    if (s.generating && !s.prefilled) n += Math.max(0, kv.blocksFor(s.prefillLength) - s.blocks.length);
   return n;
 }
 
@@ -63,7 +67,7 @@ export function secureDecodeBlocks<S extends ScheduledSequence>(
   kv: Pick<BlockAllocator, 'blocksFor' | 'freeBlocks' | 'ensure'>,
   preempt: (victim: S) => void,
 ): void {
-  for (let i = 0; i < running.length; ) {
+  for (let i = 0; i < running.length;) {
     const s = running[i]!;
     if (s.generating && s.prefilled) {
       if (kv.blocksFor(s.computed + 1) - s.blocks.length > kv.freeBlocks) {
@@ -77,7 +81,12 @@ export function secureDecodeBlocks<S extends ScheduledSequence>(
 }
 
 /** The token-level finish of a sequence that just sampled `token` (its sampled list not yet grown). */
-export function tokenFinish(s: ScheduledSequence, token: number, eos: ReadonlySet<number>, maxPositions: number): FinishReason | undefined {
+export function tokenFinish(
+  s: ScheduledSequence,
+  token: number,
+  eos: ReadonlySet<number>,
+  maxPositions: number,
+): FinishReason | undefined {
   const p = s.sampling;
   if (!p.ignoreEos && eos.has(token)) return 'eos';
   if (p.stopTokenIds.includes(token)) return 'stop';

@@ -27,10 +27,16 @@ export interface BatchBlocks {
   ensure(table: number[], tokens: number): void;
 }
 
-export function buildBatch<S extends ScheduledSequence>(running: readonly S[], maxBatchTokens: number, kv: BatchBlocks): Batch<S> {
+export function buildBatch<S extends ScheduledSequence>(
+  running: readonly S[],
+  maxBatchTokens: number,
+  kv: BatchBlocks,
+): Batch<S> {
   // Items grouped by adapter slot as they are made (decodes, then prefills, each in admission order).
   const bySlot = new Map<number, { items: StepItem[]; owners: S[] }>();
-  let budget = maxBatchTokens, prefillTokens = 0, decodeTokens = 0;
+  let budget = maxBatchTokens,
+    prefillTokens = 0,
+    decodeTokens = 0;
   const push = (s: S, tokens: number[], sample: boolean): void => {
     const p = s.sampling;
     const P = s.prompt.length;
@@ -39,10 +45,15 @@ export function buildBatch<S extends ScheduledSequence>(running: readonly S[], m
     let group = bySlot.get(s.adapterSlot);
     if (!group) bySlot.set(s.adapterSlot, (group = { items: [], owners: [] }));
     group.items.push({
-      tokens, startPosition: s.computed, blockTable: s.blocks, adapterSlot: s.adapterSlot, sample,
+      tokens,
+      startPosition: s.computed,
+      blockTable: s.blocks,
+      adapterSlot: s.adapterSlot,
+      sample,
       // Prompt logits once: a recompute after a preemption does not ask for them again.
       allLogits: s.wantsPromptLogits && s.computed < P && s.promptLogitRows < P,
-      sampling: p, draw: out.length,
+      sampling: p,
+      draw: out.length,
       history: sample && usesPenalties(p) ? { tokens: [...s.prompt, ...out], generatedStart: P } : undefined,
       ...(sample ? s.stepMask() : { mask: null }),
     });

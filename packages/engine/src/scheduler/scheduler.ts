@@ -160,12 +160,16 @@ export class Scheduler<S extends ScheduledSequence = ScheduledSequence> {
 
   /** Queues a sequence. Throws KV_CACHE_FULL when its whole length can never fit the cache. */
   submit(seq: S): S {
-    if (!this.accepting) throw new EngineError('ENGINE_CLOSED', 'the scheduler is draining and accepts no new sequences');
+    if (!this.accepting)
+      throw new EngineError('ENGINE_CLOSED', 'the scheduler is draining and accepts no new sequences');
     if (seq.prompt.length === 0) throw new EngineError('INVALID_ARGUMENT', 'a prompt needs at least one token');
     const need = this.blocksNeeded(seq.prompt.length, seq.sampling.maxTokens);
     if (need > this.kv.numBlocks) {
       const total = seq.prompt.length + seq.sampling.maxTokens;
-      throw new EngineError('KV_CACHE_FULL', `a request of ${total} tokens needs ${need} KV blocks but the cache has ${this.kv.numBlocks} of ${this.kv.blockSize} tokens`);
+      throw new EngineError(
+        'KV_CACHE_FULL',
+        `a request of ${total} tokens needs ${need} KV blocks but the cache has ${this.kv.numBlocks} of ${this.kv.blockSize} tokens`,
+      );
     }
     seq.enqueuedAt = this.clock.now();
     this.queues.push(seq);
@@ -253,7 +257,12 @@ export class Scheduler<S extends ScheduledSequence = ScheduledSequence> {
     const waiting = this.queues.adaptersWaiting();
     if (waiting.length > 0) this.gate.wanted?.(waiting);
     const admitted = chooseAdmissions({
-      queues: this.queues, running: this.running, kv: this.kv, gate: this.gate, maxRunning: this.maxRunning, watermark: this.watermark,
+      queues: this.queues,
+      running: this.running,
+      kv: this.kv,
+      gate: this.gate,
+      maxRunning: this.maxRunning,
+      watermark: this.watermark,
     });
     for (const s of admitted) {
       s.adapterSlot = s.adapter === undefined ? -1 : this.gate.pin(s.adapter);
@@ -343,7 +352,9 @@ export class Scheduler<S extends ScheduledSequence = ScheduledSequence> {
     const pending: Array<Promise<void>> = [];
     const V = this.opts.vocab;
     for (let i = 0; i < results.length; i++) {
-      const r = results[i]!, s = batch.owners[i]!, it = batch.items[i]!;
+      const r = results[i]!,
+        s = batch.owners[i]!,
+        it = batch.items[i]!;
       if (!s.generating) continue;
       if (r.logits) {
         for (let j = 0; j < it.tokens.length; j++) {

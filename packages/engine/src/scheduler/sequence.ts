@@ -78,7 +78,8 @@ export class ScheduledSequence {
 
   /** Tokens [from, to) of the sequence so far: the prompt, then the sampled tokens. */
   tokensAt(from: number, to: number): number[] {
-    const prompt = this.prompt, P = prompt.length;
+    const prompt = this.prompt,
+      P = prompt.length;
     if (to <= P) return prompt.slice(from, to);
     return [...prompt.slice(Math.min(from, P), P), ...this.sampled.slice(Math.max(0, from - P), to - P)];
   }

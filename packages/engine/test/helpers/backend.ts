@@ -5,7 +5,8 @@ export type TestBackend = 'cpu' | 'cuda' | 'auto';
 
 export const TEST_BACKEND: TestBackend = ((): TestBackend => {
   const v = process.env.LORAPLEX_TEST_BACKEND ?? 'cpu';
-  if (v !== 'cpu' && v !== 'cuda' && v !== 'auto') throw new Error(`LORAPLEX_TEST_BACKEND must be cpu, cuda or auto, got ${v}`);
+  if (v !== 'cpu' && v !== 'cuda' && v !== 'auto')
+    throw new Error(`LORAPLEX_TEST_BACKEND must be cpu, cuda or auto, got ${v}`);
   return v;
 })();
 

@@ -2,7 +2,10 @@
 // never 0 (the fake EOS), every step recorded with copies of its block tables.
 import { resolveSampling, type ResolvedSampling, type StepItem, type StepItemResult } from '../../src/index.js';
 
-export interface RecordedStep { items: StepItem[]; tables: number[][] }
+export interface RecordedStep {
+  items: StepItem[];
+  tables: number[][];
+}
 
 export function fakeStep(): { steps: RecordedStep[]; runStep: (items: StepItem[]) => Promise<StepItemResult[]> } {
   const steps: RecordedStep[] = [];
@@ -10,7 +13,9 @@ export function fakeStep(): { steps: RecordedStep[]; runStep: (items: StepItem[]
     steps,
     runStep: async (items) => {
       steps.push({ items, tables: items.map((it) => Array.from(it.blockTable)) });
-      return items.map((it) => (it.sample ? { token: 1 + ((it.tokens[it.tokens.length - 1]! * 7 + it.adapterSlot + 3) % 63), logprob: -1 } : {}));
+      return items.map((it) =>
+        it.sample ? { token: 1 + ((it.tokens[it.tokens.length - 1]! * 7 + it.adapterSlot + 3) % 63), logprob: -1 } : {},
+      );
     },
   };
 }

@@ -19,12 +19,22 @@ export const FIXTURE_SETS: Array<{ model: FixtureModel; adapters: readonly strin
 ];
 
 /** The folder holding model m: qwen3 (per-head q/k norms, head_dim != hidden / heads) and llama_dora are in hf-tiny-v2. */
-export const fixtureDir = (m: FixtureModel): string => join(m === 'qwen3' || m === 'llama_dora' ? FIXTURES_V2 : FIXTURES, m);
+export const fixtureDir = (m: FixtureModel): string =>
+  join(m === 'qwen3' || m === 'llama_dora' ? FIXTURES_V2 : FIXTURES, m);
 export const modelDir = (m: FixtureModel): string => join(fixtureDir(m), 'base');
 export const adapterDir = (m: FixtureModel, a: string): string => join(fixtureDir(m), 'adapters', a);
 
-export interface VariantPrompt { prompt_index: number; greedy_tokens: number[]; greedy_top1_top2_margins: number[] }
-export interface HeteroRow { row: number; prompt_index: number; adapter: string; greedy_tokens: number[] }
+export interface VariantPrompt {
+  prompt_index: number;
+  greedy_tokens: number[];
+  greedy_top1_top2_margins: number[];
+}
+export interface HeteroRow {
+  row: number;
+  prompt_index: number;
+  adapter: string;
+  greedy_tokens: number[];
+}
 export interface Reference {
   prompts: number[][];
   n_new_tokens: number;

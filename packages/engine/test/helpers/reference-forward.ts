@@ -6,15 +6,26 @@
 export type Tensors = Map<string, { shape: number[]; data: Float32Array }>;
 
 export interface RefConfig {
-  hidden: number; intermediate: number; layers: number; heads: number; kvHeads: number; headDim: number; vocab: number;
-  rmsEps: number; invFreq: Float32Array; slidingWindow: number; tie: boolean; bias: boolean;
+  hidden: number;
+  intermediate: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  vocab: number;
+  rmsEps: number;
+  invFreq: Float32Array;
+  slidingWindow: number;
+  tie: boolean;
+  bias: boolean;
   /** Per-head RMSNorm of q and k (self_attn.q_norm / k_norm) before rotary. */
   qkNorm?: boolean;
   /** Round every base-weight matmul input to bfloat16 first (a bfloat16 model on AVX512-BF16). */
   bf16Inputs?: boolean;
 }
 
-const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
+const f32 = new Float32Array(1),
+  u32 = new Uint32Array(f32.buffer);
 /** float32 rounding, then bfloat16 round-to-nearest-even. */
 function roundBf16(v: number): number {
   f32[0] = v;
@@ -50,7 +61,13 @@ export function referenceLogits(t: Tensors, c: RefConfig, tokens: number[], lora
     if (!v) throw new Error(`reference: missing ${n}`);
     return v.data;
   };
-  const H = c.hidden, hd = c.headDim, nh = c.heads, nkv = c.kvHeads, Q = nh * hd, KV = nkv * hd, half = hd / 2;
+  const H = c.hidden,
+    hd = c.headDim,
+    nh = c.heads,
+    nkv = c.kvHeads,
+    Q = nh * hd,
+    KV = nkv * hd,
+    half = hd / 2;
   const baseIn = (x: Float64Array): Float64Array => (c.bf16Inputs ? x.map(roundBf16) : x);
   const proj = (name: string, x: Float64Array, rows: number, cols: number): Float64Array => {
     const y = matvec(get(`${name}.weight`), rows, cols, baseIn(x));
@@ -73,8 +90,10 @@ export function referenceLogits(t: Tensors, c: RefConfig, tokens: number[], lora
     for (let h = 0; h < heads; h++) {
       for (let i = 0; i < half; i++) {
         const ang = Math.fround(pos * c.invFreq[i]!);
-        const cs = Math.cos(ang), sn = Math.sin(ang);
-        const a = v[h * hd + i]!, b = v[h * hd + i + half]!;
+        const cs = Math.cos(ang),
+          sn = Math.sin(ang);
+        const a = v[h * hd + i]!,
+          b = v[h * hd + i + half]!;
         v[h * hd + i] = a * cs - b * sn;
         v[h * hd + i + half] = b * cs + a * sn;
       }
@@ -112,7 +131,8 @@ export function referenceLogits(t: Tensors, c: RefConfig, tokens: number[], lora
         const mx = Math.max(...scores);
         const e = scores.map((s) => Math.exp(s - mx));
         const sum = e.reduce((a, b) => a + b, 0);
-        for (let j = first; j <= i; j++) for (let d = 0; d < hd; d++) att[h * hd + d]! += (e[j - first]! / sum) * vs[j]![kvh * hd + d]!;
+        for (let j = first; j <= i; j++)
+          for (let d = 0; d < hd; d++) att[h * hd + d]! += (e[j - first]! / sum) * vs[j]![kvh * hd + d]!;
       }
       const o = proj(`${p}.self_attn.o_proj`, att, H, Q);
       return x.map((v, k) => v + o[k]!);
@@ -131,7 +151,8 @@ export function referenceLogits(t: Tensors, c: RefConfig, tokens: number[], lora
 }
 
 export function maxAbsDiff64(a: Float32Array, rows: Float64Array[]): number {
-  let m = 0, k = 0;
+  let m = 0,
+    k = 0;
   for (const r of rows) for (const v of r) m = Math.max(m, Math.abs(a[k++]! - v));
   return m;
 }

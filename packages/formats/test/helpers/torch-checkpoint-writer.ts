@@ -13,7 +13,12 @@ export type TorchDtype = 'F32' | 'F16' | 'BF16' | 'F64' | 'I64' | 'I32';
 
 const ELEMENT_BYTES: Record<TorchDtype, number> = { F32: 4, F16: 2, BF16: 2, F64: 8, I64: 8, I32: 4 };
 const STORAGE_CLASS: Record<TorchDtype, string> = {
-  F32: 'FloatStorage', F16: 'HalfStorage', BF16: 'BFloat16Storage', F64: 'DoubleStorage', I64: 'LongStorage', I32: 'IntStorage',
+  F32: 'FloatStorage',
+  F16: 'HalfStorage',
+  BF16: 'BFloat16Storage',
+  F64: 'DoubleStorage',
+  I64: 'LongStorage',
+  I32: 'IntStorage',
 };
 
 /** One storage; tensors that share the same object share the storage (one data/<key> entry), as in torch. */
@@ -83,27 +88,72 @@ export interface CheckpointOptions extends ZipOptions {
 export class PickleBuilder {
   private readonly out: number[] = [];
 
-  raw(...bytes: number[]): this { for (const b of bytes) this.out.push(b & 0xff); return this; }
-  op(ch: string): this { return this.raw(ch.charCodeAt(0)); }
-  proto(v = 2): this { return this.raw(0x80, v); }
-  stop(): this { return this.op('.'); }
-  mark(): this { return this.op('('); }
-  none(): this { return this.op('N'); }
-  bool(b: boolean): this { return this.raw(b ? 0x88 : 0x89); }
-  global(module: string, name: string): this { this.op('c'); this.utf8(`${module}\n${name}\n`); return this; }
-  emptyTuple(): this { return this.op(')'); }
-  emptyDict(): this { return this.op('}'); }
-  emptyList(): this { return this.op(']'); }
-  tuple(): this { return this.op('t'); }
-  tupleN(n: 1 | 2 | 3): this { return this.raw(0x84 + n); }
-  setitem(): this { return this.op('s'); }
-  setitems(): this { return this.op('u'); }
-  append(): this { return this.op('a'); }
-  reduce(): this { return this.op('R'); }
-  build(): this { return this.op('b'); }
-  binpersid(): this { return this.op('Q'); }
-  put(i: number): this { return i < 256 ? this.raw(0x71, i) : this.raw(0x72, ...le32(i)); }
-  get(i: number): this { return i < 256 ? this.raw(0x68, i) : this.raw(0x6a, ...le32(i)); }
+  raw(...bytes: number[]): this {
+    for (const b of bytes) this.out.push(b & 0xff);
+    return this;
+  }
+  op(ch: string): this {
+    return this.raw(ch.charCodeAt(0));
+  }
+  proto(v = 2): this {
+    return this.raw(0x80, v);
+  }
+  stop(): this {
+    return this.op('.');
+  }
+  mark(): this {
+    return this.op('(');
+  }
+  none(): this {
+    return this.op('N');
+  }
+  bool(b: boolean): this {
+    return this.raw(b ? 0x88 : 0x89);
+  }
+  global(module: string, name: string): this {
+    this.op('c');
+    this.utf8(`${module}\n${name}\n`);
+    return this;
+  }
+  emptyTuple(): this {
+    return this.op(')');
+  }
+  emptyDict(): this {
+    return this.op('}');
+  }
+  emptyList(): this {
+    return this.op(']');
+  }
+  tuple(): this {
+    return this.op('t');
+  }
+  tupleN(n: 1 | 2 | 3): this {
+    return this.raw(0x84 + n);
+  }
+  setitem(): this {
+    return this.op('s');
+  }
+  setitems(): this {
+    return this.op('u');
+  }
+  append(): this {
+    return this.op('a');
+  }
+  reduce(): this {
+    return this.op('R');
+  }
+  build(): this {
+    return this.op('b');
+  }
+  binpersid(): this {
+    return this.op('Q');
+  }
+  put(i: number): this {
+    return i < 256 ? this.raw(0x71, i) : this.raw(0x72, ...le32(i));
+  }
+  get(i: number): this {
+    return i < 256 ? this.raw(0x68, i) : this.raw(0x6a, ...le32(i));
+  }
 
   /** BINUNICODE, as protocol 2 writes every str. */
   unicode(s: string): this {
@@ -124,9 +174,13 @@ export class PickleBuilder {
     return this.raw(0x8a, bytes.length, ...bytes);
   }
 
-  private utf8(s: string): void { for (const x of Buffer.from(s, 'utf8')) this.out.push(x); }
+  private utf8(s: string): void {
+    for (const x of Buffer.from(s, 'utf8')) this.out.push(x);
+  }
 
-  finish(): Uint8Array { return Uint8Array.from(this.out); }
+  finish(): Uint8Array {
+    return Uint8Array.from(this.out);
+  }
 }
 
 function le32(n: number): number[] {
@@ -186,22 +240,34 @@ class TorchPickler {
 
   /** save_tuple: () unmemoized; 1-3 items as TUPLEn; more as MARK ... TUPLE; then memoized. */
   tuple(items: Array<() => void>): void {
-    if (items.length === 0) { this.b.emptyTuple(); return; }
+    if (items.length === 0) {
+      this.b.emptyTuple();
+      return;
+    }
     if (items.length > 3) this.b.mark();
     for (const save of items) save();
-    if (items.length > 3) this.b.tuple(); else this.b.tupleN(items.length as 1 | 2 | 3);
+    if (items.length > 3) this.b.tuple();
+    else this.b.tupleN(items.length as 1 | 2 | 3);
     this.memoize();
   }
 
   /** batch_dict_exact: a single item as SETITEM, otherwise MARK ... SETITEMS in batches (a trailing empty batch included). */
   exactDictItems(items: Array<[() => void, () => void]>): void {
     if (items.length === 0) return;
-    if (items.length === 1) { items[0]![0](); items[0]![1](); this.b.setitem(); return; }
+    if (items.length === 1) {
+      items[0]![0]();
+      items[0]![1]();
+      this.b.setitem();
+      return;
+    }
     let i = 0;
     let n: number;
     do {
       this.b.mark();
-      for (n = 0; n < BATCHSIZE && i < items.length; n++, i++) { items[i]![0](); items[i]![1](); }
+      for (n = 0; n < BATCHSIZE && i < items.length; n++, i++) {
+        items[i]![0]();
+        items[i]![1]();
+      }
       this.b.setitems();
     } while (n === BATCHSIZE);
   }
@@ -210,9 +276,17 @@ class TorchPickler {
   iterDictItems(items: Array<[() => void, () => void]>): void {
     for (let start = 0; start < items.length; start += BATCHSIZE) {
       const batch = items.slice(start, start + BATCHSIZE);
-      if (batch.length === 1) { batch[0]![0](); batch[0]![1](); this.b.setitem(); continue; }
+      if (batch.length === 1) {
+        batch[0]![0]();
+        batch[0]![1]();
+        this.b.setitem();
+        continue;
+      }
       this.b.mark();
-      for (const [k, v] of batch) { k(); v(); }
+      for (const [k, v] of batch) {
+        k();
+        v();
+      }
       this.b.setitems();
     }
   }
@@ -226,9 +300,13 @@ class TorchPickler {
   tensor(t: TorchTensor): void {
     if (this.fromMemo(t)) return;
     const elem = ELEMENT_BYTES[t.storage.dtype];
-    if (t.storage.data.length % elem !== 0) throw new Error('storage byte length is not a multiple of the element size');
+    if (t.storage.data.length % elem !== 0)
+      throw new Error('storage byte length is not a multiple of the element size');
     let key = this.storageKeys.get(t.storage);
-    if (key === undefined) { key = String(this.storageKeys.size); this.storageKeys.set(t.storage, key); }
+    if (key === undefined) {
+      key = String(this.storageKeys.size);
+      this.storageKeys.set(t.storage, key);
+    }
     const storageKey = key;
     const stride = t.stride ?? contiguousStrides(t.shape);
     const location = t.storage.location ?? 'cpu';
@@ -258,7 +336,10 @@ class TorchPickler {
 }
 
 /** The data.pkl torch writes for a state dict, and the storages in the order their keys were assigned. */
-export function encodeStateDictPickle(tensors: Array<[string, TorchTensor]>, options: CheckpointOptions = {}): { pickle: Uint8Array; storages: Array<[string, Uint8Array]> } {
+export function encodeStateDictPickle(
+  tensors: Array<[string, TorchTensor]>,
+  options: CheckpointOptions = {},
+): { pickle: Uint8Array; storages: Array<[string, Uint8Array]> } {
   const p = new TorchPickler();
   p.b.proto(2);
   const items = tensors.map(([name, t]): [() => void, () => void] => [() => p.str(name), () => p.tensor(t)]);
@@ -275,14 +356,24 @@ export function encodeStateDictPickle(tensors: Array<[string, TorchTensor]>, opt
       const versions = options.moduleVersions;
       p.b.emptyDict();
       p.memoize();
-      p.exactDictItems([[() => p.str('_metadata'), () => {
-        p.emptyOrderedDict();
-        p.iterDictItems(versions.map(([prefix, v]): [() => void, () => void] => [() => p.str(prefix), () => {
-          p.b.emptyDict();
-          p.memoize();
-          p.exactDictItems([[() => p.str('version', 'const:version'), () => p.b.int(v)]]);
-        }]));
-      }]]);
+      p.exactDictItems([
+        [
+          () => p.str('_metadata'),
+          () => {
+            p.emptyOrderedDict();
+            p.iterDictItems(
+              versions.map(([prefix, v]): [() => void, () => void] => [
+                () => p.str(prefix),
+                () => {
+                  p.b.emptyDict();
+                  p.memoize();
+                  p.exactDictItems([[() => p.str('version', 'const:version'), () => p.b.int(v)]]);
+                },
+              ]),
+            );
+          },
+        ],
+      ]);
       p.b.build();
     }
   }
@@ -292,25 +383,34 @@ export function encodeStateDictPickle(tensors: Array<[string, TorchTensor]>, opt
 }
 
 /** A full checkpoint file. Tensors sharing a TorchStorage object share one data/<key> entry. */
-export function writeTorchCheckpoint(tensors: Record<string, TorchTensor> | Array<[string, TorchTensor]>, options: CheckpointOptions = {}): Uint8Array {
+export function writeTorchCheckpoint(
+  tensors: Record<string, TorchTensor> | Array<[string, TorchTensor]>,
+  options: CheckpointOptions = {},
+): Uint8Array {
   const list = Array.isArray(tensors) ? tensors : Object.entries(tensors);
   const { pickle, storages } = encodeStateDictPickle(list, options);
   return writeTorchArchive(pickle, storages, options);
 }
 
 /** Wraps any data.pkl (e.g. a hand-crafted hostile one) and storages in the record layout torch uses. */
-export function writeTorchArchive(pickle: Uint8Array, storages: Array<[string, Uint8Array]>, options: CheckpointOptions = {}): Uint8Array {
+export function writeTorchArchive(
+  pickle: Uint8Array,
+  storages: Array<[string, Uint8Array]>,
+  options: CheckpointOptions = {},
+): Uint8Array {
   const layout = options.layout ?? 'torch2.7';
   const text = (s: string) => new Uint8Array(Buffer.from(s, 'latin1'));
   const byteorder = options.byteorder === undefined ? 'little' : options.byteorder;
   const records: Array<[string, Uint8Array]> = [['data.pkl', pickle]];
   if (layout === 'torch2.7') records.push(['.format_version', text('1')], ['.storage_alignment', text('64')]);
   if (byteorder !== null && layout !== 'torch1.13') records.push(['byteorder', text(byteorder)]);
-  const ordered = layout === 'torch2.7' ? storages : [...storages].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  const ordered =
+    layout === 'torch2.7' ? storages : [...storages].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
   for (const [key, data] of ordered) records.push([`data/${key}`, data]);
   // writeEndOfFile appends the version record, then (torch >= 2.1) the serialization id.
   records.push(['version', text(options.version ?? '3\n')]);
-  if (layout !== 'torch1.13') records.push(['.data/serialization_id', text(options.serializationId ?? serializationId(records))]);
+  if (layout !== 'torch1.13')
+    records.push(['.data/serialization_id', text(options.serializationId ?? serializationId(records))]);
   return writeTorchZip(records, options);
 }
 
@@ -320,7 +420,8 @@ export function writeTorchArchive(pickle: Uint8Array, storages: Array<[string, U
  */
 function serializationId(records: Array<[string, Uint8Array]>): string {
   const mask = (1n << 64n) - 1n;
-  const combine = (seed: bigint, value: bigint) => (seed ^ ((value + 0x9e3779b9n + ((seed << 6n) & mask) + (seed >> 2n)) & mask)) & mask;
+  const combine = (seed: bigint, value: bigint) =>
+    (seed ^ ((value + 0x9e3779b9n + ((seed << 6n) & mask) + (seed >> 2n)) & mask)) & mask;
   let names = 0n;
   let crcs = 0n;
   for (const [name, data] of records) {
@@ -341,7 +442,10 @@ export function writeTorchZip(records: Array<[string, Uint8Array]>, options: Zip
   const parts: Uint8Array[] = [];
   const central: Uint8Array[] = [];
   let cursor = 0;
-  const emit = (b: Uint8Array) => { parts.push(b); cursor += b.length; };
+  const emit = (b: Uint8Array) => {
+    parts.push(b);
+    cursor += b.length;
+  };
   for (const [relName, data] of records) {
     const name = Buffer.from(`${folder}/${relName}`, 'utf8');
     const size = data.length;
@@ -355,7 +459,10 @@ export function writeTorchZip(records: Array<[string, Uint8Array]>, options: Zip
     const sizeNeeds64 = big || size >= U32;
     const offsetNeeds64 = big || localOffset >= U32;
     // Local ZIP64 extra: written before the compressed size is known, so that slot holds 0.
-    const localZip64 = sizeNeeds64 || offsetNeeds64 ? zip64Extra(sizeNeeds64 ? [size, 0] : [], offsetNeeds64 ? localOffset : undefined) : new Uint8Array(0);
+    const localZip64 =
+      sizeNeeds64 || offsetNeeds64
+        ? zip64Extra(sizeNeeds64 ? [size, 0] : [], offsetNeeds64 ? localOffset : undefined)
+        : new Uint8Array(0);
     // detail::getPadding: an "FB" extra field whose filler ('Z's) puts the data on a 64-byte boundary.
     const unpadded = localOffset + 30 + name.length + localZip64.length + 4;
     const padding = (ALIGNMENT - (unpadded % ALIGNMENT)) % ALIGNMENT;
@@ -379,11 +486,19 @@ export function writeTorchZip(records: Array<[string, Uint8Array]>, options: Zip
       const dd = new DataView(new ArrayBuffer(wide ? 24 : 16));
       dd.setUint32(0, 0x08074b50, true);
       dd.setUint32(4, crc, true);
-      if (wide) { dd.setBigUint64(8, BigInt(payload.length), true); dd.setBigUint64(16, BigInt(size), true); }
-      else { dd.setUint32(8, payload.length, true); dd.setUint32(12, size, true); }
+      if (wide) {
+        dd.setBigUint64(8, BigInt(payload.length), true);
+        dd.setBigUint64(16, BigInt(size), true);
+      } else {
+        dd.setUint32(8, payload.length, true);
+        dd.setUint32(12, size, true);
+      }
       emit(new Uint8Array(dd.buffer));
     }
-    const centralZip64 = sizeNeeds64 || offsetNeeds64 ? zip64Extra(sizeNeeds64 ? [size, payload.length] : [], offsetNeeds64 ? localOffset : undefined) : new Uint8Array(0);
+    const centralZip64 =
+      sizeNeeds64 || offsetNeeds64
+        ? zip64Extra(sizeNeeds64 ? [size, payload.length] : [], offsetNeeds64 ? localOffset : undefined)
+        : new Uint8Array(0);
     const cd = new DataView(new ArrayBuffer(46));
     cd.setUint32(0, 0x02014b50, true);
     // version made by stays 0: miniz never sets it.

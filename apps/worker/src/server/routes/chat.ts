@@ -15,8 +15,14 @@ import { mergeSequences, sseResponse } from '../sse.js';
 import type { WorkerEnv } from '../types.js';
 import { nowSeconds, openAiFinish, openAiSampling, usage } from './openai-common.js';
 
-interface TopEntry { token: string; logprob: number; bytes: number[] }
-interface ChatLogprobs { content: Array<TopEntry & { top_logprobs: TopEntry[] }> }
+interface TopEntry {
+  token: string;
+  logprob: number;
+  bytes: number[];
+}
+interface ChatLogprobs {
+  content: Array<TopEntry & { top_logprobs: TopEntry[] }>;
+}
 
 const bytesOf = (s: string): number[] => [...Buffer.from(s, 'utf8')];
 
@@ -35,7 +41,11 @@ async function chatLogprobs(texts: TokenTexts, toks: GeneratedToken[]): Promise<
 }
 
 /** Renders the conversation and tokenizes it. */
-export async function chatPrompt(ctx: WorkerContext, messages: ChatRequest['messages'], template: string | undefined): Promise<number[]> {
+export async function chatPrompt(
+  ctx: WorkerContext,
+  messages: ChatRequest['messages'],
+  template: string | undefined,
+): Promise<number[]> {
   const tk = ctx.engine.tokenizer!;
   // The rendered prompt holds every content, so their length alone bounds it (checked before any copy).
   let chars = 0;
@@ -44,8 +54,12 @@ export async function chatPrompt(ctx: WorkerContext, messages: ChatRequest['mess
     else for (const p of m.content) chars += p.text.length;
   }
   refuseOversizedText(ctx, chars, 'messages');
-  const msgs: ChatMessage[] = messages.map((m) => ({ role: m.role, content: typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join('') }));
-  if (!template && !tk.chatTemplate) throw badRequest('the model has no chat template (tokenizer_config.json chat_template); use /v1/completions');
+  const msgs: ChatMessage[] = messages.map((m) => ({
+    role: m.role,
+    content: typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join(''),
+  }));
+  if (!template && !tk.chatTemplate)
+    throw badRequest('the model has no chat template (tokenizer_config.json chat_template); use /v1/completions');
   const text = tk.applyChatTemplate(msgs, { addGenerationPrompt: true, ...(template ? { template } : {}) });
   // What the template adds per message (roles, markers) counts too: many empty messages are no cheaper to tokenize.
   refuseOversizedText(ctx, text.length, 'messages');
@@ -57,15 +71,23 @@ export function chatCompletions(ctx: WorkerContext) {
     const body = parseBody(chatRequest, c.get('body'));
     const model = await resolveModel(ctx, body.model);
     c.set('adapterLabel', model.adapter ?? BASE_LABEL);
-    if (body.top_logprobs != null && body.logprobs !== true) throw badRequest('top_logprobs needs logprobs: true', 'top_logprobs');
-    if (body.max_tokens != null && body.max_completion_tokens != null && body.max_tokens !== body.max_completion_tokens) throw badRequest('max_tokens and max_completion_tokens disagree', 'max_completion_tokens');
+    if (body.top_logprobs != null && body.logprobs !== true)
+      throw badRequest('top_logprobs needs logprobs: true', 'top_logprobs');
+    if (body.max_tokens != null && body.max_completion_tokens != null && body.max_tokens !== body.max_completion_tokens)
+      throw badRequest('max_tokens and max_completion_tokens disagree', 'max_completion_tokens');
     const prompt = await chatPrompt(ctx, body.messages, model.chatTemplate);
     const maxTokens = maxTokensFor(ctx, prompt.length, body.max_completion_tokens ?? body.max_tokens, 'rest');
-    const logprobs = body.logprobs === true ? body.top_logprobs ?? 0 : undefined;
+    const logprobs = body.logprobs === true ? (body.top_logprobs ?? 0) : undefined;
     const stop = stopList(body.stop);
     const n = body.n ?? 1;
     const params: SequenceParams[] = Array.from({ length: n }, (_, i) => ({
-      adapter: model.adapter, prompt, sampling: openAiSampling(ctx, body, maxTokens, logprobs, i), stop, includeStopString: false, promptLogprobs: false, route: 'chat',
+      adapter: model.adapter,
+      prompt,
+      sampling: openAiSampling(ctx, body, maxTokens, logprobs, i),
+      stop,
+      includeStopString: false,
+      promptLogprobs: false,
+      route: 'chat',
     }));
     await attachConstraints(ctx, params, requestedFormat(body.response_format));
     const seqs = submitConstrained(ctx, c, params);
@@ -83,19 +105,56 @@ export function chatCompletions(ctx: WorkerContext) {
           finish_reason: openAiFinish(r.finishReason),
         })),
       );
-      return c.json({ id, object: 'chat.completion', created, model: modelName, choices, usage: usage(prompt.length, results) });
+      return c.json({
+        id,
+        object: 'chat.completion',
+        created,
+        model: modelName,
+        choices,
+        usage: usage(prompt.length, results),
+      });
     }
     await admittedAll(seqs);
-    const info = { id, created, model: modelName, promptTokens: prompt.length, includeUsage: body.stream_options?.include_usage === true, path: c.req.path };
+    const info = {
+      id,
+      created,
+      model: modelName,
+      promptTokens: prompt.length,
+      includeUsage: body.stream_options?.include_usage === true,
+      path: c.req.path,
+    };
     return sseResponse(streamChunks(seqs, texts, logprobs !== undefined, info), () => cancelAll(ctx, seqs));
   };
 }
 
-interface StreamInfo { id: string; created: number; model: string; promptTokens: number; includeUsage: boolean; path: string }
+interface StreamInfo {
+  id: string;
+  created: number;
+  model: string;
+  promptTokens: number;
+  includeUsage: boolean;
+  path: string;
+}
 
-async function* streamChunks(seqs: Sequence[], texts: TokenTexts, wantLogprobs: boolean, info: StreamInfo): AsyncGenerator<string> {
-  const chunk = (index: number, delta: Record<string, string>, lp: ChatLogprobs | null, finish: string | null): string =>
-    JSON.stringify({ id: info.id, object: 'chat.completion.chunk', created: info.created, model: info.model, choices: [{ index, delta, logprobs: lp, finish_reason: finish }] });
+async function* streamChunks(
+  seqs: Sequence[],
+  texts: TokenTexts,
+  wantLogprobs: boolean,
+  info: StreamInfo,
+): AsyncGenerator<string> {
+  const chunk = (
+    index: number,
+    delta: Record<string, string>,
+    lp: ChatLogprobs | null,
+    finish: string | null,
+  ): string =>
+    JSON.stringify({
+      id: info.id,
+      object: 'chat.completion.chunk',
+      created: info.created,
+      model: info.model,
+      choices: [{ index, delta, logprobs: lp, finish_reason: finish }],
+    });
   let generated = 0;
   try {
     for (let i = 0; i < seqs.length; i++) yield chunk(i, { role: 'assistant', content: '' }, null, null);
@@ -108,7 +167,15 @@ async function* streamChunks(seqs: Sequence[], texts: TokenTexts, wantLogprobs: 
         yield chunk(index, event.text ? { content: event.text } : {}, null, openAiFinish(event.reason));
       }
     }
-    if (info.includeUsage) yield JSON.stringify({ id: info.id, object: 'chat.completion.chunk', created: info.created, model: info.model, choices: [], usage: usage(info.promptTokens, generated) });
+    if (info.includeUsage)
+      yield JSON.stringify({
+        id: info.id,
+        object: 'chat.completion.chunk',
+        created: info.created,
+        model: info.model,
+        choices: [],
+        usage: usage(info.promptTokens, generated),
+      });
   } catch (e) {
     yield JSON.stringify(errorBody(info.path, toApiError(e)));
   }

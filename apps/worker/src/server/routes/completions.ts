@@ -13,7 +13,12 @@ import type { WorkerEnv } from '../types.js';
 import { badRequest, errorBody, toApiError } from '../errors.js';
 import { nowSeconds, openAiFinish, openAiSampling, usage } from './openai-common.js';
 
-interface CompletionLogprobs { tokens: string[]; token_logprobs: number[]; top_logprobs: Array<Record<string, number>>; text_offset: number[] }
+interface CompletionLogprobs {
+  tokens: string[];
+  token_logprobs: number[];
+  top_logprobs: Array<Record<string, number>>;
+  text_offset: number[];
+}
 
 async function logprobsOf(texts: TokenTexts, toks: GeneratedToken[], offset: number): Promise<CompletionLogprobs> {
   const out: CompletionLogprobs = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
@@ -31,14 +36,20 @@ async function logprobsOf(texts: TokenTexts, toks: GeneratedToken[], offset: num
 }
 
 async function promptsOf(ctx: WorkerContext, prompt: CompletionRequest['prompt']): Promise<number[][]> {
-  const list: Array<string | number[]> = typeof prompt === 'string' ? [prompt] : typeof prompt[0] === 'number' ? [prompt as number[]] : (prompt as Array<string | number[]>);
+  const list: Array<string | number[]> =
+    typeof prompt === 'string'
+      ? [prompt]
+      : typeof prompt[0] === 'number'
+        ? [prompt as number[]]
+        : (prompt as Array<string | number[]>);
   const vocab = ctx.engine.config.vocab;
   // Every text is checked before any is tokenized: one huge prompt among small ones costs nothing.
   for (const p of list) if (typeof p === 'string') refuseOversizedText(ctx, p.length, 'prompt');
   return Promise.all(
     list.map(async (p) => {
       if (typeof p === 'string') return ctx.engine.tokenizer!.encode(p);
-      for (const t of p) if (t >= vocab) throw badRequest(`token id ${t} is outside the vocabulary of ${vocab} tokens`, 'prompt');
+      for (const t of p)
+        if (t >= vocab) throw badRequest(`token id ${t} is outside the vocabulary of ${vocab} tokens`, 'prompt');
       return p;
     }),
   );
@@ -57,7 +68,15 @@ export function completions(ctx: WorkerContext) {
     for (const prompt of prompts) {
       const maxTokens = maxTokensFor(ctx, prompt.length, body.max_tokens, 16);
       for (let i = 0; i < n; i++) {
-        params.push({ adapter: model.adapter, prompt, sampling: openAiSampling(ctx, body, maxTokens, logprobs, i), stop, includeStopString: false, promptLogprobs: false, route: 'completions' });
+        params.push({
+          adapter: model.adapter,
+          prompt,
+          sampling: openAiSampling(ctx, body, maxTokens, logprobs, i),
+          stop,
+          includeStopString: false,
+          promptLogprobs: false,
+          route: 'completions',
+        });
       }
     }
     await attachConstraints(ctx, params, requestedFormat(body.response_format));
@@ -77,19 +96,54 @@ export function completions(ctx: WorkerContext) {
           finish_reason: openAiFinish(r.finishReason),
         })),
       );
-      return c.json({ id, object: 'text_completion', created, model: modelName, choices, usage: usage(promptTokens, results) });
+      return c.json({
+        id,
+        object: 'text_completion',
+        created,
+        model: modelName,
+        choices,
+        usage: usage(promptTokens, results),
+      });
     }
     await admittedAll(seqs);
     const includeUsage = body.stream_options?.include_usage === true;
-    return sseResponse(streamChunks(seqs, texts, logprobs !== undefined, { id, created, model: modelName, promptTokens, includeUsage, path: c.req.path }), () => cancelAll(ctx, seqs));
+    return sseResponse(
+      streamChunks(seqs, texts, logprobs !== undefined, {
+        id,
+        created,
+        model: modelName,
+        promptTokens,
+        includeUsage,
+        path: c.req.path,
+      }),
+      () => cancelAll(ctx, seqs),
+    );
   };
 }
 
-interface StreamInfo { id: string; created: number; model: string; promptTokens: number; includeUsage: boolean; path: string }
+interface StreamInfo {
+  id: string;
+  created: number;
+  model: string;
+  promptTokens: number;
+  includeUsage: boolean;
+  path: string;
+}
 
-async function* streamChunks(seqs: Sequence[], texts: TokenTexts, wantLogprobs: boolean, info: StreamInfo): AsyncGenerator<string> {
+async function* streamChunks(
+  seqs: Sequence[],
+  texts: TokenTexts,
+  wantLogprobs: boolean,
+  info: StreamInfo,
+): AsyncGenerator<string> {
   const chunk = (index: number, text: string, lp: CompletionLogprobs | null, finish: string | null): string =>
-    JSON.stringify({ id: info.id, object: 'text_completion', created: info.created, model: info.model, choices: [{ index, text, logprobs: lp, finish_reason: finish }] });
+    JSON.stringify({
+      id: info.id,
+      object: 'text_completion',
+      created: info.created,
+      model: info.model,
+      choices: [{ index, text, logprobs: lp, finish_reason: finish }],
+    });
   const offsets = seqs.map(() => 0);
   let generated = 0;
   try {
@@ -104,7 +158,15 @@ async function* streamChunks(seqs: Sequence[], texts: TokenTexts, wantLogprobs: 
         yield chunk(index, event.text, null, openAiFinish(event.reason));
       }
     }
-    if (info.includeUsage) yield JSON.stringify({ id: info.id, object: 'text_completion', created: info.created, model: info.model, choices: [], usage: usage(info.promptTokens, generated) });
+    if (info.includeUsage)
+      yield JSON.stringify({
+        id: info.id,
+        object: 'text_completion',
+        created: info.created,
+        model: info.model,
+        choices: [],
+        usage: usage(info.promptTokens, generated),
+      });
   } catch (e) {
     yield JSON.stringify(errorBody(info.path, toApiError(e)));
   }

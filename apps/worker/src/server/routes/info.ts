@@ -7,9 +7,35 @@ import type { WorkerEnv } from '../types.js';
 /** Base model first (root = model path, parent null), then every known adapter (root = adapter path, parent = base id). */
 export function listModels(ctx: WorkerContext) {
   return async function modelsHandler(c: Context<WorkerEnv>): Promise<Response> {
-    const card = (id: string, root: string, parent: string | null, extra: Record<string, unknown> = {}): Record<string, unknown> => ({
-      id, object: 'model', created: ctx.startedAt, owned_by: 'loraplex', root, parent, ...extra,
-      permission: [{ id: `modelperm-${id}`, object: 'model_permission', created: ctx.startedAt, allow_create_engine: false, allow_sampling: true, allow_logprobs: true, allow_search_indices: false, allow_view: true, allow_fine_tuning: false, organization: '*', group: null, is_blocking: false }],
+    const card = (
+      id: string,
+      root: string,
+      parent: string | null,
+      extra: Record<string, unknown> = {},
+    ): Record<string, unknown> => ({
+      id,
+      object: 'model',
+      created: ctx.startedAt,
+      owned_by: 'loraplex',
+      root,
+      parent,
+      ...extra,
+      permission: [
+        {
+          id: `modelperm-${id}`,
+          object: 'model_permission',
+          created: ctx.startedAt,
+          allow_create_engine: false,
+          allow_sampling: true,
+          allow_logprobs: true,
+          allow_search_indices: false,
+          allow_view: true,
+          allow_fine_tuning: false,
+          organization: '*',
+          group: null,
+          is_blocking: false,
+        },
+      ],
     });
     const resident = new Set(ctx.adapters.resident());
     const adapters = await ctx.adapters.list();

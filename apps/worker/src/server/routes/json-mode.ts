@@ -18,7 +18,11 @@ function parseSchema(format: RequestedFormat): unknown {
 }
 
 /** Attaches one constraint per sequence (params are changed in place); no-op without a format. */
-export async function attachConstraints(ctx: WorkerContext, params: SequenceParams[], format: RequestedFormat | undefined): Promise<void> {
+export async function attachConstraints(
+  ctx: WorkerContext,
+  params: SequenceParams[],
+  format: RequestedFormat | undefined,
+): Promise<void> {
   if (!format) return;
   let grammar;
   try {

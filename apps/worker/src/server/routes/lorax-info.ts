@@ -1,7 +1,13 @@
 // LoRAX's GET /info (what is served, and the limits requests are checked against) and POST /tokenize
 // (the prompt's tokens, with their spans in the input).
 import type { Context } from 'hono';
-import { LORAX_MAX_BEST_OF, LORAX_MAX_STOP_SEQUENCES, loraxTokenizeRequest, type LoraxInfo, type LoraxTokenizeResponse } from '@loraplex/protocol';
+import {
+  LORAX_MAX_BEST_OF,
+  LORAX_MAX_STOP_SEQUENCES,
+  loraxTokenizeRequest,
+  type LoraxInfo,
+  type LoraxTokenizeResponse,
+} from '@loraplex/protocol';
 import { parseBody, refuseOversizedText } from '../../validation/common.js';
 import type { WorkerContext } from '../../worker-context.js';
 import type { WorkerEnv } from '../types.js';

@@ -6,8 +6,20 @@ import { resolveSampling, type ResolvedSampling } from '@loraplex/engine';
 import type { Context } from 'hono';
 import { checkAdapterSource } from '../../adapters/request-source.js';
 import { BASE_LABEL } from '../../metrics.js';
-import type { FinishReason, GeneratedToken, Sequence, SequenceParams, SequenceResult } from '../../scheduler/sequence.js';
-import { maxTokensFor, parseBody, refuseOversizedText, resolveModel, type ResolvedModel } from '../../validation/common.js';
+import type {
+  FinishReason,
+  GeneratedToken,
+  Sequence,
+  SequenceParams,
+  SequenceResult,
+} from '../../scheduler/sequence.js';
+import {
+  maxTokensFor,
+  parseBody,
+  refuseOversizedText,
+  resolveModel,
+  type ResolvedModel,
+} from '../../validation/common.js';
 import {
   loraxRequest,
   requestedFormat,
@@ -39,13 +51,18 @@ interface Prepared {
   promptTokens: number;
 }
 
-function loraxSampling(ctx: WorkerContext, p: LoraxParameters, maxTokens: number, logprobs: number): { sampling: ResolvedSampling; doSample: boolean } {
+function loraxSampling(
+  ctx: WorkerContext,
+  p: LoraxParameters,
+  maxTokens: number,
+  logprobs: number,
+): { sampling: ResolvedSampling; doSample: boolean } {
   const warped = (p.temperature != null && p.temperature !== 1) || p.top_k != null || (p.top_p != null && p.top_p < 1);
   const doSample = p.do_sample === true || warped;
   const sampling = resolveSampling(
     {
       maxTokens,
-      temperature: doSample ? p.temperature ?? 1 : 0,
+      temperature: doSample ? (p.temperature ?? 1) : 0,
       topK: p.top_k ?? 0,
       topP: p.top_p ?? 1,
       ...(p.seed != null ? { seed: p.seed } : {}),
@@ -66,7 +83,8 @@ function checkBestOf(p: LoraxParameters, streaming: boolean): number {
   if (n === 1) return 1;
   const param = 'parameters.best_of';
   if (streaming) throw badRequest('best_of > 1 is not supported when streaming tokens', param);
-  if (p.seed != null) throw badRequest('seed must not be set when best_of > 1 (each candidate draws its own seed)', param);
+  if (p.seed != null)
+    throw badRequest('seed must not be set when best_of > 1 (each candidate draws its own seed)', param);
   const sampling = p.do_sample === true || p.temperature != null || p.top_k != null || p.top_p != null;
   if (!sampling) throw badRequest('best_of > 1 needs sampling: set do_sample (or temperature, top_k or top_p)', param);
   return n;
@@ -84,7 +102,11 @@ async function resolveAdapter(ctx: WorkerContext, p: LoraxParameters): Promise<R
 async function prepare(ctx: WorkerContext, c: Context<WorkerEnv>, streaming: boolean): Promise<Prepared> {
   const body = parseBody(loraxRequest, c.get('body'));
   const p = body.parameters ?? {};
-  if (streaming && p.decoder_input_details) throw badRequest('decoder_input_details is not supported when streaming tokens', 'parameters.decoder_input_details');
+  if (streaming && p.decoder_input_details)
+    throw badRequest(
+      'decoder_input_details is not supported when streaming tokens',
+      'parameters.decoder_input_details',
+    );
   const n = checkBestOf(p, streaming);
   const model = await resolveAdapter(ctx, p);
   c.set('adapterLabel', model.adapter ?? BASE_LABEL);
@@ -98,14 +120,24 @@ async function prepare(ctx: WorkerContext, c: Context<WorkerEnv>, streaming: boo
   const route = streaming ? 'generate_stream' : 'generate';
   // Prompt logprobs are the same for every candidate: computed once, on the first.
   const params: SequenceParams[] = drawn.map((d, i) => ({
-    adapter: model.adapter, prompt, sampling: d.sampling, stop: p.stop ?? [], includeStopString: true,
-    promptLogprobs: i === 0 && p.decoder_input_details === true, route,
+    adapter: model.adapter,
+    prompt,
+    sampling: d.sampling,
+    stop: p.stop ?? [],
+    includeStopString: true,
+    promptLogprobs: i === 0 && p.decoder_input_details === true,
+    route,
   }));
   await attachConstraints(ctx, params, requestedFormat(p.response_format, 'parameters.response_format'));
   const seqs = submitConstrained(ctx, c, params);
   return {
-    seqs, params: p, inputs: body.inputs, sampling: drawn.map((d) => d.sampling), doSample: drawn[0]!.doSample,
-    adapter: model.adapter, promptTokens: prompt.length,
+    seqs,
+    params: p,
+    inputs: body.inputs,
+    sampling: drawn.map((d) => d.sampling),
+    doSample: drawn[0]!.doSample,
+    adapter: model.adapter,
+    promptTokens: prompt.length,
   };
 }
 
@@ -119,7 +151,9 @@ async function tokenOf(texts: TokenTexts, t: GeneratedToken): Promise<LoraxGener
     skipped: false, // no speculative decoding
   };
   if (t.top && t.top.length > 0) {
-    out.alternative_tokens = await Promise.all(t.top.map(async (a) => ({ id: a.token, text: await texts.text(a.token), logprob: a.logprob })));
+    out.alternative_tokens = await Promise.all(
+      t.top.map(async (a) => ({ id: a.token, text: await texts.text(a.token), logprob: a.logprob })),
+    );
   }
   return out;
 }
@@ -127,11 +161,23 @@ async function tokenOf(texts: TokenTexts, t: GeneratedToken): Promise<LoraxGener
 async function prefillOf(texts: TokenTexts, r: SequenceResult): Promise<LoraxPrefillToken[]> {
   const lp = r.promptLogprobs;
   if (!lp) return [];
-  return Promise.all(r.promptTokens.map(async (id, i) => ({ id, text: await texts.text(id), logprob: Number.isFinite(lp[i]) ? lp[i]! : null })));
+  return Promise.all(
+    r.promptTokens.map(async (id, i) => ({
+      id,
+      text: await texts.text(id),
+      logprob: Number.isFinite(lp[i]) ? lp[i]! : null,
+    })),
+  );
 }
 
 /** One candidate: its text, finish, seed, prefill and tokens (what details and best_of_sequences share). */
-async function candidate(texts: TokenTexts, prep: Prepared, r: SequenceResult, i: number, prefill: LoraxPrefillToken[]): Promise<LoraxBestOfSequence> {
+async function candidate(
+  texts: TokenTexts,
+  prep: Prepared,
+  r: SequenceResult,
+  i: number,
+  prefill: LoraxPrefillToken[],
+): Promise<LoraxBestOfSequence> {
   return {
     generated_text: (prep.params.return_full_text ? prep.inputs : '') + r.text,
     finish_reason: FINISH[r.finishReason],
@@ -148,7 +194,10 @@ function headers(ctx: WorkerContext, prep: Prepared, results?: SequenceResult[])
   const origin = ctx.adapterOrigin === 'local' || ctx.adapterOrigin === 's3' ? ctx.adapterOrigin : 'local';
   const source = prep.adapter === undefined ? '' : prep.params.adapter_source === 'hub' ? 'hub' : origin;
   const h: Record<string, string> = {
-    'x-model-id': ctx.modelId, 'x-adapter-id': prep.adapter ?? '', 'x-adapter-source': source, 'x-prompt-tokens': String(prep.promptTokens),
+    'x-model-id': ctx.modelId,
+    'x-adapter-id': prep.adapter ?? '',
+    'x-adapter-source': source,
+    'x-prompt-tokens': String(prep.promptTokens),
   };
   if (results) {
     // Every candidate's tokens were generated: best_of counts them all (what the API meters).
@@ -160,7 +209,10 @@ function headers(ctx: WorkerContext, prep: Prepared, results?: SequenceResult[])
   return h;
 }
 
-async function generateOnce(ctx: WorkerContext, c: Context<WorkerEnv>): Promise<{ body: LoraxGenerateResponse; headers: Record<string, string> }> {
+async function generateOnce(
+  ctx: WorkerContext,
+  c: Context<WorkerEnv>,
+): Promise<{ body: LoraxGenerateResponse; headers: Record<string, string> }> {
   const prep = await prepare(ctx, c, false);
   const results = await Promise.all(prep.seqs.map((s) => s.done));
   // best_of: the candidate with the highest sum of token logprobs (TGI); the first on ties.
@@ -211,7 +263,12 @@ async function* streamEvents(ctx: WorkerContext, prep: Prepared, path: string): 
       }
       text += e.text;
       const d: LoraxStreamDetails | null = prep.params.details
-        ? { finish_reason: FINISH[e.reason], prompt_tokens: prep.promptTokens, generated_tokens: count, seed: prep.doSample ? prep.sampling[0]!.seed : null }
+        ? {
+            finish_reason: FINISH[e.reason],
+            prompt_tokens: prep.promptTokens,
+            generated_tokens: count,
+            seed: prep.doSample ? prep.sampling[0]!.seed : null,
+          }
         : null;
       // A sequence always yields a token before it finishes (max_new_tokens > 0); `held` is only
       // missing if it was cancelled, and then no client reads this event.
@@ -224,7 +281,8 @@ async function* streamEvents(ctx: WorkerContext, prep: Prepared, path: string): 
 
 export function loraxGenerate(ctx: WorkerContext) {
   return async function generateHandler(c: Context<WorkerEnv>): Promise<Response> {
-    if ((c.get('body') as { stream?: unknown }).stream === true) throw badRequest('stream: true is for /generate_stream (or POST /)', 'stream');
+    if ((c.get('body') as { stream?: unknown }).stream === true)
+      throw badRequest('stream: true is for /generate_stream (or POST /)', 'stream');
     const r = await generateOnce(ctx, c);
     return c.json(r.body, 200, r.headers);
   };
@@ -232,7 +290,8 @@ export function loraxGenerate(ctx: WorkerContext) {
 
 export function loraxGenerateStream(ctx: WorkerContext) {
   return async function generateStreamHandler(c: Context<WorkerEnv>): Promise<Response> {
-    if ((c.get('body') as { stream?: unknown }).stream === false) throw badRequest('stream: false is for /generate', 'stream');
+    if ((c.get('body') as { stream?: unknown }).stream === false)
+      throw badRequest('stream: false is for /generate', 'stream');
     return generateStream(ctx, c);
   };
 }

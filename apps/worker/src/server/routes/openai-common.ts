@@ -7,7 +7,13 @@ import type { ChatRequest, CompletionRequest, OpenAiFinishReason, OpenAiUsage } 
 type Body = CompletionRequest | ChatRequest;
 
 /** Engine sampling for choice `choice` of a request: a seeded request gives choice i the seed + i. */
-export function openAiSampling(ctx: WorkerContext, b: Body, maxTokens: number, logprobs: number | undefined, choice: number): ResolvedSampling {
+export function openAiSampling(
+  ctx: WorkerContext,
+  b: Body,
+  maxTokens: number,
+  logprobs: number | undefined,
+  choice: number,
+): ResolvedSampling {
   return resolveSampling(
     {
       maxTokens,
