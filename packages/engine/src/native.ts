@@ -4,6 +4,7 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { AdapterSpec, ModelConfig } from '@loraplex/formats';
 import { EngineError } from './errors.js';
 
 export interface NativeTensorRef {
@@ -16,20 +17,20 @@ export interface NativeTensorRef {
 
 export interface NativeModelSpec {
   backend: 'cpu' | 'cuda';
-  config: {
-    vocab: number;
-    hidden: number;
-    intermediate: number;
-    layers: number;
-    heads: number;
-    kvHeads: number;
-    headDim: number;
-    rmsEps: number;
-    slidingWindow: number;
-    invFreq: Float32Array;
-    /** Per-head RMSNorm of q and k before rotary (Qwen3): every layer then has q_norm and k_norm [headDim]. */
-    qkNorm?: boolean;
-  };
+  /** The model's shape as formats parsed it from config.json (what the backends need of it). */
+  config: Pick<
+    ModelConfig,
+    | 'vocab'
+    | 'hidden'
+    | 'intermediate'
+    | 'layers'
+    | 'heads'
+    | 'kvHeads'
+    | 'headDim'
+    | 'rmsEps'
+    | 'slidingWindow'
+    | 'invFreq'
+  > & { qkNorm?: boolean };
   files: string[];
   tensors: NativeTensorRef[];
   kvBlocks: number;
@@ -41,25 +42,8 @@ export interface NativeModelSpec {
   loraDtype: 'F32' | 'BF16';
 }
 
-export interface NativeAdapterTensor {
-  dtype: 'F32' | 'F16' | 'BF16';
-  data: Uint8Array;
-}
-
-/** One adapter, per (layer, module) in layer-major order of the seven modules. */
-export interface NativeAdapterSpec {
-  maxRank: number;
-  rank: Int32Array;
-  scale: Float32Array;
-  /** Stored bytes; the native side widens them to float32 on a worker thread. */
-  a: Array<NativeAdapterTensor | null>; // A [rank, in]
-  b: Array<NativeAdapterTensor | null>; // B [out, rank]
-  /**
-   * DoRA: the magnitude m [out] of each module (null: plain LoRA there). At load the native side
-   * computes g = m / ||W + scale B A||_2 per output row and serves the module as g * (W x + scale B A x).
-   */
-  magnitude?: Array<NativeAdapterTensor | null>;
-}
+/** One adapter, per (layer, module) in layer-major order of the seven modules: formats builds it. */
+export type NativeAdapterSpec = AdapterSpec;
 
 /** The lower-level step: one forward pass over segments (one per sequence) of a mixed batch. */
 export interface NativeStepInput {

@@ -33,6 +33,7 @@ export {
   type PeftLoraConfig,
   type ResolveOptions,
   type ResolvedModule,
+  MODULE_PARENT,
 } from './peft-config.js';
 export { compilePyRegex, MAX_PATTERN_CHARS, MAX_PATTERN_REPEATS, type PyRegex } from './py-regex.js';
 export {

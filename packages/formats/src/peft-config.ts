@@ -7,7 +7,8 @@ import { compilePyRegex, type PyRegex } from './py-regex.js';
 
 export const MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
 export type ModuleName = (typeof MODULES)[number];
-const PARENT: Record<ModuleName, string> = {
+/** The submodule each projection lives in: `model.layers.N.<parent>.<module>`. */
+export const MODULE_PARENT: Record<ModuleName, string> = {
   q_proj: 'self_attn',
   k_proj: 'self_attn',
   v_proj: 'self_attn',
@@ -121,7 +122,7 @@ function baseModuleNames(model: ModelConfig): string[] {
       `${p}.self_attn.rotary_emb`,
     );
     if (model.qkNorm) names.push(`${p}.self_attn.q_norm`, `${p}.self_attn.k_norm`); // Qwen3: targeting them is refused
-    for (const m of MODULES) names.push(`${p}.${PARENT[m]}.${m}`);
+    for (const m of MODULES) names.push(`${p}.${MODULE_PARENT[m]}.${m}`);
   }
   return names;
 }

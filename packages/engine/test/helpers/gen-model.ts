@@ -1,7 +1,7 @@
 // Writes small random Hugging Face models and PEFT adapters for tests, deterministically from a seed.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { encodeSafetensors, f32ToBf16, type TensorToWrite } from '@loraplex/formats';
+import { encodeSafetensors, f32ToBf16, MODULE_PARENT, type ModuleName, type TensorToWrite } from '@loraplex/formats';
 
 export { mulberry32 } from '../../../formats/test/helpers/random.js';
 
@@ -155,16 +155,6 @@ export interface GenAdapterOptions {
   dims: { H: number; I: number; Q: number; KV: number };
 }
 
-const PARENT: Record<string, string> = {
-  q_proj: 'self_attn',
-  k_proj: 'self_attn',
-  v_proj: 'self_attn',
-  o_proj: 'self_attn',
-  gate_proj: 'mlp',
-  up_proj: 'mlp',
-  down_proj: 'mlp',
-};
-
 export function moduleDims(mod: string, d: GenAdapterOptions['dims']): [number, number] {
   return (
     {
@@ -187,7 +177,7 @@ export function writeAdapter(dir: string, o: GenAdapterOptions): Map<string, { s
   const t = new Map<string, { shape: number[]; data: Float32Array }>();
   for (let l = 0; l < (o.layers ?? 2); l++) {
     for (const mod of targets) {
-      const name = `base_model.model.model.layers.${l}.${PARENT[mod]}.${mod}`;
+      const name = `base_model.model.model.layers.${l}.${MODULE_PARENT[mod as ModuleName]}.${mod}`;
       const rank =
         Object.entries(o.rankPattern ?? {}).find(([k]) =>
           new RegExp(`^.*\\.${k}$`).test(name.replace('base_model.model.', '')),
