@@ -48,7 +48,6 @@ export interface AppDeps {
   tracing?: Tracing;
 }
 
-/** Paths that need an API key (the part PUT target, heartbeats, health and docs do not). */
 /** Paths whose bodies are JSON: bounded in size, then checked by the bounded parser (json-body.ts). */
 const JSON_BODIES = [
   '/v1/tenants',
@@ -64,6 +63,7 @@ const JSON_BODIES = [
   '/internal/*',
 ];
 
+/** Paths that need an API key (the part PUT target, heartbeats, health and docs do not). */
 const AUTHENTICATED = [
   '/v1/tenants',
   '/v1/keys',
