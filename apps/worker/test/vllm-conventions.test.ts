@@ -254,11 +254,17 @@ describe('stop_reason', () => {
     ).json()) as { generated_text: string; details: { tokens: Array<{ id: number }> } };
     const ids = gen.details.tokens.map((t) => t.id);
 
-    const length = await client.completions.create({ prompt: 'Hello world', max_tokens: 2, temperature: 0 });
+    const length = await client.completions.create({
+      model: 'tiny-llama',
+      prompt: 'Hello world',
+      max_tokens: 2,
+      temperature: 0,
+    });
     expect(length.choices[0]).toMatchObject({ finish_reason: 'length', stop_reason: null });
 
     const stopId = ids[2]!;
     const byToken = await client.completions.create({
+      model: 'tiny-llama',
       prompt: 'Hello world',
       max_tokens: 6,
       temperature: 0,
@@ -275,6 +281,7 @@ describe('stop_reason', () => {
     expect(body.choices[0]).toMatchObject({ finish_reason: 'stop', stop_reason: stop });
 
     const stream = await client.completions.create({
+      model: 'tiny-llama',
       prompt: 'Hello world',
       max_tokens: 6,
       temperature: 0,
@@ -288,6 +295,7 @@ describe('stop_reason', () => {
 
   it('chat completions carry it too', async () => {
     const r = await client.chat.completions.create({
+      model: 'tiny-llama',
       messages: [{ role: 'user', content: 'Hi' }],
       max_tokens: 2,
       temperature: 0,
@@ -296,6 +304,7 @@ describe('stop_reason', () => {
     });
     expect(r.choices[0]).toMatchObject({ finish_reason: 'length', stop_reason: null });
     const s = await client.chat.completions.create({
+      model: 'tiny-llama',
       messages: [{ role: 'user', content: 'Hi' }],
       max_tokens: 2,
       temperature: 0,
