@@ -67,7 +67,7 @@ function alias(a: [string, string | undefined], b: [string, string | undefined])
 }
 
 export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): CliOptions {
-  const { values, positionals, tokens } = parseArgs({
+  const { values, tokens } = parseArgs({
     args: argv,
     strict: true,
     allowPositionals: true,
@@ -117,7 +117,6 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): 
       loraModules.push(t.value);
     } else afterLoraModules = false;
   }
-  void positionals;
   const adapterDir =
     values['adapter-dir'] ?? (values['adapter-s3'] === undefined ? env.LOCAL_PEFT_DIRECTORY || undefined : undefined);
   const maxAdapters = alias(['max-adapters', values['max-adapters']], ['max-loras', values['max-loras']]);

@@ -167,6 +167,8 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
     }
     named.add(at);
   }
+  if (opts.allowRuntimeLoraUpdating && workerSecret)
+    console.error('[worker] runtime LoRA updating stays off: the worker has a worker secret (platform mode)');
   const adapterDir = opts.adapterSource ? undefined : opts.adapterDir;
   const unsupported = adapterDir ? () => unsupportedAdapters(adapterDir) : () => Promise.resolve([]);
   for (const u of await unsupported())
