@@ -9,6 +9,7 @@ import type { CallerAuth } from './server/auth.js';
 import type { Scheduler } from './scheduler/scheduler.js';
 import type { StructuredOutput } from './structured/structured-output.js';
 import type { Tracing } from '@loraplex/telemetry';
+import type { NamedAdapters, UnsupportedAdapter } from './adapters/source.js';
 
 export interface WorkerContext {
   engine: Engine;
@@ -37,4 +38,10 @@ export interface WorkerContext {
   hub?: HubSource | undefined;
   /** Most sequences in the running batch (LoRAX /info's max_concurrent_requests). */
   maxRunning: number;
+  /** --lora-modules and runtime-loaded adapters, in front of the listed ones. */
+  namedAdapters?: NamedAdapters;
+  /** vLLM's runtime LoRA updating (off in platform mode: with a worker secret). */
+  runtimeLoraUpdating?: { allowed: boolean; adapterDir: string | undefined; anyPath: boolean };
+  /** Entries of the adapter directory that are not served (NeMo adapters), with the reason. */
+  unsupportedAdapters?: () => Promise<UnsupportedAdapter[]>;
 }

@@ -13,7 +13,14 @@ import { DiskCache } from './adapters/disk-cache.js';
 import { Heartbeat } from './adapters/heartbeat.js';
 import { HubSource, WithHub } from './adapters/hub-source.js';
 import { makeS3Client, s3SettingsFromEnv, S3Source } from './adapters/s3-source.js';
-import { LocalDirSource, NoAdapters, type AdapterSource } from './adapters/source.js';
+import {
+  LocalDirSource,
+  localAdapterAt,
+  NamedAdapters,
+  NoAdapters,
+  unsupportedAdapters,
+  type AdapterSource,
+} from './adapters/source.js';
 import { AdapterTiers } from './adapters/tiers.js';
 import { combineHooks, WorkerMetrics } from './metrics.js';
 import { ReplayCache } from '@loraplex/protocol';
@@ -43,6 +50,15 @@ export interface WorkerOptions {
   allowHubAdapters?: boolean;
   /** The Hub's address for allowHubAdapters. Default HF_ENDPOINT, else https://huggingface.co (HF_TOKEN is sent when set). */
   hubEndpoint?: string;
+  /** Adapters served under a name of the operator's choice (vLLM's --lora-modules); any local path. */
+  loraModules?: Array<{ name: string; path: string }>;
+  /**
+   * vLLM's VLLM_ALLOW_RUNTIME_LORA_UPDATING: POST /v1/load_lora_adapter and /v1/unload_lora_adapter on a
+   * standalone worker (never with a worker secret: the platform registers adapters by signed descriptors).
+   * A loaded lora_path must lie inside adapterDir unless allowLoraPathsOutsideAdapterDir.
+   */
+  allowRuntimeLoraUpdating?: boolean;
+  allowLoraPathsOutsideAdapterDir?: boolean;
   /** Another adapter source (tests); overrides adapterDir and adapterS3. */
   adapterSource?: AdapterSource;
   /** Disk tier for remote adapters. Default <tmpdir>/loraplex-adapter-cache. */
@@ -141,10 +157,26 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
       )
     : undefined;
   await listed.start();
+  const named = new NamedAdapters(listed);
+  for (const m of opts.loraModules ?? []) {
+    const at = await localAdapterAt(m.name, m.path);
+    if (!at) {
+      listed.stop();
+      await engine.close();
+      throw new Error(`--lora-modules ${m.name}=${m.path}: no adapter_config.json in ${m.path}`);
+    }
+    named.add(at);
+  }
+  if (opts.allowRuntimeLoraUpdating && workerSecret)
+    console.error('[worker] runtime LoRA updating stays off: the worker has a worker secret (platform mode)');
+  const adapterDir = opts.adapterSource ? undefined : opts.adapterDir;
+  const unsupported = adapterDir ? () => unsupportedAdapters(adapterDir) : () => Promise.resolve([]);
+  for (const u of await unsupported())
+    console.error(`[worker] adapter ${u.name} (${u.path}) is not served: ${u.reason}`);
   let s3: ReturnType<typeof makeS3Client> | undefined;
   const descriptors = new DescriptorRegistry(
     () => (s3 ??= makeS3Client(s3SettingsFromEnv())),
-    hub ? new WithHub(hub, listed) : listed,
+    hub ? new WithHub(hub, named) : named,
   );
   const hostAdapters = opts.hostCacheAdapters ?? 64;
   const tiers = new AdapterTiers(
@@ -205,6 +237,13 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
     adapterOrigin: opts.adapterSource ? 'other' : opts.adapterDir ? 'local' : opts.adapterS3 ? 's3' : 'none',
     hub,
     maxRunning: opts.maxRunning ?? 256,
+    namedAdapters: named,
+    runtimeLoraUpdating: {
+      allowed: (opts.allowRuntimeLoraUpdating ?? false) && !workerSecret,
+      adapterDir,
+      anyPath: opts.allowLoraPathsOutsideAdapterDir ?? false,
+    },
+    unsupportedAdapters: unsupported,
   };
   let heartbeat: Heartbeat | undefined;
   if (opts.apiUrl) {

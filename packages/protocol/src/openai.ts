@@ -76,6 +76,48 @@ export const chatRequest = z.strictObject({
 });
 export type ChatRequest = z.infer<typeof chatRequest>;
 
+/**
+ * vLLM's extension of a choice: the stop string or stop token id that ended it; null when it ended at
+ * EOS, at max_tokens, or still runs (stream chunks).
+ */
+export const stopReason = z.union([z.string(), z.number().int()]).nullable();
+
+/** vLLM's POST /tokenize: a prompt, or chat messages rendered with the chat template. */
+export const vllmTokenizeRequest = z.union([
+  z.strictObject({
+    model: z.string().nullish(),
+    prompt: z.string(),
+    add_special_tokens: z.boolean().nullish(),
+  }),
+  z.strictObject({
+    model: z.string().nullish(),
+    messages: z.array(message).min(1),
+    add_special_tokens: z.boolean().nullish(),
+    add_generation_prompt: z.boolean().nullish(),
+  }),
+]);
+export type VllmTokenizeRequest = z.infer<typeof vllmTokenizeRequest>;
+export const vllmTokenizeResponse = z.object({
+  count: z.number().int(),
+  max_model_len: z.number().int(),
+  tokens: z.array(z.number().int()),
+});
+export type VllmTokenizeResponse = z.infer<typeof vllmTokenizeResponse>;
+
+/** vLLM's POST /detokenize. */
+export const vllmDetokenizeRequest = z.strictObject({
+  model: z.string().nullish(),
+  tokens: z.array(z.number().int().min(0)),
+});
+export const vllmDetokenizeResponse = z.object({ prompt: z.string() });
+
+/** vLLM's POST /v1/load_lora_adapter and /v1/unload_lora_adapter (VLLM_ALLOW_RUNTIME_LORA_UPDATING). */
+export const loadLoraAdapterRequest = z.object({ lora_name: z.string().nullish(), lora_path: z.string().nullish() });
+export const unloadLoraAdapterRequest = z.object({
+  lora_name: z.string().nullish(),
+  lora_int_id: z.number().nullish(),
+});
+
 export const openAiUsage = z.object({
   prompt_tokens: z.number().int(),
   completion_tokens: z.number().int(),
@@ -91,6 +133,7 @@ export const completionChoice = z.object({
   text: z.string(),
   logprobs: choiceLogprobs,
   finish_reason: openAiFinishReason.nullable(),
+  stop_reason: stopReason.optional(),
 });
 
 /** /v1/completions: the whole answer, or (choices one at a time, usage last) a stream chunk. */
@@ -111,6 +154,7 @@ export const chatChoice = z.object({
   message: chatResponseMessage,
   logprobs: choiceLogprobs,
   finish_reason: openAiFinishReason,
+  stop_reason: stopReason.optional(),
 });
 
 export const chatResponse = z.object({
@@ -134,6 +178,7 @@ export const chatChunk = z.object({
       delta: z.object({ role: z.literal('assistant').optional(), content: z.string().optional() }),
       logprobs: choiceLogprobs,
       finish_reason: openAiFinishReason.nullable(),
+      stop_reason: stopReason.optional(),
     }),
   ),
   usage: openAiUsage.optional(),

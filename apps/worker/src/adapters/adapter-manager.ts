@@ -113,6 +113,19 @@ export class AdapterManager implements AdapterGate {
     return [...all.values()];
   }
 
+  /**
+   * The name is no longer served (vLLM's unload_lora_adapter): it resolves only if a source still knows
+   * it, its host-memory copy is dropped, and an idle resident copy is unloaded (a pinned one is unloaded
+   * by the usual eviction). Returns whether the name is still resident.
+   */
+  async forget(name: string): Promise<boolean> {
+    this.descriptors.delete(name);
+    this.tiers.drop(name);
+    const e = this.entries.get(name);
+    if (e && e.state === 'resident' && e.pins === 0) await this.evict(e);
+    return this.isResident(name);
+  }
+
   descriptor(name: string): AdapterLocation | undefined {
     return this.descriptors.get(name);
   }

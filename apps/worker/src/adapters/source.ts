@@ -115,3 +115,80 @@ export class NoAdapters implements AdapterSource {
     return Promise.resolve(undefined);
   }
 }
+
+/** A PEFT adapter directory at `path` served as `name`, or undefined when it holds no adapter_config.json. */
+export async function localAdapterAt(name: string, path: string): Promise<AdapterLocation | undefined> {
+  const dir = resolve(path);
+  if (!(await isFile(join(dir, 'adapter_config.json')))) return undefined;
+  const chatTemplate = await readChatTemplate(dir);
+  return { name, path: dir, ...(chatTemplate !== undefined ? { chatTemplate } : {}) };
+}
+
+/**
+ * Adapters named by the operator (vLLM's --lora-modules) or loaded at run time (/v1/load_lora_adapter)
+ * in front of another source's listing: a named adapter wins over a listed one of the same name.
+ */
+export class NamedAdapters implements AdapterSource {
+  private readonly named = new Map<string, AdapterLocation>();
+
+  constructor(readonly inner: AdapterSource) {}
+
+  has(name: string): boolean {
+    return this.named.has(name);
+  }
+
+  add(location: AdapterLocation): void {
+    this.named.set(location.name, location);
+  }
+
+  /** Forgets a named adapter; false when it was not one. */
+  remove(name: string): boolean {
+    return this.named.delete(name);
+  }
+
+  async list(): Promise<AdapterLocation[]> {
+    const listed = (await this.inner.list()).filter((d) => !this.named.has(d.name));
+    return [...this.named.values(), ...listed];
+  }
+
+  lookup(name: string): Promise<AdapterLocation | undefined> {
+    const d = this.named.get(name);
+    return d ? Promise.resolve(d) : this.inner.lookup(name);
+  }
+}
+
+/** An entry of the adapter directory that looks like an adapter the worker cannot serve. */
+export interface UnsupportedAdapter {
+  name: string;
+  path: string;
+  reason: string;
+}
+
+const NEMO_REASON =
+  'NeMo-format adapter (.nemo): loraplex serves Hugging Face PEFT adapters only ' +
+  '(adapter_config.json + adapter_model.safetensors); convert it to PEFT format';
+
+/**
+ * NeMo adapters in `dir` (NIM's other layout): a `.nemo` file, or a directory holding one (or named
+ * `*.nemo`) without an adapter_config.json. Listed with the reason, never skipped silently.
+ */
+export async function unsupportedAdapters(dir: string): Promise<UnsupportedAdapter[]> {
+  let entries: import('node:fs').Dirent[];
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch {
+    return [];
+  }
+  const out: UnsupportedAdapter[] = [];
+  for (const e of entries.sort((a, b) => (a.name < b.name ? -1 : 1))) {
+    const path = join(dir, e.name);
+    if (e.isFile() && e.name.endsWith('.nemo')) {
+      out.push({ name: e.name.slice(0, -'.nemo'.length), path, reason: NEMO_REASON });
+    } else if (e.isDirectory() && !(await isFile(join(path, 'adapter_config.json')))) {
+      const inner = await readdir(path).catch(() => [] as string[]);
+      if (e.name.endsWith('.nemo') || inner.some((f) => f.endsWith('.nemo')))
+        out.push({ name: e.name.replace(/\.nemo$/, ''), path, reason: NEMO_REASON });
+    }
+  }
+  return out;
+}

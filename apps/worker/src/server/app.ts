@@ -7,9 +7,10 @@ import { adapterDescriptor, countRequests, limitBody, parseJsonBody, rejectWhile
 import { chatCompletions } from './routes/chat.js';
 import { completions } from './routes/completions.js';
 import { health, listModels, metrics, ready, type ReadinessOptions } from './routes/info.js';
-import { loraxInfo, loraxTokenize } from './routes/lorax-info.js';
+import { loraxInfo } from './routes/lorax-info.js';
 import { loraxCompat, loraxGenerate, loraxGenerateStream } from './routes/lorax.js';
 import type { WorkerEnv } from './types.js';
+import { loadLoraAdapter, tokenizeEither, unloadLoraAdapter, vllmDetokenize } from './routes/vllm.js';
 import { maybeTraced, tracingMiddleware } from '@loraplex/telemetry';
 import { MAX_BODY_BYTES } from '@loraplex/protocol';
 
@@ -39,7 +40,10 @@ export function createApp(ctx: WorkerContext, readiness: ReadinessOptions = {}):
   app.post('/generate', ...generation('generate'), loraxGenerate(ctx));
   app.post('/generate_stream', ...generation('generate_stream'), loraxGenerateStream(ctx));
   app.post('/', ...generation('compat'), loraxCompat(ctx));
-  app.post('/tokenize', parseJsonBody, loraxTokenize(ctx));
+  app.post('/tokenize', parseJsonBody, tokenizeEither(ctx));
+  app.post('/detokenize', parseJsonBody, vllmDetokenize(ctx));
+  app.post('/v1/load_lora_adapter', parseJsonBody, loadLoraAdapter(ctx));
+  app.post('/v1/unload_lora_adapter', parseJsonBody, unloadLoraAdapter(ctx));
 
   app.get('/v1/models', listModels(ctx));
   app.get('/info', loraxInfo(ctx));

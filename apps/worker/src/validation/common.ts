@@ -23,6 +23,10 @@ export interface ResolvedModel {
 export async function resolveModel(ctx: WorkerContext, name: string | null | undefined): Promise<ResolvedModel> {
   if (name === undefined || name === null || name === '' || name === ctx.modelId) return { adapter: undefined };
   const d = await ctx.adapters.lookup(name);
+  if (!d) {
+    const unsupported = (await ctx.unsupportedAdapters?.())?.find((u) => u.name === name);
+    if (unsupported) throw notFound(`The model \`${name}\` is not served: ${unsupported.reason}`);
+  }
   if (!d)
     throw notFound(
       `The model \`${name}\` does not exist: it is neither the base model (${ctx.modelId}) nor an adapter in the adapter directory`,

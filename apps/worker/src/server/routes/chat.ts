@@ -13,7 +13,7 @@ import { admittedAll, cancelAll, requestId, TokenTexts } from '../generation.js'
 import { attachConstraints, submitConstrained } from './json-mode.js';
 import { mergeSequences, sseResponse } from '../sse.js';
 import type { WorkerEnv } from '../types.js';
-import { nowSeconds, openAiFinish, openAiSampling, usage } from './openai-common.js';
+import { nowSeconds, openAiFinish, openAiSampling, stopReasonOf, usage } from './openai-common.js';
 
 interface TopEntry {
   token: string;
@@ -103,6 +103,7 @@ export function chatCompletions(ctx: WorkerContext) {
           message: { role: 'assistant', content: r.text },
           logprobs: logprobs !== undefined ? await chatLogprobs(texts, r.tokens) : null,
           finish_reason: openAiFinish(r.finishReason),
+          stop_reason: stopReasonOf(r.finishReason, r.stop, r.tokens.at(-1)?.token),
         })),
       );
       return c.json({
@@ -147,24 +148,28 @@ async function* streamChunks(
     delta: Record<string, string>,
     lp: ChatLogprobs | null,
     finish: string | null,
+    stopReason: string | number | null = null,
   ): string =>
     JSON.stringify({
       id: info.id,
       object: 'chat.completion.chunk',
       created: info.created,
       model: info.model,
-      choices: [{ index, delta, logprobs: lp, finish_reason: finish }],
+      choices: [{ index, delta, logprobs: lp, finish_reason: finish, stop_reason: stopReason }],
     });
   let generated = 0;
+  const lastTokens: Array<number | undefined> = seqs.map(() => undefined);
   try {
     for (let i = 0; i < seqs.length; i++) yield chunk(i, { role: 'assistant', content: '' }, null, null);
     for await (const { index, event } of mergeSequences(seqs)) {
       if (event.type === 'token') {
         generated++;
+        lastTokens[index] = event.token;
         if (!wantLogprobs && event.text === '') continue;
         yield chunk(index, { content: event.text }, wantLogprobs ? await chatLogprobs(texts, [event]) : null, null);
       } else {
-        yield chunk(index, event.text ? { content: event.text } : {}, null, openAiFinish(event.reason));
+        const why = stopReasonOf(event.reason, event.stop, lastTokens[index]);
+        yield chunk(index, event.text ? { content: event.text } : {}, null, openAiFinish(event.reason), why);
       }
     }
     if (info.includeUsage)

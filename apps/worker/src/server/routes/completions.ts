@@ -11,7 +11,7 @@ import { attachConstraints, submitConstrained } from './json-mode.js';
 import { mergeSequences, sseResponse } from '../sse.js';
 import type { WorkerEnv } from '../types.js';
 import { badRequest, errorBody, toApiError } from '../errors.js';
-import { nowSeconds, openAiFinish, openAiSampling, usage } from './openai-common.js';
+import { nowSeconds, openAiFinish, openAiSampling, stopReasonOf, usage } from './openai-common.js';
 
 interface CompletionLogprobs {
   tokens: string[];
@@ -94,6 +94,7 @@ export function completions(ctx: WorkerContext) {
           text: r.text,
           logprobs: logprobs !== undefined ? await logprobsOf(texts, r.tokens, 0) : null,
           finish_reason: openAiFinish(r.finishReason),
+          stop_reason: stopReasonOf(r.finishReason, r.stop, r.tokens.at(-1)?.token),
         })),
       );
       return c.json({
@@ -136,26 +137,35 @@ async function* streamChunks(
   wantLogprobs: boolean,
   info: StreamInfo,
 ): AsyncGenerator<string> {
-  const chunk = (index: number, text: string, lp: CompletionLogprobs | null, finish: string | null): string =>
+  const chunk = (
+    index: number,
+    text: string,
+    lp: CompletionLogprobs | null,
+    finish: string | null,
+    stopReason: string | number | null = null,
+  ): string =>
     JSON.stringify({
       id: info.id,
       object: 'text_completion',
       created: info.created,
       model: info.model,
-      choices: [{ index, text, logprobs: lp, finish_reason: finish }],
+      choices: [{ index, text, logprobs: lp, finish_reason: finish, stop_reason: stopReason }],
     });
   const offsets = seqs.map(() => 0);
+  const lastTokens: Array<number | undefined> = seqs.map(() => undefined);
   let generated = 0;
   try {
     for await (const { index, event } of mergeSequences(seqs)) {
       if (event.type === 'token') {
         generated++;
+        lastTokens[index] = event.token;
         if (!wantLogprobs && event.text === '') continue;
         const lp = wantLogprobs ? await logprobsOf(texts, [event], offsets[index]!) : null;
         offsets[index]! += event.tokenText.length;
         yield chunk(index, event.text, lp, null);
       } else {
-        yield chunk(index, event.text, null, openAiFinish(event.reason));
+        const why = stopReasonOf(event.reason, event.stop, lastTokens[index]);
+        yield chunk(index, event.text, null, openAiFinish(event.reason), why);
       }
     }
     if (info.includeUsage)

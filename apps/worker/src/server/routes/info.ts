@@ -39,11 +39,15 @@ export function listModels(ctx: WorkerContext) {
     });
     const resident = new Set(ctx.adapters.resident());
     const adapters = await ctx.adapters.list();
+    // Adapters the worker cannot serve (NeMo format) are listed with the reason, as NIM lists them.
+    const served = new Set(adapters.map((a) => a.name));
+    const unsupported = ((await ctx.unsupportedAdapters?.()) ?? []).filter((u) => !served.has(u.name));
     return c.json({
       object: 'list',
       data: [
         card(ctx.modelId, ctx.modelPath, null, { max_model_len: ctx.engine.config.maxPositions }),
         ...adapters.map((a) => card(a.name, a.path, ctx.modelId, { loaded: resident.has(a.name) })),
+        ...unsupported.map((u) => card(u.name, u.path, ctx.modelId, { status: 'unsupported', error: u.reason })),
       ],
     });
   };

@@ -37,6 +37,19 @@ export function openAiFinish(r: FinishReason): OpenAiFinishReason {
   return r === 'length' ? 'length' : 'stop';
 }
 
+/**
+ * vLLM's stop_reason: the stop string that matched, or the stop token id sampled last (finish 'stop'
+ * without a string: a stop_token_ids hit); null for EOS and length.
+ */
+export function stopReasonOf(
+  reason: FinishReason,
+  stop: string | undefined,
+  lastToken: number | undefined,
+): string | number | null {
+  if (stop !== undefined) return stop;
+  return reason === 'stop' && lastToken !== undefined ? lastToken : null;
+}
+
 export type Usage = OpenAiUsage;
 
 export function usage(promptTokens: number, results: Array<Pick<SequenceResult, 'tokens'>> | number): Usage {
