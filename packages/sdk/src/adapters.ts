@@ -1,6 +1,6 @@
 // client.adapters: upload (one streamed multipart request below `multipartThreshold`, presigned
 // multipart part uploads above it), list, get, delete.
-import { json, send, type HttpOptions } from './http.js';
+import { discard, json, send, type HttpOptions } from './http.js';
 import type { Adapter } from './types.js';
 
 export interface UploadFile {
@@ -164,7 +164,7 @@ export class Adapters {
         for (const p of f.parts) {
           const chunk = blob.slice((p.part_number - 1) * f.part_size, p.part_number * f.part_size);
           const res = await send(this.h, { method: 'PUT', path: '', url: p.url, body: chunk, ...signal });
-          await res.body?.cancel();
+          await discard(res);
           parts.push({ part_number: p.part_number, etag: res.headers.get('etag') ?? '' });
           progress('uploading', (loaded += chunk.size));
         }
@@ -184,10 +184,7 @@ export class Adapters {
         method: 'DELETE',
         path: `/v1/adapters/uploads/${encodeURIComponent(session.upload_id)}`,
         maxRetries: 0,
-      }).then(
-        (r) => r.body?.cancel(),
-        () => undefined,
-      );
+      }).then(discard, () => undefined);
       throw e;
     }
   }

@@ -1,13 +1,14 @@
 // The typed client: `new Loraplex({ baseURL, apiKey })`, then generate / generateStream / chat,
-// adapters, models, usage, and (with an admin key) keys and tenants.
+// chatStream, adapters, models, usage, and (with an admin key) keys and tenants.
 import { Adapters } from './adapters.js';
-import { chat, generate, generateStream, parseJson } from './generate.js';
+import { chat, chatStream, generate, generateStream, parseJson } from './generate.js';
 import { json, send, type HttpOptions } from './http.js';
 import type {
   ApiKey,
   ChatMessage,
   ChatOptions,
   ChatResult,
+  ChatStreamEvent,
   GenerateOptions,
   GenerateResult,
   JsonResult,
@@ -72,7 +73,17 @@ export class Loraplex {
 
   /** Chat through the model's (or the adapter's) chat template. */
   chat(messages: ChatMessage[], options: ChatOptions = {}): Promise<ChatResult> {
-    return chat(this.h, messages, options, () => (this.baseModelId ??= this.models.list().then((m) => m[0]?.id ?? '')));
+    return chat(this.h, messages, options, () => this.baseModel());
+  }
+
+  /** Chat, streamed: each event's `delta` is new text; the last one carries `usage`. */
+  chatStream(messages: ChatMessage[], options: ChatOptions = {}): AsyncGenerator<ChatStreamEvent> {
+    return chatStream(this.h, messages, options, () => this.baseModel());
+  }
+
+  /** The served base model's id (the first of /v1/models), asked once. */
+  private baseModel(): Promise<string> {
+    return (this.baseModelId ??= this.models.list().then((m) => m[0]?.id ?? ''));
   }
 
   readonly models = {

@@ -11,10 +11,12 @@ import type {
   LoraxStreamDetails,
   LoraxStreamEvent,
 } from '@loraplex/protocol';
+import type { WireChatChunk } from './wire.js';
 import type {
   ChatMessage,
   ChatOptions,
   ChatResult,
+  ChatStreamEvent,
   GenerateOptions,
   GenerateResult,
   SamplingOptions,
@@ -115,12 +117,11 @@ export function parseJson<T>(r: GenerateResult): T {
   }
 }
 
-export async function chat(
-  h: HttpOptions,
+async function chatBody(
   messages: ChatMessage[],
   o: ChatOptions,
   baseModel: () => Promise<string>,
-): Promise<ChatResult> {
+): Promise<Record<string, unknown>> {
   const body: Record<string, unknown> = {
     model: o.adapterId ?? (await baseModel()),
     messages,
@@ -130,12 +131,22 @@ export async function chat(
     body.response_format = o.responseFormat.schema
       ? { type: 'json_schema', json_schema: { name: 'response', schema: o.responseFormat.schema } }
       : { type: 'json_object' };
-  const res = await send(h, {
-    path: '/v1/chat/completions',
-    json: body,
-    ...(o.signal ? { signal: o.signal } : {}),
-    ...(o.timeout ? { timeout: o.timeout } : {}),
-  });
+  return body;
+}
+
+const callOptions = (o: ChatOptions): { signal?: AbortSignal; timeout?: number } => ({
+  ...(o.signal ? { signal: o.signal } : {}),
+  ...(o.timeout ? { timeout: o.timeout } : {}),
+});
+
+export async function chat(
+  h: HttpOptions,
+  messages: ChatMessage[],
+  o: ChatOptions,
+  baseModel: () => Promise<string>,
+): Promise<ChatResult> {
+  const body = await chatBody(messages, o, baseModel);
+  const res = await send(h, { path: '/v1/chat/completions', json: body, ...callOptions(o) });
   const r = await json<ChatResponse>(res);
   const c = r.choices[0]!;
   return {
@@ -144,4 +155,28 @@ export async function chat(
     promptTokens: r.usage.prompt_tokens,
     completionTokens: r.usage.completion_tokens,
   };
+}
+
+/** Chat as server-sent chunks (OpenAI `stream: true`), usage requested as the last one. */
+export async function* chatStream(
+  h: HttpOptions,
+  messages: ChatMessage[],
+  o: ChatOptions,
+  baseModel: () => Promise<string>,
+): AsyncGenerator<ChatStreamEvent> {
+  const body = { ...(await chatBody(messages, o, baseModel)), stream: true, stream_options: { include_usage: true } };
+  const res = await send(h, { path: '/v1/chat/completions', json: body, ...callOptions(o) });
+  // The timeout bounds the wait for the answer to start; a long stream is the caller's to cancel.
+  (res as Response & { clearTimeout?: () => void }).clearTimeout?.();
+  for await (const data of sseData(res)) {
+    const chunk = data as WireChatChunk;
+    const choice = chunk.choices[0];
+    const ev: ChatStreamEvent = { delta: choice?.delta.content ?? '' };
+    if (choice?.finish_reason) ev.finishReason = choice.finish_reason;
+    if (chunk.usage)
+      ev.usage = { promptTokens: chunk.usage.prompt_tokens, completionTokens: chunk.usage.completion_tokens };
+    yield ev;
+    // Chunks already received are not handed out after the caller aborted.
+    o.signal?.throwIfAborted();
+  }
 }

@@ -92,6 +92,10 @@ async function once(o: HttpOptions, r: RequestOptions): Promise<Response> {
   const timeoutMs = r.timeout ?? o.timeout;
   const timer = new AbortController();
   const t = setTimeout(() => timer.abort(new TimeoutError(`the request took longer than ${timeoutMs} ms`)), timeoutMs);
+  // The timer alone must never keep a process alive: a response nobody reads to the end (a part
+  // upload's empty body) would otherwise hold a finished program for the whole timeout. The open
+  // request itself keeps the event loop busy while it matters.
+  (t as { unref?: () => void }).unref?.();
   const signal = r.signal ? AbortSignal.any([r.signal, timer.signal]) : timer.signal;
   let res: Response;
   try {
@@ -123,6 +127,12 @@ async function once(o: HttpOptions, r: RequestOptions): Promise<Response> {
     // not JSON: the raw text is the message
   }
   throw errorFromResponse(res.status, parsed, res.headers);
+}
+
+/** Ends an exchange whose body is not needed (a part upload's answer): frees its timer and connection. */
+export async function discard(res: Response): Promise<void> {
+  (res as Response & { clearTimeout?: () => void }).clearTimeout?.();
+  await res.body?.cancel().catch(() => undefined);
 }
 
 /** The JSON body of a successful response. */

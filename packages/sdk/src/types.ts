@@ -1,25 +1,27 @@
 // Request and response types of the SDK. The wire shapes are @loraplex/protocol's (docs/platform-contract.md
-// §3); the SDK's own camelCase options and results are declared here. Only types are imported, so the
-// SDK carries no schema code (nor node:crypto) at run time.
+// §3), restated in ./wire.ts so the published package stands alone; the SDK's own camelCase options and
+// results are declared here.
 import type {
-  Adapter as WireAdapter,
-  ApiKey as WireApiKey,
-  ChatRequest,
-  CreatedKey,
   LoraxFinishReason,
-  LoraxResponseFormat,
   LoraxToken,
-  Model as WireModel,
   OpenAiFinishReason,
-  Tenant as WireTenant,
-  UsageRow as WireUsageRow,
-} from '@loraplex/protocol';
+  WireAdapter,
+  WireApiKey,
+  WireChatChunk,
+  WireChatRole,
+  WireModel,
+  WireTenant,
+  WireUsageRow,
+} from './wire.js';
 
 /** A JSON Schema object (draft 2020-12 subset that the server's grammar compiler accepts). */
 export type JsonSchema = Record<string, unknown>;
 
 /** LoRAX's response_format, with the schema as an object. */
-export type ResponseFormat = Pick<NonNullable<LoraxResponseFormat>, 'type'> & { schema?: JsonSchema };
+export interface ResponseFormat {
+  type: 'json_object';
+  schema?: JsonSchema;
+}
 
 export interface SamplingOptions {
   /** An adapter ref: `name`, `name@version` or an adapter id; omitted = the base model. */
@@ -67,10 +69,8 @@ export interface StreamEvent {
   final?: GenerateResult;
 }
 
-type WireRole = ChatRequest['messages'][number]['role'];
-
 export interface ChatMessage {
-  role: Exclude<WireRole, 'developer'>;
+  role: Exclude<WireChatRole, 'developer'>;
   content: string;
 }
 
@@ -93,9 +93,20 @@ export type Model = Pick<WireModel, 'id' | 'object'> &
 
 export type UsageRow = WireUsageRow;
 
+type WireChatChoice = WireChatChunk['choices'][number];
+
+/** One event of `chatStream`: the text a chunk adds; the finish reason, then usage, on the last ones. */
+export interface ChatStreamEvent {
+  /** The new text ('' on the role-only first chunk and on the usage event). */
+  delta: NonNullable<WireChatChoice['delta']['content']>;
+  /** Set on the chunk that ends the answer. */
+  finishReason?: NonNullable<WireChatChoice['finish_reason']>;
+  /** Set on the last event: the token counts of the whole exchange. */
+  usage?: { promptTokens: number; completionTokens: number };
+}
+
 /** A key as listed (with revoked_at, last_used_at) or as created (with the secret `key`, shown once). */
 export type ApiKey = Omit<WireApiKey, 'revoked_at' | 'last_used_at'> &
-  Partial<Pick<WireApiKey, 'revoked_at' | 'last_used_at'>> &
-  Partial<Pick<CreatedKey, 'key'>>;
+  Partial<Pick<WireApiKey, 'revoked_at' | 'last_used_at'>> & { key?: string };
 
 export type Tenant = WireTenant;

@@ -96,6 +96,19 @@ describe('against a real worker', () => {
     expect(r.completionTokens).toBeGreaterThan(0);
   });
 
+  it("chatStream's deltas add up to chat's greedy text, with the usage last", async () => {
+    const messages = [{ role: 'user' as const, content: 'Hi' }];
+    const whole = await client.chat(messages, { adapterId: 'lora_all_r8', maxNewTokens: 8, temperature: 0 });
+    let text = '';
+    let usage;
+    for await (const e of client.chatStream(messages, { adapterId: 'lora_all_r8', maxNewTokens: 8, temperature: 0 })) {
+      text += e.delta;
+      usage = e.usage ?? usage;
+    }
+    expect(text).toBe(whole.message.content);
+    expect(usage).toEqual({ promptTokens: whole.promptTokens, completionTokens: whole.completionTokens });
+  });
+
   it('models.list lists the base model and the adapters', async () => {
     const ids = (await client.models.list()).map((m) => m.id);
     expect(ids).toEqual(['tiny-llama', 'lora_all_r8', 'lora_qkvo_r16_rslora', 'lora_qv_r4']);
