@@ -89,6 +89,8 @@ export interface WireChatChunk {
     delta: { role?: 'assistant' | undefined; content?: string | undefined };
     logprobs: unknown;
     finish_reason: OpenAiFinishReason | null;
+    /** vLLM's extension: the stop string or stop token id that ended the choice (null for eos / length). */
+    stop_reason?: string | number | null | undefined;
   }>;
   usage?: WireOpenAiUsage | undefined;
 }
