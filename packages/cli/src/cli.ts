@@ -93,8 +93,8 @@ async function dev(argv: string[]): Promise<void> {
   let demoKey: string | undefined;
   if (demo) {
     try {
-      const d = await ensureDemo(stack.url, stack.adminKey, dataDir);
-      for (const line of demoBanner(stack.url, d)) console.log(line);
+      const d = await ensureDemo(stack.url, stack.adminKey, dataDir, servedModelName);
+      for (const line of demoBanner(stack.url, d, servedModelName)) console.log(line);
       demoKey = d.key;
     } catch (e) {
       await stack.close();

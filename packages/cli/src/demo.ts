@@ -55,7 +55,12 @@ async function keyWorks(url: string, key: string): Promise<boolean> {
  * Makes sure the demo tenant, its key and its three ready adapters exist on the API at `url`
  * (idempotent: a second call with the same data dir uploads nothing and creates no key).
  */
-export async function ensureDemo(url: string, adminKey: string, dataDir: string): Promise<Demo> {
+export async function ensureDemo(
+  url: string,
+  adminKey: string,
+  dataDir: string,
+  servedModelName: string = DEMO_SERVED_NAME,
+): Promise<Demo> {
   const stateFile = join(dataDir, 'demo.json');
   const admin = new Loraplex({ baseURL: url, apiKey: adminKey, maxRetries: 0 });
   const kept = await readState(stateFile);
@@ -84,7 +89,7 @@ export async function ensureDemo(url: string, adminKey: string, dataDir: string)
   for (const name of DEMO_ADAPTERS) {
     const dir = join(DEMO_MODEL_ROOT, 'adapters', name);
     if (!have.has(name) && existsSync(dir)) {
-      const a = await client.adapters.upload(dir, { name, baseModel: DEMO_SERVED_NAME });
+      const a = await client.adapters.upload(dir, { name, baseModel: servedModelName });
       have.set(name, a.ref);
     }
     adapters[name] = have.get(name)!;
@@ -93,7 +98,7 @@ export async function ensureDemo(url: string, adminKey: string, dataDir: string)
 }
 
 /** What `loraplex dev` prints for the demo: the key and a request to paste. */
-export function demoBanner(url: string, demo: Demo): string[] {
+export function demoBanner(url: string, demo: Demo, servedModelName: string = DEMO_SERVED_NAME): string[] {
   const body = JSON.stringify({
     model: 'upper',
     messages: [{ role: 'user', content: 'hello world' }],
@@ -102,7 +107,7 @@ export function demoBanner(url: string, demo: Demo): string[] {
   });
   return [
     `demo tenant key (kept in the data dir's demo.json): ${demo.key}`,
-    `demo adapters: ${Object.values(demo.adapters).join(', ')} (model ${DEMO_SERVED_NAME} echoes; see the README)`,
+    `demo adapters: ${Object.values(demo.adapters).join(', ')} (model ${servedModelName} echoes; see the README)`,
     'try:',
     `  curl -s ${url}/v1/chat/completions -H 'Authorization: Bearer ${demo.key}' \\`,
     `    -H 'Content-Type: application/json' -d '${body}'`,
