@@ -1,4 +1,4 @@
-// JSON mode keeps the model's own way of writing JSON. The trained fixture (test/fixtures/hf-trained, see its
+// JSON mode keeps the model's own way of writing JSON. The trained demo model (packages/cli/demo-model, see its
 // MANIFEST.md) has an `extract` adapter fine-tuned to answer "<Name> is <age>" with compact JSON
 // ({"name":"Ada","age":36}). Whitespace between JSON tokens is free in JSON mode (bounded), so whenever the
 // model's unconstrained output is already valid, JSON mode must not change a byte of it: with
@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createWorker, type Worker } from '../src/worker.js';
 import { poster } from './helpers/http.js';
 
-const TRAINED = join(resolve(fileURLToPath(import.meta.url), '..'), 'fixtures', 'hf-trained');
+const TRAINED = resolve(fileURLToPath(import.meta.url), '../../../../packages/cli/demo-model');
 const SCHEMA = {
   type: 'object',
   properties: { name: { type: 'string' }, age: { type: 'integer' } },

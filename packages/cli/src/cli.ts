@@ -8,6 +8,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LoraplexError } from '@loraplex/sdk';
 import { intOpt, parse, UsageError } from './args.js';
+import { DEMO_MODEL_DIR, DEMO_SERVED_NAME, demoBanner, ensureDemo } from './demo.js';
 import { downloadHubModel, HUB_ID } from './hf-download.js';
 import {
   adapters,
@@ -35,11 +36,12 @@ Run \`loraplex <command> --help\` for a command's options.`;
 const DEV_HELP = `usage: loraplex dev [--model DIR] [--served-model-name NAME] [--port N] [--host ADDR] [--data-dir DIR]
 Starts the API and one worker on the embedded defaults (PGlite and adapter files under --data-dir,
 default $LORAPLEX_DATA_DIR or ./.loraplex) and prints the URL and an admin key.
-Without --model it serves the built-in demo model: a tiny Llama with RANDOM weights and the real
-Llama 3 tokenizer, generated on first run. Its output is nonsense; it proves the whole path works.
-Point --model at a Hugging Face model directory (config.json, *.safetensors, tokenizer.json), or
-give a Hub id (org/name: downloaded once into $LORAPLEX_CACHE_DIR or ~/.cache/loraplex; HF_TOKEN for
-gated models), for real output.`;
+Without --model it serves the built-in demo model (${DEMO_SERVED_NAME}): a tiny Llama TRAINED to echo
+the user's message, with three trained adapters uploaded for a \`demo\` tenant whose key it prints:
+\`upper\` upper-cases, \`reverse\` reverses, \`extract\` turns "Ada is 36" into JSON. Inputs: 1-3
+lowercase words, one chat turn. Point --model at a Hugging Face model directory (config.json,
+*.safetensors, tokenizer.json), or give a Hub id (org/name: downloaded once into $LORAPLEX_CACHE_DIR or
+~/.cache/loraplex; HF_TOKEN for gated models), for a real model.`;
 
 const WORKER_HELP = `usage: loraplex worker --model DIR [worker flags]
 Runs one worker (loraplex-worker). Flags: see \`loraplex worker --help\` below.`;
@@ -72,11 +74,11 @@ async function dev(argv: string[]): Promise<void> {
     model = await downloadHubModel(model, { env: process.env, log: (l) => console.error(`[loraplex] ${l}`) });
   }
   let servedModelName = a.values['served-model-name'] as string | undefined;
+  const demo = !model;
   if (!model) {
-    const { ensureDemoModel } = await import('@loraplex/engine');
-    console.error('[loraplex] no --model: using the built-in demo model (random weights, meaningless output)');
-    model = (await ensureDemoModel(join(dataDir, 'demo-model'))).modelDir;
-    servedModelName ??= 'loraplex-demo';
+    console.error('[loraplex] no --model: serving the built-in demo model and its adapters (see --help)');
+    model = DEMO_MODEL_DIR;
+    servedModelName ??= DEMO_SERVED_NAME;
   }
   // The API does not depend on the worker; this CLI does, and says where the worker's CLI is.
   const workerCli = join(dirname(fileURLToPath(import.meta.resolve('@loraplex/worker'))), 'cli.js');
@@ -88,7 +90,26 @@ async function dev(argv: string[]): Promise<void> {
     ...(port !== undefined ? { port } : {}),
     ...(typeof a.values.host === 'string' ? { host: a.values.host } : {}),
   });
-  console.log(JSON.stringify({ event: 'ready', url: stack.url, adminKey: stack.adminKey, model }));
+  let demoKey: string | undefined;
+  if (demo) {
+    try {
+      const d = await ensureDemo(stack.url, stack.adminKey, dataDir, servedModelName);
+      for (const line of demoBanner(stack.url, d, servedModelName)) console.log(line);
+      demoKey = d.key;
+    } catch (e) {
+      await stack.close();
+      throw e;
+    }
+  }
+  console.log(
+    JSON.stringify({
+      event: 'ready',
+      url: stack.url,
+      adminKey: stack.adminKey,
+      model,
+      ...(demoKey ? { demoKey } : {}),
+    }),
+  );
   const stop = (): void =>
     void stack.close().then(
       () => process.exit(0),

@@ -61,4 +61,3 @@ export {
   bf16ToF32,
   parseTorchCheckpoint,
 } from '@loraplex/formats';
-export { ensureDemoModel, DEMO_ADAPTERS } from './demo-model.js';
