@@ -68,9 +68,7 @@ beforeAll(async () => {
 
 interface Variant {
   name: string;
-  setup(
-    dataDir: string,
-  ): Promise<{
+  setup(dataDir: string): Promise<{
     databaseUrl?: string;
     s3?: { endpoint: string; region: string; bucket: string; forcePathStyle: boolean };
     cleanup(): Promise<void>;

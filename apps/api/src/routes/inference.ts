@@ -213,12 +213,9 @@ const LoraxBody = z.looseObject({
   inputs: z.string(),
   parameters: z
     .looseObject({
-      adapter_id: z
-        .string()
-        .nullish()
-        .openapi({
-          description: "null or absent: the base model; else one of the tenant's adapters (name, name@version or id)",
-        }),
+      adapter_id: z.string().nullish().openapi({
+        description: "null or absent: the base model; else one of the tenant's adapters (name, name@version or id)",
+      }),
       adapter_source: z
         .string()
         .nullish()
