@@ -5,6 +5,7 @@ import {
   describeIssues,
   heartbeat,
   JsonBodyError,
+  LORAX_MAX_BEST_OF,
   loraxRequest,
   MAX_PROMPTS,
   parseJsonText,
@@ -28,9 +29,12 @@ describe('request bodies', () => {
         parameters: { best_of: null, watermark: false, details: true, decoder_input_details: null },
       }).success,
     ).toBe(true);
-    const r = loraxRequest.safeParse({ inputs: 'x', parameters: { best_of: 2 } });
+    // best_of is served since issue 12 (up to LORAX_MAX_BEST_OF candidates); watermarking is a non-neutral no-op.
+    expect(loraxRequest.safeParse({ inputs: 'x', parameters: { best_of: 2 } }).success).toBe(true);
+    expect(loraxRequest.safeParse({ inputs: 'x', parameters: { best_of: LORAX_MAX_BEST_OF + 1 } }).success).toBe(false);
+    const r = loraxRequest.safeParse({ inputs: 'x', parameters: { watermark: true } });
     expect(describeIssues(r.error!.issues).message).toBe(
-      'parameters.best_of: best_of is not supported (only 1 or null)',
+      'parameters.watermark: watermark is not supported: generations are never watermarked (only false or null)',
     );
   });
 
