@@ -2,7 +2,8 @@
 // child process, resolving once the worker's first heartbeat arrived.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { basename, resolve } from 'node:path';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { basename, join, resolve } from 'node:path';
 import { configFromEnv, type ApiConfig, type S3Config } from './config.js';
 import type { Db } from './db/client.js';
 import type { RoutingPorts } from './ports.js';
@@ -34,6 +35,13 @@ export interface StackOptions {
   workerArgs?: string[];
   /** How long to wait for the worker's first heartbeat. */
   startTimeoutMs?: number;
+  /**
+   * The first delay before restarting a worker that exited unexpectedly; it doubles per restart up to
+   * `restartBackoffMaxMs` (default 500 ms, cap 30 s) and resets once a worker has stayed up `restartResetMs` (60 s).
+   */
+  restartBackoffMs?: number;
+  restartBackoffMaxMs?: number;
+  restartResetMs?: number;
   /** Where the admin key line goes (default: stdout). Set to null to print nothing. */
   log?: ((line: string) => void) | null;
   /** Replaces the real modules (tests). */
@@ -44,8 +52,8 @@ export interface Stack {
   url: string;
   adminKey: string;
   workerUrl: string;
-  /** The worker child process's id (e.g. for a benchmark sampling its memory). */
-  workerPid: number | undefined;
+  /** The current worker child process's id (e.g. for a benchmark sampling its memory); changes on a restart. */
+  readonly workerPid: number | undefined;
   /** The API's database (e.g. for a benchmark counting usage rows by status). */
   db: Db;
   /** Stops the API gracefully, then the worker; true when no request had to be cut. */
@@ -82,6 +90,48 @@ function watchHeartbeats(
   };
 }
 
+interface WorkerChild {
+  child: ChildProcess;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** The last 4000 characters of its stderr (for a start failure's message). */
+  stderrTail(): string;
+}
+
+function spawnWorker(args: string[]): WorkerChild {
+  // The IPC channel is the worker's lifeline: it drains and exits when this process dies, even by SIGKILL.
+  const child: ChildProcess = spawn(process.execPath, args, {
+    stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
+    env: process.env,
+  });
+  let tail = '';
+  child.stderr?.on('data', (d: Buffer) => {
+    process.stderr.write(d);
+    tail = (tail + d.toString()).slice(-4000);
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) =>
+    child.once('exit', (code, signal) => res({ code, signal })),
+  );
+  return { child, exited, stderrTail: () => tail };
+}
+
+/**
+ * The admin key kept in <dataDir>/admin-key (mode 600), created on first use, so that restarting
+ * `loraplex dev` on the same data dir keeps the key a user already copied (like demo.json's tenant key).
+ */
+export async function storedAdminKey(dataDir: string): Promise<{ key: string; file: string }> {
+  const file = join(dataDir, 'admin-key');
+  try {
+    const key = (await readFile(file, 'utf8')).trim();
+    if (key) return { key, file };
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  const key = `lpx_admin_${randomBytes(24).toString('hex')}`;
+  await mkdir(dataDir, { recursive: true });
+  await writeFile(file, `${key}\n`, { mode: 0o600 });
+  return { key, file };
+}
+
 export async function startStack(opts: StackOptions): Promise<Stack> {
   const workerCli = workerCliPath(opts.workerCli);
   const log = opts.log === undefined ? (l: string) => process.stdout.write(`${l}\n`) : opts.log;
@@ -89,10 +139,12 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const port = opts.port ?? base.port;
   const workerSecret = base.workerSecret ?? randomBytes(24).toString('hex');
   const configuredKey = base.adminKey;
-  const adminKey = configuredKey ?? `lpx_admin_${randomBytes(24).toString('hex')}`;
+  const dataDir = resolve(opts.dataDir ?? base.dataDir);
+  let stored: { key: string; file: string } | undefined;
+  const adminKey = configuredKey ?? (stored = await storedAdminKey(dataDir)).key;
   const config: ApiConfig = {
     ...base,
-    dataDir: resolve(opts.dataDir ?? base.dataDir),
+    dataDir,
     port,
     host: opts.host ?? base.host,
     workerSecret,
@@ -129,19 +181,34 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     workerUrl,
     ...(opts.workerArgs ?? []),
   ];
-  // The IPC channel is the worker's lifeline: it drains and exits when this process dies, even by SIGKILL.
-  const child: ChildProcess = spawn(process.execPath, args, {
-    stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
-    env: process.env,
-  });
-  let stderrTail = '';
-  child.stderr?.on('data', (d: Buffer) => {
-    process.stderr.write(d);
-    stderrTail = (stderrTail + d.toString()).slice(-4000);
-  });
-  const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
+  let current = spawnWorker(args);
+  // Supervision (after the first heartbeat): an unexpected exit restarts the worker with the same args,
+  // so the API's admin key and worker secret stay valid; close() ends it.
+  let closing = false;
+  let restartTimer: NodeJS.Timeout | undefined;
+  const initialBackoff = opts.restartBackoffMs ?? 500;
+  let backoff = initialBackoff;
+  const supervise = (w: WorkerChild): void => {
+    const startedAt = Date.now();
+    void w.exited.then(({ code, signal }) => {
+      if (closing) return;
+      if (Date.now() - startedAt >= (opts.restartResetMs ?? 60_000)) backoff = initialBackoff;
+      const delay = backoff;
+      backoff = Math.min(backoff * 2, opts.restartBackoffMaxMs ?? 30_000);
+      log?.(`[stack] worker exited (code ${code} / signal ${signal}); restarting in ${delay} ms`);
+      restartTimer = setTimeout(() => {
+        restartTimer = undefined;
+        if (closing) return;
+        current = spawnWorker(args);
+        supervise(current);
+      }, delay);
+    });
+  };
 
   const stopWorker = async (): Promise<void> => {
+    closing = true;
+    clearTimeout(restartTimer);
+    const { child, exited } = current;
     if (child.exitCode === null && child.signalCode === null) {
       child.kill('SIGTERM');
       const t = setTimeout(() => child.kill('SIGKILL'), 15_000);
@@ -155,13 +222,13 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   try {
     await Promise.race([
       heartbeat,
-      exited.then((code) => {
-        throw new Error(`the worker exited (code ${code}) before its first heartbeat:\n${stderrTail}`);
+      current.exited.then(({ code }) => {
+        throw new Error(`the worker exited (code ${code}) before its first heartbeat:\n${current.stderrTail()}`);
       }),
       new Promise<never>(
         (_, rej) =>
           (timer = setTimeout(
-            () => rej(new Error(`no heartbeat from the worker within ${timeoutMs} ms:\n${stderrTail}`)),
+            () => rej(new Error(`no heartbeat from the worker within ${timeoutMs} ms:\n${current.stderrTail()}`)),
             timeoutMs,
           )),
       ),
@@ -174,13 +241,17 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     clearTimeout(timer);
   }
 
+  supervise(current);
+
   log?.(`loraplex API: ${api.url}  (docs: ${api.url}/docs)`);
-  if (!configuredKey) log?.(`admin key (shown once): ${adminKey}`);
+  if (stored) log?.(`admin key (kept in ${stored.file}): ${adminKey}`);
   return {
     url: api.url,
     adminKey,
     workerUrl,
-    workerPid: child.pid,
+    get workerPid() {
+      return current.child.pid;
+    },
     db: api.services.db,
     // The API drains first (its in-flight requests need the worker), then the worker.
     close: async () => {
