@@ -13,7 +13,15 @@ import { admittedAll, cancelAll, requestId, TokenTexts } from '../generation.js'
 import { attachConstraints, submitConstrained } from './json-mode.js';
 import { mergeSequences, sseResponse } from '../sse.js';
 import type { WorkerEnv } from '../types.js';
-import { nowSeconds, openAiFinish, openAiSampling, stopReasonOf, usage } from './openai-common.js';
+import {
+  nowSeconds,
+  openAiFinish,
+  openAiSampling,
+  stopReasonOf,
+  usage,
+  usageChunk,
+  type StreamInfo,
+} from './openai-common.js';
 
 interface TopEntry {
   token: string;
@@ -128,15 +136,6 @@ export function chatCompletions(ctx: WorkerContext) {
   };
 }
 
-interface StreamInfo {
-  id: string;
-  created: number;
-  model: string;
-  promptTokens: number;
-  includeUsage: boolean;
-  path: string;
-}
-
 async function* streamChunks(
   seqs: Sequence[],
   texts: TokenTexts,
@@ -172,15 +171,7 @@ async function* streamChunks(
         yield chunk(index, event.text ? { content: event.text } : {}, null, openAiFinish(event.reason), why);
       }
     }
-    if (info.includeUsage)
-      yield JSON.stringify({
-        id: info.id,
-        object: 'chat.completion.chunk',
-        created: info.created,
-        model: info.model,
-        choices: [],
-        usage: usage(info.promptTokens, generated),
-      });
+    if (info.includeUsage) yield usageChunk(info, 'chat.completion.chunk', generated);
   } catch (e) {
     yield JSON.stringify(errorBody(info.path, toApiError(e)));
   }

@@ -11,7 +11,15 @@ import { attachConstraints, submitConstrained } from './json-mode.js';
 import { mergeSequences, sseResponse } from '../sse.js';
 import type { WorkerEnv } from '../types.js';
 import { badRequest, errorBody, toApiError } from '../errors.js';
-import { nowSeconds, openAiFinish, openAiSampling, stopReasonOf, usage } from './openai-common.js';
+import {
+  nowSeconds,
+  openAiFinish,
+  openAiSampling,
+  stopReasonOf,
+  usage,
+  usageChunk,
+  type StreamInfo,
+} from './openai-common.js';
 
 interface CompletionLogprobs {
   tokens: string[];
@@ -122,15 +130,6 @@ export function completions(ctx: WorkerContext) {
   };
 }
 
-interface StreamInfo {
-  id: string;
-  created: number;
-  model: string;
-  promptTokens: number;
-  includeUsage: boolean;
-  path: string;
-}
-
 async function* streamChunks(
   seqs: Sequence[],
   texts: TokenTexts,
@@ -168,15 +167,7 @@ async function* streamChunks(
         yield chunk(index, event.text, null, openAiFinish(event.reason), why);
       }
     }
-    if (info.includeUsage)
-      yield JSON.stringify({
-        id: info.id,
-        object: 'text_completion',
-        created: info.created,
-        model: info.model,
-        choices: [],
-        usage: usage(info.promptTokens, generated),
-      });
+    if (info.includeUsage) yield usageChunk(info, 'text_completion', generated);
   } catch (e) {
     yield JSON.stringify(errorBody(info.path, toApiError(e)));
   }

@@ -58,3 +58,29 @@ export function usage(promptTokens: number, results: Array<Pick<SequenceResult, 
 }
 
 export const nowSeconds = (): number => Math.floor(Date.now() / 1000);
+
+/** What a streamed OpenAI answer repeats in every chunk, and what its final usage chunk needs. */
+export interface StreamInfo {
+  id: string;
+  created: number;
+  model: string;
+  promptTokens: number;
+  includeUsage: boolean;
+  path: string;
+}
+
+/** The last chunk of a stream with `stream_options.include_usage`: no choices, the usage of every choice. */
+export function usageChunk(
+  info: StreamInfo,
+  object: 'text_completion' | 'chat.completion.chunk',
+  generated: number,
+): string {
+  return JSON.stringify({
+    id: info.id,
+    object,
+    created: info.created,
+    model: info.model,
+    choices: [],
+    usage: usage(info.promptTokens, generated),
+  });
+}
